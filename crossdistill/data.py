@@ -140,6 +140,7 @@ def load_beir(source: str, split: str, cache_dir: str | os.PathLike = ".cache/be
     """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
 
     Passage text is ``title + " " + text`` as BEIR uses it; only qrels with score > 0 are positives.
+    Queries with identical text (SciFact has a few) become one query holding all their positives.
     """
     root = _beir_root(source, Path(cache_dir))
     for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
@@ -150,13 +151,15 @@ def load_beir(source: str, split: str, cache_dir: str | os.PathLike = ".cache/be
     for d in _read_jsonl(root / "corpus.jsonl"):
         corpus[str(d["_id"])] = (d.get("title", "") + " " + d.get("text", "")).strip()
     queries = {str(q["_id"]): q["text"] for q in _read_jsonl(root / "queries.jsonl")}
+    first_id: dict[str, str] = {}  # queries with identical text are merged into the first id
+    alias = {q: first_id.setdefault(text, q) for q, text in queries.items()}
     qrels: dict[str, list[str]] = {}
     qr = pd.read_csv(root / "qrels" / f"{split}.tsv", sep="\t", dtype=str)
     if len(qr.columns) < 3:
         raise UsageError(f"{root}/qrels/{split}.tsv must have columns query-id, corpus-id, score")
     for qid, did, score in qr.iloc[:, :3].itertuples(index=False):
-        if float(score) > 0 and qid in queries and did in corpus:
-            qrels.setdefault(qid, []).append(did)
+        if float(score) > 0 and qid in queries and did in corpus and did not in qrels.get(alias[qid], []):
+            qrels.setdefault(alias[qid], []).append(did)
     if not qrels:
         raise UsageError(f"{root}/qrels/{split}.tsv has no positive pair whose query and passage exist; check the split name")
     return RetrievalSet(corpus, {q: queries[q] for q in qrels}, qrels)

