@@ -1,0 +1,425 @@
+"""Stage 2: distil the frozen cross-encoder teacher into a bi-encoder student.
+
+Setup (:func:`prepare_run`): candidate lists of K passages per training query
+(:mod:`crossdistill.candidates`), teacher logits for every (query, candidate) pair computed once
+(:mod:`crossdistill.score_cache`), and the guard that refuses a teacher weaker than the student.
+
+The loop (:func:`train_student`) reads top to bottom: for each batch of lists, embed queries and the
+batch's distinct passages, score by exact cosine, loss = KL + contrastive + negative penalty
+(:mod:`crossdistill.losses`), step; validate every epoch; keep the best model (the starting student
+included); checkpoint every ``--save_steps`` and every epoch end (:mod:`crossdistill.checkpoint`).
+
+Out of memory never skips data: the step is redone with the batch's texts split into micro-batches whose
+gradients are combined exactly (the embeddings are computed without gradients, the loss is backpropagated
+to them, then each micro-batch is re-encoded with gradients and receives its slice — "gradient caching",
+Gao et al. 2021), and the smaller micro-batch is kept for the rest of the run.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data, faults
+from .candidates import CandidateList, build_candidates
+from .checkpoint import find_latest, load_checkpoint, load_trainable, save_best, save_checkpoint, trainable_state
+from .errors import UsageError
+from .fsutil import EventLog, check_output_dir, write_json
+from .losses import distillation_loss
+from .metrics import ranking_metrics, top_k_run
+from .models import cache_dir, resolve_model
+from .score_cache import cached_teacher_logits, teacher_fingerprint
+from .student import BiEncoderStudent
+from .teacher import read_teacher_config
+from .training import linear_schedule, make_optimizer, seed_everything
+
+EXIT_NONFINITE = 3
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN/inf; the run stops so that a supervisor can roll back (exit code 3)."""
+
+
+# --------------------------------------------------------------------------- validation
+@dataclass
+class ValPool:
+    """Val queries, all distinct val passages (the pool), each query's positives, and the val triplets."""
+
+    queries: list[str]
+    passages: list[str]
+    qrels: dict[str, dict[str, int]]
+    triplets: list[tuple[int, int, int]]  # (query index, positive index, negative index)
+
+    @classmethod
+    def from_df(cls, df) -> "ValPool":
+        queries = list(dict.fromkeys(df["anchor"]))
+        passages = list(dict.fromkeys(list(df["positive"]) + list(df["negative"])))
+        qi = {q: i for i, q in enumerate(queries)}
+        pi = {p: i for i, p in enumerate(passages)}
+        qrels: dict[str, dict[str, int]] = {}
+        for a, p in zip(df["anchor"], df["positive"]):
+            qrels.setdefault(str(qi[a]), {})[str(pi[p])] = 1
+        triplets = [(qi[a], pi[p], pi[n]) for a, p, n in df[list(data.COLUMNS)].itertuples(index=False)]
+        return cls(queries, passages, qrels, triplets)
+
+
+@torch.no_grad()
+def student_similarities(student: BiEncoderStudent, queries: list[str], passages: list[str], batch_size: int) -> np.ndarray:
+    """(Q, P) cosine similarities; each text encoded once, in length-sorted batches (sentence-transformers)."""
+    was_training = student.training
+    student.eval()
+    kw = dict(batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    q = student.st.encode([student.query_prefix + t for t in queries], **kw)
+    p = student.st.encode([student.passage_prefix + t for t in passages], **kw)
+    student.train(was_training)
+    return q @ p.T
+
+
+def evaluate_student(student: BiEncoderStudent, pool: ValPool, batch_size: int) -> tuple[dict, np.ndarray]:
+    """Mean normalised positive/negative score and margin over val triplets; MRR@10, nDCG@10, Recall@10 over the pool."""
+    cos = student_similarities(student, pool.queries, pool.passages, batch_size)
+    norm = (cos + 1) / 2
+    t = np.array(pool.triplets)
+    pos, neg = norm[t[:, 0], t[:, 1]], norm[t[:, 0], t[:, 2]]
+    run = top_k_run([str(i) for i in range(len(pool.queries))], [str(j) for j in range(len(pool.passages))], cos, 100)
+    rank = ranking_metrics(pool.qrels, run, ("mrr@10", "ndcg@10", "recall@10"))
+    metrics = {"val_mean_positive": float(pos.mean()), "val_mean_negative": float(neg.mean()),
+               "val_margin": float((pos - neg).mean()), "val_mrr@10": rank["mrr@10"], "val_ndcg@10": rank["ndcg@10"],
+               "val_recall@10": rank["recall@10"]}
+    return metrics, cos
+
+
+def teacher_guard(args, pool: ValPool, student_cos: np.ndarray, cache_path: Path, log) -> dict:
+    """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``."""
+    k = min(args.guard_k, len(pool.passages))
+    top = np.argsort(-student_cos, axis=1, kind="stable")[:, :k]
+    pairs = [(pool.queries[i], pool.passages[j]) for i in range(len(pool.queries)) for j in top[i]]
+    logits, _ = cached_teacher_logits(args.teacher_path, pairs, cache_path, args.eval_batch_size, log=log)
+    logits = logits.reshape(len(pool.queries), k)
+    qids = [str(i) for i in range(len(pool.queries))]
+    student_run = {q: {str(j): float(student_cos[i, j]) for j in top[i]} for i, q in enumerate(qids)}
+    teacher_run = {q: {str(j): float(logits[i, c]) for c, j in enumerate(top[i])} for i, q in enumerate(qids)}
+    s = ranking_metrics(pool.qrels, student_run, ("mrr@10",))["mrr@10"]
+    t = ranking_metrics(pool.qrels, teacher_run, ("mrr@10",))["mrr@10"]
+    return {"student_mrr@10": s, "teacher_rerank_mrr@10": t, "guard_k": k}
+
+
+# --------------------------------------------------------------------------- one optimisation step
+def _texts(student: BiEncoderStudent, lists: list[CandidateList]):
+    queries = [student.query_prefix + c.query for c in lists]
+    unique = list(dict.fromkeys(p for c in lists for p in c.passages))
+    where = {p: i for i, p in enumerate(unique)}
+    width = max(len(c.passages) for c in lists)
+    index = torch.zeros(len(lists), width, dtype=torch.long)
+    mask = torch.zeros(len(lists), width, dtype=torch.bool)
+    for i, c in enumerate(lists):
+        index[i, :len(c.passages)] = torch.tensor([where[p] for p in c.passages])
+        mask[i, :len(c.passages)] = True
+    return queries, [student.passage_prefix + p for p in unique], index, mask
+
+
+def _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args) -> dict:
+    cos = torch.einsum("qd,qkd->qk", q_emb, p_emb[index])
+    student_scores = (cos + 1) / 2
+    return distillation_loss(teacher, student_scores, mask, positive, tau=args.tau,
+                             contrastive_weight=args.contrastive_weight,
+                             negative_penalty_weight=args.negative_penalty_weight)
+
+
+def _rng_snapshot():
+    return torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def _rng_restore(snap):
+    torch.set_rng_state(snap[0])
+    if snap[1] is not None:
+        torch.cuda.set_rng_state_all(snap[1])
+
+
+def forward_backward(student, lists, teacher, positive, args, micro: int | None, step: int, accelerator) -> dict:
+    """Loss of one batch and its gradients (accumulated in ``.grad``); ``micro`` = max texts per forward."""
+    device = accelerator.device
+    queries, passages, index, mask = _texts(student, lists)
+    index, mask, teacher, positive = index.to(device), mask.to(device), teacher.to(device), positive.to(device)
+    if micro is None or micro >= len(queries) + len(passages):
+        faults.maybe_oom(step, max(len(queries), len(passages)))
+        with accelerator.autocast():
+            q_emb, p_emb = student.embed(queries), student.embed(passages)
+            out = _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args)
+        out["loss"] = faults.maybe_nan(step, out["loss"])
+        if torch.isfinite(out["loss"]):
+            accelerator.backward(out["loss"])
+        return out
+    # gradient caching: exact full-batch gradients with at most `micro` texts per forward pass
+    texts = queries + passages
+    chunks = [texts[s:s + micro] for s in range(0, len(texts), micro)]
+    snaps, embs = [], []
+    with torch.no_grad():
+        for chunk in chunks:
+            faults.maybe_oom(step, len(chunk))
+            snaps.append(_rng_snapshot())
+            with accelerator.autocast():
+                embs.append(student.embed(chunk))
+    all_emb = torch.cat(embs).detach().requires_grad_(True)
+    out = _loss_from_embeddings(all_emb[:len(queries)], all_emb[len(queries):], index, mask, teacher, positive, args)
+    out["loss"] = faults.maybe_nan(step, out["loss"])
+    if not torch.isfinite(out["loss"]):
+        return out
+    accelerator.backward(out["loss"])  # scales the loss under fp16; the cached gradients carry that scale
+    grads = all_emb.grad.split([len(c) for c in chunks])
+    end_snap = _rng_snapshot()
+    for chunk, snap, grad in zip(chunks, snaps, grads):
+        _rng_restore(snap)
+        with accelerator.autocast():
+            emb = student.embed(chunk)
+        emb.backward(grad)
+    _rng_restore(end_snap)
+    out["loss"] = out["loss"].detach()
+    return out
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+# --------------------------------------------------------------------------- setup
+@dataclass
+class Run:
+    lists: list[CandidateList]
+    teacher: list[torch.Tensor]   # per list: (K,) soft-label source (prob or logit)
+    val: ValPool
+    stats: dict
+
+
+def load_teacher_dir(path: str) -> dict:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UsageError(f"--teacher_path {folder} does not exist; train a teacher with train_teacher_model.py first")
+    if not (folder / "config.json").is_file() or not (folder / "lora_config.json").is_file():
+        raise UsageError(f"--teacher_path {folder} is not a teacher folder (needs config.json and lora_config.json "
+                         "written by train_teacher_model.py)")
+    return read_teacher_config(folder)
+
+
+def prepare_run(args, log) -> Run:
+    """Candidate lists, teacher scores (cached), and the val pool."""
+    train_df = data.subsample(data.read_triplets(data.data_file(args.data_version, "train", args.data_root)),
+                              args.max_samples, args.seed)
+    val_df = data.read_triplets(data.data_file(args.data_version, "val", args.data_root))
+    if args.max_val_samples:
+        val_df = data.subsample(val_df, args.max_val_samples, args.seed)
+    lists, cstats = build_candidates(train_df, args.K, args.negative_source, args.seed, args.mining_model)
+    log(f"candidates: {cstats['queries']} queries x K={args.K} ({cstats['short_lists']} with fewer than K, "
+        f"{cstats['mined_negatives']} mined {args.negative_source} negatives)")
+    pairs = [(c.query, p) for c in lists for p in c.passages]
+    logits, tstats = cached_teacher_logits(args.teacher_path, pairs, args.score_cache, args.eval_batch_size, log=log)
+    source = torch.from_numpy(logits) if args.soft_labels == "logit" else torch.sigmoid(torch.from_numpy(logits))
+    per_list, i = [], 0
+    for c in lists:
+        per_list.append(source[i:i + len(c.passages)].clone())
+        i += len(c.passages)
+    if args.positive_definition == "teacher":
+        probs = torch.sigmoid(torch.from_numpy(logits))
+        i = 0
+        for c in lists:
+            c.positive = [bool(x > 0.5) for x in probs[i:i + len(c.passages)]]
+            i += len(c.passages)
+    return Run(lists, per_list, ValPool.from_df(val_df), {"candidates": cstats, "teacher_scores": tstats})
+
+
+def _collate(run: Run, idx: list[int]):
+    lists = [run.lists[i] for i in idx]
+    width = max(len(c.passages) for c in lists)
+    teacher = torch.zeros(len(lists), width)
+    positive = torch.zeros(len(lists), width, dtype=torch.bool)
+    for r, i in enumerate(idx):
+        n = len(run.lists[i].passages)
+        teacher[r, :n] = run.teacher[i]
+        positive[r, :n] = torch.tensor(run.lists[i].positive)
+    return lists, teacher, positive
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+# --------------------------------------------------------------------------- the loop
+def train_student(args, log=print) -> Path:
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    out_dir = Path(args.output_dir)
+    ckpt_root = out_dir / "checkpoints"
+    resume_from = find_latest(ckpt_root) if args.resume else None
+    if args.resume and resume_from is None and (out_dir / "done.json").is_file():
+        raise UsageError(f"{out_dir} already holds a finished run (done.json); nothing to resume")
+    if resume_from is None:
+        if args.overwrite and out_dir.is_dir():
+            shutil.rmtree(out_dir)
+        elif not args.resume:
+            check_output_dir(out_dir, False)
+    teacher_cfg = load_teacher_dir(args.teacher_path)
+    args.score_cache = args.score_cache or str(cache_dir() / "teacher_scores" / f"{teacher_fingerprint(args.teacher_path)}.sqlite")
+    resolved = resolve_model(args.student_name, args.query_prefix, args.passage_prefix)
+
+    seed_everything(args.seed)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.device == "cpu")
+    device = accelerator.device
+    run = prepare_run(args, log)
+    student = BiEncoderStudent.load(resolved, args.max_len, device=str(device))
+    lora_cfg = student.add_lora(args.lora_r, args.lora_alpha, args.lora_dropout) if args.use_lora else None
+    steps_per_epoch = math.ceil(len(run.lists) / args.batch_size)
+    total_steps = steps_per_epoch * args.epochs
+    optimizer = make_optimizer(student, args.lr, None, (), args.weight_decay)
+    scheduler = linear_schedule(optimizer, total_steps, args.warmup_ratio)
+    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+    model = accelerator.unwrap_model(student)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events = EventLog(out_dir / "events.jsonl", enabled=accelerator.is_main_process)
+    state = {"step": 0, "epoch": 1, "batch_in_epoch": 0, "micro_batch_size": args.micro_batch_size,
+             "history": [], "best": None, "lr": args.lr, "guard": None}
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, optimizer, scheduler)
+        if state.get("lr") != args.lr:  # a supervisor lowered the learning rate (e.g. after a NaN)
+            ratio = args.lr / state["lr"]
+            for g in optimizer.param_groups:
+                g["lr"] *= ratio
+                g["initial_lr"] = g.get("initial_lr", g["lr"]) * ratio
+            scheduler.base_lrs = [b * ratio for b in scheduler.base_lrs]
+            state["lr"] = args.lr
+        if args.micro_batch_size and (state["micro_batch_size"] is None or args.micro_batch_size < state["micro_batch_size"]):
+            state["micro_batch_size"] = args.micro_batch_size
+        events.log("resume", step=state["step"], epoch=state["epoch"], checkpoint=resume_from.name,
+                   micro_batch_size=state["micro_batch_size"])
+        log(f"resumed from {resume_from} at step {state['step']}")
+    else:
+        events.log("start", stage="student", total_steps=total_steps, epochs=args.epochs, queries=len(run.lists),
+                   **{f"candidates_{k}": v for k, v in run.stats["candidates"].items()})
+        start_metrics, start_cos = evaluate_student(model, run.val, args.eval_batch_size)
+        guard = teacher_guard(args, run.val, start_cos, Path(args.score_cache), log)
+        state["guard"] = guard
+        log(f"val MRR@10: starting student {guard['student_mrr@10']:.4f}, teacher reranking its top-{guard['guard_k']} "
+            f"{guard['teacher_rerank_mrr@10']:.4f}")
+        events.log("guard", **guard)
+        if guard["teacher_rerank_mrr@10"] < guard["student_mrr@10"] and not args.allow_weaker_teacher:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise UsageError(f"the teacher ranks worse than the student it would teach (val MRR@10 "
+                             f"{guard['teacher_rerank_mrr@10']:.4f} vs {guard['student_mrr@10']:.4f}); distilling would "
+                             "make the student worse. Train a stronger teacher, or pass --allow_weaker_teacher")
+        state["history"].append({"epoch": 0, "step": 0, **start_metrics})
+        state["best"] = {"epoch": 0, "val_mrr@10": start_metrics["val_mrr@10"]}
+        save_best(ckpt_root, model, state["best"])
+        events.log("eval", epoch=0, step=0, **start_metrics)
+        log(f"epoch 0 (starting student): " + _fmt(start_metrics))
+
+    t_start = time.time()
+    samples = 0
+    student.train()
+    while state["epoch"] <= args.epochs:
+        epoch = state["epoch"]
+        order = epoch_order(len(run.lists), args.seed, epoch)
+        batch_starts = list(range(state["batch_in_epoch"] * args.batch_size, len(order), args.batch_size))
+        bar = tqdm(batch_starts, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_main_process,
+                   initial=state["batch_in_epoch"], total=steps_per_epoch)
+        for start in bar:
+            lists, teacher, positive = _collate(run, order[start:start + args.batch_size])
+            step = state["step"] + 1
+            faults.maybe_crash_or_stall(step)
+            while True:
+                try:
+                    out = forward_backward(student, lists, teacher, positive, args, state["micro_batch_size"], step, accelerator)
+                    break
+                except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                    if not _is_oom(exc):
+                        raise
+                    optimizer.zero_grad(set_to_none=True)
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    n_texts = len(lists) * (1 + max(len(c.passages) for c in lists))
+                    current = state["micro_batch_size"] or n_texts
+                    state["micro_batch_size"] = current // 2
+                    events.log("oom", step=step, micro_batch_size=state["micro_batch_size"], error=str(exc)[:200])
+                    log(f"out of memory at step {step}: retrying with micro-batches of {state['micro_batch_size']} texts")
+                    if state["micro_batch_size"] < 1:
+                        raise UsageError("out of memory even with one text per forward pass; lower --max_len or use a smaller model") from None
+            if not torch.isfinite(out["loss"]):
+                events.log("nonfinite_loss", step=step, epoch=epoch, loss=str(out["loss"].item()))
+                raise NonFiniteLoss(f"loss became {out['loss'].item()} at step {step}")
+            accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] = step
+            state["batch_in_epoch"] += 1
+            samples += len(lists)
+            rate = samples / (time.time() - t_start)
+            bar.set_postfix(loss=f"{out['loss'].item():.4f}", kl=f"{out['kl'].item():.4f}", samples_s=f"{rate:.2f}")
+            if step % args.log_steps == 0 or step == total_steps:
+                events.log("step", step=step, epoch=epoch, loss=round(out["loss"].item(), 6), kl=round(out["kl"].item(), 6),
+                           contrastive=round(out["contrastive"].item(), 6),
+                           negative_penalty=round(out["negative_penalty"].item(), 6), lr=scheduler.get_last_lr()[0],
+                           samples_per_s=round(rate, 3), elapsed_s=round(time.time() - t_start, 2), total_steps=total_steps)
+            if args.save_steps and step % args.save_steps == 0 and state["batch_in_epoch"] < steps_per_epoch:
+                if accelerator.is_main_process:
+                    save_checkpoint(ckpt_root, model, optimizer, scheduler, state)
+                events.log("checkpoint", step=step)
+        metrics, _ = evaluate_student(model, run.val, args.eval_batch_size)
+        state["history"].append({"epoch": epoch, "step": state["step"], **metrics})
+        events.log("eval", epoch=epoch, step=state["step"], **metrics)
+        log(f"epoch {epoch}: " + _fmt(metrics))
+        if metrics["val_mrr@10"] > state["best"]["val_mrr@10"]:
+            state["best"] = {"epoch": epoch, "val_mrr@10": metrics["val_mrr@10"]}
+            save_best(ckpt_root, model, state["best"])
+        state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        if accelerator.is_main_process:
+            save_checkpoint(ckpt_root, model, optimizer, scheduler, state)
+        events.log("checkpoint", step=state["step"], epoch_end=epoch)
+
+    # ---- publish: the best model (possibly the starting one), then done.json last
+    best = torch.load(ckpt_root / "best.pt", map_location="cpu")
+    load_trainable(model, best["trainable"])
+    start, best_row = state["history"][0], state["history"][best["info"]["epoch"]]
+    summary = {"best_epoch": best["info"]["epoch"], "history": state["history"], "guard": state["guard"],
+               "val_delta": {k: best_row[k] - start[k] for k in start if k.startswith("val_")},
+               "steps": state["step"], "micro_batch_size": state["micro_batch_size"], **run.stats}
+    if accelerator.is_main_process:
+        staging = out_dir / ".staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save(staging)
+        write_json(staging / "training_args.json", vars(args))
+        write_json(staging / "metrics.json", summary)
+        write_json(staging / "distillation_config.json", {
+            "teacher_path": str(args.teacher_path), "teacher_base_model": teacher_cfg.get("base_model"),
+            "student_name": args.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
+            "max_len": args.max_len, "data_version": args.data_version, "data_root": args.data_root,
+            "use_lora": bool(args.use_lora), **({"lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
+                                                 "lora_dropout": args.lora_dropout,
+                                                 "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})
+        for item in staging.iterdir():
+            target = out_dir / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            item.replace(target)
+        staging.rmdir()
+        events.log("end", best_epoch=summary["best_epoch"], **{f"delta_{k}": v for k, v in summary["val_delta"].items()})
+        write_json(out_dir / "done.json", {"stage": "student", "best_epoch": summary["best_epoch"], **best_row,
+                                           "val_delta": summary["val_delta"]})
+    log(f"saved student to {out_dir} (best epoch {summary['best_epoch']}; val MRR@10 "
+        f"{start['val_mrr@10']:.4f} -> {best_row['val_mrr@10']:.4f})")
+    return out_dir
+
+
+def _fmt(m: dict) -> str:
+    return (f"val MRR@10 {m['val_mrr@10']:.4f} nDCG@10 {m['val_ndcg@10']:.4f} | mean pos {m['val_mean_positive']:.3f} "
+            f"neg {m['val_mean_negative']:.3f} margin {m['val_margin']:.3f}")

@@ -1,0 +1,61 @@
+"""Fault injection for tests of recovery (out-of-memory, NaN loss, crash, stall, slow steps).
+
+Active only when ``CROSSDISTILL_ALLOW_FAULTS=1``; faults are read from ``CROSSDISTILL_FAULTS`` (JSON):
+
+    {"oom_at_steps": [3], "oom_min_texts": 8,   # raise torch's OOM error while a forward holds > 8 texts
+     "nan_at_steps": [4], "crash_at_steps": [6], "stall_at_steps": [5], "sleep_per_step": 0.2,
+     "once_dir": "/tmp/x"}                      # each fault fires once (marker files here), else every time
+
+Never active in normal runs: without the variable every hook is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+
+def _faults() -> dict:
+    if os.environ.get("CROSSDISTILL_ALLOW_FAULTS") != "1":
+        return {}
+    return json.loads(os.environ.get("CROSSDISTILL_FAULTS", "{}"))
+
+
+def _fire(kind: str, step: int) -> bool:
+    f = _faults()
+    if step not in f.get(f"{kind}_at_steps", []):
+        return False
+    once = f.get("once_dir")
+    if once:
+        marker = Path(once) / f"{kind}-{step}"
+        if marker.exists():
+            return False
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    return True
+
+
+def maybe_oom(step: int, texts_in_forward: int) -> None:
+    f = _faults()
+    if f and texts_in_forward > f.get("oom_min_texts", 0) and step in f.get("oom_at_steps", []):
+        raise torch.OutOfMemoryError(f"CUDA out of memory (injected at step {step}, {texts_in_forward} texts)")
+
+
+def maybe_nan(step: int, loss: torch.Tensor) -> torch.Tensor:
+    return loss * float("nan") if _fire("nan", step) else loss
+
+
+def maybe_crash_or_stall(step: int) -> None:
+    f = _faults()
+    if not f:
+        return
+    if f.get("sleep_per_step"):
+        time.sleep(float(f["sleep_per_step"]))
+    if _fire("crash", step):
+        raise RuntimeError(f"injected crash at step {step}")
+    if _fire("stall", step):
+        time.sleep(3600)

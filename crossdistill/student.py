@@ -1,0 +1,106 @@
+"""The bi-encoder student: a sentence-transformers model, optionally with LoRA, scored by exact cosine.
+
+Loading goes through ``SentenceTransformer(path)`` so a model's own pooling/normalisation config is used
+(a plain transformers folder gets mean pooling). The student's score for (q, d) is the exact cosine of
+their embeddings, and its normalised score is ``(cos + 1) / 2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UsageError
+from .models import ResolvedModel, apply_lora, load_or_fail
+
+
+class BiEncoderStudent(torch.nn.Module):
+    """Wraps a SentenceTransformer; :meth:`embed` encodes texts with gradients."""
+
+    def __init__(self, st_model, query_prefix: str = "", passage_prefix: str = ""):
+        super().__init__()
+        self.st = st_model
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+
+    @classmethod
+    def load(cls, resolved: ResolvedModel, max_len: int | None = None, device: str | None = "cpu") -> "BiEncoderStudent":
+        from sentence_transformers import SentenceTransformer
+
+        st = load_or_fail(lambda p: SentenceTransformer(p, device=device), resolved, "student model")
+        if _transformer(st) is None:
+            raise UsageError(f"{resolved.name} has no transformer module; the student must be a transformer bi-encoder")
+        if max_len:
+            st.max_seq_length = max_len
+        return cls(st, resolved.query_prefix, resolved.passage_prefix)
+
+    @property
+    def auto_model(self):
+        return _transformer(self.st).model
+
+    def add_lora(self, r: int, alpha: int, dropout: float):
+        """Replace the encoder by a peft LoRA model (feature extraction); returns the LoraConfig."""
+        module = _transformer(self.st)
+        module.model, cfg = apply_lora(module.model, r, alpha, dropout, "FEATURE_EXTRACTION")
+        return cfg
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """(N, D) L2-normalised embeddings of ``texts`` (prefixes already applied), with gradients."""
+        features = self.st.preprocess(texts)
+        device = next(self.parameters()).device
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        emb = self.st(features)["sentence_embedding"]
+        return F.normalize(emb.float(), dim=-1)
+
+    def score_lists(self, queries: list[str], candidates: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised scores (Q, K) of each query against its candidates, and the mask of real entries.
+
+        Every distinct passage in the batch is encoded once, however many lists it appears in.
+        """
+        unique = list(dict.fromkeys(p for c in candidates for p in c))
+        where = {p: i for i, p in enumerate(unique)}
+        q_emb = self.embed([self.query_prefix + q for q in queries])
+        p_emb = self.embed([self.passage_prefix + p for p in unique])
+        width = max(len(c) for c in candidates)
+        index = torch.zeros(len(queries), width, dtype=torch.long, device=q_emb.device)
+        mask = torch.zeros(len(queries), width, dtype=torch.bool, device=q_emb.device)
+        for i, c in enumerate(candidates):
+            index[i, :len(c)] = torch.tensor([where[p] for p in c], device=q_emb.device)
+            mask[i, :len(c)] = True
+        cos = torch.einsum("qd,qkd->qk", q_emb, p_emb[index])
+        return (cos + 1) / 2, mask
+
+    def save(self, folder: str | Path) -> None:
+        """Save a plain sentence-transformers folder (LoRA merged) and, with LoRA, the adapter in ``adapter/``."""
+        import copy
+
+        from peft import PeftModel
+
+        folder = Path(folder)
+        module = _transformer(self.st)
+        encoder = module.model
+        if isinstance(encoder, PeftModel):
+            encoder.save_pretrained(folder / "adapter")
+            st = copy.deepcopy(self.st)
+            _transformer(st).model = copy.deepcopy(encoder).merge_and_unload()
+        else:
+            st = self.st
+        st.prompts = {"query": self.query_prefix, "passage": self.passage_prefix}
+        st.save(str(folder))
+
+
+def _transformer(st):
+    from sentence_transformers.base.modules import Transformer
+
+    for module in st:
+        if isinstance(module, Transformer):
+            return module
+    return None
+
+
+def is_normalised(st) -> bool:
+    from sentence_transformers.base.modules import Normalize
+
+    return any(isinstance(m, Normalize) for m in st)

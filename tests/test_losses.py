@@ -1,0 +1,79 @@
+"""Losses against values computed by hand (math module, not torch), plus edge cases."""
+
+import math
+
+import pytest
+import torch
+
+from crossdistill.losses import contrastive_margin_loss, distillation_loss, listwise_kl_loss, negative_penalty_loss
+
+T = torch.tensor
+
+
+def _softmax(xs):
+    e = [math.exp(x) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+def test_kl_hand_value():
+    p, q = _softmax([0.9 / 0.5, 0.1 / 0.5]), _softmax([0.6 / 0.5, 0.4 / 0.5])
+    expected = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    assert expected == pytest.approx(0.12755, abs=1e-4)
+    got = listwise_kl_loss(T([[0.9, 0.1]]), T([[0.6, 0.4]]), T([[True, True]]), tau=0.5)
+    assert got.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_kl_padding_is_ignored_and_single_candidate_counts_zero():
+    mask = T([[True, True, False], [True, False, False]])
+    got = listwise_kl_loss(T([[0.9, 0.1, 0.7], [0.3, 0.0, 0.0]]), T([[0.6, 0.4, 0.99], [0.8, 0.0, 0.0]]), mask, tau=0.5)
+    p, q = _softmax([1.8, 0.2]), _softmax([1.2, 0.8])
+    first = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    assert got.item() == pytest.approx(first / 2, abs=1e-6)  # second query: one candidate -> 0, still counted
+
+
+def test_kl_zero_when_equal_and_finite_for_tiny_tau():
+    s = T([[0.2, 0.9, 0.5]])
+    m = torch.ones(1, 3, dtype=torch.bool)
+    assert listwise_kl_loss(s, s, m, tau=0.2).item() == pytest.approx(0.0, abs=1e-7)
+    tiny = listwise_kl_loss(T([[1.0, 0.0, 0.0]]), T([[0.0, 1.0, 0.5]]), m, tau=1e-3)
+    assert torch.isfinite(tiny) and tiny.item() > 100  # p is one-hot on 0, q puts ~all mass on 1
+    with pytest.raises(ValueError):
+        listwise_kl_loss(s, s, m, tau=0.0)
+
+
+def test_kl_gradient_flows_only_to_real_candidates():
+    s = T([[0.6, 0.4, 0.3]], requires_grad=True)
+    listwise_kl_loss(T([[0.9, 0.1, 0.0]]), s, T([[True, True, False]]), tau=0.2).backward()
+    assert s.grad[0, 2].item() == 0 and s.grad[0, 0].item() < 0
+
+
+def test_contrastive_hand_value_all_positive_and_no_negative():
+    s = T([[0.8, 0.3, 0.5], [0.7, 0.6, 0.0], [0.9, 0.1, 0.0]])
+    pos = T([[True, False, False], [True, True, False], [True, False, False]])
+    mask = T([[True, True, True], [True, True, False], [True, True, False]])
+    # q1: 0.7 - (0.8 - 0.4) = 0.3; q2: all positive -> excluded; q3: 0.7 - 0.8 < 0 -> 0
+    assert contrastive_margin_loss(s, pos, mask, 0.7).item() == pytest.approx(0.15, abs=1e-6)
+    only_pos = contrastive_margin_loss(s[1:2], pos[1:2], mask[1:2])
+    assert only_pos.item() == 0.0
+
+
+def test_negative_penalty_hand_value_and_no_negatives():
+    s = T([[0.8, 0.3, 0.5], [0.9, 0.1, 0.0]])
+    neg = T([[False, True, True], [False, True, False]])
+    # batch mean of negatives (0.3+0.5+0.1)/3 = 0.3 -> 0.15; per query: relu(0.4-0.15)=0.25, relu(0.1-0.15)=0
+    assert negative_penalty_loss(s, neg).item() == pytest.approx(0.15 + 0.5 * 0.125, abs=1e-6)
+    assert negative_penalty_loss(s, torch.zeros_like(neg)).item() == 0.0
+
+
+def test_total_combines_weights():
+    t = T([[0.9, 0.1, 0.2]])
+    s = T([[0.6, 0.4, 0.5]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    pos = T([[True, False, False]])
+    out = distillation_loss(t, s, mask, pos, tau=0.2, contrastive_weight=0.3, negative_penalty_weight=0.4)
+    kl = listwise_kl_loss(t, s, mask, 0.2)
+    con = 0.7 - (0.6 - 0.45)
+    pen = (0.45 - 0.15) + 0.5 * (0.45 - 0.15)
+    assert out["contrastive"].item() == pytest.approx(con, abs=1e-6)
+    assert out["negative_penalty"].item() == pytest.approx(pen, abs=1e-6)
+    assert out["loss"].item() == pytest.approx(kl.item() + 0.3 * con + 0.4 * pen, abs=1e-6)

@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Stage 2: distil a trained cross-encoder teacher into a bi-encoder student (exact cosine similarity).
+
+Loss = KL(teacher ‖ student over K candidates) + contrastive_weight x margin loss + negative_penalty_weight x penalty.
+
+Example (the original's quick setting):
+  python train_distillation_pipeline.py --teacher_path ./models/cross_encoder_teacher_quick \
+      --student_name intfloat/multilingual-e5-large-instruct --data_version supervised_only \
+      --output_dir ./models/bi_encoder_distilled_quick --epochs 1 --batch_size 16 --lr 2e-5 --K 4 --tau 0.2 \
+      --contrastive_weight 0.3 --negative_penalty_weight 0.4 --use_lora --max_len 128 --max_samples 2000
+"""
+
+import argparse
+import sys
+
+from crossdistill.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, PROBABILITY, UsageError, check_args, run_cli
+
+DEFAULT_STUDENT = "minilm-l6"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # the original's flags
+    p.add_argument("--teacher_path", required=True, help="folder written by train_teacher_model.py")
+    p.add_argument("--student_name", default=DEFAULT_STUDENT,
+                   help="student: folder, hub id (e.g. intfloat/multilingual-e5-large-instruct) or alias "
+                        "(minilm-l6, multilingual-e5-small)")
+    p.add_argument("--data_version", default="supervised_only")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch_size", type=int, default=16, help="queries per step (each with K candidates)")
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--K", type=int, default=16, help="candidates per query: positives, CSV negatives, mined negatives")
+    p.add_argument("--tau", type=float, default=0.2, help="softmax temperature of the listwise KL")
+    p.add_argument("--contrastive_weight", type=float, default=0.3)
+    p.add_argument("--negative_penalty_weight", type=float, default=0.4)
+    p.add_argument("--use_lora", action="store_true", help="train LoRA adapters on the student (peft)")
+    p.add_argument("--lora_r", type=int, default=32)
+    p.add_argument("--lora_alpha", type=int, default=64)
+    p.add_argument("--lora_dropout", type=float, default=0.1)
+    p.add_argument("--max_len", type=int, default=256, help="max tokens per query/passage for the student")
+    p.add_argument("--max_samples", type=int, default=None, help="seeded random subset of training rows")
+    # added
+    p.add_argument("--negative_source", choices=["bm25", "model", "random"], default="bm25",
+                   help="how lists are filled up to K beyond the CSV's negatives")
+    p.add_argument("--mining_model", default="minilm-l6", help="bi-encoder for --negative_source model")
+    p.add_argument("--soft_labels", choices=["prob", "logit"], default="prob",
+                   help="teacher scores fed to softmax(./tau): sigmoid probabilities (original) or logits")
+    p.add_argument("--positive_definition", choices=["label", "teacher"], default="label",
+                   help="contrastive positives: ground-truth labels, or teacher prob > 0.5 (original)")
+    p.add_argument("--allow_weaker_teacher", action="store_true",
+                   help="distil even when the teacher ranks the val pool worse than the starting student")
+    p.add_argument("--guard_k", type=int, default=20, help="teacher reranks the student's top-k of the val pool for the guard")
+    p.add_argument("--query_prefix", default=None)
+    p.add_argument("--passage_prefix", default=None)
+    p.add_argument("--weight_decay", type=float, default=0.01)
+    p.add_argument("--warmup_ratio", type=float, default=0.1)
+    p.add_argument("--max_grad_norm", type=float, default=1.0)
+    p.add_argument("--micro_batch_size", type=int, default=None,
+                   help="max texts per forward pass (gradients combined exactly); set automatically on out-of-memory")
+    p.add_argument("--eval_batch_size", type=int, default=64)
+    p.add_argument("--max_val_samples", type=int, default=None)
+    p.add_argument("--save_steps", type=int, default=50, help="checkpoint every N steps (and at every epoch end)")
+    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --output_dir")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing --output_dir first")
+    p.add_argument("--score_cache", default=None, help="SQLite file of teacher scores (default: per-teacher file in the cache)")
+    p.add_argument("--data_root", default="preprocessed")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    p.add_argument("--device", choices=["auto", "cpu"], default="auto")
+    p.add_argument("--log_steps", type=int, default=5)
+    args = p.parse_args(argv)
+    check_args(args, {"epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "K": (lambda v: v >= 2, ">= 2"),
+                      "tau": POSITIVE, "contrastive_weight": NON_NEGATIVE, "negative_penalty_weight": NON_NEGATIVE,
+                      "lora_r": AT_LEAST_1, "lora_alpha": POSITIVE, "lora_dropout": PROBABILITY,
+                      "max_len": (lambda v: v >= 8, ">= 8"), "max_samples": AT_LEAST_1, "guard_k": AT_LEAST_1,
+                      "weight_decay": NON_NEGATIVE, "warmup_ratio": PROBABILITY, "max_grad_norm": POSITIVE,
+                      "micro_batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "max_val_samples": AT_LEAST_1,
+                      "save_steps": NON_NEGATIVE, "log_steps": AT_LEAST_1})
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other; pass one")
+    return args
+
+
+def main(argv=None):
+    from crossdistill.distillation import EXIT_NONFINITE, NonFiniteLoss, train_student
+
+    try:
+        train_student(parse_args(argv))
+    except NonFiniteLoss as exc:
+        print(f"error: {exc}; resume from the last checkpoint with a lower --lr (the monitor does this)", file=sys.stderr)
+        return EXIT_NONFINITE
+
+
+if __name__ == "__main__":
+    run_cli(main)
