@@ -1,0 +1,211 @@
+"""Stage 2 end to end with a 2-layer MiniLM teacher and student on SciFact rows: outputs, cache, guard,
+exact resume after SIGKILL, out-of-memory recovery without skipping data, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, assert_usage_error, run_script
+
+COMMON = ["--epochs", "2", "--batch_size", "4", "--K", "4", "--max_samples", "24", "--max_val_samples", "30",
+          "--max_len", "48", "--lr", "1e-4", "--log_steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, tiny_minilm, scifact_version):
+    root, v = scifact_version
+    out = tmp_path_factory.mktemp("teacher") / "t"
+    proc = run_script("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
+                      "--output_dir", out, "--epochs", "1", "--max_samples", "24", "--max_val_samples", "12", "--max_len", "48")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return {"CROSSDISTILL_CACHE": str(tmp_path_factory.mktemp("cache"))}
+
+
+def distil(out, teacher, student, data, env, *extra, **kw):
+    root, v = data
+    return run_script("train_distillation_pipeline.py", "--teacher_path", teacher, "--student_name", student,
+                      "--data_root", root, "--data_version", v, "--output_dir", out, *COMMON, *extra, env=env, **kw)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, teacher, tiny_minilm, scifact_version, env):
+    out = tmp_path_factory.mktemp("student") / "s"
+    proc = distil(out, teacher, tiny_minilm, scifact_version, env, "--allow_weaker_teacher", "--save_steps", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_student_folder_loads_without_peft_and_is_normalised(straight, tiny_minilm):
+    out, _ = straight
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "modules.json", "config.json", "training_args.json", "events.jsonl", "done.json",
+            "metrics.json", "distillation_config.json"} <= names
+    code = ("import sys; sys.modules['peft'] = None\n"
+            "from sentence_transformers import SentenceTransformer\n"
+            f"m = SentenceTransformer({str(out)!r}, device='cpu')\n"
+            "e = m.encode(['Cells divide.', 'Vitamin D lowers risk.', 'x'])\n"
+            "import numpy as np; print(np.round(np.linalg.norm(e, axis=1), 5).tolist(), m.max_seq_length)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    norms, max_len = proc.stdout.strip().rsplit(" ", 1)
+    assert json.loads(norms) == [1.0, 1.0, 1.0] and int(max_len) == 48
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2]
+    assert set(metrics["val_delta"]) >= {"val_mrr@10", "val_margin"}
+    assert metrics["candidates"]["K"] == 4 and metrics["guard"]["guard_k"] == 20
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    steps = [e for e in events if e["event"] == "step"]
+    assert {"step", "epoch", "loss", "lr", "samples_per_s", "time", "kl", "contrastive", "negative_penalty"} <= set(steps[0])
+    assert steps[-1]["step"] == 12  # 24 queries / 4 per step x 2 epochs
+    done = json.loads((out / "done.json").read_text())
+    assert done["stage"] == "student" and "val_mrr@10" in done
+
+
+def test_teacher_scores_come_from_cache_the_second_time(straight, teacher, tiny_minilm, scifact_version, env, tmp_path):
+    _, first = straight
+    assert "teacher scoring" in first.stdout + first.stderr
+    proc = distil(tmp_path / "again", teacher, tiny_minilm, scifact_version, env, "--allow_weaker_teacher", "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "teacher scoring" not in proc.stdout + proc.stderr
+    tstats = json.loads((tmp_path / "again" / "metrics.json").read_text())["teacher_scores"]
+    assert tstats["scored_now"] == 0 and tstats["from_cache"] == tstats["distinct_pairs"] > 0
+
+
+def test_sigkill_then_resume_gives_identical_weights(straight, teacher, tiny_minilm, scifact_version, env, tmp_path):
+    ref, _ = straight
+    out = tmp_path / "killed"
+    root, v = scifact_version
+    cmd = [sys.executable, str(ROOT / "train_distillation_pipeline.py"), "--teacher_path", str(teacher), "--student_name",
+           str(tiny_minilm), "--data_root", str(root), "--data_version", v, "--output_dir", str(out), *COMMON,
+           "--allow_weaker_teacher", "--save_steps", "2"]
+    slow = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "CROSSDISTILL_ALLOW_FAULTS": "1",
+            "CROSSDISTILL_FAULTS": json.dumps({"sleep_per_step": 0.5})}
+    proc = subprocess.Popen(cmd, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once step 5 is logged (after the step-4 checkpoint, before step 6)
+        log = out / "events.jsonl"
+        if log.is_file() and any(json.loads(x).get("step") == 5 and json.loads(x)["event"] == "step"
+                                 for x in log.read_text().splitlines()):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "done.json").exists()
+    latest = json.loads((out / "checkpoints" / "latest.json").read_text())
+    assert latest["step"] == 4
+    resumed = subprocess.run(cmd + ["--resume"], env={**os.environ, **env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    a, b = _weights(ref), _weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_oom_recovered_with_micro_batches_no_sample_skipped(straight, teacher, tiny_minilm, scifact_version, env, tmp_path):
+    ref, _ = straight
+    faults = {"CROSSDISTILL_ALLOW_FAULTS": "1", "CROSSDISTILL_FAULTS": json.dumps({"oom_at_steps": [3], "oom_min_texts": 8})}
+    proc = distil(tmp_path / "oom", teacher, tiny_minilm, scifact_version, {**env, **faults}, "--allow_weaker_teacher",
+                  "--save_steps", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(x) for x in (tmp_path / "oom" / "events.jsonl").read_text().splitlines()]
+    ooms = [e for e in events if e["event"] == "oom"]
+    assert ooms and ooms[0]["step"] == 3 and ooms[-1]["micro_batch_size"] <= 8
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    assert steps == list(range(1, 13))  # every step ran, none skipped
+    assert json.loads((tmp_path / "oom" / "metrics.json").read_text())["micro_batch_size"] <= 8
+    # the same effective batch; only dropout masks differ (texts are grouped differently per forward)
+    a, b = _weights(ref), _weights(tmp_path / "oom")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 2e-3
+
+
+def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version):
+    """Gradient caching: the gradient with 3 texts per forward equals the one-pass gradient (dropout off)."""
+    from argparse import Namespace
+
+    from accelerate import Accelerator
+
+    from crossdistill.candidates import build_candidates
+    from crossdistill.data import read_triplets
+    from crossdistill.distillation import forward_backward
+    from crossdistill.models import resolve_model
+    from crossdistill.student import BiEncoderStudent
+
+    root, v = scifact_version
+    lists, _ = build_candidates(read_triplets(root / v / "val.csv").head(12), 4, "bm25", 0)
+    lists = lists[:3]
+    teacher = torch.rand(3, 4)
+    positive = torch.tensor([[c.positive[i] if i < len(c.positive) else False for i in range(4)] for c in lists])
+    args = Namespace(tau=0.2, contrastive_weight=0.3, negative_penalty_weight=0.4)
+    student = BiEncoderStudent.load(resolve_model(str(tiny_minilm)), 48)
+    student.eval()
+    acc = Accelerator(cpu=True)
+    grads, losses = [], []
+    for micro in (None, 3):
+        student.zero_grad()
+        out = forward_backward(student, lists, teacher, positive, args, micro, 1, acc)
+        losses.append(out["loss"].item())
+        grads.append(torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None]))
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6), (grads[0] - grads[1]).abs().max()
+
+
+def test_lora_student(teacher, tiny_minilm, scifact_version, env, tmp_path):
+    proc = distil(tmp_path / "lora", teacher, tiny_minilm, scifact_version, env, "--allow_weaker_teacher", "--use_lora",
+                  "--lora_r", "4", "--lora_alpha", "8", "--epochs", "1", "--lr", "1e-3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = json.loads((tmp_path / "lora" / "distillation_config.json").read_text())
+    assert cfg["use_lora"] and cfg["lora_r"] == 4
+    assert (tmp_path / "lora" / "adapter" / "adapter_config.json").is_file()
+    base, tuned = _weights(tiny_minilm), _weights(tmp_path / "lora")
+    changed = [k for k in base if k in tuned and not torch.equal(base[k], tuned[k])]
+    # best model may be the starting one; if LoRA won, merged weights differ from the base
+    best = json.loads((tmp_path / "lora" / "metrics.json").read_text())["best_epoch"]
+    assert (len(changed) > 0) == (best > 0)
+
+
+def test_weaker_teacher_is_refused(teacher, tiny_minilm, scifact_version, env, tmp_path):
+    proc = distil(tmp_path / "refused", teacher, tiny_minilm, scifact_version, env)
+    # this 1-epoch, 24-row teacher is weaker than a pretrained MiniLM student
+    assert_usage_error(proc, "teacher ranks worse than the student", "--allow_weaker_teacher")
+    assert "vs" in proc.stderr and not (tmp_path / "refused").exists()
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--K", "1"], "--K must be >= 2"), (["--tau=0"], "--tau must be > 0"), (["--tau=-1"], "--tau must be > 0"),
+    (["--contrastive_weight=-0.1"], "--contrastive_weight must be >= 0"),
+    (["--negative_penalty_weight=-1"], "--negative_penalty_weight must be >= 0"),
+])
+def test_bad_numbers(tmp_path, flags, fragment):
+    proc = run_script("train_distillation_pipeline.py", "--teacher_path", tmp_path, "--output_dir", tmp_path / "o", *flags)
+    assert_usage_error(proc, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_teacher_and_student(tmp_path, teacher, tiny_minilm, scifact_version, env):
+    root, v = scifact_version
+    args = ["--data_root", root, "--data_version", v, "--output_dir", tmp_path / "o"]
+    proc = run_script("train_distillation_pipeline.py", "--teacher_path", tmp_path / "none", *args)
+    assert_usage_error(proc, "does not exist")
+    proc = run_script("train_distillation_pipeline.py", "--teacher_path", tiny_minilm, *args)  # a bi-encoder, not a teacher
+    assert_usage_error(proc, "is not a teacher folder")
+    proc = run_script("train_distillation_pipeline.py", "--teacher_path", teacher, "--student_name", tmp_path / "nothing", *args,
+                      env=env)
+    assert_usage_error(proc, "does not exist")
+    assert not (tmp_path / "o").exists()
