@@ -32,7 +32,7 @@ from . import data, faults
 from .candidates import CandidateList, build_candidates
 from .checkpoint import find_latest, load_checkpoint, load_trainable, save_best, save_checkpoint, trainable_state
 from .errors import UsageError
-from .fsutil import EventLog, check_output_dir, write_json
+from .fsutil import EventLog, check_output_dir, publish, write_json
 from .losses import distillation_loss
 from .metrics import ranking_metrics, top_k_run
 from .models import cache_dir, resolve_model
@@ -263,11 +263,10 @@ def train_student(args, log=print) -> Path:
     resume_from = find_latest(ckpt_root) if args.resume else None
     if args.resume and resume_from is None and (out_dir / "done.json").is_file():
         raise UsageError(f"{out_dir} already holds a finished run (done.json); nothing to resume")
-    if resume_from is None:
-        if args.overwrite and out_dir.is_dir():
-            shutil.rmtree(out_dir)
-        elif not args.resume:
-            check_output_dir(out_dir, False)
+    if resume_from is None and not args.resume:
+        check_output_dir(out_dir, args.overwrite)
+    elif resume_from is None and out_dir.is_dir():  # --resume with nothing to resume: a fresh start in a clean folder
+        check_output_dir(out_dir, True)
     teacher_cfg = load_teacher_dir(args.teacher_path)
     args.score_cache = args.score_cache or str(cache_dir() / "teacher_scores" / f"{teacher_fingerprint(args.teacher_path)}.sqlite")
     resolved = resolve_model(args.student_name, args.query_prefix, args.passage_prefix)
@@ -296,7 +295,8 @@ def train_student(args, log=print) -> Path:
             for g in optimizer.param_groups:
                 g["lr"] *= ratio
                 g["initial_lr"] = g.get("initial_lr", g["lr"]) * ratio
-            scheduler.base_lrs = [b * ratio for b in scheduler.base_lrs]
+            inner = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps the torch scheduler
+            inner.base_lrs = [b * ratio for b in inner.base_lrs]
             state["lr"] = args.lr
         if args.micro_batch_size and (state["micro_batch_size"] is None or args.micro_batch_size < state["micro_batch_size"]):
             state["micro_batch_size"] = args.micro_batch_size
@@ -313,7 +313,9 @@ def train_student(args, log=print) -> Path:
             f"{guard['teacher_rerank_mrr@10']:.4f}")
         events.log("guard", **guard)
         if guard["teacher_rerank_mrr@10"] < guard["student_mrr@10"] and not args.allow_weaker_teacher:
-            shutil.rmtree(out_dir, ignore_errors=True)
+            check_output_dir(out_dir, True)
+            if not any(out_dir.iterdir()):
+                out_dir.rmdir()
             raise UsageError(f"the teacher ranks worse than the student it would teach (val MRR@10 "
                              f"{guard['teacher_rerank_mrr@10']:.4f} vs {guard['student_mrr@10']:.4f}); distilling would "
                              "make the student worse. Train a stronger teacher, or pass --allow_weaker_teacher")
@@ -406,15 +408,9 @@ def train_student(args, log=print) -> Path:
             "use_lora": bool(args.use_lora), **({"lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
                                                  "lora_dropout": args.lora_dropout,
                                                  "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})
-        for item in staging.iterdir():
-            target = out_dir / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            item.replace(target)
-        staging.rmdir()
         events.log("end", best_epoch=summary["best_epoch"], **{f"delta_{k}": v for k, v in summary["val_delta"].items()})
-        write_json(out_dir / "done.json", {"stage": "student", "best_epoch": summary["best_epoch"], **best_row,
-                                           "val_delta": summary["val_delta"]})
+        publish(staging, out_dir, {"stage": "student", "best_epoch": summary["best_epoch"], **best_row,
+                                   "val_delta": summary["val_delta"]})
     log(f"saved student to {out_dir} (best epoch {summary['best_epoch']}; val MRR@10 "
         f"{start['val_mrr@10']:.4f} -> {best_row['val_mrr@10']:.4f})")
     return out_dir

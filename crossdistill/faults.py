@@ -3,7 +3,10 @@
 Active only when ``CROSSDISTILL_ALLOW_FAULTS=1``; faults are read from ``CROSSDISTILL_FAULTS`` (JSON):
 
     {"oom_at_steps": [3], "oom_min_texts": 8,   # raise torch's OOM error while a forward holds > 8 texts
-     "nan_at_steps": [4], "crash_at_steps": [6], "stall_at_steps": [5], "sleep_per_step": 0.2,
+     "fatal_oom_at_steps": [3],                 # raise it outside the in-process retry (the process dies of it)
+     "nan_at_steps": [4], "crash_at_steps": [6], "stall_at_steps": [5], "kill_at_steps": [2, 5],
+     "kill_in_checkpoint_at_steps": [4],        # SIGKILL half-way through writing that step's checkpoint
+     "sleep_per_step": 0.2,
      "once_dir": "/tmp/x"}                      # each fault fires once (marker files here), else every time
 
 Never active in normal runs: without the variable every hook is a no-op.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -55,7 +59,16 @@ def maybe_crash_or_stall(step: int) -> None:
         return
     if f.get("sleep_per_step"):
         time.sleep(float(f["sleep_per_step"]))
+    if _fire("kill", step):
+        os.kill(os.getpid(), signal.SIGKILL)
     if _fire("crash", step):
         raise RuntimeError(f"injected crash at step {step}")
+    if _fire("fatal_oom", step):
+        raise torch.OutOfMemoryError(f"CUDA out of memory (injected, fatal, at step {step})")
     if _fire("stall", step):
         time.sleep(3600)
+
+
+def maybe_kill_in_checkpoint(step: int) -> None:
+    if _fire("kill_in_checkpoint", step):
+        os.kill(os.getpid(), signal.SIGKILL)

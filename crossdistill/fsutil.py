@@ -33,14 +33,37 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         raise
 
 
+# files the monitor keeps in a run's folder; they never make a folder "non-empty" and survive --overwrite
+MONITOR_FILES = frozenset({"monitor.lock", "monitor.jsonl", "monitor_child.json", "train.log"})
+
+
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an existing non-empty folder unless ``overwrite``; refuse a path that is a file."""
+    """Refuse an existing non-empty folder unless ``overwrite`` (then clear it); refuse a path that is a file."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"output path {path} exists and is a file; choose a folder path")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise UsageError(f"output folder {path} already exists and is not empty; pass --overwrite or choose another --output_dir")
+    if path.is_dir():
+        content = [p for p in path.iterdir() if p.name not in MONITOR_FILES]
+        if content and not overwrite:
+            raise UsageError(f"output folder {path} already exists and is not empty; pass --overwrite or choose another --output_dir")
+        for p in content:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     return path
+
+
+def publish(staging: Path, out_dir: Path, done: dict) -> None:
+    """Move everything from ``staging`` into ``out_dir`` (replacing same-named entries), then write ``done.json`` last.
+
+    ``done.json`` is the only completion marker: a crash before it leaves a run that is not done.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in staging.iterdir():
+        target = out_dir / item.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    staging.rmdir()
+    write_json(out_dir / "done.json", done)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data
-from .fsutil import EventLog, atomic_dir, check_output_dir, write_json
+from .fsutil import EventLog, check_output_dir, publish, write_json
 from .models import apply_lora, resolve_model
 from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
 from .training import batches, linear_schedule, make_optimizer, seed_everything
@@ -168,13 +169,13 @@ def train_teacher(args, log=print) -> Path:
     summary = {"best_epoch": best_epoch, "best": history[best_epoch - 1], "history": history,
                "train_seconds": round(time.time() - t_start, 1), "steps": step}
     if accelerator.is_main_process:
-        with atomic_dir(out_dir) as tmp:
-            save_teacher(final, tmp, config)
-            write_json(tmp / "training_args.json", vars(args))
-            write_json(tmp / "metrics.json", summary)
-            if (out_dir / "events.jsonl").is_file():
-                (tmp / "events.jsonl").write_bytes((out_dir / "events.jsonl").read_bytes())
-            write_json(tmp / "done.json", {"stage": "teacher", "best_epoch": best_epoch, **history[best_epoch - 1]})
+        staging = out_dir / ".staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        save_teacher(final, staging, config)
+        write_json(staging / "training_args.json", vars(args))
+        write_json(staging / "metrics.json", summary)
+        publish(staging, out_dir, {"stage": "teacher", "best_epoch": best_epoch, **history[best_epoch - 1]})
         events.log("end", best_epoch=best_epoch, **{k: v for k, v in history[best_epoch - 1].items() if k.startswith("val")})
     log(f"saved teacher to {out_dir} (best epoch {best_epoch}, {summary['train_seconds']}s)")
     return out_dir

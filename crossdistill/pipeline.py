@@ -1,0 +1,43 @@
+"""The whole job — teacher, student, evaluation — as commands with the original's quick/full settings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PRESETS = {
+    "quick": {
+        "teacher": ["--epochs", "1", "--batch_size", "32", "--lr", "2e-5", "--use_lora", "--lora_r", "16",
+                    "--lora_alpha", "32", "--max_samples", "2000"],
+        "student": ["--epochs", "1", "--batch_size", "16", "--lr", "2e-5", "--K", "4", "--tau", "0.2",
+                    "--contrastive_weight", "0.3", "--negative_penalty_weight", "0.4", "--use_lora", "--max_len", "128",
+                    "--max_samples", "2000"],
+        "suffix": "_quick",
+    },
+    "full": {
+        "teacher": ["--epochs", "3", "--batch_size", "16", "--lr", "2e-5", "--use_lora", "--lora_r", "32",
+                    "--lora_alpha", "64", "--lora_dropout", "0.1"],
+        "student": ["--epochs", "3", "--batch_size", "4", "--lr", "2e-5", "--K", "8", "--tau", "0.2",
+                    "--contrastive_weight", "0.3", "--negative_penalty_weight", "0.4", "--use_lora", "--lora_r", "32",
+                    "--lora_alpha", "64", "--lora_dropout", "0.1"],
+        "suffix": "",
+    },
+}
+
+
+def pipeline_commands(preset: str, data_version: str, models_dir: str, teacher_model: str | None,
+                      student_name: str | None, teacher_extra: list[str], student_extra: list[str],
+                      data_root: str = "preprocessed") -> list[tuple[str, Path, list[str]]]:
+    """[(stage, output_dir, command)] for the teacher and the student of ``preset``."""
+    p = PRESETS[preset]
+    teacher_dir = Path(models_dir) / f"cross_encoder_teacher{p['suffix']}"
+    student_dir = Path(models_dir) / f"bi_encoder_distilled{p['suffix']}"
+    common = ["--data_version", data_version, "--data_root", data_root]
+    teacher = [sys.executable, str(ROOT / "train_teacher_model.py"), *common, "--output_dir", str(teacher_dir), *p["teacher"],
+               *(["--model_name", teacher_model] if teacher_model else []), *teacher_extra]
+    student = [sys.executable, str(ROOT / "train_distillation_pipeline.py"), *common, "--teacher_path", str(teacher_dir),
+               "--output_dir", str(student_dir), *p["student"], *(["--student_name", student_name] if student_name else []),
+               *student_extra]
+    return [("teacher", teacher_dir, teacher), ("student", student_dir, student)]
