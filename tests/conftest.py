@@ -70,3 +70,52 @@ def e5_small(tmp_path_factory) -> Path:
 
     os.environ["CROSSDISTILL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     return Path(resolve_model("multilingual-e5-small").path)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory, tiny_minilm, scifact_version) -> Path:
+    """A teacher trained for one epoch on 24 SciFact rows (weak on purpose: the guard refuses it by default)."""
+    root, v = scifact_version
+    out = tmp_path_factory.mktemp("teacher") / "t"
+    proc = run_script("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
+                      "--output_dir", out, "--epochs", "1", "--max_samples", "24", "--max_val_samples", "12", "--max_len", "48")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def score_cache_env(tmp_path_factory) -> dict:
+    return {"CROSSDISTILL_CACHE": str(tmp_path_factory.mktemp("cache"))}
+
+
+# the student run every resume/fault test compares against: 24 queries, 4 per step, 2 epochs = 12 steps
+STUDENT_ARGS = ["--epochs", "2", "--batch_size", "4", "--K", "4", "--max_samples", "24", "--max_val_samples", "30",
+                "--max_len", "48", "--lr", "1e-4", "--log_steps", "1", "--allow_weaker_teacher", "--save_steps", "2"]
+
+
+def student_command(out, teacher, student, data, *extra) -> list[str]:
+    root, v = data
+    return [sys.executable, str(ROOT / "train_distillation_pipeline.py"), "--teacher_path", str(teacher), "--student_name",
+            str(student), "--data_root", str(root), "--data_version", v, "--output_dir", str(out), *STUDENT_ARGS, *map(str, extra)]
+
+
+@pytest.fixture(scope="session")
+def reference_student(tmp_path_factory, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
+    out = tmp_path_factory.mktemp("student") / "s"
+    proc = subprocess.run(student_command(out, tiny_teacher, tiny_minilm, scifact_version), capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **score_cache_env})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def model_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    import torch
+
+    wa, wb = model_weights(a), model_weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -12,25 +12,21 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, assert_usage_error, run_script
-
-COMMON = ["--epochs", "2", "--batch_size", "4", "--K", "4", "--max_samples", "24", "--max_val_samples", "30",
-          "--max_len", "48", "--lr", "1e-4", "--log_steps", "1"]
+from conftest import ROOT, STUDENT_ARGS, assert_usage_error, model_weights, run_script
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_minilm, scifact_version):
-    root, v = scifact_version
-    out = tmp_path_factory.mktemp("teacher") / "t"
-    proc = run_script("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
-                      "--output_dir", out, "--epochs", "1", "--max_samples", "24", "--max_val_samples", "12", "--max_len", "48")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+
+COMMON = STUDENT_ARGS[:-3]  # without --allow_weaker_teacher --save_steps 2
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return {"CROSSDISTILL_CACHE": str(tmp_path_factory.mktemp("cache"))}
+def teacher(tiny_teacher):
+    return tiny_teacher
+
+
+@pytest.fixture(scope="module")
+def env(score_cache_env):
+    return score_cache_env
 
 
 def distil(out, teacher, student, data, env, *extra, **kw):
@@ -40,17 +36,12 @@ def distil(out, teacher, student, data, env, *extra, **kw):
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory, teacher, tiny_minilm, scifact_version, env):
-    out = tmp_path_factory.mktemp("student") / "s"
-    proc = distil(out, teacher, tiny_minilm, scifact_version, env, "--allow_weaker_teacher", "--save_steps", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+def straight(reference_student):
+    return reference_student
 
 
 def _weights(folder):
-    from safetensors.torch import load_file
-
-    return load_file(folder / "model.safetensors")
+    return model_weights(folder)
 
 
 def test_student_folder_loads_without_peft_and_is_normalised(straight, tiny_minilm):

@@ -1,0 +1,125 @@
+"""realtime_monitor.py with real subprocesses, a real 2-layer model and injected faults."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, assert_usage_error, run_script, same_weights, student_command
+from crossdistill.checkpoint import find_latest
+
+FAST = ["--backoff", "0.2", "--poll", "0.3", "--status_every", "2"]
+
+
+def monitor(out, cmd, faults=None, *flags, env_extra=None, wait=True):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    if faults:
+        env.update(CROSSDISTILL_ALLOW_FAULTS="1", CROSSDISTILL_FAULTS=json.dumps(faults))
+    args = [sys.executable, str(ROOT / "realtime_monitor.py"), "--output_dir", str(out), *FAST, *map(str, flags), "--", *cmd]
+    if not wait:
+        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+
+
+def decisions(out):
+    return [json.loads(x) for x in (out / "monitor.jsonl").read_text().splitlines() if '"decision"' in x]
+
+
+def steps(out):
+    return sorted({json.loads(x)["step"] for x in (out / "events.jsonl").read_text().splitlines() if '"event": "step"' in x})
+
+
+def test_sigkill_at_five_steps_and_inside_a_checkpoint_same_weights(tmp_path, reference_student, tiny_teacher, tiny_minilm,
+                                                                     scifact_version, score_cache_env):
+    ref, _ = reference_student
+    out = tmp_path / "run"
+    faults = {"kill_at_steps": [2, 5, 8, 11], "kill_in_checkpoint_at_steps": [6], "once_dir": str(tmp_path / "once")}
+    proc = monitor(out, student_command(out, tiny_teacher, tiny_minilm, scifact_version), faults, "--no_evaluate",
+                   env_extra=score_cache_env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    restarts = [d for d in decisions(out) if d["decision"] == "restart"]
+    assert [d["fault"] for d in restarts] == ["killed"] * 5 and all(d["exit_code"] == -9 for d in restarts)
+    assert all("--resume" in d["command"] for d in restarts)
+    assert steps(out) == list(range(1, 13))
+    assert same_weights(ref, out)
+    # the kill inside step 6's checkpoint left only a temporary folder, never a "latest" that points at it
+    assert find_latest(out / "checkpoints").name == "step-00000012"
+    assert "restarts 5" in proc.stdout or "restarts 4" in proc.stdout  # live status lines name the restarts
+
+
+def test_torn_checkpoint_is_never_latest(tmp_path):
+    root = tmp_path / "checkpoints"
+    good = root / "step-00000002"
+    good.mkdir(parents=True)
+    for f in ("trainable.pt", "optimizer.pt", "scheduler.pt", "rng.pt"):
+        (good / f).write_bytes(b"x")
+    (good / "state.json").write_text('{"step": 2}')
+    torn = root / "step-00000004"  # renamed into place but missing files (cannot happen with our writer; still refused)
+    torn.mkdir()
+    (torn / "trainable.pt").write_bytes(b"x")
+    (root / ".tmp-step-00000006").mkdir()
+    (root / "latest.json").write_text('{"name": "step-00000004"}')
+    assert find_latest(root) == good
+    (root / "latest.json").write_text("{not json")
+    assert find_latest(root) == good
+
+
+def test_oom_nan_stall_recovered_then_evaluated(tmp_path, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
+    out = tmp_path / "run"
+    faults = {"fatal_oom_at_steps": [2], "nan_at_steps": [5], "stall_at_steps": [8], "once_dir": str(tmp_path / "once")}
+    proc = monitor(out, student_command(out, tiny_teacher, tiny_minilm, scifact_version), faults,
+                   "--stall_timeout", "8", "--eval_output_dir", tmp_path / "eval", env_extra=score_cache_env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ds = decisions(out)
+    restarts = [d for d in ds if d["decision"] == "restart"]
+    assert [d["fault"] for d in restarts] == ["oom", "nonfinite", "stall"]
+    assert "--micro_batch_size 10" in restarts[0]["command"]  # 4 queries x (1 + K=4) texts = 20, halved
+    assert "--lr 5e-05" in restarts[1]["command"]  # 1e-4 halved, rolled back to the last checkpoint
+    assert steps(out) == list(range(1, 13))  # no step lost
+    ev = [d for d in ds if d["decision"] == "evaluate"][0]["command"]
+    assert f"--model_path {out}" in ev and "test.csv" in ev and f"--output_dir {tmp_path / 'eval'}" in ev and "--max_len 48" in ev
+    res = json.loads((tmp_path / "eval" / "bi_encoder_evaluation_results.json").read_text())
+    assert res["num_samples"] > 0 and "[monitor] evaluation: positive" in proc.stdout
+
+
+def test_crash_loop_gives_up_after_the_cap(tmp_path, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
+    out = tmp_path / "run"
+    proc = monitor(out, student_command(out, tiny_teacher, tiny_minilm, scifact_version), {"crash_at_steps": [1]},
+                   "--max_restarts", "2", env_extra=score_cache_env)
+    assert proc.returncode == 1
+    ds = decisions(out)
+    assert [d["decision"] for d in ds] == ["restart", "restart", "give-up"]
+    assert "injected crash at step 1" in ds[0]["reason"] and "cap 2" in ds[-1]["reason"]
+    assert not (out / "done.json").exists()
+
+
+def test_reattach_after_monitor_death_and_second_monitor_refused(tmp_path, tiny_teacher, tiny_minilm, scifact_version,
+                                                                 score_cache_env):
+    out = tmp_path / "run"
+    cmd = student_command(out, tiny_teacher, tiny_minilm, scifact_version)
+    first = monitor(out, cmd, {"sleep_per_step": 0.5}, "--no_evaluate", env_extra=score_cache_env, wait=False)
+    deadline = time.time() + 120
+    while not (out / "monitor_child.json").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    second = monitor(out, cmd, None, "--no_evaluate")
+    assert_usage_error(second, "another monitor is already watching")
+    first.send_signal(signal.SIGKILL)  # the monitor dies; its job keeps running in its own process group
+    first.wait()
+    child = json.loads((out / "monitor_child.json").read_text())
+    os.kill(child["pid"], 0)  # still alive
+    again = monitor(out, [], None, "--no_evaluate")
+    assert again.returncode == 0, again.stdout[-3000:]
+    ds = decisions(out)
+    assert ds[0]["decision"] == "reattach" and ds[0]["pid"] == child["pid"] and ds[-1]["decision"] == "completed"
+    launches = [x for x in (out / "monitor.jsonl").read_text().splitlines() if '"launch"' in x]
+    assert len(launches) == 1  # never a second copy of the job
+
+
+def test_monitor_bad_usage(tmp_path):
+    assert_usage_error(run_script("realtime_monitor.py"), "--output_dir")
+    assert_usage_error(run_script("realtime_monitor.py", "--pipeline", "quick"), "--data_version")
+    assert_usage_error(run_script("realtime_monitor.py", "--output_dir", tmp_path / "x"), "no command was given")
