@@ -28,7 +28,8 @@ def parse_args(argv=None):
     p.add_argument("--data_version", default="supervised_only")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch_size", type=int, default=16, help="queries per step (each with K candidates)")
+    p.add_argument("--batch_size", type=int, default=16,
+                   help="queries per step and process (each with K candidates); global batch = this x processes")
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--K", type=int, default=16, help="candidates per query: positives, CSV negatives, mined negatives")
     p.add_argument("--tau", type=float, default=0.2, help="softmax temperature of the listwise KL")
@@ -66,7 +67,11 @@ def parse_args(argv=None):
     p.add_argument("--score_cache", default=None, help="SQLite file of teacher scores (default: per-teacher file in the cache)")
     p.add_argument("--data_root", default="preprocessed")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    p.add_argument("--mixed_precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
+                   help="auto: bf16 on GPUs that have it, fp16 on other GPUs, full precision on CPU")
+    p.add_argument("--gradient_checkpointing", action="store_true", help="trade compute for activation memory")
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                   help="run each batch as this many exact micro-batches (same result, less memory)")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto")
     p.add_argument("--log_steps", type=int, default=5)
     args = p.parse_args(argv)
@@ -76,7 +81,8 @@ def parse_args(argv=None):
                       "max_len": (lambda v: v >= 8, ">= 8"), "max_samples": AT_LEAST_1, "guard_k": AT_LEAST_1,
                       "weight_decay": NON_NEGATIVE, "warmup_ratio": PROBABILITY, "max_grad_norm": POSITIVE,
                       "micro_batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "max_val_samples": AT_LEAST_1,
-                      "save_steps": NON_NEGATIVE, "log_steps": AT_LEAST_1})
+                      "save_steps": NON_NEGATIVE, "log_steps": AT_LEAST_1,
+                      "gradient_accumulation_steps": AT_LEAST_1})
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pass one")
     return args

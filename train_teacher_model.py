@@ -22,7 +22,7 @@ def parse_args(argv=None):
     p.add_argument("--data_version", default="supervised_only", help="folder under --data_root with train.csv and val.csv")
     p.add_argument("--output_dir", default="./models/cross_encoder_teacher")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch_size", type=int, default=16, help="pairs per step (bce) or lists per step (listwise)")
+    p.add_argument("--batch_size", type=int, default=16, help="pairs (bce) or lists (listwise) per step and process")
     p.add_argument("--lr", type=float, default=2e-5, help="learning rate of the encoder (or of its LoRA adapters)")
     p.add_argument("--use_lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
     p.add_argument("--lora_r", type=int, default=32)
@@ -43,7 +43,11 @@ def parse_args(argv=None):
     p.add_argument("--passage_prefix", default=None)
     p.add_argument("--data_root", default="preprocessed")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    p.add_argument("--mixed_precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
+                   help="auto: bf16 on GPUs that have it, fp16 on other GPUs, full precision on CPU")
+    p.add_argument("--gradient_checkpointing", action="store_true", help="trade compute for activation memory")
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                   help="split each batch into this many forward/backward passes (same batch, less memory)")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto")
     p.add_argument("--log_steps", type=int, default=10)
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output_dir")
@@ -52,7 +56,7 @@ def parse_args(argv=None):
                       "lora_r": AT_LEAST_1, "lora_alpha": POSITIVE, "lora_dropout": PROBABILITY,
                       "max_samples": AT_LEAST_1, "max_len": (lambda v: v >= 8, ">= 8"), "weight_decay": NON_NEGATIVE,
                       "warmup_ratio": PROBABILITY, "max_grad_norm": POSITIVE, "eval_batch_size": AT_LEAST_1,
-                      "log_steps": AT_LEAST_1, "max_val_samples": AT_LEAST_1})
+                      "log_steps": AT_LEAST_1, "max_val_samples": AT_LEAST_1, "gradient_accumulation_steps": AT_LEAST_1})
     if args.pos_weight != "auto":
         try:
             if float(args.pos_weight) <= 0:

@@ -39,7 +39,7 @@ from .models import cache_dir, resolve_model
 from .score_cache import cached_teacher_logits, teacher_fingerprint
 from .student import BiEncoderStudent
 from .teacher import read_teacher_config
-from .training import linear_schedule, make_optimizer, seed_everything
+from .training import linear_schedule, make_optimizer, on_main, resolve_precision, seed_everything, shard
 
 EXIT_NONFINITE = 3
 
@@ -145,14 +145,21 @@ def _rng_restore(snap):
 
 
 def forward_backward(student, lists, teacher, positive, args, micro: int | None, step: int, accelerator) -> dict:
-    """Loss of one batch and its gradients (accumulated in ``.grad``); ``micro`` = max texts per forward."""
+    """Loss of one batch and its gradients (accumulated in ``.grad``); ``micro`` = max texts per forward.
+
+    ``student`` may be wrapped for distributed training (DDP): every pass that needs gradients goes through
+    one call of the wrapper, and only the last micro-batch's backward synchronises gradients.
+    """
+    import contextlib
+
+    model = accelerator.unwrap_model(student)
     device = accelerator.device
-    queries, passages, index, mask = _texts(student, lists)
+    queries, passages, index, mask = _texts(model, lists)
     index, mask, teacher, positive = index.to(device), mask.to(device), teacher.to(device), positive.to(device)
     if micro is None or micro >= len(queries) + len(passages):
         faults.maybe_oom(step, max(len(queries), len(passages)))
         with accelerator.autocast():
-            q_emb, p_emb = student.embed(queries), student.embed(passages)
+            q_emb, p_emb = student([queries, passages])
             out = _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args)
         out["loss"] = faults.maybe_nan(step, out["loss"])
         if torch.isfinite(out["loss"]):
@@ -167,7 +174,7 @@ def forward_backward(student, lists, teacher, positive, args, micro: int | None,
             faults.maybe_oom(step, len(chunk))
             snaps.append(_rng_snapshot())
             with accelerator.autocast():
-                embs.append(student.embed(chunk))
+                embs.append(model.embed(chunk))
     all_emb = torch.cat(embs).detach().requires_grad_(True)
     out = _loss_from_embeddings(all_emb[:len(queries)], all_emb[len(queries):], index, mask, teacher, positive, args)
     out["loss"] = faults.maybe_nan(step, out["loss"])
@@ -176,11 +183,13 @@ def forward_backward(student, lists, teacher, positive, args, micro: int | None,
     accelerator.backward(out["loss"])  # scales the loss under fp16; the cached gradients carry that scale
     grads = all_emb.grad.split([len(c) for c in chunks])
     end_snap = _rng_snapshot()
-    for chunk, snap, grad in zip(chunks, snaps, grads):
+    for i, (chunk, snap, grad) in enumerate(zip(chunks, snaps, grads)):
         _rng_restore(snap)
-        with accelerator.autocast():
-            emb = student.embed(chunk)
-        emb.backward(grad)
+        sync = contextlib.nullcontext() if i == len(chunks) - 1 else accelerator.no_sync(student)
+        with sync:
+            with accelerator.autocast():
+                (emb,) = student([chunk])
+            emb.backward(grad)
     _rng_restore(end_snap)
     out["loss"] = out["loss"].detach()
     return out
@@ -247,6 +256,10 @@ def _collate(run: Run, idx: list[int]):
     return lists, teacher, positive
 
 
+def _n_texts(lists: list[CandidateList]) -> int:
+    return len(lists) + len({p for c in lists for p in c.passages})
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     order = list(range(n))
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
@@ -272,17 +285,25 @@ def train_student(args, log=print) -> Path:
     resolved = resolve_model(args.student_name, args.query_prefix, args.passage_prefix)
 
     seed_everything(args.seed)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.device == "cpu")
-    device = accelerator.device
-    run = prepare_run(args, log)
+    accelerator = Accelerator(mixed_precision=resolve_precision(args.mixed_precision), cpu=args.device == "cpu")
+    device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
+    main = accelerator.is_main_process
+    log = log if main else (lambda *a, **k: None)  # one process speaks; the others work
+    with accelerator.main_process_first():  # the main process fills the teacher-score cache, the others read it
+        run = prepare_run(args, log)
     student = BiEncoderStudent.load(resolved, args.max_len, device=str(device))
+    if args.gradient_checkpointing:
+        student.auto_model.gradient_checkpointing_enable()
     lora_cfg = student.add_lora(args.lora_r, args.lora_alpha, args.lora_dropout) if args.use_lora else None
-    steps_per_epoch = math.ceil(len(run.lists) / args.batch_size)
+    global_batch = args.batch_size * world  # --batch_size queries per process and step
+    steps_per_epoch = math.ceil(len(run.lists) / global_batch)
     total_steps = steps_per_epoch * args.epochs
     optimizer = make_optimizer(student, args.lr, None, (), args.weight_decay)
     scheduler = linear_schedule(optimizer, total_steps, args.warmup_ratio)
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     model = accelerator.unwrap_model(student)
+    if world > 1:  # same weights everywhere (DDP broadcast), different dropout per process
+        torch.manual_seed(args.seed + rank)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     events = EventLog(out_dir / "events.jsonl", enabled=accelerator.is_main_process)
@@ -300,28 +321,35 @@ def train_student(args, log=print) -> Path:
             state["lr"] = args.lr
         if args.micro_batch_size and (state["micro_batch_size"] is None or args.micro_batch_size < state["micro_batch_size"]):
             state["micro_batch_size"] = args.micro_batch_size
+        if world > 1:  # the checkpoint holds the main process's RNG; give the others their own stream again
+            torch.manual_seed(args.seed + rank + 7919 * state["step"])
         events.log("resume", step=state["step"], epoch=state["epoch"], checkpoint=resume_from.name,
                    micro_batch_size=state["micro_batch_size"])
         log(f"resumed from {resume_from} at step {state['step']}")
     else:
         events.log("start", stage="student", total_steps=total_steps, epochs=args.epochs, queries=len(run.lists),
                    **{f"candidates_{k}": v for k, v in run.stats["candidates"].items()})
-        start_metrics, start_cos = evaluate_student(model, run.val, args.eval_batch_size)
-        guard = teacher_guard(args, run.val, start_cos, Path(args.score_cache), log)
+        def start_eval():
+            metrics, cos = evaluate_student(model, run.val, args.eval_batch_size)
+            return metrics, teacher_guard(args, run.val, cos, Path(args.score_cache), log)
+
+        start_metrics, guard = on_main(accelerator, start_eval)
         state["guard"] = guard
         log(f"val MRR@10: starting student {guard['student_mrr@10']:.4f}, teacher reranking its top-{guard['guard_k']} "
             f"{guard['teacher_rerank_mrr@10']:.4f}")
         events.log("guard", **guard)
         if guard["teacher_rerank_mrr@10"] < guard["student_mrr@10"] and not args.allow_weaker_teacher:
-            check_output_dir(out_dir, True)
-            if not any(out_dir.iterdir()):
-                out_dir.rmdir()
+            if main:
+                check_output_dir(out_dir, True)
+                if not any(out_dir.iterdir()):
+                    out_dir.rmdir()
             raise UsageError(f"the teacher ranks worse than the student it would teach (val MRR@10 "
                              f"{guard['teacher_rerank_mrr@10']:.4f} vs {guard['student_mrr@10']:.4f}); distilling would "
                              "make the student worse. Train a stronger teacher, or pass --allow_weaker_teacher")
         state["history"].append({"epoch": 0, "step": 0, **start_metrics})
         state["best"] = {"epoch": 0, "val_mrr@10": start_metrics["val_mrr@10"]}
-        save_best(ckpt_root, model, state["best"])
+        if main:
+            save_best(ckpt_root, model, state["best"])
         events.log("eval", epoch=0, step=0, **start_metrics)
         log(f"epoch 0 (starting student): " + _fmt(start_metrics))
 
@@ -331,16 +359,19 @@ def train_student(args, log=print) -> Path:
     while state["epoch"] <= args.epochs:
         epoch = state["epoch"]
         order = epoch_order(len(run.lists), args.seed, epoch)
-        batch_starts = list(range(state["batch_in_epoch"] * args.batch_size, len(order), args.batch_size))
+        batch_starts = list(range(state["batch_in_epoch"] * global_batch, len(order), global_batch))
         bar = tqdm(batch_starts, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_main_process,
                    initial=state["batch_in_epoch"], total=steps_per_epoch)
         for start in bar:
-            lists, teacher, positive = _collate(run, order[start:start + args.batch_size])
+            lists, teacher, positive = _collate(run, shard(order[start:start + global_batch], rank, world))
             step = state["step"] + 1
             faults.maybe_crash_or_stall(step)
+            micro = state["micro_batch_size"]
+            if micro is None and args.gradient_accumulation_steps > 1:  # accumulation = exact micro-batches
+                micro = math.ceil(_n_texts(lists) / args.gradient_accumulation_steps)
             while True:
                 try:
-                    out = forward_backward(student, lists, teacher, positive, args, state["micro_batch_size"], step, accelerator)
+                    out = forward_backward(student, lists, teacher, positive, args, micro, step, accelerator)
                     break
                 except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                     if not _is_oom(exc):
@@ -348,9 +379,8 @@ def train_student(args, log=print) -> Path:
                     optimizer.zero_grad(set_to_none=True)
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
-                    n_texts = len(lists) * (1 + max(len(c.passages) for c in lists))
-                    current = state["micro_batch_size"] or n_texts
-                    state["micro_batch_size"] = current // 2
+                    current = micro or _n_texts(lists)
+                    state["micro_batch_size"] = micro = current // 2
                     events.log("oom", step=step, micro_batch_size=state["micro_batch_size"], error=str(exc)[:200])
                     log(f"out of memory at step {step}: retrying with micro-batches of {state['micro_batch_size']} texts")
                     if state["micro_batch_size"] < 1:
@@ -364,7 +394,7 @@ def train_student(args, log=print) -> Path:
             optimizer.zero_grad(set_to_none=True)
             state["step"] = step
             state["batch_in_epoch"] += 1
-            samples += len(lists)
+            samples += len(lists) * world
             rate = samples / (time.time() - t_start)
             bar.set_postfix(loss=f"{out['loss'].item():.4f}", kl=f"{out['kl'].item():.4f}", samples_s=f"{rate:.2f}")
             if step % args.log_steps == 0 or step == total_steps:
@@ -376,23 +406,26 @@ def train_student(args, log=print) -> Path:
                 if accelerator.is_main_process:
                     save_checkpoint(ckpt_root, model, optimizer, scheduler, state)
                 events.log("checkpoint", step=step)
-        metrics, _ = evaluate_student(model, run.val, args.eval_batch_size)
+        metrics = on_main(accelerator, lambda: evaluate_student(model, run.val, args.eval_batch_size)[0])
         state["history"].append({"epoch": epoch, "step": state["step"], **metrics})
         events.log("eval", epoch=epoch, step=state["step"], **metrics)
         log(f"epoch {epoch}: " + _fmt(metrics))
         if metrics["val_mrr@10"] > state["best"]["val_mrr@10"]:
             state["best"] = {"epoch": epoch, "val_mrr@10": metrics["val_mrr@10"]}
-            save_best(ckpt_root, model, state["best"])
+            if main:
+                save_best(ckpt_root, model, state["best"])
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         if accelerator.is_main_process:
             save_checkpoint(ckpt_root, model, optimizer, scheduler, state)
         events.log("checkpoint", step=state["step"], epoch_end=epoch)
+        accelerator.wait_for_everyone()
 
     # ---- publish: the best model (possibly the starting one), then done.json last
     best = torch.load(ckpt_root / "best.pt", map_location="cpu")
     load_trainable(model, best["trainable"])
     start, best_row = state["history"][0], state["history"][best["info"]["epoch"]]
-    summary = {"best_epoch": best["info"]["epoch"], "history": state["history"], "guard": state["guard"],
+    peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+    summary = {"peak_gpu_memory_gib": peak_gib, "best_epoch": best["info"]["epoch"], "history": state["history"], "guard": state["guard"],
                "val_delta": {k: best_row[k] - start[k] for k in start if k.startswith("val_")},
                "steps": state["step"], "micro_batch_size": state["micro_batch_size"], **run.stats}
     if accelerator.is_main_process:

@@ -34,7 +34,16 @@ class BiEncoderStudent(torch.nn.Module):
             raise UsageError(f"{resolved.name} has no transformer module; the student must be a transformer bi-encoder")
         if max_len:
             st.max_seq_length = max_len
-        return cls(st, resolved.query_prefix, resolved.passage_prefix)
+        student = cls(st, resolved.query_prefix, resolved.passage_prefix)
+        student.freeze_unused()
+        return student
+
+    def freeze_unused(self) -> None:
+        """Freeze the encoder's pooler: sentence embeddings never use it, and DDP insists every trainable
+        parameter receives a gradient."""
+        for name, p in self.auto_model.named_parameters():
+            if "pooler." in name:
+                p.requires_grad_(False)
 
     @property
     def auto_model(self):
@@ -44,6 +53,7 @@ class BiEncoderStudent(torch.nn.Module):
         """Replace the encoder by a peft LoRA model (feature extraction); returns the LoraConfig."""
         module = _transformer(self.st)
         module.model, cfg = apply_lora(module.model, r, alpha, dropout, "FEATURE_EXTRACTION")
+        self.freeze_unused()
         return cfg
 
     def embed(self, texts: list[str]) -> torch.Tensor:
@@ -53,6 +63,10 @@ class BiEncoderStudent(torch.nn.Module):
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         emb = self.st(features)["sentence_embedding"]
         return F.normalize(emb.float(), dim=-1)
+
+    def forward(self, text_lists: list[list[str]]) -> list[torch.Tensor]:
+        """Embeddings of each list of (already prefixed) texts — one call, so a DDP wrapper sees one forward."""
+        return [self.embed(texts) for texts in text_lists]
 
     def score_lists(self, queries: list[str], candidates: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised scores (Q, K) of each query against its candidates, and the mask of real entries.

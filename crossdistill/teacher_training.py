@@ -14,6 +14,7 @@ base rate (see README, "Teacher recipe").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -29,7 +30,7 @@ from . import data
 from .fsutil import EventLog, check_output_dir, publish, write_json
 from .models import apply_lora, resolve_model
 from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
-from .training import batches, linear_schedule, make_optimizer, seed_everything
+from .training import batches, linear_schedule, make_optimizer, on_main, resolve_precision, seed_everything, shard
 
 
 def group_triplets(df) -> list[tuple[str, str, list[str]]]:
@@ -95,9 +96,12 @@ def train_teacher(args, log=print) -> Path:
     resolved = resolve_model(args.model_name, args.query_prefix, args.passage_prefix)
 
     seed_everything(args.seed)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.device == "cpu")
-    device = accelerator.device
+    accelerator = Accelerator(mixed_precision=resolve_precision(args.mixed_precision), cpu=args.device == "cpu")
+    device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
+    log = log if accelerator.is_main_process else (lambda *a, **k: None)
     teacher = CrossEncoderTeacher.from_base(resolved, args.max_len)
+    if args.gradient_checkpointing:
+        teacher.model.gradient_checkpointing_enable()
     lora_cfg = None
     if args.use_lora:
         teacher.model, lora_cfg = apply_lora(teacher.model, args.lora_r, args.lora_alpha, args.lora_dropout, "SEQ_CLS",
@@ -111,11 +115,16 @@ def train_teacher(args, log=print) -> Path:
         pos_weight = (len(examples) - n_pos) / max(n_pos, 1) if args.pos_weight == "auto" else float(args.pos_weight)
     else:
         examples, pos_weight = train_groups, None
-    steps_per_epoch = math.ceil(len(examples) / args.batch_size)
+    global_batch = args.batch_size * world  # --batch_size per process and step
+    steps_per_epoch = math.ceil(len(examples) / global_batch)
     total_steps = steps_per_epoch * args.epochs
     optimizer = make_optimizer(teacher.model, args.lr, args.head_lr, HEAD_NAMES, args.weight_decay)
     scheduler = linear_schedule(optimizer, total_steps, args.warmup_ratio)
     teacher.model, optimizer, scheduler = accelerator.prepare(teacher.model, optimizer, scheduler)
+    if world > 1:
+        torch.manual_seed(args.seed + rank)
+    plain = accelerator.unwrap_model(teacher.model)
+    scorer = CrossEncoderTeacher(plain, teacher.tokenizer, args.max_len, teacher.query_prefix, teacher.passage_prefix)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     events = EventLog(out_dir / "events.jsonl", enabled=accelerator.is_main_process)
@@ -129,25 +138,32 @@ def train_teacher(args, log=print) -> Path:
     step, t_start = 0, time.time()
     for epoch in range(1, args.epochs + 1):
         teacher.model.train()
-        bar = tqdm(batches(examples, args.batch_size, rng), desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_main_process)
+        bar = tqdm(batches(examples, global_batch, rng), desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_main_process)
         seen, t_epoch = 0, time.time()
-        for batch in bar:
-            with accelerator.autocast():
-                loss = (_bce_loss(teacher, batch, pos_weight, device) if args.loss == "bce"
-                        else _listwise_loss(teacher, batch, device))
-            accelerator.backward(loss)
+        for global_items in bar:
+            batch = shard(global_items, rank, world)
+            parts = [batch[i::args.gradient_accumulation_steps] for i in range(args.gradient_accumulation_steps)]
+            parts = [p for p in parts if p]
+            loss = 0.0
+            for i, part in enumerate(parts):  # gradient accumulation: same batch, smaller forward passes
+                sync = contextlib.nullcontext() if i == len(parts) - 1 else accelerator.no_sync(teacher.model)
+                with sync, accelerator.autocast():
+                    part_loss = (_bce_loss(teacher, part, pos_weight, device) if args.loss == "bce"
+                                 else _listwise_loss(teacher, part, device)) * (len(part) / len(batch))
+                    accelerator.backward(part_loss)
+                loss = loss + part_loss.detach()
             accelerator.clip_grad_norm_(teacher.model.parameters(), args.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            seen += len(batch)
+            seen += len(global_items)
             rate = seen / (time.time() - t_epoch)
             bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.1f}")
             if step % args.log_steps == 0 or step == total_steps:
                 events.log("step", step=step, epoch=epoch, loss=round(loss.item(), 6), lr=scheduler.get_last_lr()[0],
                            samples_per_s=round(rate, 3), elapsed_s=round(time.time() - t_start, 2), total_steps=total_steps)
-        metrics = evaluate_teacher(teacher, val_groups, args.eval_batch_size, device)
+        metrics = on_main(accelerator, lambda: evaluate_teacher(scorer, val_groups, args.eval_batch_size, device))
         metrics.update(epoch=epoch, step=step, train_seconds=round(time.time() - t_epoch, 1))
         history.append(metrics)
         events.log("eval", **metrics)
@@ -166,7 +182,8 @@ def train_teacher(args, log=print) -> Path:
     if lora_cfg is not None:
         config.update(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                       target_modules=sorted(lora_cfg.target_modules), modules_to_save=sorted(set(lora_cfg.modules_to_save or [])))
-    summary = {"best_epoch": best_epoch, "best": history[best_epoch - 1], "history": history,
+    peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+    summary = {"peak_gpu_memory_gib": peak_gib, "best_epoch": best_epoch, "best": history[best_epoch - 1], "history": history,
                "train_seconds": round(time.time() - t_start, 1), "steps": step}
     if accelerator.is_main_process:
         staging = out_dir / ".staging"

@@ -48,3 +48,27 @@ def batches(items: list, batch_size: int, rng: random.Random | None = None) -> l
     if rng is not None:
         rng.shuffle(order)
     return [[items[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+
+
+def shard(items: list[int], rank: int, world: int) -> list[int]:
+    """This process's share of a global batch (interleaved); never empty, since every DDP process must step."""
+    return items[rank::world] or items[:1]
+
+
+def on_main(accelerator, fn):
+    """Run ``fn`` on the main process only and give its result to every process."""
+    from accelerate.utils import broadcast_object_list
+
+    result = [fn() if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(result)
+    return result[0]
+
+
+def resolve_precision(choice: str) -> str:
+    """``auto``: bf16 on a GPU that has it, fp16 on other GPUs, full precision on CPU."""
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"

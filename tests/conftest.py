@@ -25,6 +25,27 @@ def run_script(script: str, *args, cwd=None, env=None, timeout=600) -> subproces
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_in_process(script: str, *args) -> subprocess.CompletedProcess:
+    """Run a script's ``main`` through ``run_cli`` in this process (fast path for argument errors)."""
+    import contextlib
+    import importlib.util
+    import io
+
+    from crossdistill.errors import run_cli
+
+    spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run_cli(module.main, [str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
+
+
 def assert_usage_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
     """Exit code 2, one 'error:' line naming the problem, no traceback."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])

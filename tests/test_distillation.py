@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, STUDENT_ARGS, assert_usage_error, model_weights, run_script
+from conftest import ROOT, STUDENT_ARGS, assert_usage_error, model_weights, run_in_process, run_script
 
 
 
@@ -68,16 +68,6 @@ def test_student_folder_loads_without_peft_and_is_normalised(straight, tiny_mini
     assert steps[-1]["step"] == 12  # 24 queries / 4 per step x 2 epochs
     done = json.loads((out / "done.json").read_text())
     assert done["stage"] == "student" and "val_mrr@10" in done
-
-
-def test_teacher_scores_come_from_cache_the_second_time(straight, teacher, tiny_minilm, scifact_version, env, tmp_path):
-    _, first = straight
-    assert "teacher scoring" in first.stdout + first.stderr
-    proc = distil(tmp_path / "again", teacher, tiny_minilm, scifact_version, env, "--allow_weaker_teacher", "--epochs", "1")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "teacher scoring" not in proc.stdout + proc.stderr
-    tstats = json.loads((tmp_path / "again" / "metrics.json").read_text())["teacher_scores"]
-    assert tstats["scored_now"] == 0 and tstats["from_cache"] == tstats["distinct_pairs"] > 0
 
 
 def test_sigkill_then_resume_gives_identical_weights(straight, teacher, tiny_minilm, scifact_version, env, tmp_path):
@@ -157,10 +147,16 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
     assert torch.allclose(grads[0], grads[1], atol=1e-6), (grads[0] - grads[1]).abs().max()
 
 
-def test_lora_student(teacher, tiny_minilm, scifact_version, env, tmp_path):
+def test_lora_student_and_teacher_scores_from_cache(straight, teacher, tiny_minilm, scifact_version, env, tmp_path):
+    _, first = straight
+    assert "teacher scoring" in first.stdout + first.stderr
     proc = distil(tmp_path / "lora", teacher, tiny_minilm, scifact_version, env, "--allow_weaker_teacher", "--use_lora",
                   "--lora_r", "4", "--lora_alpha", "8", "--epochs", "1", "--lr", "1e-3")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # same teacher, same candidates as the reference run: every teacher score comes from the cache
+    assert "teacher scoring" not in proc.stdout + proc.stderr
+    tstats = json.loads((tmp_path / "lora" / "metrics.json").read_text())["teacher_scores"]
+    assert tstats["scored_now"] == 0 and tstats["from_cache"] == tstats["distinct_pairs"] > 0
     cfg = json.loads((tmp_path / "lora" / "distillation_config.json").read_text())
     assert cfg["use_lora"] and cfg["lora_r"] == 4
     assert (tmp_path / "lora" / "adapter" / "adapter_config.json").is_file()
@@ -184,7 +180,7 @@ def test_weaker_teacher_is_refused(teacher, tiny_minilm, scifact_version, env, t
     (["--negative_penalty_weight=-1"], "--negative_penalty_weight must be >= 0"),
 ])
 def test_bad_numbers(tmp_path, flags, fragment):
-    proc = run_script("train_distillation_pipeline.py", "--teacher_path", tmp_path, "--output_dir", tmp_path / "o", *flags)
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tmp_path, "--output_dir", tmp_path / "o", *flags)
     assert_usage_error(proc, fragment)
     assert not (tmp_path / "o").exists()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import KORQUAD, SCIFACT, assert_usage_error, run_script
+from conftest import KORQUAD, SCIFACT, assert_usage_error, run_in_process, run_script
 from crossdistill.data import load_beir, load_squad
 from crossdistill.mining import MiningRule, analyze, pick_negatives
 
@@ -137,7 +137,7 @@ def test_beir_name_offline_fails_clearly(tmp_path):
     (["--val_fraction", "0.6", "--test_fraction", "0.5"], "must be < 1"),
 ])
 def test_bad_flags(tmp_path, flags, fragment):
-    proc = run_script("prepare_data.py", "--source", SCIFACT, "--data_version", "x", "--output_root", tmp_path, *flags)
+    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "x", "--output_root", tmp_path, *flags)
     assert_usage_error(proc, fragment)
     assert not (tmp_path / "x").exists()
 

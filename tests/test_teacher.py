@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import assert_usage_error, run_script
+from conftest import assert_usage_error, run_in_process, run_script
 from crossdistill.data import read_triplets
 from crossdistill.models import apply_lora, resolve_model
 from crossdistill.teacher import CrossEncoderTeacher, save_teacher
@@ -154,7 +154,7 @@ def test_missing_data_version_and_nonempty_output(tmp_path, tiny_minilm, scifact
     ("--pos_weight", "abc", "--pos_weight"), ("--batch_size", "0", "--batch_size must be >= 1"),
 ])
 def test_bad_numbers(tmp_path, flag, value, fragment):
-    proc = run_script("train_teacher_model.py", "--data_version", "x", "--output_dir", tmp_path / "out", f"{flag}={value}")
+    proc = run_in_process("train_teacher_model.py", "--data_version", "x", "--output_dir", tmp_path / "out", f"{flag}={value}")
     assert_usage_error(proc, fragment)
     assert not (tmp_path / "out").exists()
 

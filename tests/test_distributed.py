@@ -1,0 +1,80 @@
+"""Both training scripts with 2 processes on CPU (gloo) through accelerate launch and torchrun, and the monitor on top."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT, STUDENT_ARGS, model_weights
+
+# On CPU, accelerate's --cpu launcher starts one process (multi-CPU needs MPI there); its torchrun-based launcher
+# with ACCELERATE_USE_CPU=1 gives N gloo processes. On GPUs drop the variable: the same command runs DDP on GPUs.
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+CPU = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+
+
+def launch(port, script, *args, env=None, timeout=600, launcher=ACCELERATE):
+    port_flag = ["--main_process_port", str(port)] if launcher is ACCELERATE else ["--master_port", str(port)]
+    cmd = [*launcher, *port_flag, str(ROOT / script), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **CPU, **(env or {})})
+
+
+def step_losses(folder):
+    ev = [json.loads(x) for x in (folder / "events.jsonl").read_text().splitlines()]
+    return [(e["epoch"], e["loss"]) for e in ev if e["event"] == "step"]
+
+
+def test_two_processes_match_one_process_with_double_batch(tmp_path, reference_student, tiny_teacher, tiny_minilm,
+                                                           scifact_version, score_cache_env):
+    ref, _ = reference_student
+    root, v = scifact_version
+    args = list(STUDENT_ARGS)
+    args[args.index("--batch_size") + 1] = "2"  # 2 processes x 2 queries = the reference's 4 queries per step
+    out = tmp_path / "ddp"
+    proc = launch(29611, "train_distillation_pipeline.py", "--teacher_path", tiny_teacher, "--student_name", tiny_minilm,
+                  "--data_root", root, "--data_version", v, "--output_dir", out, *args, env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = step_losses(out)
+    assert [e for e, _ in losses] == [1] * 6 + [2] * 6  # 12 steps, logged once (not once per process)
+    first, second = [l for e, l in losses if e == 1], [l for e, l in losses if e == 2]
+    assert sum(second) / 6 < sum(first) / 6  # the loss decreases
+    a, b = model_weights(ref), model_weights(out)
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff < 2e-3, diff  # same global batches; only dropout streams differ per process
+    assert (out / "done.json").is_file() and len(list((out / "checkpoints").glob("step-*"))) <= 2
+
+
+def test_teacher_under_two_processes(tmp_path, tiny_minilm, scifact_version):
+    root, v = scifact_version
+    out = tmp_path / "t2"
+    proc = launch(29612, "train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
+                  "--output_dir", out, "--epochs", "1", "--max_samples", "24", "--max_val_samples", "12", "--max_len", "48",
+                  "--batch_size", "4", "--gradient_accumulation_steps", "2", launcher=TORCHRUN)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 6  # 46 bce pairs / (2 processes x 4)
+    assert (out / "done.json").is_file()
+
+
+def test_monitor_kills_and_resumes_a_two_process_run(tmp_path, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
+    root, v = scifact_version
+    out = tmp_path / "ddp-mon"
+    args = list(STUDENT_ARGS)
+    args[args.index("--batch_size") + 1] = "2"
+    cmd = [*ACCELERATE, "--main_process_port", "29613", str(ROOT / "train_distillation_pipeline.py"), "--teacher_path",
+           str(tiny_teacher), "--student_name", str(tiny_minilm), "--data_root", str(root), "--data_version", v,
+           "--output_dir", str(out), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **CPU, **score_cache_env, "CROSSDISTILL_ALLOW_FAULTS": "1",
+           "CROSSDISTILL_FAULTS": json.dumps({"kill_at_steps": [5], "once_dir": str(tmp_path / "once")})}
+    proc = subprocess.run([sys.executable, str(ROOT / "realtime_monitor.py"), "--output_dir", str(out), "--backoff", "0.2",
+                           "--poll", "0.3", "--no_evaluate", "--stall_timeout", "120", "--", *cmd],
+                          capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    decisions = [json.loads(x) for x in (out / "monitor.jsonl").read_text().splitlines() if '"decision"' in x]
+    assert [d["decision"] for d in decisions] == ["restart", "completed"]
+    assert "--resume" in decisions[0]["command"]
+    assert sorted({s for s in [json.loads(x).get("step") for x in (out / "events.jsonl").read_text().splitlines()
+                               if '"event": "step"' in x]}) == list(range(1, 13))
