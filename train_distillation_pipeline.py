@@ -13,7 +13,7 @@ Example (the original's quick setting):
 import argparse
 import sys
 
-from crossdistill.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, PROBABILITY, UsageError, check_args, run_cli
+from crossdistill.errors import AT_LEAST_1, add_runtime_args, NON_NEGATIVE, POSITIVE, PROBABILITY, UsageError, check_args, run_cli
 
 DEFAULT_STUDENT = "minilm-l6"
 
@@ -65,14 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --output_dir")
     p.add_argument("--overwrite", action="store_true", help="delete an existing --output_dir first")
     p.add_argument("--score_cache", default=None, help="SQLite file of teacher scores (default: per-teacher file in the cache)")
-    p.add_argument("--data_root", default="preprocessed")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--mixed_precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
-                   help="auto: bf16 on GPUs that have it, fp16 on other GPUs, full precision on CPU")
-    p.add_argument("--gradient_checkpointing", action="store_true", help="trade compute for activation memory")
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                   help="run each batch as this many exact micro-batches (same result, less memory)")
-    p.add_argument("--device", choices=["auto", "cpu"], default="auto")
+    add_runtime_args(p, "run each batch as this many exact micro-batches (same result, less memory)")
     p.add_argument("--log_steps", type=int, default=5)
     args = p.parse_args(argv)
     check_args(args, {"epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "K": (lambda v: v >= 2, ">= 2"),

@@ -8,7 +8,7 @@ Example (the original's quick setting):
 
 import argparse
 
-from crossdistill.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, PROBABILITY, UsageError, check_args, run_cli
+from crossdistill.errors import AT_LEAST_1, add_runtime_args, NON_NEGATIVE, POSITIVE, PROBABILITY, UsageError, check_args, run_cli
 
 DEFAULT_TEACHER = "minilm-l6"
 
@@ -41,14 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--max_val_samples", type=int, default=None, help="seeded subset of val rows (faster validation)")
     p.add_argument("--query_prefix", default=None, help="text put before each query (default: the model's convention)")
     p.add_argument("--passage_prefix", default=None)
-    p.add_argument("--data_root", default="preprocessed")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--mixed_precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
-                   help="auto: bf16 on GPUs that have it, fp16 on other GPUs, full precision on CPU")
-    p.add_argument("--gradient_checkpointing", action="store_true", help="trade compute for activation memory")
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                   help="split each batch into this many forward/backward passes (same batch, less memory)")
-    p.add_argument("--device", choices=["auto", "cpu"], default="auto")
+    add_runtime_args(p, "split each batch into this many forward/backward passes (same batch, less memory)")
     p.add_argument("--log_steps", type=int, default=10)
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output_dir")
     args = p.parse_args(argv)

@@ -284,6 +284,7 @@ def train_student(args, log=print) -> Path:
     args.score_cache = args.score_cache or str(cache_dir() / "teacher_scores" / f"{teacher_fingerprint(args.teacher_path)}.sqlite")
     resolved = resolve_model(args.student_name, args.query_prefix, args.passage_prefix)
 
+    faults.maybe_crash_or_stall(0)  # test-only: "step 0" faults fire before any work
     seed_everything(args.seed)
     accelerator = Accelerator(mixed_precision=resolve_precision(args.mixed_precision), cpu=args.device == "cpu")
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index

@@ -95,11 +95,12 @@ def e5_small(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory, tiny_minilm, scifact_version) -> Path:
-    """A teacher trained for one epoch on 24 SciFact rows (weak on purpose: the guard refuses it by default)."""
+    """A LoRA teacher trained for 2 epochs on 24 SciFact rows (weak on purpose: the guard refuses it by default)."""
     root, v = scifact_version
     out = tmp_path_factory.mktemp("teacher") / "t"
     proc = run_script("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
-                      "--output_dir", out, "--epochs", "1", "--max_samples", "24", "--max_val_samples", "12", "--max_len", "48")
+                      "--output_dir", out, "--epochs", "2", "--batch_size", "16", "--max_samples", "24",
+                      "--max_val_samples", "12", "--max_len", "48", "--use_lora", "--lora_r", "4", "--lora_alpha", "8")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 

@@ -88,12 +88,12 @@ def test_oom_nan_stall_recovered_then_evaluated(tmp_path, tiny_teacher, tiny_min
 
 def test_crash_loop_gives_up_after_the_cap(tmp_path, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
     out = tmp_path / "run"
-    proc = monitor(out, student_command(out, tiny_teacher, tiny_minilm, scifact_version), {"crash_at_steps": [1]},
+    proc = monitor(out, student_command(out, tiny_teacher, tiny_minilm, scifact_version), {"crash_at_steps": [0]},
                    "--max_restarts", "2", env_extra=score_cache_env)
     assert proc.returncode == 1
     ds = decisions(out)
     assert [d["decision"] for d in ds] == ["restart", "restart", "give-up"]
-    assert "injected crash at step 1" in ds[0]["reason"] and "cap 2" in ds[-1]["reason"]
+    assert "injected crash at step 0" in ds[0]["reason"] and "cap 2" in ds[-1]["reason"]
     assert not (out / "done.json").exists()
 
 

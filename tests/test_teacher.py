@@ -14,17 +14,11 @@ from crossdistill.data import read_triplets
 from crossdistill.models import apply_lora, resolve_model
 from crossdistill.teacher import CrossEncoderTeacher, save_teacher
 
-QUICK = ["--epochs", "2", "--batch_size", "16", "--max_samples", "48", "--max_val_samples", "30", "--max_len", "64"]
 
 
 @pytest.fixture(scope="module")
-def trained_teacher(tmp_path_factory, tiny_minilm, scifact_version):
-    root, v = scifact_version
-    out = tmp_path_factory.mktemp("teacher") / "t"
-    proc = run_script("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
-                      "--output_dir", out, "--use_lora", "--lora_r", "4", "--lora_alpha", "8", *QUICK)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def trained_teacher(tiny_teacher):
+    return tiny_teacher
 
 
 def _pairs(scifact_version, n=12):
@@ -39,7 +33,7 @@ def test_teacher_folder_contents(trained_teacher):
             "metrics.json", "events.jsonl", "done.json"} <= names
     assert not any(n.startswith(".") for n in names)
     cfg = json.loads((trained_teacher / "lora_config.json").read_text())
-    assert cfg["use_lora"] and (cfg["r"], cfg["alpha"], cfg["dropout"], cfg["max_len"]) == (4, 8, 0.1, 64)
+    assert cfg["use_lora"] and (cfg["r"], cfg["alpha"], cfg["dropout"], cfg["max_len"]) == (4, 8, 0.1, 48)
     assert {"query", "value"} <= set(cfg["target_modules"]) and "classifier" in cfg["modules_to_save"]
     assert cfg["query_prefix"] == "" and cfg["base_model"].endswith("minilm-2l")
     metrics = json.loads((trained_teacher / "metrics.json").read_text())
@@ -57,7 +51,7 @@ def test_crossencoder_and_automodel_load_the_saved_teacher(trained_teacher, scif
 
     pairs = _pairs(scifact_version)
     ours = CrossEncoderTeacher.load(trained_teacher).score(pairs)
-    ce = CrossEncoder(str(trained_teacher), device="cpu", max_length=64)
+    ce = CrossEncoder(str(trained_teacher), device="cpu", max_length=48)
     theirs = ce.predict(pairs, batch_size=8)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     assert ours.min() >= 0 and ours.max() <= 1 and ours.std() > 0
