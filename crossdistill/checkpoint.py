@@ -122,9 +122,19 @@ def find_latest(root: Path) -> Path | None:
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
-    """Restore model/optimizer/scheduler/RNG from ``folder``; returns its state.json."""
-    load_trainable(model, torch.load(folder / "trainable.pt", map_location="cpu"))
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu"))
+    """Restore model/optimizer/scheduler/RNG from ``folder``; returns its state.json.
+
+    A checkpoint written for other settings (another model, LoRA on/off, other trainable parameters) is
+    refused with a UsageError instead of being half-loaded.
+    """
+    from .errors import UsageError
+
+    try:
+        load_trainable(model, torch.load(folder / "trainable.pt", map_location="cpu"))
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu"))
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"checkpoint {folder} does not match this model and settings ({str(exc).splitlines()[0][:160]}); "
+                         "resume with the flags it was written with, or start over with --overwrite") from None
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu"))
     set_rng_state(torch.load(folder / "rng.pt", map_location="cpu", weights_only=False))
     return json.loads((folder / "state.json").read_text())

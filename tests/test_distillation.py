@@ -196,3 +196,24 @@ def test_bad_teacher_and_student(tmp_path, teacher, tiny_minilm, scifact_version
                       env=env)
     assert_usage_error(proc, "does not exist")
     assert not (tmp_path / "o").exists()
+
+
+def test_incompatible_checkpoint_is_refused_clearly(tmp_path, tiny_minilm):
+    from crossdistill.checkpoint import find_latest, load_checkpoint, save_checkpoint
+    from crossdistill.errors import UsageError
+    from crossdistill.models import resolve_model
+    from crossdistill.student import BiEncoderStudent
+    from crossdistill.training import linear_schedule, make_optimizer
+
+    def setup(lora):
+        s = BiEncoderStudent.load(resolve_model(str(tiny_minilm)), 32)
+        if lora:
+            s.add_lora(4, 8, 0.0)
+        opt = make_optimizer(s, 1e-4, None, ())
+        return s, opt, linear_schedule(opt, 10, 0.1)
+
+    full = setup(False)
+    save_checkpoint(tmp_path, *full, {"step": 3})
+    lora = setup(True)
+    with pytest.raises(UsageError, match="does not match this model and settings"):
+        load_checkpoint(find_latest(tmp_path), *lora)
