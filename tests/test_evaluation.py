@@ -1,0 +1,109 @@
+"""Stage 3: metric values on hand-checked cases, the original's JSON keys, figures/report, and bad input."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import SCIFACT, assert_usage_error, run_in_process, run_script
+from crossdistill.evaluation import score_statistics
+from crossdistill.metrics import ranking_metrics
+
+ORIGINAL_KEYS = {"avg_positive_score", "std_positive_score", "avg_negative_score", "std_negative_score", "avg_margin",
+                 "std_margin", "uniformity", "num_samples"}
+
+
+def test_ranking_metrics_hand_checked():
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1, "c": 1}}
+    run = {"q1": {"x": 0.9, "a": 0.8, "y": 0.1},   # relevant at rank 2
+           "q2": {"b": 0.7, "z": 0.6, "c": 0.5}}   # relevant at ranks 1 and 3
+    m = ranking_metrics(qrels, run, ("mrr@10", "ndcg@10", "recall@1", "recall@10", "map"))
+    assert m["mrr@10"] == pytest.approx((1 / 2 + 1) / 2)
+    ndcg_q1 = (1 / math.log2(3)) / 1.0
+    ndcg_q2 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert m["ndcg@10"] == pytest.approx((ndcg_q1 + ndcg_q2) / 2)
+    assert m["recall@1"] == pytest.approx((0 + 0.5) / 2)
+    assert m["recall@10"] == pytest.approx(1.0)
+    assert m["map"] == pytest.approx((0.5 + (1 + 2 / 3) / 2) / 2)
+
+
+def test_score_statistics_hand_checked():
+    pos = np.array([0.9, 0.6, 0.8])
+    neg = np.array([0.2, 0.7, 0.1])
+    s = score_statistics(pos, neg, ["a", "a", "b"])
+    assert s["avg_positive_score"] == pytest.approx(0.7667, abs=1e-4)
+    assert s["avg_negative_score"] == pytest.approx(1 / 3)
+    assert s["avg_margin"] == pytest.approx((0.7 - 0.1 + 0.7) / 3)
+    assert s["accuracy"] == pytest.approx(2 / 3)
+    # AUC: 9 positive/negative pairs, the positive wins in 8 (0.6 < 0.7 loses)
+    assert s["roc_auc"] == pytest.approx(8 / 9)
+    assert s["uniformity"]["all_variance"] == pytest.approx(np.var([0.9, 0.6, 0.8, 0.2, 0.7, 0.1]))
+    assert s["per_query_margin"]["queries"] == 2 and s["per_query_margin"]["mean"] == pytest.approx((0.3 + 0.7) / 2)
+    assert s["targets"] == {"mean_negative_le_0.15": False, "margin_ge_0.7": False}
+    assert ORIGINAL_KEYS <= set(s)
+
+
+@pytest.fixture(scope="module")
+def small_test_csv(tmp_path_factory, scifact_version):
+    root, v = scifact_version
+    df = pd.read_csv(root / v / "test.csv", dtype=str, keep_default_na=False).head(40)
+    path = tmp_path_factory.mktemp("eval") / "test.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_full_evaluation_with_baselines(tmp_path, reference_student, tiny_teacher, tiny_minilm, small_test_csv):
+    student, _ = reference_student
+    out = tmp_path / "eval"
+    proc = run_script("evaluate_final_model.py", "--model_path", student, "--test_data", small_test_csv, "--output_dir", out,
+                      "--batch_size", "16", "--base_model", tiny_minilm, "--bm25", "--teacher_path", tiny_teacher,
+                      "--rerank_k", "5", "--max_len", "48")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "bi_encoder_evaluation_results.json").read_text())
+    assert ORIGINAL_KEYS <= set(res) and res["num_samples"] == 40
+    assert set(res["uniformity"]) == {"positive_variance", "negative_variance", "all_variance"}
+    systems = res["retrieval"]
+    assert set(systems) == {"student", f"base model ({tiny_minilm})", "BM25", "teacher reranks student top-5"}
+    for r in systems.values():
+        assert {"mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100", "map"} <= set(r["pool"])
+        assert 0 <= r["pool"]["ndcg@10"] <= 1
+    assert res["throughput"]["student"]["queries_per_s"] > 0 and res["throughput"]["teacher_pairs_per_s"] > 0
+    for name in ("bi_encoder_evaluation_analysis.png", "bi_encoder_retrieval_comparison.png", "report.md"):
+        assert (out / name).stat().st_size > 1000
+    assert "| student |" in (out / "report.md").read_text() and "positive" in proc.stdout
+
+
+def test_full_corpus_retrieval(tmp_path, tiny_minilm, small_test_csv):
+    """Over the whole SciFact corpus (5,183 passages), for the BM25 baseline and a bi-encoder."""
+    out = tmp_path / "eval"
+    proc = run_script("evaluate_final_model.py", "--model_path", tiny_minilm, "--test_data", small_test_csv, "--output_dir", out,
+                      "--beir_dir", SCIFACT, "--bm25", "--max_len", "32", "--batch_size", "128")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "bi_encoder_evaluation_results.json").read_text())
+    assert res["beir"]["corpus_passages"] == 5183
+    assert res["retrieval"]["BM25"]["corpus"]["ndcg@10"] == pytest.approx(0.666, abs=0.002)  # as published (0.665)
+    assert 0.1 < res["retrieval"]["student"]["corpus"]["ndcg@10"] < 0.8
+
+
+def test_bad_inputs(tmp_path, tiny_teacher, tiny_minilm, small_test_csv):
+    args = ["--output_dir", tmp_path / "o"]
+    assert_usage_error(run_in_process("evaluate_final_model.py", "--model_path", tmp_path / "nope" / "student",
+                                      "--test_data", small_test_csv, *args), "does not exist")
+    assert_usage_error(run_in_process("evaluate_final_model.py", "--model_path", tiny_teacher, "--test_data", small_test_csv,
+                                      *args), "is a cross-encoder", "not a bi-encoder")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("query,doc\nq,d\n")
+    assert_usage_error(run_in_process("evaluate_final_model.py", "--model_path", tiny_minilm, "--test_data", bad, *args),
+                       "lacks column(s)")
+    bad.write_text("anchor,positive,negative\n")
+    assert_usage_error(run_in_process("evaluate_final_model.py", "--model_path", tiny_minilm, "--test_data", bad, *args),
+                       "no rows")
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text('{"_id": "1", "title": "", "text": "a"}\n')
+    (beir / "queries.jsonl").write_text('{"_id": "q", "text": "a"}\n')
+    assert_usage_error(run_in_process("evaluate_final_model.py", "--model_path", tiny_minilm, "--test_data", small_test_csv,
+                                      "--beir_dir", beir, *args), "qrels/test.tsv")
+    assert not (tmp_path / "o").exists()
