@@ -123,3 +123,19 @@ def test_monitor_bad_usage(tmp_path):
     assert_usage_error(run_in_process("realtime_monitor.py"), "--output_dir")
     assert_usage_error(run_in_process("realtime_monitor.py", "--pipeline", "quick"), "--data_version")
     assert_usage_error(run_script("realtime_monitor.py", "--output_dir", tmp_path / "x"), "no command was given")
+
+
+def test_pipeline_quick_runs_teacher_student_and_evaluation(tmp_path, tiny_minilm, scifact_version, score_cache_env):
+    """The README's main job (`--pipeline quick`), made tiny by extra flags that override the preset."""
+    root, v = scifact_version
+    proc = run_script("realtime_monitor.py", "--pipeline", "quick", "--data_version", v, "--data_root", root,
+                      "--models_dir", tmp_path / "models", "--teacher_model", tiny_minilm, "--student_name", tiny_minilm,
+                      "--teacher_args", "--max_samples 16 --max_len 32 --max_val_samples 12",
+                      "--student_args", "--max_samples 16 --max_len 32 --max_val_samples 20 --allow_weaker_teacher",
+                      "--eval_output_dir", tmp_path / "eval", "--backoff", "0.2", "--poll", "0.3", env=score_cache_env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    teacher_cfg = json.loads((tmp_path / "models" / "cross_encoder_teacher_quick" / "lora_config.json").read_text())
+    assert (teacher_cfg["r"], teacher_cfg["alpha"]) == (16, 32)  # the original's quick LoRA settings
+    student_args = json.loads((tmp_path / "models" / "bi_encoder_distilled_quick" / "training_args.json").read_text())
+    assert (student_args["K"], student_args["batch_size"], student_args["use_lora"]) == (4, 16, True)
+    assert (tmp_path / "eval" / "bi_encoder_evaluation_results.json").is_file()
