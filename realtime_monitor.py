@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from crossdistill.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, UsageError, check_args, run_cli
+from crossdistill.errors import NON_NEGATIVE, POSITIVE, UsageError, check_args, run_cli
 
 
 def parse_args(argv=None):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import random
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,8 @@ import torch
 
 from . import data, faults
 from .candidates import CandidateList, build_candidates
-from .checkpoint import find_latest, load_checkpoint, load_trainable, save_best, save_checkpoint, trainable_state
-from .errors import UsageError
+from .checkpoint import find_latest, load_checkpoint, load_trainable, save_best, save_checkpoint
+from .errors import EXIT_NONFINITE, UsageError  # noqa: F401 - EXIT_NONFINITE is part of this module's interface
 from .fsutil import EventLog, check_output_dir, publish, write_json
 from .losses import distillation_loss
 from .metrics import ranking_metrics, top_k_run
@@ -40,8 +39,6 @@ from .score_cache import cached_teacher_logits, teacher_fingerprint
 from .student import BiEncoderStudent
 from .teacher import read_teacher_config
 from .training import linear_schedule, make_optimizer, on_main, resolve_precision, seed_everything, shard
-
-EXIT_NONFINITE = 3
 
 
 class NonFiniteLoss(Exception):
@@ -352,7 +349,7 @@ def train_student(args, log=print) -> Path:
         if main:
             save_best(ckpt_root, model, state["best"])
         events.log("eval", epoch=0, step=0, **start_metrics)
-        log(f"epoch 0 (starting student): " + _fmt(start_metrics))
+        log("epoch 0 (starting student): " + _fmt(start_metrics))
 
     t_start = time.time()
     samples = 0

@@ -11,6 +11,10 @@ import sys
 from typing import Callable, Sequence
 
 
+EXIT_USAGE = 2       # a user error: the message says what to fix
+EXIT_NONFINITE = 3   # training stopped on a NaN/inf loss: resume from the last checkpoint with a lower lr
+
+
 class UsageError(Exception):
     """A problem with the user's input; the message names the problem and the fix."""
 

@@ -36,11 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import EXIT_NONFINITE, EXIT_USAGE, UsageError
 from .fsutil import EventLog, read_events, write_json
-
-EXIT_USAGE = 2
-EXIT_NONFINITE = 3
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .metrics import top_k_run
 
 
@@ -33,5 +31,3 @@ def rerank(teacher, run: dict[str, dict[str, float]], corpus: dict[str, str], qu
 def qrels_dict(qrels: dict[str, list[str]]) -> dict[str, dict[str, int]]:
     return {q: {d: 1 for d in docs} for q, docs in qrels.items()}
 
-
-__all__ = ["bm25_run", "rerank", "qrels_dict", "np"]

@@ -68,24 +68,6 @@ class BiEncoderStudent(torch.nn.Module):
         """Embeddings of each list of (already prefixed) texts — one call, so a DDP wrapper sees one forward."""
         return [self.embed(texts) for texts in text_lists]
 
-    def score_lists(self, queries: list[str], candidates: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised scores (Q, K) of each query against its candidates, and the mask of real entries.
-
-        Every distinct passage in the batch is encoded once, however many lists it appears in.
-        """
-        unique = list(dict.fromkeys(p for c in candidates for p in c))
-        where = {p: i for i, p in enumerate(unique)}
-        q_emb = self.embed([self.query_prefix + q for q in queries])
-        p_emb = self.embed([self.passage_prefix + p for p in unique])
-        width = max(len(c) for c in candidates)
-        index = torch.zeros(len(queries), width, dtype=torch.long, device=q_emb.device)
-        mask = torch.zeros(len(queries), width, dtype=torch.bool, device=q_emb.device)
-        for i, c in enumerate(candidates):
-            index[i, :len(c)] = torch.tensor([where[p] for p in c], device=q_emb.device)
-            mask[i, :len(c)] = True
-        cos = torch.einsum("qd,qkd->qk", q_emb, p_emb[index])
-        return (cos + 1) / 2, mask
-
     def save(self, folder: str | Path) -> None:
         """Save a plain sentence-transformers folder (LoRA merged) and, with LoRA, the adapter in ``adapter/``."""
         import copy
@@ -112,9 +94,3 @@ def _transformer(st):
         if isinstance(module, Transformer):
             return module
     return None
-
-
-def is_normalised(st) -> bool:
-    from sentence_transformers.base.modules import Normalize
-
-    return any(isinstance(m, Normalize) for m in st)

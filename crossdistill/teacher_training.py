@@ -15,7 +15,6 @@ base rate (see README, "Teacher recipe").
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import shutil

@@ -7,8 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from conftest import ROOT, assert_usage_error, run_in_process, run_script, same_weights, student_command
 from crossdistill.checkpoint import find_latest
 
