@@ -87,7 +87,9 @@ def cached_teacher_logits(teacher_dir: str | Path, pairs: list[tuple[str, str]],
         log(f"teacher scoring {len(missing)} new pairs ({unique - len(missing)} of {unique} distinct pairs cached)")
         new = teacher.score(missing, batch_size=batch_size, activation="logit", device=device, show_progress=True)
         cache.put(missing, new)
-        logits = cache.get(pairs)
+        fresh = dict(zip(missing, new))
+        gaps = np.flatnonzero(np.isnan(logits))
+        logits[gaps] = [fresh[pairs[i]] for i in gaps]  # no second read of the cache
         del teacher
     cache.close()
     return logits, {"distinct_pairs": unique, "scored_now": len(missing), "from_cache": unique - len(missing),
