@@ -11,7 +11,6 @@ Example (the original's quick setting):
 """
 
 import argparse
-import sys
 
 from crossdistill.errors import AT_LEAST_1, add_runtime_args, NON_NEGATIVE, POSITIVE, PROBABILITY, UsageError, check_args, run_cli
 
@@ -49,6 +48,9 @@ def parse_args(argv=None):
                    help="teacher scores fed to softmax(./tau): sigmoid probabilities (original) or logits")
     p.add_argument("--positive_definition", choices=["label", "teacher"], default="label",
                    help="contrastive positives: ground-truth labels, or teacher prob > 0.5 (original)")
+    p.add_argument("--cross_device_negatives", action="store_true",
+                   help="the contrastive term also counts every other passage of the global batch as a negative of each "
+                        "query: gathered from all processes with gradients (one process: in-batch negatives)")
     p.add_argument("--allow_weaker_teacher", action="store_true",
                    help="distil even when the teacher ranks the val pool worse than the starting student")
     p.add_argument("--guard_k", type=int, default=20, help="teacher reranks the student's top-k of the val pool for the guard")
@@ -82,13 +84,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from crossdistill.distillation import EXIT_NONFINITE, NonFiniteLoss, train_student
+    from crossdistill.distillation import train_student
 
-    try:
-        train_student(parse_args(argv))
-    except NonFiniteLoss as exc:
-        print(f"error: {exc}; resume from the last checkpoint with a lower --lr (the monitor does this)", file=sys.stderr)
-        return EXIT_NONFINITE
+    train_student(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ def parse_args(argv=None):
     # added
     p.add_argument("--max_len", type=int, default=256, help="max tokens of the (query, passage) pair")
     p.add_argument("--loss", choices=["bce", "listwise"], default="bce")
+    p.add_argument("--pooling", choices=["mean", "cls"], default="mean",
+                   help="what the head reads: 'mean' appends one encoder layer initialised to mean pooling (the saved "
+                        "model stays a standard *ForSequenceClassification); 'cls' = the first token, as is")
     p.add_argument("--pos_weight", default="auto", help="bce weight of positives: a number or 'auto' (negatives per positive)")
     p.add_argument("--head_lr", type=float, default=1e-3, help="learning rate of the new classification head")
     p.add_argument("--weight_decay", type=float, default=0.01)
@@ -43,13 +46,15 @@ def parse_args(argv=None):
     p.add_argument("--passage_prefix", default=None)
     add_runtime_args(p, "split each batch into this many forward/backward passes (same batch, less memory)")
     p.add_argument("--log_steps", type=int, default=10)
+    p.add_argument("--save_steps", type=int, default=200, help="checkpoint every N steps (and at every epoch end); 0: epoch ends only")
+    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --output_dir")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output_dir")
     args = p.parse_args(argv)
     check_args(args, {"epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "head_lr": POSITIVE,
                       "lora_r": AT_LEAST_1, "lora_alpha": POSITIVE, "lora_dropout": PROBABILITY,
                       "max_samples": AT_LEAST_1, "max_len": (lambda v: v >= 8, ">= 8"), "weight_decay": NON_NEGATIVE,
                       "warmup_ratio": PROBABILITY, "max_grad_norm": POSITIVE, "eval_batch_size": AT_LEAST_1,
-                      "log_steps": AT_LEAST_1, "max_val_samples": AT_LEAST_1, "gradient_accumulation_steps": AT_LEAST_1})
+                      "log_steps": AT_LEAST_1, "save_steps": NON_NEGATIVE, "max_val_samples": AT_LEAST_1, "gradient_accumulation_steps": AT_LEAST_1})
     if args.pos_weight != "auto":
         try:
             if float(args.pos_weight) <= 0:

@@ -121,6 +121,25 @@ def find_latest(root: Path) -> Path | None:
     return None
 
 
+def resume_point(out_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from (``resume``), after checking ``out_dir`` may be used.
+
+    Without ``resume`` the folder must be new or empty (or ``overwrite``). With ``resume`` and no checkpoint the
+    run starts fresh in a cleared folder — unless the folder holds a finished run (``done.json``): that is refused.
+    """
+    from .errors import UsageError
+    from .fsutil import check_output_dir
+
+    found = find_latest(out_dir / "checkpoints") if resume else None
+    if resume and found is None and (out_dir / "done.json").is_file():
+        raise UsageError(f"{out_dir} already holds a finished run (done.json); nothing to resume")
+    if found is None and not resume:
+        check_output_dir(out_dir, overwrite)
+    elif found is None and out_dir.is_dir():
+        check_output_dir(out_dir, True)
+    return found
+
+
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     """Restore model/optimizer/scheduler/RNG from ``folder``; returns its state.json.
 

@@ -18,7 +18,6 @@ Gao et al. 2021), and the smaller micro-batch is kept for the rest of the run.
 from __future__ import annotations
 
 import math
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ import torch
 
 from . import data, faults
 from .candidates import CandidateList, build_candidates
-from .checkpoint import find_latest, load_checkpoint, load_trainable, save_best, save_checkpoint
-from .errors import EXIT_NONFINITE, UsageError  # noqa: F401 - EXIT_NONFINITE is part of this module's interface
+from .checkpoint import load_checkpoint, load_trainable, resume_point, save_best, save_checkpoint
+from .errors import NonFiniteLoss, UsageError
 from .fsutil import EventLog, check_output_dir, publish, write_json
 from .losses import distillation_loss
 from .metrics import ranking_metrics, top_k_run
@@ -38,11 +37,8 @@ from .models import cache_dir, resolve_model
 from .score_cache import cached_teacher_logits, teacher_fingerprint
 from .student import BiEncoderStudent
 from .teacher import read_teacher_config
-from .training import linear_schedule, make_optimizer, on_main, resolve_precision, seed_everything, shard
-
-
-class NonFiniteLoss(Exception):
-    """The loss became NaN/inf; the run stops so that a supervisor can roll back (exit code 3)."""
+from .training import (epoch_order, gather_rows, linear_schedule, make_optimizer, on_main, resolve_precision, seed_everything,
+                       shard, text_keys)
 
 
 # --------------------------------------------------------------------------- validation
@@ -123,12 +119,27 @@ def _texts(student: BiEncoderStudent, lists: list[CandidateList]):
     return queries, [student.passage_prefix + p for p in unique], index, mask
 
 
-def _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args) -> dict:
+def _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args, p_keys=None) -> dict:
+    """The distillation loss of a batch from its embeddings; ``p_keys`` (keys of the batch's distinct passages)
+    turns on cross-device negatives for the contrastive term."""
     cos = torch.einsum("qd,qkd->qk", q_emb, p_emb[index])
     student_scores = (cos + 1) / 2
+    extra = None
+    if p_keys is not None:
+        extra = _cross_device_negatives(q_emb, p_emb, p_keys, index, mask)
     return distillation_loss(teacher, student_scores, mask, positive, tau=args.tau,
                              contrastive_weight=args.contrastive_weight,
-                             negative_penalty_weight=args.negative_penalty_weight)
+                             negative_penalty_weight=args.negative_penalty_weight, extra_negatives=extra)
+
+
+def _cross_device_negatives(q_emb, p_emb, p_keys, index, mask):
+    """Scores (Q, P) of each query against every distinct passage of the global batch (all processes,
+    gathered with gradients), and the (Q, P) mask of those that count as its negatives: all but the
+    passages in its own candidate list (already counted, positives included)."""
+    all_emb, all_keys = gather_rows(p_emb, p_keys)
+    own = torch.where(mask, p_keys[index], torch.zeros_like(index))
+    extra_mask = ~(all_keys[None, :, None] == own[:, None, :]).any(-1)
+    return (q_emb @ all_emb.T + 1) / 2, extra_mask
 
 
 def _rng_snapshot():
@@ -153,11 +164,12 @@ def forward_backward(student, lists, teacher, positive, args, micro: int | None,
     device = accelerator.device
     queries, passages, index, mask = _texts(model, lists)
     index, mask, teacher, positive = index.to(device), mask.to(device), teacher.to(device), positive.to(device)
+    p_keys = text_keys(passages).to(device) if getattr(args, "cross_device_negatives", False) else None
     if micro is None or micro >= len(queries) + len(passages):
         faults.maybe_oom(step, max(len(queries), len(passages)))
         with accelerator.autocast():
             q_emb, p_emb = student([queries, passages])
-            out = _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args)
+            out = _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args, p_keys)
         out["loss"] = faults.maybe_nan(step, out["loss"])
         if torch.isfinite(out["loss"]):
             accelerator.backward(out["loss"])
@@ -173,7 +185,7 @@ def forward_backward(student, lists, teacher, positive, args, micro: int | None,
             with accelerator.autocast():
                 embs.append(model.embed(chunk))
     all_emb = torch.cat(embs).detach().requires_grad_(True)
-    out = _loss_from_embeddings(all_emb[:len(queries)], all_emb[len(queries):], index, mask, teacher, positive, args)
+    out = _loss_from_embeddings(all_emb[:len(queries)], all_emb[len(queries):], index, mask, teacher, positive, args, p_keys)
     out["loss"] = faults.maybe_nan(step, out["loss"])
     if not torch.isfinite(out["loss"]):
         return out
@@ -257,12 +269,6 @@ def _n_texts(lists: list[CandidateList]) -> int:
     return len(lists) + len({p for c in lists for p in c.passages})
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    order = list(range(n))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
-
-
 # --------------------------------------------------------------------------- the loop
 def train_student(args, log=print) -> Path:
     from accelerate import Accelerator
@@ -270,13 +276,7 @@ def train_student(args, log=print) -> Path:
 
     out_dir = Path(args.output_dir)
     ckpt_root = out_dir / "checkpoints"
-    resume_from = find_latest(ckpt_root) if args.resume else None
-    if args.resume and resume_from is None and (out_dir / "done.json").is_file():
-        raise UsageError(f"{out_dir} already holds a finished run (done.json); nothing to resume")
-    if resume_from is None and not args.resume:
-        check_output_dir(out_dir, args.overwrite)
-    elif resume_from is None and out_dir.is_dir():  # --resume with nothing to resume: a fresh start in a clean folder
-        check_output_dir(out_dir, True)
+    resume_from = resume_point(out_dir, args.resume, args.overwrite)
     teacher_cfg = load_teacher_dir(args.teacher_path)
     args.score_cache = args.score_cache or str(cache_dir() / "teacher_scores" / f"{teacher_fingerprint(args.teacher_path)}.sqlite")
     resolved = resolve_model(args.student_name, args.query_prefix, args.passage_prefix)

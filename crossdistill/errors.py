@@ -19,13 +19,21 @@ class UsageError(Exception):
     """A problem with the user's input; the message names the problem and the fix."""
 
 
+class NonFiniteLoss(Exception):
+    """The loss became NaN/inf; the run stops so that a supervisor can roll back (exit code 3)."""
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run ``main(argv)``; a :class:`UsageError` becomes ``error: <message>`` and exit code 2."""
+    """Run ``main(argv)``; a :class:`UsageError` becomes ``error: <message>`` and exit code 2, a
+    :class:`NonFiniteLoss` exit code 3."""
     try:
         code = main(argv)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
+    except NonFiniteLoss as exc:
+        print(f"error: {exc}; resume from the last checkpoint with a lower --lr (the monitor does this)", file=sys.stderr)
+        sys.exit(EXIT_NONFINITE)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -12,6 +12,7 @@ fault          detected by                                  recovery
 crash          non-zero exit (traceback tail kept)          restart with ``--resume``
 killed         exit by a signal                             restart with ``--resume``
 out of memory  "out of memory" / OutOfMemoryError in log    restart with ``--resume`` and half the micro-batch
+                                                            (teacher: twice the gradient accumulation steps)
 NaN / inf      exit code 3 or a ``nonfinite_loss`` event    roll back (``--resume`` from the last checkpoint)
                                                             with half the learning rate
 stall          no event / log growth for ``stall_timeout``  kill the group, restart with ``--resume``
@@ -222,14 +223,13 @@ class Supervisor:
     # ----------------------------------------------------------------- recovery
     def _next_command(self, command: list[str], outcome: Outcome) -> list[str]:
         cmd = list(command)
-        if _is_student(cmd):
-            if "--resume" not in cmd:
-                cmd = [c for c in cmd if c != "--overwrite"] + ["--resume"]
-        elif "--overwrite" not in cmd:  # the teacher has no checkpoints: it starts over
-            cmd.append("--overwrite")
-        if outcome.kind == "oom":
+        if "--resume" not in cmd:  # both training scripts checkpoint and resume
+            cmd = [c for c in cmd if c != "--overwrite"] + ["--resume"]
+        if outcome.kind == "oom" and _is_student(cmd):
             current = _flag(cmd, "--micro_batch_size") or self._last_micro() or _texts_per_batch(cmd)
             cmd = _set_flag(cmd, "--micro_batch_size", str(max(1, int(current) // 2)))
+        elif outcome.kind == "oom":  # the teacher: the same batch in twice as many forward passes
+            cmd = _set_flag(cmd, "--gradient_accumulation_steps", str(2 * int(_flag(cmd, "--gradient_accumulation_steps") or 1)))
         if outcome.kind == "nonfinite":
             lr = float(_flag(cmd, "--lr") or 2e-5)
             cmd = _set_flag(cmd, "--lr", f"{lr / 2:g}")
@@ -251,7 +251,7 @@ class Supervisor:
                 if not command:
                     raise UsageError(f"nothing is running for {self.output_dir} and no command was given; "
                                      "pass the training command after --")
-                if (self.output_dir / "done.json").is_file() and _is_student(command) and "--overwrite" not in command:
+                if (self.output_dir / "done.json").is_file() and "--overwrite" not in command:
                     self.decide("already-complete", "done.json exists")
                     return self._evaluate() if self.evaluate else 0
                 child = self._launch(command)

@@ -24,6 +24,52 @@ from .models import ResolvedModel, load_or_fail
 
 TEACHER_CONFIG = "lora_config.json"
 HEAD_NAMES = ("classifier", "pooler", "score")
+POOLINGS = ("mean", "cls")
+MEAN_LAYER_SCALE = 1000.0
+
+
+def add_mean_pooling_layer(model, scale: float = MEAN_LAYER_SCALE) -> None:
+    """Append one encoder layer, initialised so that its first-token output is LayerNorm(mean of all tokens).
+
+    A standard sequence-classification head reads the first token ([CLS]/<s>). Encoders trained with mean
+    pooling (all-MiniLM-L6-v2, e5) never trained that token to summarise a pair, and a teacher built on it learns
+    slowly or collapses (README, "Teacher recipe"). This layer moves mean pooling *inside* the standard
+    architecture, so the saved teacher is still a plain ``*ForSequenceClassification`` with one more layer that
+    ``AutoModelForSequenceClassification`` and ``CrossEncoder`` load as is. Its initial weights:
+
+    - query = 0: every attention score is 0, so each token attends uniformly to the non-padding tokens;
+    - value = I, attention output = ``scale`` * I: the attention output is ``scale * mean(h)``, and the
+      residual LayerNorm(scale * mean(h) + h_0) equals LayerNorm(mean(h)) up to ``|h_0| / (scale |mean(h)|)``
+      (LayerNorm is scale-invariant), with unit gain and zero bias;
+    - feed-forward output = 0: the second residual LayerNorm leaves that unchanged.
+
+    The layer then trains with the encoder like any other. Works for BERT-family layers (BERT, RoBERTa,
+    XLM-R, e5); other architectures raise :class:`UsageError`.
+    """
+    try:
+        layers = model.base_model.encoder.layer
+        layer = copy.deepcopy(layers[-1])
+        q, v, o, ln1, ffn_out, ln2 = (layer.attention.self.query, layer.attention.self.value, layer.attention.output.dense,
+                                      layer.attention.output.LayerNorm, layer.output.dense, layer.output.LayerNorm)
+    except (AttributeError, IndexError, TypeError):
+        raise UsageError(f"--pooling mean needs a BERT-family encoder (BERT, RoBERTa, XLM-R, e5); "
+                         f"{type(model).__name__} is not one; use --pooling cls") from None
+    if v.weight.shape[0] != v.weight.shape[1] or o.weight.shape[0] != o.weight.shape[1]:
+        raise UsageError(f"--pooling mean needs attention projections of the hidden size; {type(model).__name__} "
+                         f"has {tuple(v.weight.shape)}; use --pooling cls")
+    with torch.no_grad():
+        eye = torch.eye(v.weight.shape[0], dtype=v.weight.dtype)
+        q.weight.zero_(); q.bias.zero_()
+        v.weight.copy_(eye); v.bias.zero_()
+        o.weight.copy_(eye * scale); o.bias.zero_()
+        ffn_out.weight.zero_(); ffn_out.bias.zero_()
+        for ln in (ln1, ln2):
+            ln.weight.fill_(1.0); ln.bias.zero_()
+    for m in layer.modules():
+        if hasattr(m, "layer_idx"):
+            m.layer_idx = len(layers)
+    layers.append(layer)
+    model.config.num_hidden_layers = len(layers)
 
 
 class CrossEncoderTeacher:
@@ -37,8 +83,12 @@ class CrossEncoderTeacher:
         self.passage_prefix = passage_prefix
 
     @classmethod
-    def from_base(cls, resolved: ResolvedModel, max_len: int) -> "CrossEncoderTeacher":
-        """A new teacher on a base encoder; its classification head is freshly initialised (seed first)."""
+    def from_base(cls, resolved: ResolvedModel, max_len: int, pooling: str = "mean") -> "CrossEncoderTeacher":
+        """A new teacher on a base encoder; its classification head is freshly initialised (seed first).
+
+        ``pooling="mean"`` appends :func:`add_mean_pooling_layer` so the head reads the mean of the tokens;
+        ``"cls"`` keeps the architecture's own first-token head.
+        """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tok = load_or_fail(AutoTokenizer.from_pretrained, resolved, "base model")
@@ -46,6 +96,8 @@ class CrossEncoderTeacher:
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         model.config.pad_token_id = tok.pad_token_id
+        if pooling == "mean":
+            add_mean_pooling_layer(model)
         return cls(model, tok, max_len, resolved.query_prefix, resolved.passage_prefix)
 
     @classmethod

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import shutil
 import time
 from pathlib import Path
@@ -25,11 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data
-from .fsutil import EventLog, check_output_dir, publish, write_json
+from . import data, faults
+from .checkpoint import load_checkpoint, load_trainable, resume_point, save_best, save_checkpoint
+from .errors import NonFiniteLoss
+from .fsutil import EventLog, publish, write_json
 from .models import apply_lora, resolve_model
 from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
-from .training import batches, linear_schedule, make_optimizer, on_main, resolve_precision, seed_everything, shard
+from .training import epoch_order, linear_schedule, make_optimizer, on_main, resolve_precision, seed_everything, shard
 
 
 def group_triplets(df) -> list[tuple[str, str, list[str]]]:
@@ -83,11 +84,17 @@ def _listwise_loss(teacher, batch, device):
 
 
 def train_teacher(args, log=print) -> Path:
-    """Train, validate every epoch, keep the best (by val MRR, then val BCE), save. Returns the output folder."""
+    """Train, validate every epoch, keep the best (by val MRR, then val BCE), save. Returns the output folder.
+
+    Checkpoints every ``--save_steps`` steps and at every epoch end; ``--resume`` continues from the last one
+    with the same data order, RNG and optimizer state (bit-identical to an uninterrupted run on CPU).
+    """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    out_dir = check_output_dir(args.output_dir, args.overwrite)
+    out_dir = Path(args.output_dir)
+    ckpt_root = out_dir / "checkpoints"
+    resume_from = resume_point(out_dir, args.resume, args.overwrite)
     train_df = data.subsample(data.read_triplets(data.data_file(args.data_version, "train", args.data_root)), args.max_samples, args.seed)
     val_df = data.read_triplets(data.data_file(args.data_version, "val", args.data_root))
     if args.max_val_samples:
@@ -97,8 +104,9 @@ def train_teacher(args, log=print) -> Path:
     seed_everything(args.seed)
     accelerator = Accelerator(mixed_precision=resolve_precision(args.mixed_precision), cpu=args.device == "cpu")
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
-    log = log if accelerator.is_main_process else (lambda *a, **k: None)
-    teacher = CrossEncoderTeacher.from_base(resolved, args.max_len)
+    main = accelerator.is_main_process
+    log = log if main else (lambda *a, **k: None)
+    teacher = CrossEncoderTeacher.from_base(resolved, args.max_len, args.pooling)
     if args.gradient_checkpointing:
         teacher.model.gradient_checkpointing_enable()
     lora_cfg = None
@@ -126,21 +134,32 @@ def train_teacher(args, log=print) -> Path:
     scorer = CrossEncoderTeacher(plain, teacher.tokenizer, args.max_len, teacher.query_prefix, teacher.passage_prefix)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    events = EventLog(out_dir / "events.jsonl", enabled=accelerator.is_main_process)
-    events.log("start", stage="teacher", total_steps=total_steps, epochs=args.epochs, examples=len(examples),
-               train_rows=len(train_df), val_lists=len(val_groups))
+    events = EventLog(out_dir / "events.jsonl", enabled=main)
+    state = {"step": 0, "epoch": 1, "batch_in_epoch": 0, "history": [], "best": None}
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, plain, optimizer, scheduler)
+        if world > 1:  # the checkpoint holds the main process's RNG; give the others their own stream again
+            torch.manual_seed(args.seed + rank + 7919 * state["step"])
+        events.log("resume", step=state["step"], epoch=state["epoch"], checkpoint=resume_from.name)
+        log(f"resumed from {resume_from} at step {state['step']}")
+    else:
+        events.log("start", stage="teacher", total_steps=total_steps, epochs=args.epochs, examples=len(examples),
+                   train_rows=len(train_df), val_lists=len(val_groups))
     log(f"teacher: {resolved.name} ({resolved.path}), {len(train_df)} train rows -> {len(examples)} {args.loss} examples, "
-        f"{total_steps} steps, device {device}, lora={'on' if args.use_lora else 'off'}")
+        f"{total_steps} steps, device {device}, lora={'on' if args.use_lora else 'off'}, pooling {args.pooling}")
 
-    rng = random.Random(args.seed)
-    history, best, best_state = [], None, None
-    step, t_start = 0, time.time()
-    for epoch in range(1, args.epochs + 1):
+    t_start, samples = time.time(), 0
+    while state["epoch"] <= args.epochs:
+        epoch = state["epoch"]
         teacher.model.train()
-        bar = tqdm(batches(examples, global_batch, rng), desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_main_process)
-        seen, t_epoch = 0, time.time()
-        for global_items in bar:
-            batch = shard(global_items, rank, world)
+        order = epoch_order(len(examples), args.seed, epoch)
+        starts = range(state["batch_in_epoch"] * global_batch, len(order), global_batch)
+        bar = tqdm(starts, desc=f"epoch {epoch}/{args.epochs}", disable=not main, initial=state["batch_in_epoch"], total=steps_per_epoch)
+        t_epoch = time.time()
+        for start in bar:
+            batch = [examples[i] for i in shard(order[start:start + global_batch], rank, world)]
+            step = state["step"] + 1
+            faults.maybe_crash_or_stall(step)
             parts = [batch[i::args.gradient_accumulation_steps] for i in range(args.gradient_accumulation_steps)]
             parts = [p for p in parts if p]
             loss = 0.0
@@ -149,42 +168,56 @@ def train_teacher(args, log=print) -> Path:
                 with sync, accelerator.autocast():
                     part_loss = (_bce_loss(teacher, part, pos_weight, device) if args.loss == "bce"
                                  else _listwise_loss(teacher, part, device)) * (len(part) / len(batch))
+                    part_loss = faults.maybe_nan(step, part_loss) if i == 0 else part_loss
                     accelerator.backward(part_loss)
                 loss = loss + part_loss.detach()
+            if not torch.isfinite(loss):
+                events.log("nonfinite_loss", step=step, epoch=epoch, loss=str(loss.item()))
+                raise NonFiniteLoss(f"loss became {loss.item()} at step {step}")
             accelerator.clip_grad_norm_(teacher.model.parameters(), args.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            seen += len(global_items)
-            rate = seen / (time.time() - t_epoch)
+            state["step"], state["batch_in_epoch"] = step, state["batch_in_epoch"] + 1
+            samples += min(global_batch, len(order) - start)
+            rate = samples / (time.time() - t_start)
             bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.1f}")
             if step % args.log_steps == 0 or step == total_steps:
                 events.log("step", step=step, epoch=epoch, loss=round(loss.item(), 6), lr=scheduler.get_last_lr()[0],
                            samples_per_s=round(rate, 3), elapsed_s=round(time.time() - t_start, 2), total_steps=total_steps)
+            if args.save_steps and step % args.save_steps == 0 and state["batch_in_epoch"] < steps_per_epoch:
+                if main:
+                    save_checkpoint(ckpt_root, plain, optimizer, scheduler, state)
+                events.log("checkpoint", step=step)
         metrics = on_main(accelerator, lambda: evaluate_teacher(scorer, val_groups, args.eval_batch_size, device))
-        metrics.update(epoch=epoch, step=step, train_seconds=round(time.time() - t_epoch, 1))
-        history.append(metrics)
+        metrics.update(epoch=epoch, step=state["step"], train_seconds=round(time.time() - t_epoch, 1))
+        state["history"].append(metrics)
         events.log("eval", **metrics)
         log(f"epoch {epoch}: val_mrr {metrics['val_mrr']:.4f} val_acc {metrics['val_accuracy']:.4f} val_bce {metrics['val_bce']:.4f}")
-        key = (metrics["val_mrr"], -metrics["val_bce"])
-        if best is None or key > best:
-            best = key
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(teacher.model).state_dict().items()}
-            best_epoch = epoch
+        key = [metrics["val_mrr"], -metrics["val_bce"]]
+        if state["best"] is None or key > state["best"]["key"]:
+            state["best"] = {"epoch": epoch, "key": key}
+            if main:
+                save_best(ckpt_root, plain, state["best"])
+        state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        if main:
+            save_checkpoint(ckpt_root, plain, optimizer, scheduler, state)
+        events.log("checkpoint", step=state["step"], epoch_end=epoch)
+        accelerator.wait_for_everyone()
 
-    model = accelerator.unwrap_model(teacher.model)
-    model.load_state_dict(best_state)
-    final = CrossEncoderTeacher(model.float(), teacher.tokenizer, args.max_len, resolved.query_prefix, resolved.passage_prefix)
+    load_trainable(plain, torch.load(ckpt_root / "best.pt", map_location="cpu")["trainable"])
+    best_epoch = state["best"]["epoch"]
+    history = state["history"]
+    final = CrossEncoderTeacher(plain.float(), teacher.tokenizer, args.max_len, resolved.query_prefix, resolved.passage_prefix)
     config = {"use_lora": bool(args.use_lora), "base_model": resolved.name, "base_model_path": resolved.path,
-              "loss": args.loss, "activation": "sigmoid"}
+              "loss": args.loss, "pooling": args.pooling, "activation": "sigmoid"}
     if lora_cfg is not None:
         config.update(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                       target_modules=sorted(lora_cfg.target_modules), modules_to_save=sorted(set(lora_cfg.modules_to_save or [])))
     peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
     summary = {"peak_gpu_memory_gib": peak_gib, "best_epoch": best_epoch, "best": history[best_epoch - 1], "history": history,
-               "train_seconds": round(time.time() - t_start, 1), "steps": step}
-    if accelerator.is_main_process:
+               "train_seconds": round(sum(h["train_seconds"] for h in history), 1), "steps": state["step"]}
+    if main:
         staging = out_dir / ".staging"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -192,6 +225,7 @@ def train_teacher(args, log=print) -> Path:
         write_json(staging / "training_args.json", vars(args))
         write_json(staging / "metrics.json", summary)
         publish(staging, out_dir, {"stage": "teacher", "best_epoch": best_epoch, **history[best_epoch - 1]})
+        shutil.rmtree(ckpt_root, ignore_errors=True)  # the teacher folder is a model to load, not a run to resume
         events.log("end", best_epoch=best_epoch, **{k: v for k, v in history[best_epoch - 1].items() if k.startswith("val")})
     log(f"saved teacher to {out_dir} (best epoch {best_epoch}, {summary['train_seconds']}s)")
     return out_dir

@@ -42,12 +42,12 @@ def linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
     return get_linear_schedule_with_warmup(optimizer, int(round(warmup_ratio * total_steps)), max(total_steps, 1))
 
 
-def batches(items: list, batch_size: int, rng: random.Random | None = None) -> list[list]:
-    """Split ``items`` into batches, shuffled first when ``rng`` is given."""
-    order = list(range(len(items)))
-    if rng is not None:
-        rng.shuffle(order)
-    return [[items[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled order of ``n`` items in ``epoch``: a function of (seed, epoch) only, so a resumed run
+    recomputes it and continues from the same batch."""
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
 
 
 def shard(items: list[int], rank: int, world: int) -> list[int]:
@@ -72,3 +72,45 @@ def resolve_precision(choice: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"
+
+
+def text_keys(texts: list[str]) -> torch.Tensor:
+    """(N,) int64 keys of texts (blake2b), equal for equal texts in every process."""
+    import hashlib
+
+    return torch.tensor([int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+                         for t in texts], dtype=torch.long)
+
+
+def gather_rows(x: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ``x`` (N, D) from every process, with gradients flowing back to each process's own rows,
+    and their ``keys`` (N,); rows whose key was already seen are dropped (first occurrence kept, in rank order).
+
+    Processes may hold different N: rows are padded to the largest N before the all-gather
+    (``torch.distributed.nn.all_gather``, which differentiates), then cut back. Without a process group this
+    returns the unique rows of ``x``.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        import torch.distributed.nn as dist_nn
+
+        n = torch.tensor([x.shape[0]], device=x.device)
+        sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+        dist.all_gather(sizes, n)
+        sizes = [int(s.item()) for s in sizes]
+        width = max(sizes)
+        pad = width - x.shape[0]
+        xs = dist_nn.all_gather(torch.nn.functional.pad(x, (0, 0, 0, pad)))
+        padded_keys = torch.nn.functional.pad(keys.to(x.device), (0, pad))
+        ks = [torch.zeros_like(padded_keys) for _ in sizes]
+        dist.all_gather(ks, padded_keys)
+        x = torch.cat([t[:s] for t, s in zip(xs, sizes)])
+        keys = torch.cat([k[:s] for k, s in zip(ks, sizes)])
+    seen, keep = set(), []
+    for i, k in enumerate(keys.tolist()):
+        if k not in seen:
+            seen.add(k)
+            keep.append(i)
+    idx = torch.tensor(keep, dtype=torch.long, device=x.device)
+    return x[idx], keys.to(x.device)[idx]

@@ -115,8 +115,10 @@ def test_oom_recovered_with_micro_batches_no_sample_skipped(straight, teacher, t
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 2e-3
 
 
-def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version):
-    """Gradient caching: the gradient with 3 texts per forward equals the one-pass gradient (dropout off)."""
+@pytest.mark.parametrize("cross_device", [False, True])
+def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version, cross_device):
+    """Gradient caching: the gradient with 3 texts per forward equals the one-pass gradient (dropout off),
+    with and without cross-device (here: in-batch) negatives."""
     from argparse import Namespace
 
     from accelerate import Accelerator
@@ -132,7 +134,7 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
     lists = lists[:3]
     teacher = torch.rand(3, 4)
     positive = torch.tensor([[c.positive[i] if i < len(c.positive) else False for i in range(4)] for c in lists])
-    args = Namespace(tau=0.2, contrastive_weight=0.3, negative_penalty_weight=0.4)
+    args = Namespace(tau=0.2, contrastive_weight=0.3, negative_penalty_weight=0.4, cross_device_negatives=cross_device)
     student = BiEncoderStudent.load(resolve_model(str(tiny_minilm)), 48)
     student.eval()
     acc = Accelerator(cpu=True)
@@ -144,6 +146,12 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
         grads.append(torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None]))
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
     assert torch.allclose(grads[0], grads[1], atol=1e-6), (grads[0] - grads[1]).abs().max()
+    if cross_device:  # the other queries' passages are extra negatives: the contrastive term changes
+        args.cross_device_negatives = False
+        student.zero_grad()
+        plain = forward_backward(student, lists, teacher, positive, args, None, 1, acc)
+        assert plain["kl"].item() == pytest.approx(out["kl"].item(), abs=1e-7)
+        assert plain["contrastive"].item() != pytest.approx(out["contrastive"].item(), abs=1e-4)
 
 
 def test_lora_student_and_teacher_scores_from_cache(straight, teacher, tiny_minilm, scifact_version, env, tmp_path):

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import torch
+
 from conftest import ROOT, STUDENT_ARGS, model_weights
 
 # On CPU, accelerate's --cpu launcher starts one process (multi-CPU needs MPI there); its torchrun-based launcher
@@ -67,3 +69,21 @@ def test_two_processes_killed_resumed_by_monitor_match_one_process(tmp_path, ref
     a, b = model_weights(ref), model_weights(out)
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert diff < 2e-3, diff  # same global batches; only the per-process dropout streams differ
+
+
+def test_cross_device_negatives_two_processes_match_one(tmp_path, tiny_minilm, scifact_version):
+    """--cross_device_negatives: 2 processes x 2 queries give the gradient of 1 process x 4 queries, because each
+    process's queries see the other process's passages (gathered with gradients) as negatives."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from accelerate import Accelerator
+
+    from ddp_gradient_check import gradient
+
+    root, v = scifact_version
+    val = root / v / "val.csv"
+    proc = launch(29614, "tests/ddp_gradient_check.py", tiny_minilm, val, tmp_path / "g2.pt", launcher=TORCHRUN)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = torch.load(tmp_path / "g2.pt")
+    one = gradient(str(tiny_minilm), str(val), Accelerator(cpu=True))
+    assert two.shape == one.shape
+    assert torch.allclose(one, two, atol=1e-6, rtol=1e-4), (one - two).abs().max()

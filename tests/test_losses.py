@@ -77,3 +77,28 @@ def test_total_combines_weights():
     assert out["contrastive"].item() == pytest.approx(con, abs=1e-6)
     assert out["negative_penalty"].item() == pytest.approx(pen, abs=1e-6)
     assert out["loss"].item() == pytest.approx(kl.item() + 0.3 * con + 0.4 * pen, abs=1e-6)
+
+
+def test_extra_negatives_join_the_contrastive_term_only():
+    """Cross-device negatives: more negatives in the contrastive mean; KL and the penalty are unchanged."""
+    t = T([[0.9, 0.1, 0.2]])
+    s = T([[0.6, 0.4, 0.5]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    pos = T([[True, False, False]])
+    extra = (T([[0.2, 0.9, 0.3]]), T([[True, False, True]]))  # the 0.9 passage is masked (e.g. in its own list)
+    base = distillation_loss(t, s, mask, pos)
+    out = distillation_loss(t, s, mask, pos, extra_negatives=extra)
+    # negatives 0.4, 0.5, 0.2, 0.3 -> mean 0.35; 0.7 - (0.6 - 0.35) = 0.45
+    assert out["contrastive"].item() == pytest.approx(0.45, abs=1e-6)
+    assert out["kl"].item() == base["kl"].item() and out["negative_penalty"].item() == base["negative_penalty"].item()
+
+
+def test_gather_rows_keeps_first_occurrence_of_each_key():
+    from crossdistill.training import gather_rows, text_keys
+
+    keys = text_keys(["a", "b", "a", "c"])
+    assert keys[0] == keys[2] and len(set(keys.tolist())) == 3
+    assert torch.equal(text_keys(["a"]), text_keys(["a"]))  # stable across calls (and processes: no hash seed)
+    x = torch.arange(8.0).view(4, 2)
+    rows, k = gather_rows(x, keys)  # no process group: just the distinct rows
+    assert rows.tolist() == [[0, 1], [2, 3], [6, 7]] and k.tolist() == [keys[0], keys[1], keys[3]]

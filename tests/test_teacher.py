@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_usage_error, run_in_process, run_script
+from conftest import assert_usage_error, run_in_process, run_script, same_weights
 from crossdistill.data import read_triplets
 from crossdistill.models import apply_lora, resolve_model
-from crossdistill.teacher import CrossEncoderTeacher, save_teacher
-
-
+from crossdistill.teacher import CrossEncoderTeacher, add_mean_pooling_layer, save_teacher
 
 @pytest.fixture(scope="module")
 def trained_teacher(tiny_teacher):
@@ -61,6 +59,38 @@ def test_crossencoder_and_automodel_load_the_saved_teacher(trained_teacher, scif
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["BertForSequenceClassification", "1"]
+    cfg = json.loads((trained_teacher / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 3  # the 2-layer MiniLM plus the mean-pooling layer (--pooling mean, default)
+
+
+def test_mean_pooling_layer_puts_layernormed_mean_in_the_first_token(tiny_minilm):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_minilm, num_labels=1).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_minilm)
+    batch = tok(["what lowers fever?", "protein folding"], ["Aspirin lowers fever and pain.", "A chain folds into its native shape."],
+                padding=True, return_tensors="pt")
+    before = model.config.num_hidden_layers
+    add_mean_pooling_layer(model)
+    assert model.config.num_hidden_layers == before + 1 == len(model.bert.encoder.layer)
+    with torch.no_grad():
+        hidden = model.bert(**batch, output_hidden_states=True).hidden_states
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    mean = (hidden[-2] * m).sum(1) / m.sum(1)  # padding excluded, special tokens included (as sentence-transformers)
+    expected = torch.nn.functional.layer_norm(mean, mean.shape[-1:])
+    assert torch.nn.functional.cosine_similarity(expected, hidden[-1][:, 0]).min() > 0.99999
+    assert (expected - hidden[-1][:, 0]).abs().max() < 0.05  # entries of unit variance: 0.3 % error at most
+
+
+def test_mean_pooling_refuses_a_non_bert_encoder():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from crossdistill.errors import UsageError
+
+    model = DistilBertForSequenceClassification(DistilBertConfig(n_layers=1, dim=32, hidden_dim=64, n_heads=2, num_labels=1))
+    with pytest.raises(UsageError, match="--pooling cls"):
+        add_mean_pooling_layer(model)
 
 
 def test_lora_save_load_same_scores_head_included(tmp_path, tiny_minilm, scifact_version):
@@ -79,8 +109,9 @@ def test_lora_save_load_same_scores_head_included(tmp_path, tiny_minilm, scifact
     save_teacher(teacher, tmp_path, {"use_lora": True})
     loaded = CrossEncoderTeacher.load(tmp_path).score(pairs)
     np.testing.assert_allclose(loaded, in_memory, atol=1e-5)
-    # the adapter alone, on a fresh base, gives the same scores too
+    # the adapter alone, on a fresh base (plus its deterministic mean-pooling layer), gives the same scores too
     base = AutoModelForSequenceClassification.from_pretrained(tiny_minilm, num_labels=1)
+    add_mean_pooling_layer(base)
     again = CrossEncoderTeacher(PeftModel.from_pretrained(base, tmp_path / "adapter"), teacher.tokenizer, 64)
     np.testing.assert_allclose(again.score(pairs), in_memory, atol=1e-5)
     # and the head really changed: a fresh head scores differently
@@ -158,3 +189,25 @@ def test_bad_model_name(tmp_path, scifact_version):
                       "--data_version", v, "--output_dir", tmp_path / "out")
     assert_usage_error(proc, "does not exist")
     assert not (tmp_path / "out").exists()
+
+
+def test_teacher_sigkill_then_resume_gives_identical_weights(tmp_path, tiny_teacher, tiny_minilm, scifact_version):
+    """The tiny_teacher run again, SIGKILLed at step 5 (after the step-4 checkpoint), then --resume: same weights."""
+    root, v = scifact_version
+    out = tmp_path / "killed"
+    args = ["--model_name", tiny_minilm, "--data_root", root, "--data_version", v, "--output_dir", out, "--epochs", "2",
+            "--batch_size", "16", "--max_samples", "24", "--max_val_samples", "12", "--max_len", "48", "--use_lora",
+            "--lora_r", "4", "--lora_alpha", "8", "--save_steps", "1"]
+    faults = {"CROSSDISTILL_ALLOW_FAULTS": "1", "CROSSDISTILL_FAULTS": json.dumps({"kill_at_steps": [5]})}
+    killed = run_script("train_teacher_model.py", *args, env=faults)
+    assert killed.returncode == -9 and not (out / "done.json").exists()
+    assert (out / "checkpoints" / "latest.json").is_file()
+    resumed = run_script("train_teacher_model.py", *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert same_weights(tiny_teacher, out)
+    assert not (out / "checkpoints").exists()  # a finished teacher folder is a model, not a run
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "resume"] == [4]
+    again = run_script("train_teacher_model.py", *args, "--resume")
+    assert_usage_error(again, "already holds a finished run")

@@ -1,0 +1,51 @@
+"""Helper for test_distributed: the gradient of one batch, under N processes (torchrun) or one.
+
+Usage: python ddp_gradient_check.py MODEL VAL_CSV OUT.pt   (rank 0 writes the DDP-averaged gradient)
+"""
+
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from accelerate import Accelerator  # noqa: E402
+
+from crossdistill.candidates import build_candidates  # noqa: E402
+from crossdistill.data import read_triplets  # noqa: E402
+from crossdistill.distillation import forward_backward  # noqa: E402
+from crossdistill.models import resolve_model  # noqa: E402
+from crossdistill.student import BiEncoderStudent  # noqa: E402
+from crossdistill.training import shard  # noqa: E402
+
+
+def batch(val_csv: str, n: int = 4, k: int = 4):
+    lists, _ = build_candidates(read_triplets(Path(val_csv)).head(20), k, "bm25", 0)
+    lists = lists[:n]
+    teacher = torch.Generator().manual_seed(0)
+    scores = torch.rand(n, k, generator=teacher)
+    positive = torch.tensor([[c.positive[i] if i < len(c.positive) else False for i in range(k)] for c in lists])
+    return lists, scores, positive
+
+
+def gradient(model_path: str, val_csv: str, accelerator: Accelerator) -> torch.Tensor:
+    lists, scores, positive = batch(val_csv)
+    mine = shard(list(range(len(lists))), accelerator.process_index, accelerator.num_processes)
+    # negative_penalty_weight 0: that term uses a batch-level mean, which is per process by design
+    args = Namespace(tau=0.2, contrastive_weight=0.3, negative_penalty_weight=0.0, cross_device_negatives=True)
+    torch.manual_seed(0)
+    student = BiEncoderStudent.load(resolve_model(model_path), 48)
+    student = accelerator.prepare(student)
+    student.eval()
+    forward_backward(student, [lists[i] for i in mine], scores[mine], positive[mine], args, None, 1, accelerator)
+    model = accelerator.unwrap_model(student)
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+if __name__ == "__main__":
+    acc = Accelerator(cpu=True)
+    g = gradient(sys.argv[1], sys.argv[2], acc)
+    if acc.is_main_process:
+        torch.save(g, sys.argv[3])
