@@ -26,6 +26,7 @@ def main():
     p.add_argument("--split", default="test")
     p.add_argument("--queries_from", default=None)
     p.add_argument("--k", type=int, default=30)
+    p.add_argument("--max_len", type=int, default=None, help="score with another max_len than the teacher was trained with")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     rs = load_beir(a.beir_dir, a.split)
@@ -34,7 +35,7 @@ def main():
         rs = rs.subset([q for q in rs.qrels if rs.queries[q] in keep])
     qrels = qrels_dict(rs.qrels)
     run = bm25_run(rs.corpus, rs.queries, 100)
-    teacher = CrossEncoderTeacher.load(a.teacher)
+    teacher = CrossEncoderTeacher.load(a.teacher, a.max_len)
     t0 = time.time()
     rr = rerank(teacher, run, rs.corpus, rs.queries, a.k, show_progress=True)
     secs = time.time() - t0
