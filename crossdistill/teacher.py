@@ -87,7 +87,8 @@ class CrossEncoderTeacher:
         """A new teacher on a base encoder; its classification head is freshly initialised (seed first).
 
         ``pooling="mean"`` appends :func:`add_mean_pooling_layer` so the head reads the mean of the tokens;
-        ``"cls"`` keeps the architecture's own first-token head.
+        ``"cls"`` keeps the architecture's own first-token head. A teacher folder written by this toolkit as
+        base (continued training, e.g. at a longer max_len) keeps its trained layers and head as they are.
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -96,8 +97,8 @@ class CrossEncoderTeacher:
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         model.config.pad_token_id = tok.pad_token_id
-        if pooling == "mean":
-            add_mean_pooling_layer(model)
+        if pooling == "mean" and not (Path(resolved.path) / TEACHER_CONFIG).is_file():
+            add_mean_pooling_layer(model)  # a teacher folder as base (continued training) already has its head
         return cls(model, tok, max_len, resolved.query_prefix, resolved.passage_prefix)
 
     @classmethod

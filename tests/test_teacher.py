@@ -83,6 +83,14 @@ def test_mean_pooling_layer_puts_layernormed_mean_in_the_first_token(tiny_minilm
     assert (expected - hidden[-1][:, 0]).abs().max() < 0.05  # entries of unit variance: 0.3 % error at most
 
 
+def test_a_teacher_folder_as_base_is_continued_not_re_headed(trained_teacher, scifact_version):
+    """Continued training (e.g. at a longer max_len) starts from the saved teacher: same layers, same scores."""
+    base = CrossEncoderTeacher.from_base(resolve_model(str(trained_teacher)), 48, "mean")
+    assert base.model.config.num_hidden_layers == 3  # no second mean-pooling layer
+    pairs = _pairs(scifact_version, 4)
+    np.testing.assert_allclose(base.score(pairs), CrossEncoderTeacher.load(trained_teacher).score(pairs), atol=1e-6)
+
+
 def test_mean_pooling_refuses_a_non_bert_encoder():
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
