@@ -53,6 +53,9 @@ def parse_args(argv=None):
                         "query: gathered from all processes with gradients (one process: in-batch negatives)")
     p.add_argument("--allow_weaker_teacher", action="store_true",
                    help="distil even when the teacher ranks the val pool worse than the starting student")
+    p.add_argument("--keep", choices=["best", "last"], default="best",
+                   help="which model to publish: 'best' = highest val MRR@10, the starting student included; 'last' = "
+                        "the last epoch's (e.g. when calibrated scores matter more than ranking)")
     p.add_argument("--guard_k", type=int, default=20, help="teacher reranks the student's top-k of the val pool for the guard")
     p.add_argument("--query_prefix", default=None)
     p.add_argument("--passage_prefix", default=None)

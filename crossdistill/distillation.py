@@ -7,7 +7,7 @@ Setup (:func:`prepare_run`): candidate lists of K passages per training query
 The loop (:func:`train_student`) reads top to bottom: for each batch of lists, embed queries and the
 batch's distinct passages, score by exact cosine, loss = KL + contrastive + negative penalty
 (:mod:`crossdistill.losses`), step; validate every epoch; keep the best model (the starting student
-included); checkpoint every ``--save_steps`` and every epoch end (:mod:`crossdistill.checkpoint`).
+included; ``--keep last``: the last epoch's); checkpoint every ``--save_steps`` and every epoch end (:mod:`crossdistill.checkpoint`).
 
 Out of memory never skips data: the step is redone with the batch's texts split into micro-batches whose
 gradients are combined exactly (the embeddings are computed without gradients, the loss is backpropagated
@@ -418,12 +418,16 @@ def train_student(args, log=print) -> Path:
         events.log("checkpoint", step=state["step"], epoch_end=epoch)
         accelerator.wait_for_everyone()
 
-    # ---- publish: the best model (possibly the starting one), then done.json last
-    best = torch.load(ckpt_root / "best.pt", map_location="cpu")
-    load_trainable(model, best["trainable"])
-    start, best_row = state["history"][0], state["history"][best["info"]["epoch"]]
+    # ---- publish: the best model (possibly the starting one) or, with --keep last, the last epoch's; done.json last
+    if args.keep == "best":
+        best = torch.load(ckpt_root / "best.pt", map_location="cpu")
+        load_trainable(model, best["trainable"])
+        kept_epoch = best["info"]["epoch"]
+    else:
+        kept_epoch = state["history"][-1]["epoch"]
+    start, best_row = state["history"][0], state["history"][kept_epoch]
     peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
-    summary = {"peak_gpu_memory_gib": peak_gib, "best_epoch": best["info"]["epoch"], "history": state["history"], "guard": state["guard"],
+    summary = {"peak_gpu_memory_gib": peak_gib, "kept": args.keep, "best_epoch": kept_epoch, "history": state["history"], "guard": state["guard"],
                "val_delta": {k: best_row[k] - start[k] for k in start if k.startswith("val_")},
                "steps": state["step"], "micro_batch_size": state["micro_batch_size"], **run.stats}
     if accelerator.is_main_process:
@@ -442,7 +446,7 @@ def train_student(args, log=print) -> Path:
         events.log("end", best_epoch=summary["best_epoch"], **{f"delta_{k}": v for k, v in summary["val_delta"].items()})
         publish(staging, out_dir, {"stage": "student", "best_epoch": summary["best_epoch"], **best_row,
                                    "val_delta": summary["val_delta"]})
-    log(f"saved student to {out_dir} (best epoch {summary['best_epoch']}; val MRR@10 "
+    log(f"saved student to {out_dir} ({args.keep} epoch {summary['best_epoch']}; val MRR@10 "
         f"{start['val_mrr@10']:.4f} -> {best_row['val_mrr@10']:.4f})")
     return out_dir
 

@@ -158,7 +158,7 @@ def test_lora_student_and_teacher_scores_from_cache(straight, teacher, tiny_mini
     _, first = straight
     assert "teacher scoring" in first.stdout + first.stderr
     proc = distil(tmp_path / "lora", teacher, tiny_minilm, scifact_version, env, "--allow_weaker_teacher", "--use_lora",
-                  "--lora_r", "4", "--lora_alpha", "8", "--epochs", "1", "--lr", "1e-3")
+                  "--lora_r", "4", "--lora_alpha", "8", "--epochs", "1", "--lr", "1e-3", "--keep", "last")
     assert proc.returncode == 0, proc.stderr[-3000:]
     # same teacher, same candidates as the reference run: every teacher score comes from the cache
     assert "teacher scoring" not in proc.stdout + proc.stderr
@@ -169,9 +169,10 @@ def test_lora_student_and_teacher_scores_from_cache(straight, teacher, tiny_mini
     assert (tmp_path / "lora" / "adapter" / "adapter_config.json").is_file()
     base, tuned = _weights(tiny_minilm), _weights(tmp_path / "lora")
     changed = [k for k in base if k in tuned and not torch.equal(base[k], tuned[k])]
-    # best model may be the starting one; if LoRA won, merged weights differ from the base
-    best = json.loads((tmp_path / "lora" / "metrics.json").read_text())["best_epoch"]
-    assert (len(changed) > 0) == (best > 0)
+    # --keep last publishes epoch 1 whatever val says: the merged LoRA weights differ from the base
+    metrics = json.loads((tmp_path / "lora" / "metrics.json").read_text())
+    assert metrics["kept"] == "last" and metrics["best_epoch"] == 1 and len(changed) > 0
+    assert json.loads((tmp_path / "lora" / "done.json").read_text())["val_mrr@10"] == metrics["history"][1]["val_mrr@10"]
 
 
 def test_weaker_teacher_is_refused(teacher, tiny_minilm, scifact_version, env, tmp_path):
