@@ -346,7 +346,7 @@ def train_student(args, log=print) -> Path:
                              "make the student worse. Train a stronger teacher, or pass --allow_weaker_teacher")
         state["history"].append({"epoch": 0, "step": 0, **start_metrics})
         state["best"] = {"epoch": 0, "val_mrr@10": start_metrics["val_mrr@10"]}
-        if main:
+        if main and args.keep == "best":  # best.pt is read back only to publish the best model
             save_best(ckpt_root, model, state["best"])
         events.log("eval", epoch=0, step=0, **start_metrics)
         log("epoch 0 (starting student): " + _fmt(start_metrics))
@@ -410,7 +410,7 @@ def train_student(args, log=print) -> Path:
         log(f"epoch {epoch}: " + _fmt(metrics))
         if metrics["val_mrr@10"] > state["best"]["val_mrr@10"]:
             state["best"] = {"epoch": epoch, "val_mrr@10": metrics["val_mrr@10"]}
-            if main:
+            if main and args.keep == "best":
                 save_best(ckpt_root, model, state["best"])
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         if accelerator.is_main_process:
@@ -425,10 +425,10 @@ def train_student(args, log=print) -> Path:
         kept_epoch = best["info"]["epoch"]
     else:
         kept_epoch = state["history"][-1]["epoch"]
-    start, best_row = state["history"][0], state["history"][kept_epoch]
+    start, kept_row = state["history"][0], state["history"][kept_epoch]
     peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
     summary = {"peak_gpu_memory_gib": peak_gib, "kept": args.keep, "best_epoch": kept_epoch, "history": state["history"], "guard": state["guard"],
-               "val_delta": {k: best_row[k] - start[k] for k in start if k.startswith("val_")},
+               "val_delta": {k: kept_row[k] - start[k] for k in start if k.startswith("val_")},
                "steps": state["step"], "micro_batch_size": state["micro_batch_size"], **run.stats}
     if accelerator.is_main_process:
         staging = out_dir / ".staging"
@@ -444,10 +444,10 @@ def train_student(args, log=print) -> Path:
                                                  "lora_dropout": args.lora_dropout,
                                                  "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})
         events.log("end", best_epoch=summary["best_epoch"], **{f"delta_{k}": v for k, v in summary["val_delta"].items()})
-        publish(staging, out_dir, {"stage": "student", "best_epoch": summary["best_epoch"], **best_row,
+        publish(staging, out_dir, {"stage": "student", "best_epoch": summary["best_epoch"], **kept_row,
                                    "val_delta": summary["val_delta"]})
     log(f"saved student to {out_dir} ({args.keep} epoch {summary['best_epoch']}; val MRR@10 "
-        f"{start['val_mrr@10']:.4f} -> {best_row['val_mrr@10']:.4f})")
+        f"{start['val_mrr@10']:.4f} -> {kept_row['val_mrr@10']:.4f})")
     return out_dir
 
 
