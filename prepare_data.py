@@ -20,8 +20,10 @@ def parse_args(argv=None):
     p.add_argument("--output_root", default="preprocessed")
     p.add_argument("--negatives", default="bm25", choices=["bm25", "model", "random", "keep"],
                    help="how negatives are mined (keep: the CSV's own negatives)")
-    p.add_argument("--num_negatives", type=int, default=3, help="mined negatives per (query, positive)")
-    p.add_argument("--random_negatives", type=int, default=0, help="extra random negatives per (query, positive)")
+    p.add_argument("--num_negatives", type=int, default=4, help="mined (hard) negatives per (query, positive)")
+    p.add_argument("--random_negatives", type=int, default=3,
+                   help="extra random (easy) negatives per (query, positive), after the mined ones; a teacher trained "
+                        "from scratch on hard negatives alone learned far less here (README, 'Teacher recipe')")
     p.add_argument("--rank_window", default="0:100", help="START:END ranks of the miner's list to take negatives from")
     p.add_argument("--fn_margin", type=float, default=None,
                    help="false-negative guard: skip candidates scoring >= (1 - margin) x the positive's score")

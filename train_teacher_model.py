@@ -21,7 +21,7 @@ def parse_args(argv=None):
                         "(minilm-l6, multilingual-e5-small)")
     p.add_argument("--data_version", default="supervised_only", help="folder under --data_root with train.csv and val.csv")
     p.add_argument("--output_dir", default="./models/cross_encoder_teacher")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch_size", type=int, default=16, help="pairs (bce) or lists (listwise) per step and process")
     p.add_argument("--lr", type=float, default=5e-5, help="learning rate of the encoder (or of its LoRA adapters)")
     p.add_argument("--use_lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")

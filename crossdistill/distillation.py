@@ -306,9 +306,13 @@ def train_student(args, log=print) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     events = EventLog(out_dir / "events.jsonl", enabled=accelerator.is_main_process)
     state = {"step": 0, "epoch": 1, "batch_in_epoch": 0, "micro_batch_size": args.micro_batch_size,
-             "history": [], "best": None, "lr": args.lr, "guard": None}
+             "history": [], "best": None, "lr": args.lr, "guard": None, "keep": args.keep}
     if resume_from is not None:
         state = load_checkpoint(resume_from, model, optimizer, scheduler)
+        started_with = state.get("keep", "best")  # checkpoints from before --keep existed kept the best
+        if started_with != args.keep:  # with 'last' no best.pt was written; switching would publish the wrong model
+            raise UsageError(f"this run was started with --keep {started_with}; resume it with --keep {started_with}, "
+                             f"or start a new run with --overwrite")
         if state.get("lr") != args.lr:  # a supervisor lowered the learning rate (e.g. after a NaN)
             ratio = args.lr / state["lr"]
             for g in optimizer.param_groups:

@@ -91,6 +91,11 @@ def test_sigkill_then_resume_gives_identical_weights(straight, teacher, tiny_min
     assert not (out / "done.json").exists()
     latest = json.loads((out / "checkpoints" / "latest.json").read_text())
     assert latest["step"] == 4
+    # the run kept the best epoch; resuming it as a --keep last run is refused, nothing changes
+    switched = subprocess.run(cmd + ["--resume", "--keep", "last"], env={**os.environ, **env, "HF_HUB_OFFLINE": "1"},
+                              capture_output=True, text=True)
+    assert_usage_error(switched, "started with --keep best", "resume it with --keep best")
+    assert json.loads((out / "checkpoints" / "latest.json").read_text()) == latest
     resumed = subprocess.run(cmd + ["--resume"], env={**os.environ, **env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout

@@ -10,7 +10,7 @@ from conftest import KORQUAD, run_script
 def test_korean_mini_pipeline(tmp_path, e5_small):
     env = {"CROSSDISTILL_CACHE": str(e5_small.parent)}
     proc = run_script("prepare_data.py", "--source", KORQUAD, "--data_version", "ko", "--output_root", tmp_path,
-                      "--num_negatives", "2")
+                      "--num_negatives", "2", "--random_negatives", "0")
     assert proc.returncode == 0, proc.stderr[-2000:]
     for split in ("train", "val"):  # a slice keeps the 12-layer model to a few steps
         df = pd.read_csv(tmp_path / "ko" / f"{split}.csv", dtype=str, keep_default_na=False).head(12)
