@@ -21,9 +21,10 @@ def parse_args(argv=None):
     p.add_argument("--negatives", default="bm25", choices=["bm25", "model", "random", "keep"],
                    help="how negatives are mined (keep: the CSV's own negatives)")
     p.add_argument("--num_negatives", type=int, default=4, help="mined (hard) negatives per (query, positive)")
-    p.add_argument("--random_negatives", type=int, default=3,
-                   help="extra random (easy) negatives per (query, positive), after the mined ones; a teacher trained "
-                        "from scratch on hard negatives alone learned far less here (README, 'Teacher recipe')")
+    p.add_argument("--random_negatives", type=int, default=None,
+                   help="extra random (easy) negatives per (query, positive), after the mined ones (default: 3 with "
+                        "--negatives bm25/model, 0 with random/keep); a teacher trained from scratch on hard negatives "
+                        "alone learned far less here (README, 'Teacher recipe')")
     p.add_argument("--rank_window", default="0:100", help="START:END ranks of the miner's list to take negatives from")
     p.add_argument("--fn_margin", type=float, default=None,
                    help="false-negative guard: skip candidates scoring >= (1 - margin) x the positive's score")
@@ -42,6 +43,8 @@ def parse_args(argv=None):
     except ValueError:
         raise UsageError(f"--rank_window must be START:END with 0 <= START < END (got {args.rank_window!r}); e.g. 0:100") from None
     args.rank_start, args.rank_end = start, end
+    if args.random_negatives is None:  # easy negatives beside mined hard ones; a kept CSV or random mining stays as asked
+        args.random_negatives = 3 if args.negatives in ("bm25", "model") else 0
     check_args(args, {"num_negatives": AT_LEAST_1, "random_negatives": NON_NEGATIVE, "fn_margin": PROBABILITY,
                       "val_fraction": PROBABILITY, "test_fraction": PROBABILITY})
     if args.val_fraction + args.test_fraction >= 1:

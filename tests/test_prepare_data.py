@@ -172,3 +172,19 @@ def test_missing_source_and_broken_beir(tmp_path):
     assert_usage_error(run_script("prepare_data.py", "--source", broken, "--data_version", "x", "--output_root", tmp_path),
                        "queries.jsonl")
     assert not (tmp_path / "x").exists()
+
+
+def test_default_negatives_mix_hard_and_easy_but_keep_and_random_stay_as_asked():
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("prepare_data", ROOT / "prepare_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    base = ["--source", "x", "--data_version", "v"]
+    assert (module.parse_args(base).num_negatives, module.parse_args(base).random_negatives) == (4, 3)
+    assert module.parse_args(base + ["--negatives", "model"]).random_negatives == 3
+    assert module.parse_args(base + ["--negatives", "keep"]).random_negatives == 0
+    assert module.parse_args(base + ["--negatives", "random"]).random_negatives == 0
+    assert module.parse_args(base + ["--random_negatives", "1"]).random_negatives == 1
