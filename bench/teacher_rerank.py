@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Rerank BM25's top-k of a BEIR split with a trained teacher; print nDCG@10 of both orders.
+"""Rerank BM25's top-k of a BEIR split with a trained teacher; print the metrics of both orders and a paired
+t-test of nDCG@10 per query (ranx), with the queries the teacher wins, ties and loses.
 
   python bench/teacher_rerank.py --teacher models/teacher --beir_dir ../shared/data/scifact --split test --k 30
   (--queries_from preprocessed/<v>/val.csv restricts to the queries of a prepared split, e.g. val)
@@ -14,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crossdistill.data import load_beir, read_triplets  # noqa: E402
-from crossdistill.metrics import ranking_metrics  # noqa: E402
+from crossdistill.metrics import paired_comparison, ranking_metrics  # noqa: E402
 from crossdistill.retrieval import bm25_run, qrels_dict, rerank  # noqa: E402
 from crossdistill.teacher import CrossEncoderTeacher  # noqa: E402
 
@@ -40,6 +41,7 @@ def main():
     rr = rerank(teacher, run, rs.corpus, rs.queries, a.k, show_progress=True)
     secs = time.time() - t0
     res = {"queries": len(qrels), "k": a.k, "bm25": ranking_metrics(qrels, run), "teacher_rerank": ranking_metrics(qrels, rr),
+           "paired_ndcg@10": paired_comparison(qrels, run, rr, "ndcg@10"),
            "rerank_seconds": round(secs, 1), "pairs_per_s": round(len(qrels) * a.k / secs, 1)}
     print(json.dumps(res, indent=1))
     if a.out:

@@ -27,3 +27,24 @@ def top_k_run(query_ids: list[str], doc_ids: list[str], scores: np.ndarray, k: i
     k = min(k, scores.shape[1])
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     return {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
+
+
+def paired_comparison(qrels: dict[str, dict[str, int]], baseline: dict[str, dict[str, float]],
+                      system: dict[str, dict[str, float]], metric: str = "ndcg@10",
+                      stat_test: str = "student") -> dict:
+    """Per-query paired significance of ``system`` against ``baseline`` on one metric (ranx ``compare``).
+
+    Returns {"metric", "stat_test", "p_value", "wins", "ties", "losses"} (wins/ties/losses: queries where the
+    system scores above, equal to, below the baseline). ``stat_test``: "student" (paired t-test), "fisher"
+    (randomisation) or "tukey", as ranx names them.
+    """
+    from ranx import Qrels, Run, compare
+
+    def _run(r, name):
+        return Run({q: (r.get(q) or {"__none__": 0.0}) for q in qrels}, name=name)
+
+    report = compare(Qrels(qrels), [_run(baseline, "baseline"), _run(system, "system")], [metric],
+                     stat_test=stat_test, make_comparable=True).to_dict()
+    wtl = report["system"]["win_tie_loss"]["baseline"][metric]
+    return {"metric": metric, "stat_test": stat_test, "p_value": float(report["system"]["comparisons"]["baseline"][metric]),
+            "wins": int(wtl["W"]), "ties": int(wtl["T"]), "losses": int(wtl["L"])}

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import SCIFACT, assert_usage_error, run_in_process, run_script
 from crossdistill.evaluation import score_statistics
-from crossdistill.metrics import ranking_metrics
+from crossdistill.metrics import paired_comparison, ranking_metrics
 
 ORIGINAL_KEYS = {"avg_positive_score", "std_positive_score", "avg_negative_score", "std_negative_score", "avg_margin",
                  "std_margin", "uniformity", "num_samples"}
@@ -27,6 +27,21 @@ def test_ranking_metrics_hand_checked():
     assert m["recall@1"] == pytest.approx((0 + 0.5) / 2)
     assert m["recall@10"] == pytest.approx(1.0)
     assert m["map"] == pytest.approx((0.5 + (1 + 2 / 3) / 2) / 2)
+
+
+def test_paired_comparison_hand_checked():
+    # MRR@10 per query: baseline 1/2, 1, 1/3, 1/2; system 1, 1, 1, 1/4 -> differences 1/2, 0, 2/3, -1/4
+    qrels = {q: {"a": 1} for q in ("q1", "q2", "q3", "q4")}
+    base = {"q1": {"x": 2, "a": 1}, "q2": {"a": 2, "x": 1}, "q3": {"x": 3, "y": 2, "a": 1}, "q4": {"x": 2, "a": 1}}
+    system = {"q1": {"a": 2, "x": 1}, "q2": {"a": 2, "x": 1}, "q3": {"a": 3, "y": 2, "x": 1},
+              "q4": {"x": 4, "y": 3, "z": 2, "a": 1}}
+    res = paired_comparison(qrels, base, system, "mrr@10")
+    d = np.array([1 / 2, 0, 2 / 3, -1 / 4])
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    from scipy.stats import t as student_t
+    assert res["p_value"] == pytest.approx(2 * student_t.sf(abs(t), len(d) - 1), rel=1e-6)
+    assert (res["wins"], res["ties"], res["losses"]) == (2, 1, 1)
+    assert res["metric"] == "mrr@10" and res["stat_test"] == "student"
 
 
 def test_score_statistics_hand_checked():
