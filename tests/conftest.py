@@ -76,10 +76,11 @@ def tiny_minilm(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def scifact_version(tmp_path_factory) -> tuple[Path, str]:
-    """SciFact prepared once with 2 BM25 + 1 random negatives per positive: (output_root, data_version)."""
+    """SciFact prepared once with 2 BM25 negatives per positive (no random ones: small val pools keep the
+    student tests fast): (output_root, data_version)."""
     root = tmp_path_factory.mktemp("preprocessed")
     proc = run_script("prepare_data.py", "--source", SCIFACT, "--data_version", "sf", "--output_root", root,
-                      "--num_negatives", "2", "--random_negatives", "1")
+                      "--num_negatives", "2", "--random_negatives", "0")
     assert proc.returncode == 0, proc.stderr
     return root, "sf"
 
