@@ -7,6 +7,11 @@ import numpy as np
 DEFAULT_METRICS = ("mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100", "map")
 
 
+def _every_query(qrels: dict, run: dict) -> dict:
+    """``run`` with an empty-handed entry for each query of ``qrels`` it lacks (ranx needs every query)."""
+    return {q: (run.get(q) or {"__none__": 0.0}) for q in qrels}
+
+
 def ranking_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
                     metrics=DEFAULT_METRICS) -> dict[str, float]:
     """Mean metrics of ``run`` (query -> {doc: score}) against ``qrels`` (query -> {doc: relevance}).
@@ -15,8 +20,7 @@ def ranking_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, f
     """
     from ranx import Qrels, Run, evaluate
 
-    run = {q: (run.get(q) or {"__none__": 0.0}) for q in qrels}
-    res = evaluate(Qrels(qrels), Run(run), list(metrics), make_comparable=True)
+    res = evaluate(Qrels(qrels), Run(_every_query(qrels, run)), list(metrics), make_comparable=True)
     if isinstance(res, float):
         res = {metrics[0]: res}
     return {k: float(v) for k, v in res.items()}
@@ -40,11 +44,8 @@ def paired_comparison(qrels: dict[str, dict[str, int]], baseline: dict[str, dict
     """
     from ranx import Qrels, Run, compare
 
-    def _run(r, name):
-        return Run({q: (r.get(q) or {"__none__": 0.0}) for q in qrels}, name=name)
-
-    report = compare(Qrels(qrels), [_run(baseline, "baseline"), _run(system, "system")], [metric],
-                     stat_test=stat_test, make_comparable=True).to_dict()
+    runs = [Run(_every_query(qrels, baseline), name="baseline"), Run(_every_query(qrels, system), name="system")]
+    report = compare(Qrels(qrels), runs, [metric], stat_test=stat_test, make_comparable=True).to_dict()
     wtl = report["system"]["win_tie_loss"]["baseline"][metric]
     return {"metric": metric, "stat_test": stat_test, "p_value": float(report["system"]["comparisons"]["baseline"][metric]),
             "wins": int(wtl["W"]), "ties": int(wtl["T"]), "losses": int(wtl["L"])}

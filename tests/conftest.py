@@ -25,17 +25,24 @@ def run_script(script: str, *args, cwd=None, env=None, timeout=600) -> subproces
                           capture_output=True, text=True, timeout=timeout)
 
 
-def run_in_process(script: str, *args) -> subprocess.CompletedProcess:
-    """Run a script's ``main`` through ``run_cli`` in this process (fast path for argument errors)."""
-    import contextlib
+def load_script(script: str):
+    """Import one of the top-level scripts as a module (its ``parse_args``/``main``), without running it."""
     import importlib.util
-    import io
-
-    from crossdistill.errors import run_cli
 
     spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), ROOT / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(script: str, *args) -> subprocess.CompletedProcess:
+    """Run a script's ``main`` through ``run_cli`` in this process (fast path for argument errors)."""
+    import contextlib
+    import io
+
+    from crossdistill.errors import run_cli
+
+    module = load_script(script)
     out, err = io.StringIO(), io.StringIO()
     code = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

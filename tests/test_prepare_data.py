@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import KORQUAD, SCIFACT, assert_usage_error, run_in_process, run_script
+from conftest import KORQUAD, SCIFACT, assert_usage_error, load_script, run_in_process, run_script
 from crossdistill.data import load_beir, load_squad
 from crossdistill.mining import MiningRule, analyze, pick_negatives
 
@@ -177,13 +177,7 @@ def test_missing_source_and_broken_beir(tmp_path):
 
 
 def test_default_negatives_mix_hard_and_easy_but_keep_and_random_stay_as_asked():
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("prepare_data", ROOT / "prepare_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("prepare_data.py")
     base = ["--source", "x", "--data_version", "v"]
     assert (module.parse_args(base).num_negatives, module.parse_args(base).random_negatives) == (4, 3)
     assert module.parse_args(base + ["--negatives", "model"]).random_negatives == 3
