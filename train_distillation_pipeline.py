@@ -13,6 +13,9 @@ Example (the original's quick setting):
 import argparse
 
 from crossdistill.errors import AT_LEAST_1, add_runtime_args, NON_NEGATIVE, POSITIVE, PROBABILITY, UsageError, check_args, run_cli
+from crossdistill.fusion import parse_fusion
+from crossdistill.losses import SOFT_LOSSES
+from crossdistill.recipes import DEFAULT_RECIPE, STUDENT_RECIPES, apply_recipe
 
 DEFAULT_STUDENT = "minilm-l6"
 
@@ -31,9 +34,13 @@ def parse_args(argv=None):
                    help="queries per step and process (each with K candidates); global batch = this x processes")
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--K", type=int, default=16, help="candidates per query: positives, CSV negatives, mined negatives")
-    p.add_argument("--tau", type=float, default=0.2, help="softmax temperature of the listwise KL")
-    p.add_argument("--contrastive_weight", type=float, default=0.3)
-    p.add_argument("--negative_penalty_weight", type=float, default=0.4)
+    p.add_argument("--recipe", choices=sorted(STUDENT_RECIPES), default=DEFAULT_RECIPE,
+                   help="loss settings every unset loss flag takes: 'ranking' = KL from teacher logits to 20*cos + in-batch "
+                        "InfoNCE (measured best); 'original' = SPEC.md's KL(prob/0.2) + 0.3 contrastive + 0.4 negative penalty")
+    p.add_argument("--tau", type=float, default=None, help="teacher temperature of the listwise KL (ranking 1.0, original 0.2)")
+    p.add_argument("--contrastive_weight", type=float, default=None, help="weight of the margin term (ranking 0, original 0.3)")
+    p.add_argument("--negative_penalty_weight", type=float, default=None,
+                   help="weight of the negative-score penalty (ranking 0, original 0.4)")
     p.add_argument("--use_lora", action="store_true", help="train LoRA adapters on the student (peft)")
     p.add_argument("--lora_r", type=int, default=32)
     p.add_argument("--lora_alpha", type=int, default=64)
@@ -44,8 +51,23 @@ def parse_args(argv=None):
     p.add_argument("--negative_source", choices=["bm25", "model", "random"], default="bm25",
                    help="how lists are filled up to K beyond the CSV's negatives")
     p.add_argument("--mining_model", default="minilm-l6", help="bi-encoder for --negative_source model")
-    p.add_argument("--soft_labels", choices=["prob", "logit"], default="prob",
-                   help="teacher scores fed to softmax(./tau): sigmoid probabilities (original) or logits")
+    p.add_argument("--soft_labels", choices=["prob", "logit"], default=None,
+                   help="teacher scores fed to softmax(./tau): sigmoid probabilities (original) or logits (ranking)")
+    p.add_argument("--soft_loss", choices=list(SOFT_LOSSES), default=None,
+                   help="soft-label term: listwise KL, or MarginMSE (Hofstaetter et al.) on scale*cos (default kl)")
+    p.add_argument("--soft_weight", type=float, default=None, help="weight of the soft-label term (default 1)")
+    p.add_argument("--kl_student", choices=["scaled", "tau"], default=None,
+                   help="the KL's student side: 'scaled' = softmax(scale*cos) (ranking), 'tau' = softmax(((cos+1)/2)/tau) (original)")
+    p.add_argument("--infonce_weight", type=float, default=None,
+                   help="weight of the in-batch InfoNCE on labelled positives, every other passage of the batch a negative "
+                        "(ranking 1, original 0)")
+    p.add_argument("--scale", type=float, default=20.0, help="inverse temperature on cosines for InfoNCE, MarginMSE and the scaled KL")
+    p.add_argument("--teacher_fusion", default=None,
+                   help="soft labels = z(teacher logit) + sum of w*z(source) per query, e.g. 'bm25=0.5' or "
+                        "'bm25=0.5,student=0.2'; 'none' = the teacher alone")
+    p.add_argument("--val_pool", choices=["auto", "csv", "corpus"], default="auto",
+                   help="passages the val queries are ranked against: 'corpus' = the whole BEIR corpus the data came from, "
+                        "'csv' = the val CSV's passages, 'auto' = corpus for BEIR data, else csv")
     p.add_argument("--positive_definition", choices=["label", "teacher"], default="label",
                    help="contrastive positives: ground-truth labels, or teacher prob > 0.5 (original)")
     p.add_argument("--cross_device_negatives", action="store_true",
@@ -73,7 +95,9 @@ def parse_args(argv=None):
     add_runtime_args(p, "run each batch as this many exact micro-batches (same result, less memory)")
     p.add_argument("--log_steps", type=int, default=5)
     args = p.parse_args(argv)
-    check_args(args, {"epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "K": (lambda v: v >= 2, ">= 2"),
+    apply_recipe(args)
+    parse_fusion(args.teacher_fusion)  # refuse a malformed spec before any work
+    check_args(args, {"soft_weight": NON_NEGATIVE, "infonce_weight": NON_NEGATIVE, "scale": POSITIVE,"epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "K": (lambda v: v >= 2, ">= 2"),
                       "tau": POSITIVE, "contrastive_weight": NON_NEGATIVE, "negative_penalty_weight": NON_NEGATIVE,
                       "lora_r": AT_LEAST_1, "lora_alpha": POSITIVE, "lora_dropout": PROBABILITY,
                       "max_len": (lambda v: v >= 8, ">= 8"), "max_samples": AT_LEAST_1, "guard_k": AT_LEAST_1,

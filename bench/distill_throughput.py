@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 from crossdistill import data  # noqa: E402
 from crossdistill.candidates import build_candidates  # noqa: E402
+from crossdistill.recipes import loss_settings  # noqa: E402
 from crossdistill.distillation import Run, _collate, forward_backward  # noqa: E402
 from crossdistill.training import epoch_order  # noqa: E402
 from crossdistill.models import resolve_model  # noqa: E402
@@ -59,7 +60,7 @@ def ours_epoch(lists, teacher, args, epoch: int) -> tuple[float, int]:
 
     acc = Accelerator(cpu=True)
     run = Run(lists, teacher, None, {})
-    ns = argparse.Namespace(tau=0.2, contrastive_weight=0.3, negative_penalty_weight=0.4)
+    ns = loss_settings("original")
     order = epoch_order(len(lists), args.seed, epoch)
     texts = 0
     t0 = time.perf_counter()

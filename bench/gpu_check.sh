@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-bench/results}/gpu_check.json}
 mkdir -p "$(dirname "$OUT")"
-PY=${PY:-python}
+PY=${PY:-python3}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if ! $PY -c "import crossdistill, torch, transformers, peft, sentence_transformers" 2>/dev/null; then
   $PY -m pip install -q -r requirements.txt

@@ -6,11 +6,17 @@ Layout under ``<output_dir>/checkpoints/``::
         trainable.pt        trainable parameters (all weights, or the LoRA adapters)
         optimizer.pt  scheduler.pt  rng.pt
         state.json          step, epoch, position in the epoch's data order, micro-batch size, history
+        manifest.json       size and sha256 of each file above, written last: a checkpoint is intact only if
+                            every file matches it
     latest.json             {"name": "step-00000120"}, replaced atomically after the folder exists
     best.pt                 trainable parameters of the best model so far (replaced atomically)
 
-A kill at any moment leaves either the previous or the new checkpoint as "latest", never a torn one:
-:func:`load_latest` also verifies the folder's files and falls back to the newest complete checkpoint.
+A kill at any moment leaves either the previous or the new checkpoint as "latest", never a torn one;
+:func:`find_latest` verifies every file against the manifest and falls back to the newest intact checkpoint
+(a disk that corrupts or truncates a file later is caught the same way).
+
+Nothing is ever unpickled: every ``.pt`` file holds only tensors and plain Python data and is read with
+``torch.load(..., weights_only=True)``; RNG states are stored as tensors.
 """
 
 from __future__ import annotations
@@ -27,7 +33,15 @@ import torch
 from . import faults
 from .fsutil import write_json
 
+import hashlib
+
 FILES = ("trainable.pt", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json")
+MANIFEST = "manifest.json"
+
+
+def load_tensors(path: Path):
+    """Read a ``.pt`` file written by this module: tensors and plain data only, never arbitrary objects."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -45,18 +59,32 @@ def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> No
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as tensors and numbers (loadable with ``weights_only=True``)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python_version": version, "python_state": torch.tensor(internal, dtype=torch.int64), "python_gauss": gauss,
+             "numpy_kind": kind, "numpy_keys": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
+             "numpy_has_gauss": int(has_gauss), "numpy_cached": float(cached), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python_state"].tolist()), state["python_gauss"]))
+    np.random.set_state((state["numpy_kind"], state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _save_torch(obj, path: Path) -> None:
@@ -79,6 +107,7 @@ def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, keep: 
     _save_torch(scheduler.state_dict(), tmp / "scheduler.pt")
     _save_torch(rng_state(), tmp / "rng.pt")
     write_json(tmp / "state.json", state)
+    write_json(tmp / MANIFEST, {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in FILES})
     final = root / name
     if final.exists():
         shutil.rmtree(final)
@@ -97,63 +126,95 @@ def save_best(root: Path, model, info: dict) -> None:
     os.replace(tmp, root / "best.pt")
 
 
-def _complete(folder: Path) -> bool:
-    if not all((folder / f).is_file() and (folder / f).stat().st_size > 0 for f in FILES):
-        return False
-    try:
-        json.loads((folder / "state.json").read_text())
-    except (json.JSONDecodeError, OSError):
-        return False
-    return True
+def intact(folder: Path) -> str | None:
+    """None if the checkpoint in ``folder`` is intact, else what is wrong with it.
 
-
-def find_latest(root: Path) -> Path | None:
-    """The checkpoint latest.json names if complete, else the newest complete ``step-*`` folder, else None."""
+    Every file must exist and match the size and sha256 that ``manifest.json`` (written last) records.
+    """
     try:
-        named = root / json.loads((root / "latest.json").read_text())["name"]
-        if _complete(named):
-            return named
-    except (OSError, json.JSONDecodeError, KeyError):
-        pass
-    for folder in sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True):
-        if _complete(folder):
-            return folder
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return "no readable manifest.json (the checkpoint was never finished)"
+    for f in FILES:
+        path, want = folder / f, manifest.get(f, {})
+        if not path.is_file():
+            return f"{f} is missing"
+        if path.stat().st_size != want.get("size") or _sha256(path) != want.get("sha256"):
+            return f"{f} does not match its manifest (truncated or damaged)"
     return None
 
 
-def resume_point(out_dir: Path, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from (``resume``), after checking ``out_dir`` may be used.
+def find_latest(root: Path) -> tuple[Path | None, list[dict]]:
+    """The newest intact checkpoint under ``root`` (the one latest.json names first) and the damaged ones
+    skipped on the way: ``(folder or None, [{"checkpoint", "reason"}, ...])``."""
+    candidates = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True)
+    try:
+        named = root / json.loads((root / "latest.json").read_text())["name"]
+        if named in candidates:
+            candidates.remove(named)
+            candidates.insert(0, named)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        pass
+    skipped = []
+    for folder in candidates:
+        problem = intact(folder)
+        if problem is None:
+            return folder, skipped
+        skipped.append({"checkpoint": folder.name, "reason": problem})
+    return None, skipped
 
-    Without ``resume`` the folder must be new or empty (or ``overwrite``). With ``resume`` and no checkpoint the
-    run starts fresh in a cleared folder — unless the folder holds a finished run (``done.json``): that is refused.
+
+def resume_point(out_dir: Path, resume: bool, overwrite: bool) -> tuple[Path | None, list[dict]]:
+    """Decide, touching nothing, how a run uses ``out_dir``: ``(checkpoint to resume from or None, damaged
+    checkpoints skipped)``. None means a fresh start; the caller claims the folder
+    (:func:`crossdistill.fsutil.claim_output_dir`) only after every other input has been validated.
+
+    Refused with a UsageError: a path that is a file; a non-empty folder without ``resume``/``overwrite``; a
+    non-empty folder this toolkit did not write (``resume`` or ``overwrite`` alike: only our own folders are
+    ever cleared); ``resume`` of a finished run (``done.json``) that has no checkpoint left.
     """
     from .errors import UsageError
-    from .fsutil import check_output_dir
+    from .fsutil import check_output_dir, is_ours
 
-    found = find_latest(out_dir / "checkpoints") if resume else None
-    if resume and found is None and (out_dir / "done.json").is_file():
+    out_dir = Path(out_dir)
+    found, skipped = find_latest(out_dir / "checkpoints") if resume and out_dir.is_dir() else (None, [])
+    if found is not None:
+        return found, skipped
+    if resume and (out_dir / "done.json").is_file():
         raise UsageError(f"{out_dir} already holds a finished run (done.json); nothing to resume")
-    if found is None and not resume:
-        check_output_dir(out_dir, overwrite)
-    elif found is None and out_dir.is_dir():
-        check_output_dir(out_dir, True)
-    return found
+    if resume and out_dir.is_dir() and any(out_dir.iterdir()) and not is_ours(out_dir):
+        raise UsageError(f"{out_dir} is not a run of this toolkit (no checkpoint, no .crossdistill-run marker), so "
+                         "--resume will not touch it; choose another --output_dir")
+    check_output_dir(out_dir, overwrite or resume)
+    return None, skipped
+
+
+def rescale_lr(optimizer, scheduler, old_lr: float, new_lr: float) -> None:
+    """Change a resumed run's learning rate from ``old_lr`` to ``new_lr`` (e.g. a supervisor halving it after a
+    NaN): every parameter group and the schedule's base rates scale by the same ratio."""
+    ratio = new_lr / old_lr
+    for g in optimizer.param_groups:
+        g["lr"] *= ratio
+        g["initial_lr"] = g.get("initial_lr", g["lr"]) * ratio
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps the torch scheduler
+    inner.base_lrs = [b * ratio for b in inner.base_lrs]
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     """Restore model/optimizer/scheduler/RNG from ``folder``; returns its state.json.
 
-    A checkpoint written for other settings (another model, LoRA on/off, other trainable parameters) is
-    refused with a UsageError instead of being half-loaded.
+    Only tensors and plain data are read (``weights_only=True``). A checkpoint written for other settings
+    (another model, LoRA on/off, other trainable parameters) is refused with a UsageError instead of being
+    half-loaded.
     """
     from .errors import UsageError
 
     try:
-        load_trainable(model, torch.load(folder / "trainable.pt", map_location="cpu"))
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu"))
+        load_trainable(model, load_tensors(folder / "trainable.pt"))
+        optimizer.load_state_dict(load_tensors(folder / "optimizer.pt"))
     except (KeyError, ValueError, RuntimeError) as exc:
         raise UsageError(f"checkpoint {folder} does not match this model and settings ({str(exc).splitlines()[0][:160]}); "
                          "resume with the flags it was written with, or start over with --overwrite") from None
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu"))
-    set_rng_state(torch.load(folder / "rng.pt", map_location="cpu", weights_only=False))
+    scheduler.load_state_dict(load_tensors(folder / "scheduler.pt"))
+    set_rng_state(load_tensors(folder / "rng.pt"))
     return json.loads((folder / "state.json").read_text())

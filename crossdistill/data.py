@@ -136,6 +136,14 @@ def _beir_root(source: str, cache_dir: Path) -> Path:
     return target
 
 
+def load_beir_corpus(source: str, cache_dir: str | os.PathLike = ".cache/beir") -> list[str]:
+    """Every passage text of a BEIR folder's ``corpus.jsonl`` (``title + " " + text``), in file order."""
+    root = _beir_root(source, Path(cache_dir))
+    if not (root / "corpus.jsonl").is_file():
+        raise UsageError(f"BEIR folder {root} lacks corpus.jsonl")
+    return [(d.get("title", "") + " " + d.get("text", "")).strip() for d in _read_jsonl(root / "corpus.jsonl")]
+
+
 def load_beir(source: str, split: str, cache_dir: str | os.PathLike = ".cache/beir") -> RetrievalSet:
     """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
 

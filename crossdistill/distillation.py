@@ -17,6 +17,7 @@ Gao et al. 2021), and the smaller micro-batch is kept for the rest of the run.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -28,12 +29,15 @@ import torch
 
 from . import data, faults
 from .candidates import CandidateList, build_candidates
-from .checkpoint import load_checkpoint, load_trainable, resume_point, save_best, save_checkpoint
+from .checkpoint import (load_checkpoint, load_tensors, load_trainable, rescale_lr, resume_point, save_best,
+                         save_checkpoint)
 from .errors import NonFiniteLoss, UsageError
-from .fsutil import EventLog, check_output_dir, publish, write_json
+from .fsutil import EventLog, claim_output_dir, publish, write_json
 from .losses import distillation_loss
-from .metrics import ranking_metrics, top_k_run
+from .metrics import matrix_ranking_metrics
 from .models import cache_dir, resolve_model
+from .fusion import bm25_candidate_scores, fuse, parse_fusion
+from .recipes import student_tau
 from .score_cache import cached_teacher_logits, teacher_fingerprint
 from .student import BiEncoderStudent
 from .teacher import read_teacher_config
@@ -52,9 +56,10 @@ class ValPool:
     triplets: list[tuple[int, int, int]]  # (query index, positive index, negative index)
 
     @classmethod
-    def from_df(cls, df) -> "ValPool":
+    def from_df(cls, df, extra_passages: list[str] | None = None) -> "ValPool":
+        """The pool is the CSV's val passages, plus ``extra_passages`` (e.g. a BEIR corpus) when given."""
         queries = list(dict.fromkeys(df["anchor"]))
-        passages = list(dict.fromkeys(list(df["positive"]) + list(df["negative"])))
+        passages = list(dict.fromkeys(list(df["positive"]) + list(df["negative"]) + list(extra_passages or [])))
         qi = {q: i for i, q in enumerate(queries)}
         pi = {p: i for i, p in enumerate(passages)}
         qrels: dict[str, dict[str, int]] = {}
@@ -62,6 +67,10 @@ class ValPool:
             qrels.setdefault(str(qi[a]), {})[str(pi[p])] = 1
         triplets = [(qi[a], pi[p], pi[n]) for a, p, n in df[list(data.COLUMNS)].itertuples(index=False)]
         return cls(queries, passages, qrels, triplets)
+
+    def relevant(self) -> list[set[int]]:
+        """Per query (in order), the indices of its relevant passages."""
+        return [{int(d) for d in self.qrels.get(str(i), {})} for i in range(len(self.queries))]
 
 
 @torch.no_grad()
@@ -82,26 +91,46 @@ def evaluate_student(student: BiEncoderStudent, pool: ValPool, batch_size: int) 
     norm = (cos + 1) / 2
     t = np.array(pool.triplets)
     pos, neg = norm[t[:, 0], t[:, 1]], norm[t[:, 0], t[:, 2]]
-    run = top_k_run([str(i) for i in range(len(pool.queries))], [str(j) for j in range(len(pool.passages))], cos, 100)
-    rank = ranking_metrics(pool.qrels, run, ("mrr@10", "ndcg@10", "recall@10"))
+    rank = matrix_ranking_metrics(cos, pool.relevant())
     metrics = {"val_mean_positive": float(pos.mean()), "val_mean_negative": float(neg.mean()),
                "val_margin": float((pos - neg).mean()), "val_mrr@10": rank["mrr@10"], "val_ndcg@10": rank["ndcg@10"],
                "val_recall@10": rank["recall@10"]}
     return metrics, cos
 
 
-def teacher_guard(args, pool: ValPool, student_cos: np.ndarray, cache_path: Path, log) -> dict:
+def val_corpus(args) -> list[str] | None:
+    """Extra val-pool passages: the whole BEIR corpus the data was prepared from (``--val_pool corpus``, or
+    ``auto`` when ``prepare_config.json`` names a BEIR folder that exists), else None (the val CSV's passages).
+
+    A small pool of the val CSV's own passages is easy; ranking over the full corpus is what the student is
+    tested on, so best-epoch choices and the guard read the same kind of number as the test."""
+    if args.val_pool == "csv":
+        return None
+    cfg_file = Path(args.data_root) / args.data_version / "prepare_config.json"
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        cfg = {}
+    source = cfg.get("source")
+    if cfg.get("source_type") == "beir" and source and (Path(source) / "corpus.jsonl").is_file():
+        return data.load_beir_corpus(source)
+    if args.val_pool == "corpus":
+        raise UsageError(f"--val_pool corpus needs data prepared from a BEIR folder that still exists ({cfg_file} names "
+                         f"{source!r}); use --val_pool csv")
+    return None
+
+
+def teacher_guard(args, pool: ValPool, student_cos: np.ndarray, cache_path: Path, log, device=None) -> dict:
     """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``."""
     k = min(args.guard_k, len(pool.passages))
     top = np.argsort(-student_cos, axis=1, kind="stable")[:, :k]
     pairs = [(pool.queries[i], pool.passages[j]) for i in range(len(pool.queries)) for j in top[i]]
-    logits, _ = cached_teacher_logits(args.teacher_path, pairs, cache_path, args.eval_batch_size, log=log)
+    logits, _ = cached_teacher_logits(args.teacher_path, pairs, cache_path, args.eval_batch_size, device=device, log=log)
     logits = logits.reshape(len(pool.queries), k)
-    qids = [str(i) for i in range(len(pool.queries))]
-    student_run = {q: {str(j): float(student_cos[i, j]) for j in top[i]} for i, q in enumerate(qids)}
-    teacher_run = {q: {str(j): float(logits[i, c]) for c, j in enumerate(top[i])} for i, q in enumerate(qids)}
-    s = ranking_metrics(pool.qrels, student_run, ("mrr@10",))["mrr@10"]
-    t = ranking_metrics(pool.qrels, teacher_run, ("mrr@10",))["mrr@10"]
+    relevant = pool.relevant()
+    in_top = [{c for c, j in enumerate(top[i]) if j in relevant[i]} for i in range(len(pool.queries))]
+    s = matrix_ranking_metrics(np.take_along_axis(student_cos, top, 1), in_top)["mrr@10"]
+    t = matrix_ranking_metrics(logits, in_top)["mrr@10"]
     return {"student_mrr@10": s, "teacher_rerank_mrr@10": t, "guard_k": k}
 
 
@@ -120,26 +149,25 @@ def _texts(student: BiEncoderStudent, lists: list[CandidateList]):
 
 
 def _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args, p_keys=None) -> dict:
-    """The distillation loss of a batch from its embeddings; ``p_keys`` (keys of the batch's distinct passages)
-    turns on cross-device negatives for the contrastive term."""
+    """The distillation loss of a batch from its embeddings. ``p_keys`` (keys of the batch's distinct passages)
+    is given when the InfoNCE term or cross-device negatives need every passage of the (global) batch."""
     cos = torch.einsum("qd,qkd->qk", q_emb, p_emb[index])
     student_scores = (cos + 1) / 2
-    extra = None
+    extra = in_batch = None
     if p_keys is not None:
-        extra = _cross_device_negatives(q_emb, p_emb, p_keys, index, mask)
+        all_emb, all_keys = gather_rows(p_emb, p_keys) if args.cross_device_negatives else (p_emb, p_keys)
+        own = torch.where(mask, p_keys[index], torch.zeros_like(index))  # (Q, K) keys of each query's candidates
+        in_list = (all_keys[None, :, None] == own[:, None, :]) & mask[:, None, :]  # (Q, P, K)
+        all_cos = q_emb @ all_emb.T
+        if args.cross_device_negatives:  # the contrastive term's extra negatives: all but the query's own candidates
+            extra = ((all_cos + 1) / 2, ~in_list.any(-1))
+        is_pos = (in_list & positive[:, None, :]).any(-1)
+        in_batch = (all_cos, is_pos, torch.ones_like(is_pos))
     return distillation_loss(teacher, student_scores, mask, positive, tau=args.tau,
                              contrastive_weight=args.contrastive_weight,
-                             negative_penalty_weight=args.negative_penalty_weight, extra_negatives=extra)
-
-
-def _cross_device_negatives(q_emb, p_emb, p_keys, index, mask):
-    """Scores (Q, P) of each query against every distinct passage of the global batch (all processes,
-    gathered with gradients), and the (Q, P) mask of those that count as its negatives: all but the
-    passages in its own candidate list (already counted, positives included)."""
-    all_emb, all_keys = gather_rows(p_emb, p_keys)
-    own = torch.where(mask, p_keys[index], torch.zeros_like(index))
-    extra_mask = ~(all_keys[None, :, None] == own[:, None, :]).any(-1)
-    return (q_emb @ all_emb.T + 1) / 2, extra_mask
+                             negative_penalty_weight=args.negative_penalty_weight, extra_negatives=extra,
+                             student_tau=student_tau(args), soft_loss=args.soft_loss, soft_weight=args.soft_weight,
+                             scale=args.scale, infonce_weight=args.infonce_weight, in_batch=in_batch)
 
 
 def _rng_snapshot():
@@ -164,7 +192,7 @@ def forward_backward(student, lists, teacher, positive, args, micro: int | None,
     device = accelerator.device
     queries, passages, index, mask = _texts(model, lists)
     index, mask, teacher, positive = index.to(device), mask.to(device), teacher.to(device), positive.to(device)
-    p_keys = text_keys(passages).to(device) if getattr(args, "cross_device_negatives", False) else None
+    p_keys = text_keys(passages).to(device) if (args.cross_device_negatives or args.infonce_weight) else None
     if micro is None or micro >= len(queries) + len(passages):
         faults.maybe_oom(step, max(len(queries), len(passages)))
         with accelerator.autocast():
@@ -227,8 +255,9 @@ def load_teacher_dir(path: str) -> dict:
     return read_teacher_config(folder)
 
 
-def prepare_run(args, log) -> Run:
-    """Candidate lists, teacher scores (cached), and the val pool."""
+def prepare_run(args, log, device=None, student: BiEncoderStudent | None = None) -> Run:
+    """Candidate lists, their soft labels (teacher scores, cached; fused with other rankers when asked), and
+    the val pool."""
     train_df = data.subsample(data.read_triplets(data.data_file(args.data_version, "train", args.data_root)),
                               args.max_samples, args.seed)
     val_df = data.read_triplets(data.data_file(args.data_version, "val", args.data_root))
@@ -238,19 +267,42 @@ def prepare_run(args, log) -> Run:
     log(f"candidates: {cstats['queries']} queries x K={args.K} ({cstats['short_lists']} with fewer than K, "
         f"{cstats['mined_negatives']} mined {args.negative_source} negatives)")
     pairs = [(c.query, p) for c in lists for p in c.passages]
-    logits, tstats = cached_teacher_logits(args.teacher_path, pairs, args.score_cache, args.eval_batch_size, log=log)
-    source = torch.from_numpy(logits) if args.soft_labels == "logit" else torch.sigmoid(torch.from_numpy(logits))
-    per_list, i = [], 0
-    for c in lists:
-        per_list.append(source[i:i + len(c.passages)].clone())
-        i += len(c.passages)
+    logits, tstats = cached_teacher_logits(args.teacher_path, pairs, args.score_cache, args.eval_batch_size,
+                                           device=device, log=log)
+    bounds = np.cumsum([0] + [len(c.passages) for c in lists])
+    per_list_logits = [logits[bounds[i]:bounds[i + 1]] for i in range(len(lists))]
+    weights = parse_fusion(args.teacher_fusion)
+    if weights:
+        others = {}
+        if "bm25" in weights:
+            others["bm25"] = bm25_candidate_scores([c.query for c in lists], [c.passages for c in lists])
+        if "student" in weights:
+            others["student"] = _student_list_scores(student, lists, args.eval_batch_size)
+        per_list = [torch.from_numpy(f) for f in fuse(per_list_logits, others, weights)]
+        log(f"soft labels: teacher fused with {', '.join(f'{k} x{v:g}' for k, v in weights.items())} (per-query z-scores)")
+    elif args.soft_labels == "logit":
+        per_list = [torch.from_numpy(t.copy()) for t in per_list_logits]
+    else:
+        per_list = [torch.sigmoid(torch.from_numpy(t.copy())) for t in per_list_logits]
     if args.positive_definition == "teacher":
         probs = torch.sigmoid(torch.from_numpy(logits))
         i = 0
         for c in lists:
             c.positive = [bool(x > 0.5) for x in probs[i:i + len(c.passages)]]
             i += len(c.passages)
-    return Run(lists, per_list, ValPool.from_df(val_df), {"candidates": cstats, "teacher_scores": tstats})
+    extra = val_corpus(args)
+    if extra:
+        log(f"val pool: the {len(extra)} passages of the BEIR corpus (--val_pool {args.val_pool})")
+    return Run(lists, per_list, ValPool.from_df(val_df, extra), {"candidates": cstats, "teacher_scores": tstats})
+
+
+def _student_list_scores(student: BiEncoderStudent, lists: list[CandidateList], batch_size: int) -> list[np.ndarray]:
+    """The starting student's cosine of each query with each of its candidates (each text encoded once)."""
+    queries = [c.query for c in lists]
+    passages = list(dict.fromkeys(p for c in lists for p in c.passages))
+    where = {p: i for i, p in enumerate(passages)}
+    cos = student_similarities(student, queries, passages, batch_size)
+    return [cos[i, [where[p] for p in c.passages]] for i, c in enumerate(lists)]
 
 
 def _collate(run: Run, idx: list[int]):
@@ -276,8 +328,10 @@ def train_student(args, log=print) -> Path:
 
     out_dir = Path(args.output_dir)
     ckpt_root = out_dir / "checkpoints"
-    resume_from = resume_point(out_dir, args.resume, args.overwrite)
+    resume_from, skipped = resume_point(out_dir, args.resume, args.overwrite)  # decides; touches nothing yet
     teacher_cfg = load_teacher_dir(args.teacher_path)
+    for split in ("train", "val"):
+        data.data_file(args.data_version, split, args.data_root)  # exists, or a clear error before any work
     args.score_cache = args.score_cache or str(cache_dir() / "teacher_scores" / f"{teacher_fingerprint(args.teacher_path)}.sqlite")
     resolved = resolve_model(args.student_name, args.query_prefix, args.passage_prefix)
 
@@ -287,9 +341,9 @@ def train_student(args, log=print) -> Path:
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
     log = log if main else (lambda *a, **k: None)  # one process speaks; the others work
-    with accelerator.main_process_first():  # the main process fills the teacher-score cache, the others read it
-        run = prepare_run(args, log)
     student = BiEncoderStudent.load(resolved, args.max_len, device=str(device))
+    with accelerator.main_process_first():  # the main process fills the teacher-score cache, the others read it
+        run = prepare_run(args, log, device=device, student=student)
     if args.gradient_checkpointing:
         student.auto_model.gradient_checkpointing_enable()
     lora_cfg = student.add_lora(args.lora_r, args.lora_alpha, args.lora_dropout) if args.use_lora else None
@@ -303,23 +357,21 @@ def train_student(args, log=print) -> Path:
     if world > 1:  # same weights everywhere (DDP broadcast), different dropout per process
         torch.manual_seed(args.seed + rank)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    events = EventLog(out_dir / "events.jsonl", enabled=accelerator.is_main_process)
+    events = EventLog(out_dir / "events.jsonl", enabled=False)  # enabled once the folder is claimed
     state = {"step": 0, "epoch": 1, "batch_in_epoch": 0, "micro_batch_size": args.micro_batch_size,
              "history": [], "best": None, "lr": args.lr, "guard": None, "keep": args.keep}
     if resume_from is not None:
+        events.enabled = main
+        for s in skipped:
+            events.log("checkpoint_skipped", **s)
+            log(f"checkpoint {s['checkpoint']} skipped: {s['reason']}")
         state = load_checkpoint(resume_from, model, optimizer, scheduler)
         started_with = state.get("keep", "best")  # checkpoints from before --keep existed kept the best
         if started_with != args.keep:  # with 'last' no best.pt was written; switching would publish the wrong model
             raise UsageError(f"this run was started with --keep {started_with}; resume it with --keep {started_with}, "
                              f"or start a new run with --overwrite")
         if state.get("lr") != args.lr:  # a supervisor lowered the learning rate (e.g. after a NaN)
-            ratio = args.lr / state["lr"]
-            for g in optimizer.param_groups:
-                g["lr"] *= ratio
-                g["initial_lr"] = g.get("initial_lr", g["lr"]) * ratio
-            inner = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps the torch scheduler
-            inner.base_lrs = [b * ratio for b in inner.base_lrs]
+            rescale_lr(optimizer, scheduler, state["lr"], args.lr)
             state["lr"] = args.lr
         if args.micro_batch_size and (state["micro_batch_size"] is None or args.micro_batch_size < state["micro_batch_size"]):
             state["micro_batch_size"] = args.micro_batch_size
@@ -329,25 +381,25 @@ def train_student(args, log=print) -> Path:
                    micro_batch_size=state["micro_batch_size"])
         log(f"resumed from {resume_from} at step {state['step']}")
     else:
-        events.log("start", stage="student", total_steps=total_steps, epochs=args.epochs, queries=len(run.lists),
-                   **{f"candidates_{k}": v for k, v in run.stats["candidates"].items()})
         def start_eval():
             metrics, cos = evaluate_student(model, run.val, args.eval_batch_size)
-            return metrics, teacher_guard(args, run.val, cos, Path(args.score_cache), log)
+            return metrics, teacher_guard(args, run.val, cos, Path(args.score_cache), log, device=device)
 
         start_metrics, guard = on_main(accelerator, start_eval)
         state["guard"] = guard
         log(f"val MRR@10: starting student {guard['student_mrr@10']:.4f}, teacher reranking its top-{guard['guard_k']} "
             f"{guard['teacher_rerank_mrr@10']:.4f}")
-        events.log("guard", **guard)
         if guard["teacher_rerank_mrr@10"] < guard["student_mrr@10"] and not args.allow_weaker_teacher:
-            if main:
-                check_output_dir(out_dir, True)
-                if not any(out_dir.iterdir()):
-                    out_dir.rmdir()
             raise UsageError(f"the teacher ranks worse than the student it would teach (val MRR@10 "
                              f"{guard['teacher_rerank_mrr@10']:.4f} vs {guard['student_mrr@10']:.4f}); distilling would "
                              "make the student worse. Train a stronger teacher, or pass --allow_weaker_teacher")
+        if main:  # every input is valid and the guard passed: only now is the output folder touched
+            claim_output_dir(out_dir, "student")
+        accelerator.wait_for_everyone()
+        events.enabled = main
+        events.log("start", stage="student", total_steps=total_steps, epochs=args.epochs, queries=len(run.lists),
+                   **{f"candidates_{k}": v for k, v in run.stats["candidates"].items()})
+        events.log("guard", **guard)
         state["history"].append({"epoch": 0, "step": 0, **start_metrics})
         state["best"] = {"epoch": 0, "val_mrr@10": start_metrics["val_mrr@10"]}
         if main and args.keep == "best":  # best.pt is read back only to publish the best model
@@ -401,6 +453,7 @@ def train_student(args, log=print) -> Path:
             bar.set_postfix(loss=f"{out['loss'].item():.4f}", kl=f"{out['kl'].item():.4f}", samples_s=f"{rate:.2f}")
             if step % args.log_steps == 0 or step == total_steps:
                 events.log("step", step=step, epoch=epoch, loss=round(out["loss"].item(), 6), kl=round(out["kl"].item(), 6),
+                           infonce=round(out["infonce"].item(), 6),
                            contrastive=round(out["contrastive"].item(), 6),
                            negative_penalty=round(out["negative_penalty"].item(), 6), lr=scheduler.get_last_lr()[0],
                            samples_per_s=round(rate, 3), elapsed_s=round(time.time() - t_start, 2), total_steps=total_steps)
@@ -424,7 +477,7 @@ def train_student(args, log=print) -> Path:
 
     # ---- publish: the best model (possibly the starting one) or, with --keep last, the last epoch's; done.json last
     if args.keep == "best":
-        best = torch.load(ckpt_root / "best.pt", map_location="cpu")
+        best = load_tensors(ckpt_root / "best.pt")
         load_trainable(model, best["trainable"])
         kept_epoch = best["info"]["epoch"]
     else:

@@ -61,7 +61,7 @@ def run_evaluation(args, log=print) -> Path:
     if not model_path.exists() and ("/" in args.model_path or model_path.suffix):
         raise UsageError(f"--model_path {model_path} does not exist; pass the student folder written by "
                          "train_distillation_pipeline.py")
-    out_dir = check_output_dir(args.output_dir, args.overwrite)
+    out_dir = check_output_dir(args.output_dir, args.overwrite, ("bi_encoder_evaluation_results.json", "report.md"))
     ts = TestSet.from_csv(args.test_data)
     beir = load_beir(args.beir_dir, args.split) if args.beir_dir else None
     teacher = None

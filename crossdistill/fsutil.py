@@ -35,34 +35,85 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 # files the monitor keeps in a run's folder; they never make a folder "non-empty" and survive --overwrite
 MONITOR_FILES = frozenset({"monitor.lock", "monitor.jsonl", "monitor_child.json", "train.log"})
+# written into every output folder this toolkit creates or takes over: the proof that it may clear it
+MARKER = ".crossdistill-run"
+# a training run's own state (cleared when a fresh run takes the folder over)
+RUN_STATE = frozenset({"done.json", "events.jsonl", "checkpoints", ".staging"})
 
 
-def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an existing non-empty folder unless ``overwrite`` (then clear it); refuse a path that is a file."""
+def is_ours(path: Path, signatures: tuple[str, ...] = ()) -> bool:
+    """True if ``path`` was provably written by this toolkit: it holds the marker, a ``done.json`` naming a
+    stage, a checkpoint index, or one of ``signatures`` (files only this toolkit writes, e.g. prepare_config.json)."""
+    if (path / MARKER).is_file() or (path / "checkpoints" / "latest.json").is_file():
+        return True
+    if any((path / s).is_file() for s in signatures):
+        return True
+    try:
+        return "stage" in json.loads((path / "done.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _content(path: Path) -> list[Path]:
+    return [p for p in path.iterdir() if p.name not in MONITOR_FILES and p.name != MARKER]
+
+
+def check_output_dir(path: str | os.PathLike, overwrite: bool, signatures: tuple[str, ...] = ()) -> Path:
+    """Check that ``path`` may receive a new result; deletes nothing.
+
+    A file, a non-empty folder without ``overwrite``, and — with ``overwrite`` — a non-empty folder that this toolkit
+    did not write (:func:`is_ours`) are refused. The caller replaces the old result only when the new one is complete.
+    """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"output path {path} is a dangling symbolic link; remove it or choose another path")
     if path.exists() and not path.is_dir():
         raise UsageError(f"output path {path} exists and is a file; choose a folder path")
-    if path.is_dir():
-        content = [p for p in path.iterdir() if p.name not in MONITOR_FILES]
-        if content and not overwrite:
+    if path.is_dir() and _content(path):
+        if not overwrite:
             raise UsageError(f"output folder {path} already exists and is not empty; pass --overwrite or choose another --output_dir")
-        for p in content:
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        if not is_ours(path, signatures):
+            raise UsageError(f"output folder {path} holds files this toolkit did not write, so --overwrite will not clear it; "
+                             "choose another --output_dir (or empty the folder yourself)")
+    parent = path.parent if not path.exists() else path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write into {parent} (permission denied); choose an output path you can write to")
     return path
 
 
+def claim_output_dir(path: Path, stage: str) -> None:
+    """Take ``path`` over for a fresh run (call it once every input is validated): create it, clear the
+    previous run's state (done.json, events, checkpoints) and write the marker. A previous run's published
+    files stay until :func:`publish` replaces them."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in RUN_STATE:
+        p = path / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    write_json(path / MARKER, {"tool": "crossdistill", "stage": stage, "claimed": round(time.time(), 3)})
+
+
 def publish(staging: Path, out_dir: Path, done: dict) -> None:
-    """Move everything from ``staging`` into ``out_dir`` (replacing same-named entries), then write ``done.json`` last.
+    """Move everything from ``staging`` into ``out_dir`` (replacing same-named entries), remove what a previous
+    run published and this one did not, then write ``done.json`` last.
 
     ``done.json`` is the only completion marker: a crash before it leaves a run that is not done.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    new = {item.name for item in staging.iterdir()}
     for item in staging.iterdir():
         target = out_dir / item.name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(item, target)
     staging.rmdir()
+    for old in out_dir.iterdir():  # stale files of an overwritten run (e.g. its adapter/ when this one has none)
+        if old.name not in new and old.name not in RUN_STATE and old.name not in MONITOR_FILES and old.name != MARKER:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
     write_json(out_dir / "done.json", done)
 
 

@@ -49,3 +49,24 @@ def paired_comparison(qrels: dict[str, dict[str, int]], baseline: dict[str, dict
     wtl = report["system"]["win_tie_loss"]["baseline"][metric]
     return {"metric": metric, "stat_test": stat_test, "p_value": float(report["system"]["comparisons"]["baseline"][metric]),
             "wins": int(wtl["W"]), "ties": int(wtl["T"]), "losses": int(wtl["L"])}
+
+
+def matrix_ranking_metrics(scores: np.ndarray, relevant: list[set[int]], k: int = 10) -> dict[str, float]:
+    """MRR@k, nDCG@k (binary relevance) and Recall@k of a dense (n_queries, n_docs) score matrix, in numpy.
+
+    The same definitions as ranx (ties broken by document order); used inside training loops, where ranx's
+    first-call JIT compilation (20-60 s per process on a small machine) would cost more than the metric.
+    Published numbers go through :func:`ranking_metrics` (ranx).
+    """
+    k = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    mrr, ndcg, recall = [], [], []
+    for i, rel in enumerate(relevant):
+        hits = np.array([j in rel for j in top[i]], dtype=bool)
+        first = np.flatnonzero(hits)
+        mrr.append(1.0 / (first[0] + 1) if len(first) else 0.0)
+        ideal = discounts[:min(len(rel), k)].sum()
+        ndcg.append(float(discounts[hits].sum() / ideal) if ideal > 0 else 0.0)
+        recall.append(hits.sum() / len(rel) if rel else 0.0)
+    return {f"mrr@{k}": float(np.mean(mrr)), f"ndcg@{k}": float(np.mean(ndcg)), f"recall@{k}": float(np.mean(recall))}

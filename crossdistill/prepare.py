@@ -121,7 +121,8 @@ def mine_split(rs: data.RetrievalSet, pool: list[str], args, given=None, log=pri
 def prepare(args, log=print) -> Path:
     """Run the whole preparation; returns the written folder."""
     kind = args.source_type or detect_kind(args.source)
-    out_dir = check_output_dir(Path(args.output_root) / args.data_version, args.overwrite)
+    out_dir = Path(args.output_root) / args.data_version
+    check_output_dir(out_dir, args.overwrite, ("prepare_config.json",))  # refuse early; nothing is deleted here
     splits, given, per_split_pool = load_splits(args.source, kind, args.val_fraction, args.test_fraction, args.seed)
     for name in SPLITS:
         if not splits[name].qrels:

@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from . import data, faults
-from .checkpoint import load_checkpoint, load_trainable, resume_point, save_best, save_checkpoint
+from .checkpoint import (load_checkpoint, load_tensors, load_trainable, rescale_lr, resume_point, save_best,
+                         save_checkpoint)
 from .errors import NonFiniteLoss
-from .fsutil import EventLog, publish, write_json
+from .fsutil import EventLog, claim_output_dir, publish, write_json
 from .models import apply_lora, resolve_model
 from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
 from .training import epoch_order, linear_schedule, make_optimizer, on_main, resolve_precision, seed_everything, shard
@@ -94,7 +95,7 @@ def train_teacher(args, log=print) -> Path:
 
     out_dir = Path(args.output_dir)
     ckpt_root = out_dir / "checkpoints"
-    resume_from = resume_point(out_dir, args.resume, args.overwrite)
+    resume_from, skipped = resume_point(out_dir, args.resume, args.overwrite)  # decides; touches nothing yet
     train_df = data.subsample(data.read_triplets(data.data_file(args.data_version, "train", args.data_root)), args.max_samples, args.seed)
     val_df = data.read_triplets(data.data_file(args.data_version, "val", args.data_root))
     if args.max_val_samples:
@@ -133,11 +134,19 @@ def train_teacher(args, log=print) -> Path:
     plain = accelerator.unwrap_model(teacher.model)
     scorer = CrossEncoderTeacher(plain, teacher.tokenizer, args.max_len, teacher.query_prefix, teacher.passage_prefix)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume_from is None and main:  # every input is valid: only now is the output folder touched
+        claim_output_dir(out_dir, "teacher")
+    accelerator.wait_for_everyone()
     events = EventLog(out_dir / "events.jsonl", enabled=main)
-    state = {"step": 0, "epoch": 1, "batch_in_epoch": 0, "history": [], "best": None}
+    state = {"step": 0, "epoch": 1, "batch_in_epoch": 0, "history": [], "best": None, "lr": args.lr}
     if resume_from is not None:
+        for s in skipped:
+            events.log("checkpoint_skipped", **s)
+            log(f"checkpoint {s['checkpoint']} skipped: {s['reason']}")
         state = load_checkpoint(resume_from, plain, optimizer, scheduler)
+        if state.get("lr", args.lr) != args.lr:  # a supervisor lowered the learning rate (e.g. after a NaN)
+            rescale_lr(optimizer, scheduler, state["lr"], args.lr)
+        state["lr"] = args.lr
         if world > 1:  # the checkpoint holds the main process's RNG; give the others their own stream again
             torch.manual_seed(args.seed + rank + 7919 * state["step"])
         events.log("resume", step=state["step"], epoch=state["epoch"], checkpoint=resume_from.name)
@@ -205,7 +214,7 @@ def train_teacher(args, log=print) -> Path:
         events.log("checkpoint", step=state["step"], epoch_end=epoch)
         accelerator.wait_for_everyone()
 
-    load_trainable(plain, torch.load(ckpt_root / "best.pt", map_location="cpu")["trainable"])
+    load_trainable(plain, load_tensors(ckpt_root / "best.pt")["trainable"])
     best_epoch = state["best"]["epoch"]
     history = state["history"]
     final = CrossEncoderTeacher(plain.float(), teacher.tokenizer, args.max_len, resolved.query_prefix, resolved.passage_prefix)

@@ -4,7 +4,6 @@ Usage: python ddp_gradient_check.py MODEL VAL_CSV OUT.pt   (rank 0 writes the DD
 """
 
 import sys
-from argparse import Namespace
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accelerate import Accelerator  # noqa: E402
 
+from crossdistill.recipes import loss_settings  # noqa: E402
 from crossdistill.candidates import build_candidates  # noqa: E402
 from crossdistill.data import read_triplets  # noqa: E402
 from crossdistill.distillation import forward_backward  # noqa: E402
@@ -34,7 +34,7 @@ def gradient(model_path: str, val_csv: str, accelerator: Accelerator) -> torch.T
     lists, scores, positive = batch(val_csv)
     mine = shard(list(range(len(lists))), accelerator.process_index, accelerator.num_processes)
     # negative_penalty_weight 0: that term uses a batch-level mean, which is per process by design
-    args = Namespace(tau=0.2, contrastive_weight=0.3, negative_penalty_weight=0.0, cross_device_negatives=True)
+    args = loss_settings("original", negative_penalty_weight=0.0, cross_device_negatives=True)
     torch.manual_seed(0)
     student = BiEncoderStudent.load(resolve_model(model_path), 48)
     student = accelerator.prepare(student)

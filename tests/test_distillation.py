@@ -120,11 +120,11 @@ def test_oom_recovered_with_micro_batches_no_sample_skipped(straight, teacher, t
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 2e-3
 
 
-@pytest.mark.parametrize("cross_device", [False, True])
-def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version, cross_device):
+@pytest.mark.parametrize("recipe, cross_device", [("original", False), ("original", True), ("ranking", False)])
+def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version, recipe, cross_device):
     """Gradient caching: the gradient with 3 texts per forward equals the one-pass gradient (dropout off),
     with and without cross-device (here: in-batch) negatives."""
-    from argparse import Namespace
+    from crossdistill.recipes import loss_settings
 
     from accelerate import Accelerator
 
@@ -140,7 +140,7 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
     lists = lists[:3]
     teacher = torch.rand(3, 4)
     positive = torch.tensor([[c.positive[i] if i < len(c.positive) else False for i in range(4)] for c in lists])
-    args = Namespace(tau=0.2, contrastive_weight=0.3, negative_penalty_weight=0.4, cross_device_negatives=cross_device)
+    args = loss_settings(recipe, cross_device_negatives=cross_device)
     student = BiEncoderStudent.load(resolve_model(str(tiny_minilm)), 48)
     student.eval()
     acc = Accelerator(cpu=True)

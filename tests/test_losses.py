@@ -102,3 +102,72 @@ def test_gather_rows_keeps_first_occurrence_of_each_key():
     x = torch.arange(8.0).view(4, 2)
     rows, k = gather_rows(x, keys)  # no process group: just the distinct rows
     assert rows.tolist() == [[0, 1], [2, 3], [6, 7]] and k.tolist() == [keys[0], keys[1], keys[3]]
+
+
+# --------------------------------------------------------------------------- the ranking recipe's terms
+def test_infonce_hand_value_single_and_multiple_positives():
+    from crossdistill.losses import in_batch_infonce_loss
+
+    cos = T([[0.5, 0.1, -0.2], [0.3, 0.4, 0.0]])
+    pos = T([[True, False, False], [True, True, False]])
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    # q1: -log(e^{10} / (e^{10} + e^{2} + e^{-4})); q2: -log((e^{6} + e^{8}) / (e^{6} + e^{8} + e^{0}))  (scale 20)
+    q1 = -math.log(math.exp(10) / (math.exp(10) + math.exp(2) + math.exp(-4)))
+    q2 = -math.log((math.exp(6) + math.exp(8)) / (math.exp(6) + math.exp(8) + 1.0))
+    got = in_batch_infonce_loss(cos, pos, mask, scale=20.0)
+    assert got.item() == pytest.approx((q1 + q2) / 2, abs=1e-6)
+
+
+def test_infonce_ignores_masked_passages_and_queries_without_positive():
+    from crossdistill.losses import in_batch_infonce_loss
+
+    cos = T([[0.5, 0.9, -0.2], [0.3, 0.4, 0.0]])
+    pos = T([[True, False, False], [False, False, False]])
+    mask = T([[True, False, True], [True, True, True]])  # q1's 0.9 passage does not take part
+    q1 = -math.log(math.exp(2.5) / (math.exp(2.5) + math.exp(-1.0)))  # scale 5
+    assert in_batch_infonce_loss(cos, pos, mask, scale=5.0).item() == pytest.approx(q1, rel=1e-5)
+    assert in_batch_infonce_loss(cos, torch.zeros_like(pos), mask).item() == 0.0
+    with pytest.raises(ValueError):
+        in_batch_infonce_loss(cos, pos, mask, scale=0)
+
+
+def test_margin_mse_hand_value():
+    from crossdistill.losses import margin_mse_loss
+
+    t = T([[5.0, 1.0, -2.0, 9.0]])
+    s = T([[3.0, 2.0, 0.0, 0.0]])
+    pos = T([[True, False, False, False]])
+    mask = T([[True, True, True, False]])  # the 4th candidate is padding
+    # pairs (0,1): (3-2)-(5-1) = -3 -> 9; (0,2): (3-0)-(5+2) = -4 -> 16; mean 12.5
+    assert margin_mse_loss(t, s, pos, mask).item() == pytest.approx(12.5, abs=1e-6)
+    assert margin_mse_loss(t, s, torch.zeros_like(pos), mask).item() == 0.0
+
+
+def test_kl_student_temperature_is_a_scaled_cosine():
+    """student_tau = 1 / (2 * scale) on normalised scores equals softmax(scale * cos)."""
+    cos = T([[0.5, 0.1, -0.3]])
+    t = T([[4.0, 0.0, -1.0]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    got = listwise_kl_loss(t, (cos + 1) / 2, mask, tau=2.0, student_tau=1 / 40)
+    p, q = _softmax([2.0, 0.0, -0.5]), _softmax([10.0, 2.0, -6.0])
+    assert got.item() == pytest.approx(sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)), rel=1e-5)
+
+
+def test_total_ranking_recipe_weights():
+    from crossdistill.losses import in_batch_infonce_loss, margin_mse_loss
+
+    t = T([[3.0, -1.0, 0.5]])
+    s = T([[0.8, 0.4, 0.5]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    pos = T([[True, False, False]])
+    in_batch = (T([[0.6, -0.2, 0.0, 0.1]]), T([[True, False, False, False]]), torch.ones(1, 4, dtype=torch.bool))
+    out = distillation_loss(t, s, mask, pos, tau=1.0, contrastive_weight=0.0, negative_penalty_weight=0.0,
+                            student_tau=1 / 40, infonce_weight=0.5, in_batch=in_batch)
+    kl = listwise_kl_loss(t, s, mask, 1.0, 1 / 40)
+    nce = in_batch_infonce_loss(*in_batch, scale=20.0)
+    assert out["loss"].item() == pytest.approx(kl.item() + 0.5 * nce.item(), rel=1e-6)
+    assert out["contrastive"].item() == 0.0 and out["negative_penalty"].item() == 0.0
+    mm = distillation_loss(t, s, mask, pos, contrastive_weight=0.0, negative_penalty_weight=0.0, soft_loss="margin_mse")
+    assert mm["kl"].item() == pytest.approx(margin_mse_loss(t, (2 * s - 1) * 20, pos, mask).item(), rel=1e-6)
+    with pytest.raises(ValueError):
+        distillation_loss(t, s, mask, pos, infonce_weight=1.0)  # InfoNCE needs the in-batch scores

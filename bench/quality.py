@@ -1,0 +1,303 @@
+#!/usr/bin/env python
+"""Model quality, end to end: prepare -> teacher -> student for one named configuration, then the student, the
+zero-shot starting model and BM25 on val and test, with a paired t-test against zero-shot. One JSON row per
+configuration is appended to --out (the schema of docs/results/quality.jsonl).
+
+  python bench/quality.py default@42 default@43 default@44        # SciFact, the default commands, three seeds
+  python bench/quality.py infonce_off recipe_original              # ablation rows (seed 42; they share one teacher)
+  python bench/quality.py --dataset korquad default                # KorQuAD 1.0 dev (test pool)
+
+Every stage is the real script's ``main`` called in this process with exactly the arguments recorded in the
+row's ``command`` (run in the shell they give the same result). Stages are cached in --work by their arguments:
+rows that share data or a teacher prepare/train it once. Test is reported, never used for choosing.
+
+Retrieval: SciFact val = the prepared val queries, test = BEIR test qrels, both over the full 5,183-passage corpus;
+KorQuAD (no corpus file) = each split's own passages (the pool). Metrics by ranx; each distinct text encoded once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DATASETS = {
+    "scifact": {"source": "../shared/data/scifact", "prepare": [], "model": "minilm-l6", "beir": True},
+    "korquad": {"source": "../shared/data/korquad/KorQuAD_v1.0_dev.json", "prepare": ["--same_group_negatives", "allow"],
+                "model": "multilingual-e5-small", "beir": False},
+}
+
+# name -> extra arguments per stage, on top of the default commands (student/teacher/prepare)
+CONFIGS: dict[str, dict[str, list[str]]] = {
+    "default": {},
+    "recipe_original": {"student": ["--recipe", "original"]},
+    "infonce_off": {"student": ["--infonce_weight", "0"]},
+    "kl_off": {"student": ["--soft_weight", "0"]},
+    "margin_mse": {"student": ["--soft_loss", "margin_mse"]},
+    "fusion_bm25": {"student": ["--teacher_fusion", "bm25=0.5"]},
+    "fusion_bm25_student": {"student": ["--teacher_fusion", "bm25=0.5,student=0.5"]},
+    "original_terms_on": {"student": ["--contrastive_weight", "0.3", "--negative_penalty_weight", "0.4"]},
+    "model_negatives": {"student": ["--negative_source", "model"]},
+    "tau_2": {"student": ["--tau", "2"]},
+    "epochs_1": {"student": ["--epochs", "1"]},
+    "epochs_6": {"student": ["--epochs", "6"]},
+    "lr_5e-5": {"student": ["--lr", "5e-5"]},
+    "K_8": {"student": ["--K", "8"]},
+}
+METRICS = ("ndcg@10", "mrr@10", "recall@100")
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _key(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:10]
+
+
+def _stage(script: str, argv: list[str], out: Path, commands: list[str], log) -> float:
+    """Run ``script``'s main(argv) unless ``out`` already holds its finished result; returns seconds."""
+    commands.append(shlex.join(["python", script, *argv]))
+    done = out / ("prepare_config.json" if script == "prepare_data.py" else "done.json")
+    if done.is_file():
+        log(f"[cached] {commands[-1]}")
+        return 0.0
+    log(f"[run] {commands[-1]}")
+    t0 = time.time()
+    _load_script(script).main(argv)
+    return time.time() - t0
+
+
+# --------------------------------------------------------------------------- retrieval sets and metrics
+def retrieval_sets(dataset: str, data_dir: Path, source: str) -> dict:
+    """{"val"|"test": (queries {qid: text}, corpus {did: text}, qrels {qid: {did: 1}})}."""
+    from crossdistill import data
+
+    out = {}
+    if DATASETS[dataset]["beir"]:
+        test = data.load_beir(source, "test")
+        corpus = test.corpus
+        out["test"] = (test.queries, corpus, {q: {d: 1 for d in ds} for q, ds in test.qrels.items()})
+        by_text = {t: d for d, t in corpus.items()}
+        val_df = data.read_triplets(data_dir / "val.csv")
+        queries, qrels = {}, {}
+        for a, p in zip(val_df["anchor"], val_df["positive"]):
+            q = queries.setdefault(a, f"v{len(queries)}")
+            qrels.setdefault(q, {})[by_text[p]] = 1
+        out["val"] = ({q: a for a, q in queries.items()}, corpus, qrels)
+        return out
+    for split in ("val", "test"):
+        df = data.read_triplets(data_dir / f"{split}.csv")
+        anchors = list(dict.fromkeys(df["anchor"]))
+        passages = list(dict.fromkeys(list(df["positive"]) + list(df["negative"])))
+        qid = {a: f"q{i}" for i, a in enumerate(anchors)}
+        did = {p: f"d{i}" for i, p in enumerate(passages)}
+        qrels: dict = {}
+        for a, p in zip(df["anchor"], df["positive"]):
+            qrels.setdefault(qid[a], {})[did[p]] = 1
+        out[split] = ({qid[a]: a for a in anchors}, {did[p]: p for p in passages}, qrels)
+    return out
+
+
+def dense_runs(model_path: str, sets: dict, max_len: int, batch_size: int = 128) -> dict:
+    """{split: run} of a bi-encoder; each distinct passage (the splits may share a corpus) is encoded once."""
+    import numpy as np
+
+    from crossdistill.evaluation import encode, load_bi_encoder
+    from crossdistill.metrics import top_k_run
+    from crossdistill.models import resolve_model
+
+    model, _ = load_bi_encoder(model_path, max_len)
+    resolved = resolve_model(model_path)
+    prompts = getattr(model, "prompts", None) or {}
+    qp, pp = prompts.get("query", resolved.query_prefix), prompts.get("passage", resolved.passage_prefix)
+    texts = list(dict.fromkeys(t for _, corpus, _ in sets.values() for t in corpus.values()))
+    emb = encode(model, texts, pp, batch_size)
+    row = {t: i for i, t in enumerate(texts)}
+    runs = {}
+    for split, (queries, corpus, _) in sets.items():
+        qids, dids = list(queries), list(corpus)
+        q = encode(model, [queries[x] for x in qids], qp, batch_size)
+        p = emb[[row[corpus[d]] for d in dids]]
+        runs[split] = top_k_run(qids, dids, (q @ p.T).astype(np.float32), 100)
+    del model
+    return runs
+
+
+def bm25_runs(sets: dict) -> dict:
+    from crossdistill.retrieval import bm25_run
+
+    return {split: bm25_run(corpus, queries, 100) for split, (queries, corpus, _) in sets.items()}
+
+
+def measure(runs: dict, sets: dict) -> dict:
+    from crossdistill.metrics import ranking_metrics
+
+    return {split: {m: round(v, 4) for m, v in ranking_metrics(sets[split][2], run, METRICS).items()}
+            for split, run in runs.items()}
+
+
+def teacher_rerank(teacher_dir: Path, sets: dict, runs: dict, k: int = 30) -> dict:
+    """nDCG@10 of the teacher reranking each named run's top-k on test: the diagnosis of issue #13."""
+    import torch
+
+    from crossdistill.metrics import ranking_metrics
+    from crossdistill.retrieval import rerank
+    from crossdistill.teacher import CrossEncoderTeacher
+
+    queries, corpus, qrels = sets["test"]
+    teacher = CrossEncoderTeacher.load(teacher_dir)
+    if torch.cuda.is_available():
+        teacher.model.to("cuda")
+    out = {}
+    for name, run in runs.items():
+        rr = rerank(teacher, run, corpus, queries, k, batch_size=128)
+        out[f"rerank_{name}_top{k}"] = {m: round(v, 4) for m, v in ranking_metrics(qrels, rr, METRICS).items()}
+    return out
+
+
+def _rate(folder: Path) -> float | None:
+    """samples/s of a training run's last logged step."""
+    steps = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines() if '"event": "step"' in line]
+    return steps[-1].get("samples_per_s") if steps else None
+
+
+def machine() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    except ImportError:
+        pass
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+# --------------------------------------------------------------------------- one row
+def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
+    from crossdistill.metrics import paired_comparison
+
+    ds = DATASETS[a.dataset]
+    cfg = CONFIGS[name]
+    work = Path(a.work)
+    t0 = time.time()
+    commands: list[str] = []
+    prep_args = ds["prepare"] + cfg.get("prepare", [])
+    version = f"{a.dataset}_{_key(prep_args)}"
+    data_root = work / "data"
+    _stage("prepare_data.py", ["--source", ds["source"], "--data_version", version, "--output_root", str(data_root),
+                               *prep_args], data_root / version, commands, log)
+    common = ["--data_version", version, "--data_root", str(data_root), "--seed", str(seed)]
+    teacher_args = [*(["--model_name", ds["model"]] if a.dataset != "scifact" else []), *a.teacher_args,
+                    *cfg.get("teacher", [])]
+    teacher_dir = work / "teachers" / f"{version}_{_key(teacher_args, seed)}"
+    t_teacher = _stage("train_teacher_model.py", [*common, "--output_dir", str(teacher_dir), *teacher_args], teacher_dir,
+                       commands, log)
+    student_args = [*(["--student_name", ds["model"]] if a.dataset != "scifact" else []), *a.student_args,
+                    *cfg.get("student", [])]
+    student_dir = work / "students" / f"{version}_{_key(teacher_args, student_args, seed)}"
+    t_student = _stage("train_distillation_pipeline.py", [*common, "--teacher_path", str(teacher_dir), "--output_dir",
+                                                         str(student_dir), *student_args], student_dir, commands, log)
+    max_len = json.loads((student_dir / "distillation_config.json").read_text())["max_len"]
+    sets = retrieval_sets(a.dataset, data_root / version, ds["source"])
+    key = (version, max_len)
+    if key not in baselines:
+        log("baselines: zero-shot and BM25")
+        baselines[key] = {"runs": {"zero_shot": dense_runs(ds["model"], sets, max_len), "bm25": bm25_runs(sets)}}
+        baselines[key]["metrics"] = {n: measure(r, sets) for n, r in baselines[key]["runs"].items()}
+    base = baselines[key]
+    student_runs = dense_runs(str(student_dir), sets, max_len)
+    metrics = {"student": measure(student_runs, sets), **base["metrics"]}
+    test_q = sets["test"][2]
+    row = {
+        "name": name, "command": " && ".join(commands), "dataset": a.dataset, "default": name == "default" and not
+        (a.student_args or a.teacher_args), "seed": seed,
+        "test": {s: metrics[s]["test"] for s in ("student", "zero_shot", "bm25")},
+        "val": {s: metrics[s]["val"] for s in ("student", "zero_shot", "bm25")},
+        "p_value_vs_zero_shot": None, "wall_s": None, "machine": machine(),
+    }
+    cmp = paired_comparison(test_q, base["runs"]["zero_shot"]["test"], student_runs["test"], "ndcg@10")
+    row["p_value_vs_zero_shot"] = round(cmp["p_value"], 5)
+    row["wins_ties_losses_vs_zero_shot"] = [cmp["wins"], cmp["ties"], cmp["losses"]]
+    smetrics = json.loads((student_dir / "metrics.json").read_text())
+    row["student_training"] = {"seconds": round(t_student, 1), "queries_per_s": _rate(student_dir),
+                               "kept_epoch": smetrics.get("best_epoch"),
+                               "guard": smetrics.get("guard"), "peak_gpu_memory_gib": smetrics.get("peak_gpu_memory_gib"),
+                               "val_history_mrr@10": [round(h["val_mrr@10"], 4) for h in smetrics.get("history", [])]}
+    tmetrics = json.loads((teacher_dir / "metrics.json").read_text())
+    row["teacher_training"] = {"seconds": round(t_teacher, 1), "pairs_per_s": _rate(teacher_dir),
+                               "peak_gpu_memory_gib": tmetrics.get("peak_gpu_memory_gib")}
+    if a.teacher_rerank and a.dataset == "scifact":
+        tr_file = teacher_dir / "rerank_test.json"
+        if not tr_file.is_file():
+            tr = teacher_rerank(teacher_dir, sets, {"bm25": base["runs"]["bm25"]["test"],
+                                                    "zero_shot": base["runs"]["zero_shot"]["test"]})
+            tr_file.write_text(json.dumps(tr))
+        row["teacher_test"] = json.loads(tr_file.read_text())
+    row["wall_s"] = round(time.time() - t0, 1)
+    return row
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="scifact")
+    p.add_argument("jobs", nargs="*", default=["default"],
+                   help=f"CONFIG[@SEED] rows to run in order (seed of teacher and student, default 42); configs: {', '.join(CONFIGS)}")
+    p.add_argument("--teacher_args", default="", help="extra teacher flags for every row (then no row counts as default)")
+    p.add_argument("--student_args", default="", help="extra student flags for every row (then no row counts as default)")
+    p.add_argument("--work", default="bench/results/quality", help="stage outputs, cached by their arguments")
+    p.add_argument("--out", default="bench/results/quality.jsonl", help="JSON rows are appended here")
+    p.add_argument("--no_teacher_rerank", dest="teacher_rerank", action="store_false",
+                   help="skip the teacher reranking BM25's and zero-shot's test top-30")
+    p.add_argument("--deadline_s", type=float, default=None, help="start no new row after this many seconds")
+    a = p.parse_args()
+    a.teacher_args, a.student_args = shlex.split(a.teacher_args), shlex.split(a.student_args)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.chdir(ROOT)
+    t_start = time.time()
+    baselines: dict = {}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for job in a.jobs:
+        name, _, seed = job.partition("@")
+        if (name not in CONFIGS and name != "best") or (seed and not seed.isdigit()):
+            p.error(f"job {job!r}: use CONFIG[@SEED] with CONFIG 'best' or one of {', '.join(CONFIGS)}")
+        jobs.append((name, int(seed or 42)))
+    done_rows: list[dict] = []
+    for name, seed in jobs:
+        if True:
+            if a.deadline_s and time.time() - t_start > a.deadline_s:
+                print(f"deadline: skipping {name} seed {seed}", flush=True)
+                continue
+            if name == "best":  # the configuration with the best val nDCG@10 so far (test is never read here)
+                name = max(done_rows, key=lambda r: r["val"]["student"]["ndcg@10"])["name"] if done_rows else "default"
+                print(f"best on val so far: {name}", flush=True)
+                if (name, seed) in [(r["name"], r["seed"]) for r in done_rows]:
+                    continue
+            row = run_config(a, name, seed, baselines, lambda m: print(m, flush=True))
+            done_rows.append(row)
+            with open(out, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            t, v = row["test"], row["val"]
+            print(f"== {name} seed {seed}: test nDCG@10 student {t['student']['ndcg@10']:.4f} zero-shot "
+                  f"{t['zero_shot']['ndcg@10']:.4f} bm25 {t['bm25']['ndcg@10']:.4f} (p {row['p_value_vs_zero_shot']}) | "
+                  f"val {v['student']['ndcg@10']:.4f} / {v['zero_shot']['ndcg@10']:.4f} | {row['wall_s']} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
