@@ -15,11 +15,12 @@ import shlex
 import sys
 from pathlib import Path
 
+from crossdistill.cli import join_passthrough
 from crossdistill.errors import NON_NEGATIVE, POSITIVE, UsageError, check_args, run_cli
 
 
 def parse_args(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = join_passthrough(list(sys.argv[1:] if argv is None else argv), ("--teacher_args", "--student_args", "--eval_args"))
     command = []
     if "--" in argv:
         i = argv.index("--")
@@ -35,6 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--teacher_args", default="", help="with --pipeline: extra teacher flags, one quoted string")
     p.add_argument("--student_args", default="", help="with --pipeline: extra student flags, one quoted string")
     p.add_argument("--stall_timeout", type=float, default=900, help="seconds without progress before a run counts as stalled")
+    p.add_argument("--startup_timeout", type=float, default=1800,
+                   help="seconds a (re)started run may take to its first event before it counts as stalled")
     p.add_argument("--max_restarts", type=int, default=5)
     p.add_argument("--restart_window", type=float, default=3600, help="seconds over which --max_restarts is counted")
     p.add_argument("--backoff", type=float, default=10, help="first restart delay in seconds (doubles each time)")
@@ -44,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--eval_output_dir", default=None, help="default: evaluation_results/<run folder name>")
     p.add_argument("--eval_args", default="", help="extra evaluate_final_model.py flags, one quoted string")
     args = p.parse_args(argv)
-    check_args(args, {"stall_timeout": POSITIVE, "max_restarts": NON_NEGATIVE, "restart_window": POSITIVE,
+    check_args(args, {"stall_timeout": POSITIVE, "startup_timeout": POSITIVE, "max_restarts": NON_NEGATIVE, "restart_window": POSITIVE,
                       "backoff": NON_NEGATIVE, "poll": POSITIVE, "status_every": POSITIVE})
     if args.pipeline and command:
         raise UsageError("give either --pipeline or a command after --, not both")
@@ -62,7 +65,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     policy = Policy(args.stall_timeout, args.max_restarts, args.restart_window, args.backoff, poll=args.poll,
-                    status_every=args.status_every)
+                    status_every=args.status_every, startup_timeout=args.startup_timeout)
     eval_extra = shlex.split(args.eval_args)
     if not args.pipeline:
         return Supervisor(args.command, Path(args.output_dir), policy, not args.no_evaluate,

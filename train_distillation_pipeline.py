@@ -12,7 +12,8 @@ Example (the original's quick setting):
 
 import argparse
 
-from crossdistill.errors import AT_LEAST_1, add_runtime_args, NON_NEGATIVE, POSITIVE, PROBABILITY, UsageError, check_args, run_cli
+from crossdistill.errors import (AT_LEAST_1, NON_NEGATIVE, POSITIVE, PROBABILITY, TEMPERATURE, UsageError, add_runtime_args,
+                                 check_args, run_cli)
 from crossdistill.fusion import parse_fusion
 from crossdistill.losses import SOFT_LOSSES
 from crossdistill.recipes import DEFAULT_RECIPE, STUDENT_RECIPES, apply_recipe
@@ -98,7 +99,7 @@ def parse_args(argv=None):
     apply_recipe(args)
     parse_fusion(args.teacher_fusion)  # refuse a malformed spec before any work
     check_args(args, {"soft_weight": NON_NEGATIVE, "infonce_weight": NON_NEGATIVE, "scale": POSITIVE,"epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "K": (lambda v: v >= 2, ">= 2"),
-                      "tau": POSITIVE, "contrastive_weight": NON_NEGATIVE, "negative_penalty_weight": NON_NEGATIVE,
+                      "tau": TEMPERATURE, "contrastive_weight": NON_NEGATIVE, "negative_penalty_weight": NON_NEGATIVE,
                       "lora_r": AT_LEAST_1, "lora_alpha": POSITIVE, "lora_dropout": PROBABILITY,
                       "max_len": (lambda v: v >= 8, ">= 8"), "max_samples": AT_LEAST_1, "guard_k": AT_LEAST_1,
                       "weight_decay": NON_NEGATIVE, "warmup_ratio": PROBABILITY, "max_grad_norm": POSITIVE,

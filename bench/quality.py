@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 DATASETS = {
     "scifact": {"source": "../shared/data/scifact", "prepare": [], "model": "minilm-l6", "beir": True},
-    "korquad": {"source": "../shared/data/korquad/KorQuAD_v1.0_dev.json", "prepare": ["--same_group_negatives", "allow"],
+    "korquad": {"source": "../shared/data/korquad/KorQuAD_v1.0_dev.json",
+                "prepare": ["--same_group_negatives", "allow", "--num_negatives", "3", "--random_negatives", "0"],
                 "model": "multilingual-e5-small", "beir": False},
 }
 
@@ -264,7 +265,9 @@ def main():
     p.add_argument("--no_teacher_rerank", dest="teacher_rerank", action="store_false",
                    help="skip the teacher reranking BM25's and zero-shot's test top-30")
     p.add_argument("--deadline_s", type=float, default=None, help="start no new row after this many seconds")
-    a = p.parse_args()
+    from crossdistill.cli import join_passthrough
+
+    a = p.parse_args(join_passthrough(sys.argv[1:], ("--teacher_args", "--student_args")))
     a.teacher_args, a.student_args = shlex.split(a.teacher_args), shlex.split(a.student_args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.chdir(ROOT)
@@ -289,7 +292,14 @@ def main():
                 print(f"best on val so far: {name}", flush=True)
                 if (name, seed) in [(r["name"], r["seed"]) for r in done_rows]:
                     continue
-            row = run_config(a, name, seed, baselines, lambda m: print(m, flush=True))
+            try:
+                row = run_config(a, name, seed, baselines, lambda m: print(m, flush=True))
+            except Exception:  # noqa: BLE001 - one failed row must not lose the others; its traceback is printed
+                import traceback
+
+                traceback.print_exc()
+                print(f"== {name} seed {seed}: FAILED", flush=True)
+                continue
             done_rows.append(row)
             with open(out, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")

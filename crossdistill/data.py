@@ -22,6 +22,15 @@ import pandas as pd
 from .errors import UsageError
 
 COLUMNS = ("anchor", "positive", "negative")
+# texts are cut to this many characters when read: far more than any max_len in tokens needs (a token is at
+# least one character), and it keeps a pathological cell (a 50 MB pasted file) from costing gigabytes and
+# minutes in the tokenizer, which tokenises the whole text before it truncates
+MAX_TEXT_CHARS = 32_768
+_BLANK = {"", "nan", "none", "null", "<na>"}
+
+
+def clip_text(text: str) -> str:
+    return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS]
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 
 
@@ -46,13 +55,13 @@ def read_triplets(path: str | os.PathLike) -> pd.DataFrame:
     if len(df) == 0:
         raise UsageError(f"{path} has a header but no rows; add triplets or re-run prepare_data.py")
     df = df[list(COLUMNS)]
-    blank = df.apply(lambda col: col.str.strip().isin(["", "nan", "NaN", "None", "null"]))
+    blank = df.apply(lambda col: col.str.strip().str.lower().isin(_BLANK))
     if blank.any().any():
         rows = blank.any(axis=1)
         first = [int(i) + 2 for i in rows[rows].index[:5]]  # +2: 1-based and header line
         raise UsageError(f"{path} has {int(rows.sum())} row(s) with an empty or NaN cell (first at line(s) "
                          f"{', '.join(map(str, first))}); drop or fill those rows")
-    return df.reset_index(drop=True)
+    return df.apply(lambda col: col.map(clip_text)).reset_index(drop=True)
 
 
 def write_triplets(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -141,7 +150,7 @@ def load_beir_corpus(source: str, cache_dir: str | os.PathLike = ".cache/beir") 
     root = _beir_root(source, Path(cache_dir))
     if not (root / "corpus.jsonl").is_file():
         raise UsageError(f"BEIR folder {root} lacks corpus.jsonl")
-    return [(d.get("title", "") + " " + d.get("text", "")).strip() for d in _read_jsonl(root / "corpus.jsonl")]
+    return [clip_text((d.get("title", "") + " " + d.get("text", "")).strip()) for d in _read_jsonl(root / "corpus.jsonl")]
 
 
 def load_beir(source: str, split: str, cache_dir: str | os.PathLike = ".cache/beir") -> RetrievalSet:
@@ -157,7 +166,7 @@ def load_beir(source: str, split: str, cache_dir: str | os.PathLike = ".cache/be
                              f"and qrels/{split}.tsv")
     corpus = {}
     for d in _read_jsonl(root / "corpus.jsonl"):
-        corpus[str(d["_id"])] = (d.get("title", "") + " " + d.get("text", "")).strip()
+        corpus[str(d["_id"])] = clip_text((d.get("title", "") + " " + d.get("text", "")).strip())
     queries = {str(q["_id"]): q["text"] for q in _read_jsonl(root / "queries.jsonl")}
     first_id: dict[str, str] = {}  # queries with identical text are merged into the first id
     alias = {q: first_id.setdefault(text, q) for q, text in queries.items()}
@@ -191,11 +200,11 @@ def load_squad(path: str | os.PathLike) -> RetrievalSet:
         title = article.get("title", f"article{ai}")
         for pi, para in enumerate(article["paragraphs"]):
             pid = f"p{ai}_{pi}"
-            corpus[pid] = para["context"].strip()
+            corpus[pid] = clip_text(para["context"].strip())
             groups[pid] = title
             for qa in para["qas"]:
                 qid = str(qa["id"])
-                queries[qid] = qa["question"].strip()
+                queries[qid] = clip_text(qa["question"].strip())
                 qrels.setdefault(qid, []).append(pid)
                 qgroups[qid] = title
     if not qrels:

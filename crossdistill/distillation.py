@@ -32,7 +32,7 @@ from .candidates import CandidateList, build_candidates
 from .checkpoint import (load_checkpoint, load_tensors, load_trainable, rescale_lr, resume_point, save_best,
                          save_checkpoint)
 from .errors import NonFiniteLoss, UsageError
-from .fsutil import EventLog, claim_output_dir, publish, write_json
+from .fsutil import EventLog, claim_output_dir, publish, release_output_dir, write_json
 from .losses import distillation_loss
 from .metrics import matrix_ranking_metrics
 from .models import cache_dir, resolve_model
@@ -74,20 +74,27 @@ class ValPool:
 
 
 @torch.no_grad()
-def student_similarities(student: BiEncoderStudent, queries: list[str], passages: list[str], batch_size: int) -> np.ndarray:
-    """(Q, P) cosine similarities; each text encoded once, in length-sorted batches (sentence-transformers)."""
+def student_similarities(student: BiEncoderStudent, queries: list[str], passages: list[str], batch_size: int,
+                         on_progress=None, chunk: int = 2048) -> np.ndarray:
+    """(Q, P) cosine similarities; each text encoded once, in length-sorted batches (sentence-transformers),
+    ``chunk`` passages at a time with ``on_progress(done, total)`` after each (a heartbeat for the monitor)."""
     was_training = student.training
     student.eval()
     kw = dict(batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
     q = student.st.encode([student.query_prefix + t for t in queries], **kw)
-    p = student.st.encode([student.passage_prefix + t for t in passages], **kw)
+    parts = []
+    for s in range(0, len(passages), chunk):
+        parts.append(student.st.encode([student.passage_prefix + t for t in passages[s:s + chunk]], **kw))
+        if on_progress is not None:
+            on_progress(min(s + chunk, len(passages)), len(passages))
     student.train(was_training)
-    return q @ p.T
+    return q @ np.concatenate(parts).T if parts else np.zeros((len(queries), 0), dtype=np.float32)
 
 
-def evaluate_student(student: BiEncoderStudent, pool: ValPool, batch_size: int) -> tuple[dict, np.ndarray]:
+def evaluate_student(student: BiEncoderStudent, pool: ValPool, batch_size: int, events=None) -> tuple[dict, np.ndarray]:
     """Mean normalised positive/negative score and margin over val triplets; MRR@10, nDCG@10, Recall@10 over the pool."""
-    cos = student_similarities(student, pool.queries, pool.passages, batch_size)
+    on_progress = None if events is None else (lambda done, total: events.log("phase", phase="validation", done=done, total=total))
+    cos = student_similarities(student, pool.queries, pool.passages, batch_size, on_progress)
     norm = (cos + 1) / 2
     t = np.array(pool.triplets)
     pos, neg = norm[t[:, 0], t[:, 1]], norm[t[:, 0], t[:, 2]]
@@ -255,7 +262,7 @@ def load_teacher_dir(path: str) -> dict:
     return read_teacher_config(folder)
 
 
-def prepare_run(args, log, device=None, student: BiEncoderStudent | None = None) -> Run:
+def prepare_run(args, log, device=None, student: BiEncoderStudent | None = None, events=None) -> Run:
     """Candidate lists, their soft labels (teacher scores, cached; fused with other rankers when asked), and
     the val pool."""
     train_df = data.subsample(data.read_triplets(data.data_file(args.data_version, "train", args.data_root)),
@@ -263,12 +270,15 @@ def prepare_run(args, log, device=None, student: BiEncoderStudent | None = None)
     val_df = data.read_triplets(data.data_file(args.data_version, "val", args.data_root))
     if args.max_val_samples:
         val_df = data.subsample(val_df, args.max_val_samples, args.seed)
+    phase = events.log if events is not None else (lambda *a, **k: None)
+    phase("phase", phase="candidates", detail=f"building {args.K} candidates per query ({args.negative_source} mining)")
     lists, cstats = build_candidates(train_df, args.K, args.negative_source, args.seed, args.mining_model)
     log(f"candidates: {cstats['queries']} queries x K={args.K} ({cstats['short_lists']} with fewer than K, "
         f"{cstats['mined_negatives']} mined {args.negative_source} negatives)")
     pairs = [(c.query, p) for c in lists for p in c.passages]
     logits, tstats = cached_teacher_logits(args.teacher_path, pairs, args.score_cache, args.eval_batch_size,
-                                           device=device, log=log)
+                                           device=device, log=log, on_progress=lambda done, total: phase(
+                                               "phase", phase="teacher_scoring", done=done, total=total))
     bounds = np.cumsum([0] + [len(c.passages) for c in lists])
     per_list_logits = [logits[bounds[i]:bounds[i + 1]] for i in range(len(lists))]
     weights = parse_fusion(args.teacher_fusion)
@@ -341,9 +351,12 @@ def train_student(args, log=print) -> Path:
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
     log = log if main else (lambda *a, **k: None)  # one process speaks; the others work
+    created = claim_output_dir(out_dir, "student") if (resume_from is None and main) else False  # inputs checked above
+    accelerator.wait_for_everyone()
+    events = EventLog(out_dir / "events.jsonl", enabled=main)
     student = BiEncoderStudent.load(resolved, args.max_len, device=str(device))
     with accelerator.main_process_first():  # the main process fills the teacher-score cache, the others read it
-        run = prepare_run(args, log, device=device, student=student)
+        run = prepare_run(args, log, device=device, student=student, events=events)
     if args.gradient_checkpointing:
         student.auto_model.gradient_checkpointing_enable()
     lora_cfg = student.add_lora(args.lora_r, args.lora_alpha, args.lora_dropout) if args.use_lora else None
@@ -357,11 +370,9 @@ def train_student(args, log=print) -> Path:
     if world > 1:  # same weights everywhere (DDP broadcast), different dropout per process
         torch.manual_seed(args.seed + rank)
 
-    events = EventLog(out_dir / "events.jsonl", enabled=False)  # enabled once the folder is claimed
     state = {"step": 0, "epoch": 1, "batch_in_epoch": 0, "micro_batch_size": args.micro_batch_size,
              "history": [], "best": None, "lr": args.lr, "guard": None, "keep": args.keep}
     if resume_from is not None:
-        events.enabled = main
         for s in skipped:
             events.log("checkpoint_skipped", **s)
             log(f"checkpoint {s['checkpoint']} skipped: {s['reason']}")
@@ -382,7 +393,8 @@ def train_student(args, log=print) -> Path:
         log(f"resumed from {resume_from} at step {state['step']}")
     else:
         def start_eval():
-            metrics, cos = evaluate_student(model, run.val, args.eval_batch_size)
+            events.log("phase", phase="guard", detail="validating the starting student and the teacher on the val pool")
+            metrics, cos = evaluate_student(model, run.val, args.eval_batch_size, events)
             return metrics, teacher_guard(args, run.val, cos, Path(args.score_cache), log, device=device)
 
         start_metrics, guard = on_main(accelerator, start_eval)
@@ -390,13 +402,11 @@ def train_student(args, log=print) -> Path:
         log(f"val MRR@10: starting student {guard['student_mrr@10']:.4f}, teacher reranking its top-{guard['guard_k']} "
             f"{guard['teacher_rerank_mrr@10']:.4f}")
         if guard["teacher_rerank_mrr@10"] < guard["student_mrr@10"] and not args.allow_weaker_teacher:
+            if main:
+                release_output_dir(out_dir, created)
             raise UsageError(f"the teacher ranks worse than the student it would teach (val MRR@10 "
                              f"{guard['teacher_rerank_mrr@10']:.4f} vs {guard['student_mrr@10']:.4f}); distilling would "
                              "make the student worse. Train a stronger teacher, or pass --allow_weaker_teacher")
-        if main:  # every input is valid and the guard passed: only now is the output folder touched
-            claim_output_dir(out_dir, "student")
-        accelerator.wait_for_everyone()
-        events.enabled = main
         events.log("start", stage="student", total_steps=total_steps, epochs=args.epochs, queries=len(run.lists),
                    **{f"candidates_{k}": v for k, v in run.stats["candidates"].items()})
         events.log("guard", **guard)
@@ -461,7 +471,7 @@ def train_student(args, log=print) -> Path:
                 if accelerator.is_main_process:
                     save_checkpoint(ckpt_root, model, optimizer, scheduler, state)
                 events.log("checkpoint", step=step)
-        metrics = on_main(accelerator, lambda: evaluate_student(model, run.val, args.eval_batch_size)[0])
+        metrics = on_main(accelerator, lambda: evaluate_student(model, run.val, args.eval_batch_size, events)[0])
         state["history"].append({"epoch": epoch, "step": state["step"], **metrics})
         events.log("eval", epoch=epoch, step=state["step"], **metrics)
         log(f"epoch {epoch}: " + _fmt(metrics))

@@ -7,6 +7,7 @@ Every problem a user can fix (bad path, wrong column, bad flag value...) is rais
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Callable, Sequence
 
@@ -52,9 +53,10 @@ def check_args(args: argparse.Namespace, rules: dict[str, tuple[Callable[[object
             raise UsageError(f"--{name} must be {requirement} (got {value!r}); pass a value that is {requirement}")
 
 
-POSITIVE = (lambda v: v > 0, "> 0")
+POSITIVE = (lambda v: math.isfinite(v) and v > 0, "> 0 and finite")
+TEMPERATURE = (lambda v: math.isfinite(v) and 1e-3 <= v <= 1e3, "> 0, at least 0.001 and at most 1000")
 AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
-NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+NON_NEGATIVE = (lambda v: math.isfinite(v) and v >= 0, ">= 0 and finite")
 PROBABILITY = (lambda v: 0 <= v < 1, "in [0, 1)")
 
 

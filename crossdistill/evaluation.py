@@ -28,7 +28,7 @@ def load_bi_encoder(path: str, max_len: int | None = None, device: str | None = 
     """A SentenceTransformer from a folder/alias/hub id, refusing cross-encoders with a clear message."""
     from sentence_transformers import SentenceTransformer
 
-    from .models import load_or_fail, resolve_model
+    from .models import check_max_len, load_or_fail, resolve_model
 
     resolved = resolve_model(path)
     folder = Path(resolved.path)
@@ -39,6 +39,11 @@ def load_bi_encoder(path: str, max_len: int | None = None, device: str | None = 
             raise UsageError(f"{path} is a cross-encoder (sequence classifier), not a bi-encoder; pass the student folder "
                              "written by train_distillation_pipeline.py (a teacher goes to --teacher_path)")
     model = load_or_fail(lambda p: SentenceTransformer(p, device=device), resolved, "bi-encoder")
+    from .student import _transformer
+
+    module = _transformer(model)
+    if module is not None:
+        check_max_len(max_len, module.model.config, f"bi-encoder {path}")
     if max_len:
         model.max_seq_length = max_len
     return model, resolved

@@ -38,7 +38,8 @@ MONITOR_FILES = frozenset({"monitor.lock", "monitor.jsonl", "monitor_child.json"
 # written into every output folder this toolkit creates or takes over: the proof that it may clear it
 MARKER = ".crossdistill-run"
 # a training run's own state (cleared when a fresh run takes the folder over)
-RUN_STATE = frozenset({"done.json", "events.jsonl", "checkpoints", ".staging"})
+RUN_STATE = frozenset({"events.jsonl", "checkpoints", ".staging"})
+PREVIOUS_DONE = ".done.previous.json"  # an overwritten run's done.json, until the new run publishes
 
 
 def is_ours(path: Path, signatures: tuple[str, ...] = ()) -> bool:
@@ -83,18 +84,41 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, signatures: tuple
     return path
 
 
-def claim_output_dir(path: Path, stage: str) -> None:
-    """Take ``path`` over for a fresh run (call it once every input is validated): create it, clear the
-    previous run's state (done.json, events, checkpoints) and write the marker. A previous run's published
-    files stay until :func:`publish` replaces them."""
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def claim_output_dir(path: Path, stage: str) -> bool:
+    """Take ``path`` over for a fresh run, once the inputs are validated (:func:`check_output_dir` already refused
+    folders that are not ours): create it, clear the previous run's state (events, checkpoints), set its
+    ``done.json`` aside (a new run is not done; :func:`release_output_dir` puts it back if the run is refused
+    before it trains) and write the marker. A previous run's published files stay until :func:`publish` replaces
+    them. Returns True if the folder was created now."""
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     for name in RUN_STATE:
-        p = path / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
+        _remove(path / name)
+    if (path / "done.json").is_file():
+        os.replace(path / "done.json", path / PREVIOUS_DONE)
     write_json(path / MARKER, {"tool": "crossdistill", "stage": stage, "claimed": round(time.time(), 3)})
+    return created
+
+
+def release_output_dir(path: Path, created: bool) -> None:
+    """Undo :func:`claim_output_dir` for a run refused before it trained (e.g. by the teacher guard): remove what
+    it wrote, give an overwritten result its ``done.json`` back, and remove the folder if the claim created it
+    (the monitor's own files aside)."""
+    for name in RUN_STATE:
+        _remove(path / name)
+    if (path / PREVIOUS_DONE).is_file():
+        os.replace(path / PREVIOUS_DONE, path / "done.json")
+    if created:
+        _remove(path / MARKER)
+        if not any(path.iterdir()):
+            path.rmdir()
 
 
 def publish(staging: Path, out_dir: Path, done: dict) -> None:
@@ -113,7 +137,7 @@ def publish(staging: Path, out_dir: Path, done: dict) -> None:
     staging.rmdir()
     for old in out_dir.iterdir():  # stale files of an overwritten run (e.g. its adapter/ when this one has none)
         if old.name not in new and old.name not in RUN_STATE and old.name not in MONITOR_FILES and old.name != MARKER:
-            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            _remove(old)
     write_json(out_dir / "done.json", done)
 
 

@@ -128,3 +128,18 @@ def apply_lora(model, r: int, alpha: int, dropout: float, task_type: str, module
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_target_modules(model),
                      task_type=task_type, modules_to_save=modules_to_save)
     return get_peft_model(model, cfg), cfg
+
+
+def position_limit(config) -> int | None:
+    """The longest input, in tokens, a model's position embeddings allow (RoBERTa/XLM-R reserve two)."""
+    n = getattr(config, "max_position_embeddings", None)
+    if not n:
+        return None
+    return n - 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else n
+
+
+def check_max_len(max_len: int | None, config, what: str) -> None:
+    """Refuse a --max_len the model cannot take (it would crash mid-run), naming the limit."""
+    limit = position_limit(config)
+    if max_len and limit and max_len > limit:
+        raise UsageError(f"--max_len {max_len} is longer than the {what} can read ({limit} tokens); pass --max_len {limit} or less")

@@ -50,6 +50,7 @@ class Policy:
     backoff_max: float = 600.0
     poll: float = 2.0
     status_every: float = 30.0
+    startup_timeout: float = 1800.0  # before the run's first event: imports, model loading, first phase
 
 
 @dataclass
@@ -110,6 +111,7 @@ class Supervisor:
         self.log = EventLog(self.output_dir / "monitor.jsonl")
         self.restarts: list[float] = []
         self.history: list[dict] = []
+        self.child: Child | None = None
 
     # ----------------------------------------------------------------- bookkeeping
     def decide(self, decision: str, reason: str, **fields) -> None:
@@ -149,11 +151,16 @@ class Supervisor:
         return child
 
     def _reattach(self) -> Child | None:
+        """The job an earlier monitor started, if it still runs. Only its pid and start time are read back from
+        ``monitor_child.json`` (to find the process); the command recorded there is never executed."""
         f = self.output_dir / "monitor_child.json"
         if not f.is_file():
             return None
-        info = json.loads(f.read_text())
-        child = Child(info["pid"], info["create_time"])
+        try:
+            info = json.loads(f.read_text())
+            child = Child(int(info["pid"]), float(info["create_time"]))
+        except (ValueError, KeyError, TypeError):
+            return None
         if child.alive():
             self.decide("reattach", f"job pid {child.pid} from an earlier monitor is still running", pid=child.pid)
             return child
@@ -182,11 +189,14 @@ class Supervisor:
         offset = (self.output_dir / "events.jsonl").stat().st_size if (self.output_dir / "events.jsonl").is_file() else 0
         status = StatusLine(self.out, restarts=len(self.restarts))
         last_progress = time.time()
+        started = False  # the stall clock runs from the run's first event; before it, the start-up allowance
         log_size = _size(self.output_dir / "train.log")
         nonfinite = False
         while True:
             code = child.returncode()
             offset, events = self._progress(offset)
+            if len(events) or offset < _size(self.output_dir / "events.jsonl"):
+                started = True
             if events:
                 last_progress = time.time()
                 status.update(events)
@@ -197,10 +207,11 @@ class Supervisor:
             if code is not None:
                 status.finish()
                 return self._classify(code, nonfinite)
-            if time.time() - last_progress > self.policy.stall_timeout:
+            limit = self.policy.stall_timeout if started else max(self.policy.stall_timeout, self.policy.startup_timeout)
+            if time.time() - last_progress > limit:
                 status.finish()
                 child.kill_group()
-                return Outcome("stall", None, f"no progress for {self.policy.stall_timeout:.0f}s")
+                return Outcome("stall", None, f"no progress for {limit:.0f}s" + ("" if started else " since the start"))
             status.show(child.pid, self.policy.status_every)
             time.sleep(self.policy.poll)
 
@@ -231,7 +242,7 @@ class Supervisor:
         elif outcome.kind == "oom":  # the teacher: the same batch in twice as many forward passes
             cmd = _set_flag(cmd, "--gradient_accumulation_steps", str(2 * int(_flag(cmd, "--gradient_accumulation_steps") or 1)))
         if outcome.kind == "nonfinite":
-            lr = float(_flag(cmd, "--lr") or 2e-5)
+            lr = float(_flag(cmd, "--lr") or (2e-5 if _is_student(cmd) else 5e-5))  # the scripts' own defaults
             cmd = _set_flag(cmd, "--lr", f"{lr / 2:g}")
         return cmd
 
@@ -241,9 +252,22 @@ class Supervisor:
                 return int(e["micro_batch_size"])
         return None
 
+    def _on_signal(self, signum, frame) -> None:
+        """SIGTERM / SIGINT (Ctrl-C) to the monitor stop the supervised run too: a run without its supervisor
+        is never left behind. The run's last checkpoint stays; ``--resume`` (or the monitor again) continues it."""
+        name = signal.Signals(signum).name
+        if self.child is not None and self.child.alive():
+            self.decide("stopped", f"monitor received {name}: stopping the run (pid {self.child.pid}); resume it by "
+                                   "running the same monitor command again", signal=name)
+            self.child.kill_group()
+        else:
+            self.decide("stopped", f"monitor received {name}", signal=name)
+        raise SystemExit(128 + signum)
+
     def run(self) -> int:
         """Supervise until completion or give-up; returns the exit code for the monitor itself."""
         lock = self._lock()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             child = self._reattach()
             command = self.command
@@ -256,6 +280,7 @@ class Supervisor:
                     return self._evaluate() if self.evaluate else 0
                 child = self._launch(command)
             while True:
+                self.child = child
                 outcome = self._watch(child)
                 if outcome.kind == "completed":
                     self.decide("completed", "done.json written and the run exited cleanly", code=outcome.code)
@@ -270,8 +295,11 @@ class Supervisor:
                                 f"(cap {self.policy.max_restarts}); last fault: {outcome.kind} {outcome.detail}".strip(),
                                 fault=outcome.kind, summary=self._summary())
                     return 1
-                if not command:
-                    command = json.loads((self.output_dir / "monitor_child.json").read_text())["command"]
+                if not command:  # re-attached without a command: never run one read back from a file
+                    self.decide("give-up", f"the re-attached run ended ({outcome.kind}: {outcome.detail}) and this monitor "
+                                "was given no command to restart it; run the monitor again with the training command after --",
+                                fault=outcome.kind)
+                    return 1
                 command = self._next_command(command, outcome)
                 delay = min(self.policy.backoff * 2 ** (len(self.restarts) - 1), self.policy.backoff_max)
                 self.decide("restart", f"{outcome.kind}: {outcome.detail}".strip(": "), fault=outcome.kind,
@@ -280,6 +308,8 @@ class Supervisor:
                 time.sleep(delay)
                 child = self._launch(command)
         finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
             lock.close()
 
     def _summary(self) -> str:

@@ -56,6 +56,7 @@ class StatusLine:
         self.started = time.time()
         self.printed = 0.0
         self.first_step: tuple[float, int] | None = None
+        self.phase: dict = {}
 
     def update(self, events: list[dict]) -> None:
         for e in events:
@@ -63,8 +64,12 @@ class StatusLine:
                 self.last = e
                 if self.first_step is None:
                     self.first_step = (e["time"], e["step"])
+                self.phase = {}
             elif e.get("event") == "start":
                 self.last = {**self.last, "total_steps": e.get("total_steps")}
+            elif e.get("event") == "phase":
+                first = self.phase.get("time", e["time"]) if self.phase.get("phase") == e.get("phase") else e["time"]
+                self.phase = {**e, "since": self.phase.get("since", first) if self.phase.get("phase") == e.get("phase") else e["time"]}
 
     def text(self, pid: int) -> str:
         e = self.last
@@ -76,6 +81,8 @@ class StatusLine:
         cpu, rss = process_tree_usage(pid)
         prog = f"step {step}/{total} epoch {e.get('epoch')} loss {e.get('loss'):.4f} {e.get('samples_per_s', 0):.2f} samples/s" \
             if step else "starting"
+        if self.phase:
+            prog = _phase_text(self.phase) + (f" (after {prog})" if step else "")
         gpu = _gpu()
         return (f"[{time.strftime('%H:%M:%S')}] {prog}{eta} | restarts {self.restarts} | pid {pid} cpu {cpu:.0f}% "
                 f"rss {rss:.0f}MiB" + (f" | {gpu}" if gpu else ""))
@@ -93,6 +100,20 @@ class StatusLine:
         if self.tty:
             self.out.write("\n")
             self.out.flush()
+
+
+def _phase_text(p: dict) -> str:
+    """'teacher_scoring 4,096/11,600 35% eta 2m10s' from a run's latest ``phase`` event."""
+    text = p.get("phase", "working").replace("_", " ")
+    done, total = p.get("done"), p.get("total")
+    if done is not None and total:
+        text += f" {done:,}/{total:,} {100 * done / total:.0f}%"
+        elapsed = p["time"] - p.get("since", p["time"])
+        if 0 < done < total and elapsed > 0:
+            text += f" eta {_dur(elapsed / done * (total - done))}"
+    elif p.get("detail"):
+        text += f": {p['detail']}"
+    return text
 
 
 def _dur(seconds: float) -> str:

@@ -11,7 +11,7 @@ PRESETS = {
     "quick": {
         "teacher": ["--epochs", "1", "--batch_size", "32", "--lr", "2e-5", "--use_lora", "--lora_r", "16",
                     "--lora_alpha", "32", "--max_samples", "2000"],
-        "student": ["--recipe", "original", "--epochs", "1", "--batch_size", "16", "--lr", "2e-5", "--K", "4", "--tau", "0.2",
+        "student": ["--recipe", "original", "--val_pool", "csv", "--epochs", "1", "--batch_size", "16", "--lr", "2e-5", "--K", "4", "--tau", "0.2",
                     "--contrastive_weight", "0.3", "--negative_penalty_weight", "0.4", "--use_lora", "--max_len", "128",
                     "--max_samples", "2000"],
         "suffix": "_quick",

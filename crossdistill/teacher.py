@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .models import ResolvedModel, load_or_fail
+from .models import ResolvedModel, check_max_len, load_or_fail
 
 TEACHER_CONFIG = "lora_config.json"
 HEAD_NAMES = ("classifier", "pooler", "score")
@@ -97,6 +97,7 @@ class CrossEncoderTeacher:
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         model.config.pad_token_id = tok.pad_token_id
+        check_max_len(max_len, model.config, f"teacher base model {resolved.name}")
         if pooling == "mean" and not (Path(resolved.path) / TEACHER_CONFIG).is_file():
             add_mean_pooling_layer(model)  # a teacher folder as base (continued training) already has its head
         return cls(model, tok, max_len, resolved.query_prefix, resolved.passage_prefix)
@@ -116,6 +117,7 @@ class CrossEncoderTeacher:
         if model.config.num_labels != 1:
             raise UsageError(f"{path} is a classifier with {model.config.num_labels} labels, not a relevance teacher (num_labels=1)")
         tok = AutoTokenizer.from_pretrained(path)
+        check_max_len(max_len, model.config, f"teacher {path}")
         return cls(model, tok, max_len or cfg.get("max_len", 256), cfg.get("query_prefix", ""), cfg.get("passage_prefix", ""))
 
     # ----------------------------------------------------------------- encoding and scoring
@@ -129,11 +131,14 @@ class CrossEncoderTeacher:
 
     @torch.no_grad()
     def score(self, pairs: list[tuple[str, str]], batch_size: int = 64, activation: str = "sigmoid",
-              device: torch.device | None = None, show_progress: bool = False) -> np.ndarray:
+              device: torch.device | None = None, show_progress: bool = False, on_progress=None,
+              progress_every: float = 30.0) -> np.ndarray:
         """Scores of (query, passage) pairs: sigmoid probabilities (or raw logits), in input order.
 
         Each distinct pair is scored once; batches are formed from length-sorted pairs to limit padding.
+        ``on_progress(done, total)`` is called at most every ``progress_every`` seconds and at the end.
         """
+        import time
         from tqdm.auto import tqdm
 
         unique = list(dict.fromkeys(pairs))
@@ -142,11 +147,16 @@ class CrossEncoderTeacher:
         was_training = self.model.training
         self.model.eval()
         out = np.empty(len(unique), dtype=np.float32)
+        last = time.time()
         for s in tqdm(range(0, len(order), batch_size), desc="teacher scoring", disable=not show_progress, leave=False):
             idx = order[s:s + batch_size]
             batch = self.encode([unique[i][0] for i in idx], [unique[i][1] for i in idx]).to(device)
             logit = self.logits(batch).float()
             out[idx] = (torch.sigmoid(logit) if activation == "sigmoid" else logit).cpu().numpy()
+            done = min(s + batch_size, len(order))
+            if on_progress is not None and (time.time() - last > progress_every or done == len(order)):
+                on_progress(done, len(order))
+                last = time.time()
         self.model.train(was_training)
         where = {p: i for i, p in enumerate(unique)}
         return out[[where[p] for p in pairs]]

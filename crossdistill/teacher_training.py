@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from . import data, faults
 from .checkpoint import (load_checkpoint, load_tensors, load_trainable, rescale_lr, resume_point, save_best,
                          save_checkpoint)
-from .errors import NonFiniteLoss
+from .errors import NonFiniteLoss, UsageError
 from .fsutil import EventLog, claim_output_dir, publish, write_json
 from .models import apply_lora, resolve_model
 from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
@@ -117,6 +117,9 @@ def train_teacher(args, log=print) -> Path:
 
     train_groups = group_triplets(train_df)
     val_groups = group_triplets(val_df)
+    if not any(negs for _, _, negs in train_groups):
+        raise UsageError("every negative in the training data equals its positive, so there is nothing to learn; "
+                         "re-run prepare_data.py (or fix the CSV's negative column)")
     if args.loss == "bce":
         examples = list(dict.fromkeys([(a, p, 1.0) for a, p, _ in train_groups] + [(a, n, 0.0) for a, _, negs in train_groups for n in negs]))
         n_pos = sum(1 for e in examples if e[2] == 1.0)
