@@ -7,17 +7,17 @@ Examples:
   python prepare_data.py --source my_triplets.csv --data_version mine --negatives model
 """
 
-import argparse
 
+from crossdistill.cli import make_parser
 from crossdistill.errors import AT_LEAST_1, NON_NEGATIVE, PROBABILITY, UsageError, check_args, run_cli
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--source", required=True, help="BEIR folder (or BEIR dataset name, online), SQuAD/KorQuAD JSON, or triplet CSV")
     p.add_argument("--source_type", choices=["beir", "squad", "csv"], help="override the detected source type")
     p.add_argument("--data_version", required=True, help="output folder name under --output_root")
-    p.add_argument("--output_root", default="preprocessed")
+    p.add_argument("--output_root", default="preprocessed", help="folder under which <data_version>/ is written")
     p.add_argument("--negatives", default="bm25", choices=["bm25", "model", "random", "keep"],
                    help="how negatives are mined (keep: the CSV's own negatives)")
     p.add_argument("--num_negatives", type=int, default=4, help="mined (hard) negatives per (query, positive)")
@@ -31,9 +31,9 @@ def parse_args(argv=None):
     p.add_argument("--same_group_negatives", choices=["exclude", "allow"], default="exclude",
                    help="SQuAD/KorQuAD: may a paragraph of the question's own article be its negative?")
     p.add_argument("--mining_model", default="minilm-l6", help="bi-encoder for --negatives model")
-    p.add_argument("--val_fraction", type=float, default=0.1)
+    p.add_argument("--val_fraction", type=float, default=0.1, help="share of queries (or articles) held out for val when the source has no val split")
     p.add_argument("--test_fraction", type=float, default=0.1, help="used when the source has no test split")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of every random choice (same inputs and seed give the same result)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing data version")
     args = p.parse_args(argv)
     try:

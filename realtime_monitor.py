@@ -10,12 +10,11 @@
   python realtime_monitor.py --output_dir models/bi_encoder_distilled
 """
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
 
-from crossdistill.cli import join_passthrough
+from crossdistill.cli import join_passthrough, make_parser
 from crossdistill.errors import NON_NEGATIVE, POSITIVE, UsageError, check_args, run_cli
 
 
@@ -25,11 +24,13 @@ def parse_args(argv=None):
     if "--" in argv:
         i = argv.index("--")
         argv, command = argv[:i], argv[i + 1:]
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--output_dir", help="the supervised run's --output_dir (events.jsonl, checkpoints, done.json)")
-    p.add_argument("--pipeline", choices=["quick", "full"], help="run teacher, student and evaluation with these settings")
+    p.add_argument("--pipeline", choices=["default", "cpu", "quick", "full"],
+                   help="run teacher, student and evaluation: 'default' = the measured recipe (every script's defaults), "
+                        "'cpu' = the same cut to ~20 min on 2 CPU cores, 'quick'/'full' = the original's settings")
     p.add_argument("--data_version", help="with --pipeline: the prepared data version")
-    p.add_argument("--data_root", default="preprocessed")
+    p.add_argument("--data_root", default="preprocessed", help="folder holding the prepared data versions")
     p.add_argument("--models_dir", default="models", help="with --pipeline: where the teacher and student folders go")
     p.add_argument("--teacher_model", default=None, help="with --pipeline: base model of the teacher")
     p.add_argument("--student_name", default=None, help="with --pipeline: the student model")
@@ -38,10 +39,10 @@ def parse_args(argv=None):
     p.add_argument("--stall_timeout", type=float, default=900, help="seconds without progress before a run counts as stalled")
     p.add_argument("--startup_timeout", type=float, default=1800,
                    help="seconds a (re)started run may take to its first event before it counts as stalled")
-    p.add_argument("--max_restarts", type=int, default=5)
+    p.add_argument("--max_restarts", type=int, default=5, help="give up after this many restarts within --restart_window")
     p.add_argument("--restart_window", type=float, default=3600, help="seconds over which --max_restarts is counted")
     p.add_argument("--backoff", type=float, default=10, help="first restart delay in seconds (doubles each time)")
-    p.add_argument("--poll", type=float, default=2.0)
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between checks of the run")
     p.add_argument("--status_every", type=float, default=30, help="seconds between status lines when not on a terminal")
     p.add_argument("--no_evaluate", action="store_true", help="do not run evaluate_final_model.py at the end")
     p.add_argument("--eval_output_dir", default=None, help="default: evaluation_results/<run folder name>")

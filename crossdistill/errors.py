@@ -58,14 +58,3 @@ TEMPERATURE = (lambda v: math.isfinite(v) and 1e-3 <= v <= 1e3, "> 0, at least 0
 AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
 NON_NEGATIVE = (lambda v: math.isfinite(v) and v >= 0, ">= 0 and finite")
 PROBABILITY = (lambda v: 0 <= v < 1, "in [0, 1)")
-
-
-def add_runtime_args(p: argparse.ArgumentParser, accumulation_help: str) -> None:
-    """Flags both training scripts share: data root, seed, devices, precision and memory savers."""
-    p.add_argument("--data_root", default="preprocessed")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--mixed_precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
-                   help="auto: bf16 on GPUs that have it, fp16 on other GPUs, full precision on CPU")
-    p.add_argument("--gradient_checkpointing", action="store_true", help="trade compute for activation memory")
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1, help=accumulation_help)
-    p.add_argument("--device", choices=["auto", "cpu"], default="auto")

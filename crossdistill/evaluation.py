@@ -106,6 +106,12 @@ def score_statistics(pos: np.ndarray, neg: np.ndarray, anchors: list[str]) -> di
         "uniformity": {"positive_variance": float(pos.var()), "negative_variance": float(neg.var()),
                        "all_variance": float(both.var())},
         "num_samples": int(len(pos)),
+        # the same numbers under the key names the original evaluate_final_model.py wrote (scripts read them)
+        "pos_cosine_similarity_mean": float(pos.mean()), "pos_cosine_similarity_std": float(pos.std()),
+        "neg_cosine_similarity_mean": float(neg.mean()), "neg_cosine_similarity_std": float(neg.std()),
+        "margin_mean": float(margin.mean()), "margin_std": float(margin.std()),
+        "pos_uniformity": float(pos.var()), "neg_uniformity": float(neg.var()), "overall_uniformity": float(both.var()),
+        "total_samples": int(len(pos)),
         # added
         "accuracy": float((pos > neg).mean()),
         "roc_auc": float(roc_auc_score(labels, both)),

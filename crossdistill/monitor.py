@@ -334,9 +334,12 @@ class Supervisor:
         out = Path(args[args.index("--output_dir") + 1])
         res = json.loads((out / "bi_encoder_evaluation_results.json").read_text())
         pool = res["retrieval"]["student"]["pool"]
+        scope = "corpus" if "corpus" in res["retrieval"]["student"] else "pool"
+        beside = " | ".join(f"{name} nDCG@10 {r[scope]['ndcg@10']:.4f}" for name, r in res["retrieval"].items() if scope in r)
         self.say(f"[monitor] evaluation: positive {res['avg_positive_score']:.4f} negative {res['avg_negative_score']:.4f} "
                  f"margin {res['avg_margin']:.4f} accuracy {res['accuracy']:.4f} | MRR@10 {pool['mrr@10']:.4f} "
                  f"nDCG@10 {pool['ndcg@10']:.4f} -> {out}")
+        self.say(f"[monitor] test {scope}: {beside}")
         self.log.log("evaluated", output=str(out), mrr10=pool["mrr@10"], ndcg10=pool["ndcg@10"])
         return 0
 
@@ -354,8 +357,14 @@ def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: li
     root = Path(__file__).resolve().parent.parent
     test = Path(a.get("data_root", "preprocessed")) / a["data_version"] / "test.csv"
     out = Path(eval_dir) if eval_dir else Path("evaluation_results") / Path(output_dir).name
+    extra = list(extra or [])
+    baselines = []  # the starting model and BM25 beside the student, unless the caller chose otherwise
+    if "--base_model" not in extra and a.get("student_name"):
+        baselines += ["--base_model", str(a["student_name"])]
+    if "--bm25" not in extra:
+        baselines.append("--bm25")
     return [sys.executable, str(root / "evaluate_final_model.py"), "--model_path", str(output_dir), "--test_data", str(test),
-            "--output_dir", str(out), "--overwrite", "--max_len", str(a.get("max_len", 256)), *(extra or [])]
+            "--output_dir", str(out), "--overwrite", "--max_len", str(a.get("max_len", 256)), *baselines, *extra]
 
 
 # --------------------------------------------------------------------------- helpers

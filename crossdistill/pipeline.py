@@ -8,6 +8,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 PRESETS = {
+    # the measured recipe: every script at its defaults (README "Results"; about 5 minutes on one H200)
+    "default": {"teacher": [], "student": [], "suffix": ""},
+    # the same recipe cut to fit 2 CPU cores in about 20 minutes: one epoch each, 128 tokens, K 8, val on the CSV pool
+    "cpu": {
+        "teacher": ["--epochs", "1", "--max_len", "128"],
+        "student": ["--epochs", "1", "--max_len", "128", "--K", "8", "--val_pool", "csv"],
+        "suffix": "_cpu",
+    },
+    # the original's settings (SPEC.md), with its loss
     "quick": {
         "teacher": ["--epochs", "1", "--batch_size", "32", "--lr", "2e-5", "--use_lora", "--lora_r", "16",
                     "--lora_alpha", "32", "--max_samples", "2000"],

@@ -1,0 +1,50 @@
+"""Every command line in README.md's and docs/'s code blocks parses (a dry run of each script's argument parser),
+so the documentation cannot drift from the flags again."""
+
+import re
+import shlex
+
+import pytest
+
+from conftest import ROOT, load_script
+
+SCRIPTS = ("prepare_data.py", "train_teacher_model.py", "train_distillation_pipeline.py", "evaluate_final_model.py",
+           "realtime_monitor.py")
+
+
+def commands(text: str) -> list[list[str]]:
+    """Our scripts' argument lists from the ```bash blocks of a markdown text (continuations joined, '&&' split)."""
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        block = re.sub(r"\\\n\s*", " ", block)
+        for line in block.splitlines():
+            line = line.split(" #")[0] if not line.lstrip().startswith("#") else ""
+            for part in line.split("&&"):
+                if "..." in part or not part.strip():
+                    continue
+                words = shlex.split(part)
+                for i, w in enumerate(words):
+                    if w.endswith(SCRIPTS):
+                        out.append([w.split("/")[-1], *words[i + 1:]])
+                        break
+    return out
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+CASES = [(doc.name, c) for doc in DOCS for c in commands(doc.read_text(encoding="utf-8"))]
+
+
+def test_readme_has_the_two_newcomer_commands():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "realtime_monitor.py --pipeline default --data_version scifact" in text
+    assert "-m pytest -q tests" in text
+    assert len([c for c in CASES if c[0] == "README.md"]) >= 5
+
+
+@pytest.mark.parametrize("doc, argv", CASES, ids=[f"{d}:{' '.join(a)[:60]}" for d, a in CASES])
+def test_documented_command_parses(doc, argv):
+    module = load_script(argv[0])
+    try:
+        module.parse_args(argv[1:])
+    except SystemExit as exc:  # argparse's own refusal
+        pytest.fail(f"{doc}: `{shlex.join(argv)}` does not parse (exit {exc.code})")
