@@ -174,7 +174,7 @@ def resume_point(out_dir: Path, resume: bool, overwrite: bool) -> tuple[Path | N
     ever cleared); ``resume`` of a finished run (``done.json``) that has no checkpoint left.
     """
     from .errors import UsageError
-    from .fsutil import check_output_dir, is_ours
+    from .fsutil import check_output_dir, content, is_ours
 
     out_dir = Path(out_dir)
     found, skipped = find_latest(out_dir / "checkpoints") if resume and out_dir.is_dir() else (None, [])
@@ -182,7 +182,7 @@ def resume_point(out_dir: Path, resume: bool, overwrite: bool) -> tuple[Path | N
         return found, skipped
     if resume and (out_dir / "done.json").is_file():
         raise UsageError(f"{out_dir} already holds a finished run (done.json); nothing to resume")
-    if resume and out_dir.is_dir() and any(out_dir.iterdir()) and not is_ours(out_dir):
+    if resume and out_dir.is_dir() and content(out_dir) and not is_ours(out_dir):
         raise UsageError(f"{out_dir} is not a run of this toolkit (no checkpoint, no .crossdistill-run marker), so "
                          "--resume will not touch it; choose another --output_dir")
     check_output_dir(out_dir, overwrite or resume)

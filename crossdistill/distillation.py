@@ -32,7 +32,7 @@ from .candidates import CandidateList, build_candidates
 from .checkpoint import (load_checkpoint, load_tensors, load_trainable, rescale_lr, resume_point, save_best,
                          save_checkpoint)
 from .errors import NonFiniteLoss, UsageError
-from .fsutil import EventLog, claim_output_dir, publish, release_output_dir, write_json
+from .fsutil import EventLog, claim_output_dir, lock_run, publish, release_output_dir, staging_dir, write_json
 from .losses import distillation_loss
 from .metrics import matrix_ranking_metrics
 from .models import cache_dir, resolve_model
@@ -259,6 +259,9 @@ def load_teacher_dir(path: str) -> dict:
     if not (folder / "config.json").is_file() or not (folder / "lora_config.json").is_file():
         raise UsageError(f"--teacher_path {folder} is not a teacher folder (needs config.json and lora_config.json "
                          "written by train_teacher_model.py)")
+    if not any((folder / w).is_file() for w in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
+        raise UsageError(f"--teacher_path {folder} has a config but no weights (model.safetensors): the teacher was never "
+                         "fully published; resume its training (train_teacher_model.py ... --resume) or train it again")
     return read_teacher_config(folder)
 
 
@@ -351,6 +354,8 @@ def train_student(args, log=print) -> Path:
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
     log = log if main else (lambda *a, **k: None)  # one process speaks; the others work
+    if main:
+        lock_run(out_dir)  # one run per folder
     created = claim_output_dir(out_dir, "student") if (resume_from is None and main) else False  # inputs checked above
     accelerator.wait_for_everyone()
     events = EventLog(out_dir / "events.jsonl", enabled=main)
@@ -498,21 +503,21 @@ def train_student(args, log=print) -> Path:
                "val_delta": {k: kept_row[k] - start[k] for k in start if k.startswith("val_")},
                "steps": state["step"], "micro_batch_size": state["micro_batch_size"], **run.stats}
     if accelerator.is_main_process:
-        staging = out_dir / ".staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        model.save(staging)
-        write_json(staging / "training_args.json", vars(args))
-        write_json(staging / "metrics.json", summary)
-        write_json(staging / "distillation_config.json", {
-            "teacher_path": str(args.teacher_path), "teacher_base_model": teacher_cfg.get("base_model"),
-            "student_name": args.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
-            "max_len": args.max_len, "data_version": args.data_version, "data_root": args.data_root,
-            "use_lora": bool(args.use_lora), **({"lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
-                                                 "lora_dropout": args.lora_dropout,
-                                                 "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})
-        events.log("end", best_epoch=summary["best_epoch"], **{f"delta_{k}": v for k, v in summary["val_delta"].items()})
+        with staging_dir(out_dir) as staging:
+            model.save(staging)
+            write_json(staging / "training_args.json", vars(args))
+            write_json(staging / "metrics.json", summary)
+            write_json(staging / "distillation_config.json", {
+                "teacher_path": str(args.teacher_path), "teacher_base_model": teacher_cfg.get("base_model"),
+                "student_name": args.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
+                "max_len": args.max_len, "data_version": args.data_version, "data_root": args.data_root,
+                "use_lora": bool(args.use_lora), **({"lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
+                                                     "lora_dropout": args.lora_dropout,
+                                                     "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})
+            events.log("end", best_epoch=summary["best_epoch"], **{f"delta_{k}": v for k, v in summary["val_delta"].items()})
         publish(staging, out_dir, {"stage": "student", "best_epoch": summary["best_epoch"], **kept_row,
                                    "val_delta": summary["val_delta"]})
+        shutil.rmtree(ckpt_root, ignore_errors=True)  # the published folder is a model to load, not a run to resume
     log(f"saved student to {out_dir} ({args.keep} epoch {summary['best_epoch']}; val MRR@10 "
         f"{start['val_mrr@10']:.4f} -> {kept_row['val_mrr@10']:.4f})")
     return out_dir

@@ -37,6 +37,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 MONITOR_FILES = frozenset({"monitor.lock", "monitor.jsonl", "monitor_child.json", "train.log"})
 # written into every output folder this toolkit creates or takes over: the proof that it may clear it
 MARKER = ".crossdistill-run"
+RUN_LOCK = ".run.lock"  # held (flock) by the training process writing the folder
+_HELD_LOCKS: list = []
 # a training run's own state (cleared when a fresh run takes the folder over)
 RUN_STATE = frozenset({"events.jsonl", "checkpoints", ".staging"})
 PREVIOUS_DONE = ".done.previous.json"  # an overwritten run's done.json, until the new run publishes
@@ -55,8 +57,30 @@ def is_ours(path: Path, signatures: tuple[str, ...] = ()) -> bool:
         return False
 
 
-def _content(path: Path) -> list[Path]:
-    return [p for p in path.iterdir() if p.name not in MONITOR_FILES and p.name != MARKER]
+def content(path: Path) -> list[Path]:
+    """What a folder holds besides the monitor's files, the marker and the run lock."""
+    return [p for p in path.iterdir() if p.name not in MONITOR_FILES and p.name not in (MARKER, RUN_LOCK)]
+
+
+def lock_run(path: Path) -> None:
+    """Hold an exclusive lock on ``path`` for the rest of this process (two runs writing one folder would
+    destroy each other's checkpoints); a second run is refused with the holder's pid."""
+    import fcntl
+
+    path.mkdir(parents=True, exist_ok=True)
+    fh = open(path / RUN_LOCK, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown pid"
+        fh.close()
+        raise UsageError(f"another run ({holder}) is writing to {path}; wait for it to end or choose another --output_dir") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    _HELD_LOCKS.append(fh)
 
 
 def check_output_dir(path: str | os.PathLike, overwrite: bool, signatures: tuple[str, ...] = ()) -> Path:
@@ -70,7 +94,7 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, signatures: tuple
         raise UsageError(f"output path {path} is a dangling symbolic link; remove it or choose another path")
     if path.exists() and not path.is_dir():
         raise UsageError(f"output path {path} exists and is a file; choose a folder path")
-    if path.is_dir() and _content(path):
+    if path.is_dir() and content(path):
         if not overwrite:
             raise UsageError(f"output folder {path} already exists and is not empty; pass --overwrite or choose another --output_dir")
         if not is_ours(path, signatures):
@@ -97,7 +121,7 @@ def claim_output_dir(path: Path, stage: str) -> bool:
     ``done.json`` aside (a new run is not done; :func:`release_output_dir` puts it back if the run is refused
     before it trains) and write the marker. A previous run's published files stay until :func:`publish` replaces
     them. Returns True if the folder was created now."""
-    created = not path.exists()
+    created = not path.exists() or {p.name for p in path.iterdir()} <= {RUN_LOCK}
     path.mkdir(parents=True, exist_ok=True)
     for name in RUN_STATE:
         _remove(path / name)
@@ -117,8 +141,24 @@ def release_output_dir(path: Path, created: bool) -> None:
         os.replace(path / PREVIOUS_DONE, path / "done.json")
     if created:
         _remove(path / MARKER)
-        if not any(path.iterdir()):
-            path.rmdir()
+        if {p.name for p in path.iterdir()} <= {RUN_LOCK}:
+            shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def staging_dir(out_dir: Path) -> Iterator[Path]:
+    """A fresh ``<out_dir>/.staging`` to write a result into before :func:`publish`. If writing fails (disk full,
+    permissions) the half-written folder is removed and the error becomes one clear message: the run's
+    checkpoints are untouched, so ``--resume`` publishes once there is room."""
+    staging = out_dir / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except (OSError, RuntimeError) as exc:  # safetensors reports a full disk as a RuntimeError subclass
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UsageError(f"could not write the result into {out_dir} ({str(exc).splitlines()[0][:200]}); free disk space "
+                         "or fix permissions, then run again with --resume (the last checkpoint is kept)") from None
 
 
 def publish(staging: Path, out_dir: Path, done: dict) -> None:
@@ -136,7 +176,7 @@ def publish(staging: Path, out_dir: Path, done: dict) -> None:
         os.replace(item, target)
     staging.rmdir()
     for old in out_dir.iterdir():  # stale files of an overwritten run (e.g. its adapter/ when this one has none)
-        if old.name not in new and old.name not in RUN_STATE and old.name not in MONITOR_FILES and old.name != MARKER:
+        if old.name not in new and old.name not in RUN_STATE and old.name not in MONITOR_FILES and old.name not in (MARKER, RUN_LOCK):
             _remove(old)
     write_json(out_dir / "done.json", done)
 

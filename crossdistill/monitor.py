@@ -141,9 +141,14 @@ class Supervisor:
         import psutil
 
         log = open(self.output_dir / "train.log", "ab")
-        popen = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)  # own session = own process group
-        log.close()
+        try:
+            popen = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)  # own session = own process group
+        except OSError as exc:  # missing program, not executable, ...
+            raise UsageError(f"cannot start the command `{shlex.join(command)}` ({exc.strerror or exc}); check the program "
+                             "name and that it is executable") from None
+        finally:
+            log.close()
         child = Child(popen.pid, psutil.Process(popen.pid).create_time(), popen)
         write_json(self.output_dir / "monitor_child.json", {"pid": child.pid, "create_time": child.create_time,
                                                              "command": command, "monitor_pid": os.getpid()})

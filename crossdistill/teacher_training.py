@@ -28,7 +28,7 @@ from . import data, faults
 from .checkpoint import (load_checkpoint, load_tensors, load_trainable, rescale_lr, resume_point, save_best,
                          save_checkpoint)
 from .errors import NonFiniteLoss, UsageError
-from .fsutil import EventLog, claim_output_dir, publish, write_json
+from .fsutil import EventLog, claim_output_dir, lock_run, publish, staging_dir, write_json
 from .models import apply_lora, resolve_model
 from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
 from .training import epoch_order, linear_schedule, make_optimizer, on_main, resolve_precision, seed_everything, shard
@@ -137,6 +137,8 @@ def train_teacher(args, log=print) -> Path:
     plain = accelerator.unwrap_model(teacher.model)
     scorer = CrossEncoderTeacher(plain, teacher.tokenizer, args.max_len, teacher.query_prefix, teacher.passage_prefix)
 
+    if main:
+        lock_run(out_dir)  # one run per folder
     if resume_from is None and main:  # every input is valid: only now is the output folder touched
         claim_output_dir(out_dir, "teacher")
     accelerator.wait_for_everyone()
@@ -230,12 +232,10 @@ def train_teacher(args, log=print) -> Path:
     summary = {"peak_gpu_memory_gib": peak_gib, "best_epoch": best_epoch, "best": history[best_epoch - 1], "history": history,
                "train_seconds": round(sum(h["train_seconds"] for h in history), 1), "steps": state["step"]}
     if main:
-        staging = out_dir / ".staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        save_teacher(final, staging, config)
-        write_json(staging / "training_args.json", vars(args))
-        write_json(staging / "metrics.json", summary)
+        with staging_dir(out_dir) as staging:
+            save_teacher(final, staging, config)
+            write_json(staging / "training_args.json", vars(args))
+            write_json(staging / "metrics.json", summary)
         publish(staging, out_dir, {"stage": "teacher", "best_epoch": best_epoch, **history[best_epoch - 1]})
         shutil.rmtree(ckpt_root, ignore_errors=True)  # the teacher folder is a model to load, not a run to resume
         events.log("end", best_epoch=best_epoch, **{k: v for k, v in history[best_epoch - 1].items() if k.startswith("val")})

@@ -246,8 +246,7 @@ def test_rng_state_round_trips_as_tensors():
 
 # --------------------------------------------------------------------------- 7: learning rate on resume
 def test_resume_with_a_lower_lr_rescales_groups_and_schedule():
-    model, opt, _ = _tiny_training_state()
-    opt.param_groups[0]["lr"] = 5e-5
+    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=5e-5)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5)
     rescale_lr(opt, sched, 5e-5, 2.5e-5)
     sched.step()
@@ -343,3 +342,46 @@ def test_teacher_whose_negatives_all_equal_their_positives_is_refused(tmp_path, 
                       "same", "--output_dir", tmp_path / "t", "--max_len", "32")
     assert_usage_error(proc, "every negative in the training data equals its positive")
     assert not (tmp_path / "t" / "done.json").exists()
+
+
+def test_a_failed_publish_leaves_no_staging_and_says_how_to_continue(tmp_path):
+    from crossdistill.fsutil import staging_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with pytest.raises(UsageError, match="free disk space .* --resume"):
+        with staging_dir(out) as staging:
+            (staging / "half.bin").write_text("x")
+            raise OSError(28, "No space left on device")
+    assert not (out / ".staging").exists()
+
+
+def test_two_runs_cannot_write_one_folder(tmp_path):
+    from crossdistill.fsutil import lock_run
+
+    out = tmp_path / "run"
+    lock_run(out)  # held by this process from now on
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from crossdistill.fsutil import lock_run; from pathlib import Path; lock_run(Path({str(out)!r}))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0 and f"another run (pid {os.getpid()}) is writing to" in proc.stderr
+
+
+def test_monitor_with_a_command_that_cannot_start(tmp_path):
+    proc = run_in_process("realtime_monitor.py", "--output_dir", tmp_path / "run", "--no_evaluate", "--",
+                          str(tmp_path / "no-such-program"), "--x")
+    assert_usage_error(proc, "cannot start the command")
+    script = tmp_path / "not-executable.sh"
+    script.write_text("echo hi\n")
+    proc = run_in_process("realtime_monitor.py", "--output_dir", tmp_path / "run2", "--no_evaluate", "--", script)
+    assert_usage_error(proc, "cannot start the command")
+
+
+def test_a_half_published_teacher_is_refused_by_name(tmp_path):
+    from crossdistill.distillation import load_teacher_dir
+
+    t = tmp_path / "teacher"
+    t.mkdir()
+    (t / "config.json").write_text("{}")
+    (t / "lora_config.json").write_text("{}")
+    with pytest.raises(UsageError, match="no weights"):
+        load_teacher_dir(str(t))
