@@ -8,6 +8,8 @@
   python realtime_monitor.py --pipeline quick --data_version scifact
   # re-attach to a running job after the monitor itself died
   python realtime_monitor.py --output_dir models/bi_encoder_distilled
+  # no arguments: the default job of README (--pipeline default --data_version scifact), started or re-attached
+  python realtime_monitor.py
 """
 
 import shlex
@@ -20,6 +22,10 @@ from crossdistill.errors import NON_NEGATIVE, POSITIVE, UsageError, check_args, 
 
 def parse_args(argv=None):
     argv = join_passthrough(list(sys.argv[1:] if argv is None else argv), ("--teacher_args", "--student_args", "--eval_args"))
+    if not argv:  # the original's command line: watch the default job
+        print("[monitor] no arguments: supervising the README's default job (--pipeline default --data_version scifact); "
+              "it is started, or re-attached to if it is already running", flush=True)
+        argv = ["--pipeline", "default", "--data_version", "scifact"]
     command = []
     if "--" in argv:
         i = argv.index("--")

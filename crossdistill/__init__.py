@@ -3,8 +3,11 @@
 The top-level scripts (``prepare_data.py``, ``train_teacher_model.py``, ...) are thin argparse front
 ends over this package; each module owns one concern:
 
-- :mod:`crossdistill.errors`            user-facing errors (one message, exit code 2), argument checks, shared flags
-- :mod:`crossdistill.fsutil`            atomic writes, output folders, publishing with done.json, the JSONL event log
+- :mod:`crossdistill.errors`            user-facing errors (one message, exit code 2), argument checks
+- :mod:`crossdistill.cli`               the scripts' parser (defaults in --help, no abbreviations), shared runtime flags,
+                                        ``--x_args "--flag ..."`` values
+- :mod:`crossdistill.fsutil`            atomic writes, output folders (claimed only when ours, locked, published with
+                                        done.json last), the JSONL event log
 - :mod:`crossdistill.data`              triplet CSVs, BEIR and SQuAD/KorQuAD sources, splitting
 - :mod:`crossdistill.prepare`           prepare_data.py's logic
 - :mod:`crossdistill.mining`            hard-negative mining (BM25, bi-encoder, random) and the false-negative guard
@@ -14,8 +17,10 @@ ends over this package; each module owns one concern:
 - :mod:`crossdistill.teacher_training`  the teacher's training loop
 - :mod:`crossdistill.candidates`        per-query candidate lists for distillation
 - :mod:`crossdistill.score_cache`       teacher scores computed once (SQLite, keyed by teacher fingerprint)
+- :mod:`crossdistill.fusion`            soft labels fusing the teacher with BM25 / the starting student (per-query z-scores)
+- :mod:`crossdistill.recipes`           the student's loss recipes (ranking, original) and their resolution
 - :mod:`crossdistill.student`           the bi-encoder student
-- :mod:`crossdistill.losses`            KL, contrastive, negative penalty, total (one file each)
+- :mod:`crossdistill.losses`            KL, MarginMSE, in-batch InfoNCE, contrastive, negative penalty, total (one file each)
 - :mod:`crossdistill.distillation`      the distillation loop
 - :mod:`crossdistill.checkpoint`        atomic checkpoints and exact resume
 - :mod:`crossdistill.training`          seeding, optimizer groups, schedule, sharding across processes
@@ -24,7 +29,7 @@ ends over this package; each module owns one concern:
 - :mod:`crossdistill.evaluation`        bi-encoder evaluation; :mod:`crossdistill.evaluation_report` writes its outputs
 - :mod:`crossdistill.plots`             figures
 - :mod:`crossdistill.monitor`           the supervisor; :mod:`crossdistill.monitor_status` its status line
-- :mod:`crossdistill.pipeline`          the original's quick/full presets
+- :mod:`crossdistill.pipeline`          whole-job presets: default (the measured recipe), cpu, and the original's quick/full
 - :mod:`crossdistill.faults`            fault injection for recovery tests (inactive unless enabled)
 """
 

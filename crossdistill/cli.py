@@ -43,4 +43,6 @@ def add_runtime_args(p, accumulation_help: str) -> None:
                    help="auto: bf16 on GPUs that have it, fp16 on other GPUs, full precision on CPU")
     p.add_argument("--gradient_checkpointing", action="store_true", help="trade compute for activation memory")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1, help=accumulation_help)
+    p.add_argument("--report_to", choices=["none", "tensorboard"], default="none",
+                   help="training curves (loss, lr, val metrics) for TensorBoard in <output_dir>/runs (pip install tensorboard)")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: GPU when there is one; cpu: force the CPU")

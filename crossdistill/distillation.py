@@ -34,6 +34,7 @@ from .checkpoint import (load_checkpoint, load_tensors, load_trainable, rescale_
 from .errors import NonFiniteLoss, UsageError
 from .fsutil import EventLog, claim_output_dir, lock_run, publish, release_output_dir, staging_dir, write_json
 from .losses import distillation_loss
+from .model_card import student_card
 from .metrics import matrix_ranking_metrics
 from .models import cache_dir, resolve_model
 from .fusion import bm25_candidate_scores, fuse, parse_fusion
@@ -41,8 +42,8 @@ from .recipes import student_tau
 from .score_cache import cached_teacher_logits, teacher_fingerprint
 from .student import BiEncoderStudent
 from .teacher import read_teacher_config
-from .training import (epoch_order, gather_rows, linear_schedule, make_optimizer, on_main, resolve_precision, seed_everything,
-                       shard, text_keys)
+from .training import (epoch_order, gather_rows, linear_schedule, make_accelerator, make_optimizer, on_main,
+                       seed_everything, shard, text_keys, track)
 
 
 # --------------------------------------------------------------------------- validation
@@ -336,7 +337,6 @@ def _n_texts(lists: list[CandidateList]) -> int:
 
 # --------------------------------------------------------------------------- the loop
 def train_student(args, log=print) -> Path:
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     out_dir = Path(args.output_dir)
@@ -350,7 +350,7 @@ def train_student(args, log=print) -> Path:
 
     faults.maybe_crash_or_stall(0)  # test-only: "step 0" faults fire before any work
     seed_everything(args.seed)
-    accelerator = Accelerator(mixed_precision=resolve_precision(args.mixed_precision), cpu=args.device == "cpu")
+    accelerator = make_accelerator(args, out_dir, "student")
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
     log = log if main else (lambda *a, **k: None)  # one process speaks; the others work
@@ -467,6 +467,8 @@ def train_student(args, log=print) -> Path:
             rate = samples / (time.time() - t_start)
             bar.set_postfix(loss=f"{out['loss'].item():.4f}", kl=f"{out['kl'].item():.4f}", samples_s=f"{rate:.2f}")
             if step % args.log_steps == 0 or step == total_steps:
+                track(accelerator, {"train/loss": out["loss"].item(), "train/kl": out["kl"].item(),
+                                    "train/infonce": out["infonce"].item(), "train/lr": scheduler.get_last_lr()[0]}, step)
                 events.log("step", step=step, epoch=epoch, loss=round(out["loss"].item(), 6), kl=round(out["kl"].item(), 6),
                            infonce=round(out["infonce"].item(), 6),
                            contrastive=round(out["contrastive"].item(), 6),
@@ -479,6 +481,7 @@ def train_student(args, log=print) -> Path:
         metrics = on_main(accelerator, lambda: evaluate_student(model, run.val, args.eval_batch_size, events)[0])
         state["history"].append({"epoch": epoch, "step": state["step"], **metrics})
         events.log("eval", epoch=epoch, step=state["step"], **metrics)
+        track(accelerator, {f"val/{k[4:]}": v for k, v in metrics.items() if k.startswith("val_")}, state["step"])
         log(f"epoch {epoch}: " + _fmt(metrics))
         if metrics["val_mrr@10"] > state["best"]["val_mrr@10"]:
             state["best"] = {"epoch": epoch, "val_mrr@10": metrics["val_mrr@10"]}
@@ -507,6 +510,8 @@ def train_student(args, log=print) -> Path:
             model.save(staging)
             write_json(staging / "training_args.json", vars(args))
             write_json(staging / "metrics.json", summary)
+            (staging / "README.md").write_text(student_card(args, summary, args.student_name, str(args.teacher_path)),
+                                               encoding="utf-8")
             write_json(staging / "distillation_config.json", {
                 "teacher_path": str(args.teacher_path), "teacher_base_model": teacher_cfg.get("base_model"),
                 "student_name": args.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
@@ -518,6 +523,7 @@ def train_student(args, log=print) -> Path:
         publish(staging, out_dir, {"stage": "student", "best_epoch": summary["best_epoch"], **kept_row,
                                    "val_delta": summary["val_delta"]})
         shutil.rmtree(ckpt_root, ignore_errors=True)  # the published folder is a model to load, not a run to resume
+    accelerator.end_training()
     log(f"saved student to {out_dir} ({args.keep} epoch {summary['best_epoch']}; val MRR@10 "
         f"{start['val_mrr@10']:.4f} -> {kept_row['val_mrr@10']:.4f})")
     return out_dir

@@ -176,7 +176,8 @@ def publish(staging: Path, out_dir: Path, done: dict) -> None:
         os.replace(item, target)
     staging.rmdir()
     for old in out_dir.iterdir():  # stale files of an overwritten run (e.g. its adapter/ when this one has none)
-        if old.name not in new and old.name not in RUN_STATE and old.name not in MONITOR_FILES and old.name not in (MARKER, RUN_LOCK):
+        if old.name not in new and old.name not in RUN_STATE and old.name not in MONITOR_FILES and \
+                old.name not in (MARKER, RUN_LOCK, "runs"):  # runs/: TensorBoard curves of --report_to
             _remove(old)
     write_json(out_dir / "done.json", done)
 

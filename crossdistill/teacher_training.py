@@ -29,9 +29,11 @@ from .checkpoint import (load_checkpoint, load_tensors, load_trainable, rescale_
                          save_checkpoint)
 from .errors import NonFiniteLoss, UsageError
 from .fsutil import EventLog, claim_output_dir, lock_run, publish, staging_dir, write_json
+from .model_card import teacher_card
 from .models import apply_lora, resolve_model
 from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
-from .training import epoch_order, linear_schedule, make_optimizer, on_main, resolve_precision, seed_everything, shard
+from .training import (epoch_order, linear_schedule, make_accelerator, make_optimizer, on_main, seed_everything, shard,
+                       track)
 
 
 def group_triplets(df) -> list[tuple[str, str, list[str]]]:
@@ -90,7 +92,6 @@ def train_teacher(args, log=print) -> Path:
     Checkpoints every ``--save_steps`` steps and at every epoch end; ``--resume`` continues from the last one
     with the same data order, RNG and optimizer state (bit-identical to an uninterrupted run on CPU).
     """
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     out_dir = Path(args.output_dir)
@@ -103,7 +104,7 @@ def train_teacher(args, log=print) -> Path:
     resolved = resolve_model(args.model_name, args.query_prefix, args.passage_prefix)
 
     seed_everything(args.seed)
-    accelerator = Accelerator(mixed_precision=resolve_precision(args.mixed_precision), cpu=args.device == "cpu")
+    accelerator = make_accelerator(args, out_dir, "teacher")
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
     log = log if main else (lambda *a, **k: None)
@@ -197,6 +198,7 @@ def train_teacher(args, log=print) -> Path:
             rate = samples / (time.time() - t_start)
             bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.1f}")
             if step % args.log_steps == 0 or step == total_steps:
+                track(accelerator, {"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}, step)
                 events.log("step", step=step, epoch=epoch, loss=round(loss.item(), 6), lr=scheduler.get_last_lr()[0],
                            samples_per_s=round(rate, 3), elapsed_s=round(time.time() - t_start, 2), total_steps=total_steps)
             if args.save_steps and step % args.save_steps == 0 and state["batch_in_epoch"] < steps_per_epoch:
@@ -207,6 +209,7 @@ def train_teacher(args, log=print) -> Path:
         metrics.update(epoch=epoch, step=state["step"], train_seconds=round(time.time() - t_epoch, 1))
         state["history"].append(metrics)
         events.log("eval", **metrics)
+        track(accelerator, {f"val/{k[4:]}": v for k, v in metrics.items() if k.startswith("val_")}, state["step"])
         log(f"epoch {epoch}: val_mrr {metrics['val_mrr']:.4f} val_acc {metrics['val_accuracy']:.4f} val_bce {metrics['val_bce']:.4f}")
         key = [metrics["val_mrr"], -metrics["val_bce"]]
         if state["best"] is None or key > state["best"]["key"]:
@@ -236,8 +239,10 @@ def train_teacher(args, log=print) -> Path:
             save_teacher(final, staging, config)
             write_json(staging / "training_args.json", vars(args))
             write_json(staging / "metrics.json", summary)
+            (staging / "README.md").write_text(teacher_card(args, summary, resolved.name), encoding="utf-8")
         publish(staging, out_dir, {"stage": "teacher", "best_epoch": best_epoch, **history[best_epoch - 1]})
         shutil.rmtree(ckpt_root, ignore_errors=True)  # the teacher folder is a model to load, not a run to resume
         events.log("end", best_epoch=best_epoch, **{k: v for k, v in history[best_epoch - 1].items() if k.startswith("val")})
+    accelerator.end_training()
     log(f"saved teacher to {out_dir} (best epoch {best_epoch}, {summary['train_seconds']}s)")
     return out_dir

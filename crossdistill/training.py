@@ -114,3 +114,33 @@ def gather_rows(x: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torc
             keep.append(i)
     idx = torch.tensor(keep, dtype=torch.long, device=x.device)
     return x[idx], keys.to(x.device)[idx]
+
+
+def make_accelerator(args, out_dir, stage: str):
+    """The run's Accelerator: device, precision, and — with ``--report_to tensorboard`` — a TensorBoard tracker
+    writing to ``<out_dir>/runs`` (loss, learning rate and val metrics, through :func:`track`)."""
+    from pathlib import Path
+
+    from accelerate import Accelerator
+
+    from .errors import UsageError
+
+    report = getattr(args, "report_to", "none")
+    if report == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise UsageError("--report_to tensorboard needs the tensorboard package; pip install tensorboard") from None
+    accelerator = Accelerator(mixed_precision=resolve_precision(args.mixed_precision), cpu=args.device == "cpu",
+                              log_with="tensorboard" if report == "tensorboard" else None,
+                              project_dir=str(Path(out_dir) / "runs") if report == "tensorboard" else None)
+    if report == "tensorboard":
+        config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers(stage, config=config)
+    return accelerator
+
+
+def track(accelerator, values: dict, step: int) -> None:
+    """Log numeric ``values`` to the run's trackers (no-op without ``--report_to``)."""
+    if accelerator.trackers:
+        accelerator.log({k: float(v) for k, v in values.items() if isinstance(v, (int, float))}, step=step)

@@ -164,7 +164,8 @@ def test_lora_student_and_teacher_scores_from_cache(straight, teacher, tiny_mini
     _, first = straight
     assert "teacher scoring" in first.stdout + first.stderr
     proc = distil(tmp_path / "lora", teacher, tiny_minilm, scifact_version, env, "--allow_weaker_teacher", "--use_lora",
-                  "--lora_r", "4", "--lora_alpha", "8", "--epochs", "1", "--lr", "1e-3", "--keep", "last")
+                  "--lora_r", "4", "--lora_alpha", "8", "--epochs", "1", "--lr", "1e-3", "--keep", "last",
+                  "--report_to", "tensorboard")
     assert proc.returncode == 0, proc.stderr[-3000:]
     # same teacher, same candidates as the reference run: every teacher score comes from the cache
     assert "teacher scoring" not in proc.stdout + proc.stderr
@@ -173,6 +174,9 @@ def test_lora_student_and_teacher_scores_from_cache(straight, teacher, tiny_mini
     cfg = json.loads((tmp_path / "lora" / "distillation_config.json").read_text())
     assert cfg["use_lora"] and cfg["lora_r"] == 4
     assert (tmp_path / "lora" / "adapter" / "adapter_config.json").is_file()
+    assert list((tmp_path / "lora" / "runs").rglob("events.out.tfevents*"))  # training curves for TensorBoard
+    card = (tmp_path / "lora" / "README.md").read_text()
+    assert "SentenceTransformer(" in card and "recipe" in card  # the model card
     base, tuned = _weights(tiny_minilm), _weights(tmp_path / "lora")
     changed = [k for k in base if k in tuned and not torch.equal(base[k], tuned[k])]
     # --keep last publishes epoch 1 whatever val says: the merged LoRA weights differ from the base

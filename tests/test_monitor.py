@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, assert_usage_error, run_in_process, run_script, same_weights, student_command
+from conftest import ROOT, assert_usage_error, load_script, run_in_process, run_script, same_weights, student_command
 from crossdistill.checkpoint import find_latest
 
 FAST = ["--backoff", "0.2", "--poll", "0.3", "--status_every", "2"]
@@ -118,7 +118,8 @@ def test_reattach_after_monitor_death_and_second_monitor_refused(tmp_path, tiny_
 
 
 def test_monitor_bad_usage(tmp_path):
-    assert_usage_error(run_in_process("realtime_monitor.py"), "--output_dir")
+    no_args = load_script("realtime_monitor.py").parse_args([])  # the original's command line: the default job
+    assert (no_args.pipeline, no_args.data_version) == ("default", "scifact")
     assert_usage_error(run_in_process("realtime_monitor.py", "--pipeline", "quick"), "--data_version")
     assert_usage_error(run_script("realtime_monitor.py", "--output_dir", tmp_path / "x"), "no command was given")
 
