@@ -150,7 +150,8 @@ def _report_md(report: dict, table: str, samples: list[dict]) -> str:
         lines.append(f"| uniformity {k} | {v:.5f} |")
     pq = s["per_query_margin"]
     lines += [f"| per-query margin mean / min / p10 | {pq['mean']:.4f} / {pq['min']:.4f} / {pq['p10']:.4f} |",
-              f"| queries with positive margin | {pq['fraction_positive']:.3f} of {pq['queries']} |", "",
+              f"| queries with positive margin | {100 * pq['fraction_positive']:.1f} % "
+              f"({round(pq['fraction_positive'] * pq['queries'])} of {pq['queries']}) |", "",
               f"![analysis]({ANALYSIS_PNG})", "", "## Retrieval", "",
               "`pool`: all distinct passages of the test CSV; `corpus`: the full BEIR corpus.", "", table, "",
               f"![comparison]({COMPARISON_PNG})", "", "## Throughput (this machine)", "", "```",

@@ -94,6 +94,9 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, signatures: tuple
         raise UsageError(f"output path {path} is a dangling symbolic link; remove it or choose another path")
     if path.exists() and not path.is_dir():
         raise UsageError(f"output path {path} exists and is a file; choose a folder path")
+    for ancestor in path.parents:
+        if ancestor.exists() and not ancestor.is_dir():
+            raise UsageError(f"output path {path} lies under {ancestor}, which is a file; choose a folder path")
     if path.is_dir() and content(path):
         if not overwrite:
             raise UsageError(f"output folder {path} already exists and is not empty; pass --overwrite or choose another --output_dir")
@@ -180,6 +183,8 @@ def publish(staging: Path, out_dir: Path, done: dict) -> None:
                 old.name not in (MARKER, RUN_LOCK, "runs"):  # runs/: TensorBoard curves of --report_to
             _remove(old)
     write_json(out_dir / "done.json", done)
+    for name in (MARKER, RUN_LOCK):  # done.json (naming the stage) is the proof of ownership from now on
+        (out_dir / name).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -18,9 +18,13 @@ def ranking_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, f
 
     Queries of ``qrels`` absent from ``run`` count as zero, as in trec_eval's -c.
     """
+    import warnings
+
     from ranx import Qrels, Run, evaluate
 
-    res = evaluate(Qrels(qrels), Run(_every_query(qrels, run)), list(metrics), make_comparable=True)
+    with warnings.catch_warnings():  # ranx's numba kernels warn about their own uint64 -> int64 casts: nothing to act on
+        warnings.simplefilter("ignore")
+        res = evaluate(Qrels(qrels), Run(_every_query(qrels, run)), list(metrics), make_comparable=True)
     if isinstance(res, float):
         res = {metrics[0]: res}
     return {k: float(v) for k, v in res.items()}
@@ -58,7 +62,7 @@ def matrix_ranking_metrics(scores: np.ndarray, relevant: list[set[int]], k: int 
     first-call JIT compilation (20-60 s per process on a small machine) would cost more than the metric.
     Published numbers go through :func:`ranking_metrics` (ranx).
     """
-    k = min(k, scores.shape[1])
+    name_k, k = k, min(k, scores.shape[1])  # the keys keep the k asked for (fewer documents: all are ranked)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     mrr, ndcg, recall = [], [], []
@@ -69,4 +73,5 @@ def matrix_ranking_metrics(scores: np.ndarray, relevant: list[set[int]], k: int 
         ideal = discounts[:min(len(rel), k)].sum()
         ndcg.append(float(discounts[hits].sum() / ideal) if ideal > 0 else 0.0)
         recall.append(hits.sum() / len(rel) if rel else 0.0)
-    return {f"mrr@{k}": float(np.mean(mrr)), f"ndcg@{k}": float(np.mean(ndcg)), f"recall@{k}": float(np.mean(recall))}
+    return {f"mrr@{name_k}": float(np.mean(mrr)), f"ndcg@{name_k}": float(np.mean(ndcg)),
+            f"recall@{name_k}": float(np.mean(recall))}

@@ -153,6 +153,7 @@ class Supervisor:
         write_json(self.output_dir / "monitor_child.json", {"pid": child.pid, "create_time": child.create_time,
                                                              "command": command, "monitor_pid": os.getpid()})
         self.log.log("launch", pid=child.pid, command=shlex.join(command))
+        self.say(f"[monitor] started pid {child.pid}; its own log: {self.output_dir / 'train.log'}")
         return child
 
     def _reattach(self) -> Child | None:
@@ -205,6 +206,12 @@ class Supervisor:
             if events:
                 last_progress = time.time()
                 status.update(events)
+                for e in events:
+                    if e.get("event") == "guard":
+                        self.say(f"[monitor] guard: val MRR@10 of the starting student {e['student_mrr@10']:.4f}, of the "
+                                 f"teacher reranking its top-{e['guard_k']} {e['teacher_rerank_mrr@10']:.4f}")
+                    elif e.get("event") == "checkpoint_skipped":
+                        self.say(f"[monitor] the run skipped damaged checkpoint {e['checkpoint']}: {e['reason']}")
                 nonfinite |= any(e.get("event") == "nonfinite_loss" for e in events)
             size = _size(self.output_dir / "train.log")
             if size != log_size:

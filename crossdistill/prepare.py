@@ -26,6 +26,9 @@ def detect_kind(source: str) -> str:
         return "csv"
     if not p.exists() and "/" not in source:
         return "beir"  # a BEIR dataset name, fetched when online
+    if not p.exists():
+        raise UsageError(f"source {source} does not exist; check the path (a BEIR folder, a SQuAD/KorQuAD .json or a "
+                         "triplet .csv)")
     raise UsageError(f"cannot tell what {source} is; pass a BEIR folder, a SQuAD/KorQuAD .json or a triplet .csv "
                      "(or set --source_type)")
 

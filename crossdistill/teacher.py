@@ -93,7 +93,15 @@ class CrossEncoderTeacher:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tok = load_or_fail(AutoTokenizer.from_pretrained, resolved, "base model")
-        model = load_or_fail(lambda p: AutoModelForSequenceClassification.from_pretrained(p, num_labels=1), resolved, "base model")
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its load report lists the new head as "missing": expected, and said below
+        try:
+            model = load_or_fail(lambda p: AutoModelForSequenceClassification.from_pretrained(p, num_labels=1), resolved,
+                                 "base model")
+        finally:
+            hf_logging.set_verbosity(level)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         model.config.pad_token_id = tok.pad_token_id

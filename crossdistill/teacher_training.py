@@ -161,7 +161,8 @@ def train_teacher(args, log=print) -> Path:
         events.log("start", stage="teacher", total_steps=total_steps, epochs=args.epochs, examples=len(examples),
                    train_rows=len(train_df), val_lists=len(val_groups))
     log(f"teacher: {resolved.name} ({resolved.path}), {len(train_df)} train rows -> {len(examples)} {args.loss} examples, "
-        f"{total_steps} steps, device {device}, lora={'on' if args.use_lora else 'off'}, pooling {args.pooling}")
+        f"{total_steps} steps, device {device}, lora={'on' if args.use_lora else 'off'}, pooling {args.pooling} "
+        "(the classification head is new, randomly initialised: expected)")
 
     t_start, samples = time.time(), 0
     while state["epoch"] <= args.epochs:

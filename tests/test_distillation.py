@@ -165,7 +165,7 @@ def test_lora_student_and_teacher_scores_from_cache(straight, teacher, tiny_mini
     assert "teacher scoring" in first.stdout + first.stderr
     proc = distil(tmp_path / "lora", teacher, tiny_minilm, scifact_version, env, "--allow_weaker_teacher", "--use_lora",
                   "--lora_r", "4", "--lora_alpha", "8", "--epochs", "1", "--lr", "1e-3", "--keep", "last",
-                  "--report_to", "tensorboard")
+                  "--report_to", "tensorboard", "--recipe", "ranking")
     assert proc.returncode == 0, proc.stderr[-3000:]
     # same teacher, same candidates as the reference run: every teacher score comes from the cache
     assert "teacher scoring" not in proc.stdout + proc.stderr
@@ -234,4 +234,4 @@ def test_incompatible_checkpoint_is_refused_clearly(tmp_path, tiny_minilm):
     save_checkpoint(tmp_path, *full, {"step": 3})
     lora = setup(True)
     with pytest.raises(UsageError, match="does not match this model and settings"):
-        load_checkpoint(find_latest(tmp_path), *lora)
+        load_checkpoint(find_latest(tmp_path)[0], *lora)

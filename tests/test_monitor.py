@@ -45,25 +45,27 @@ def test_sigkill_at_five_steps_and_inside_a_checkpoint_same_weights(tmp_path, re
     assert steps(out) == list(range(1, 13))
     assert same_weights(ref, out)
     # the kill inside step 6's checkpoint left only a temporary folder, never a "latest" that points at it
-    assert find_latest(out / "checkpoints").name == "step-00000012"
+    assert find_latest(out / "checkpoints")[0].name == "step-00000012"
     assert "restarts 5" in proc.stdout or "restarts 4" in proc.stdout  # live status lines name the restarts
 
 
 def test_torn_checkpoint_is_never_latest(tmp_path):
+    import torch
+
+    from crossdistill.checkpoint import save_checkpoint
+
     root = tmp_path / "checkpoints"
-    good = root / "step-00000002"
-    good.mkdir(parents=True)
-    for f in ("trainable.pt", "optimizer.pt", "scheduler.pt", "rng.pt"):
-        (good / f).write_bytes(b"x")
-    (good / "state.json").write_text('{"step": 2}')
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    good = save_checkpoint(root, model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), {"step": 2})
     torn = root / "step-00000004"  # renamed into place but missing files (cannot happen with our writer; still refused)
     torn.mkdir()
     (torn / "trainable.pt").write_bytes(b"x")
     (root / ".tmp-step-00000006").mkdir()
     (root / "latest.json").write_text('{"name": "step-00000004"}')
-    assert find_latest(root) == good
+    assert find_latest(root)[0] == good
     (root / "latest.json").write_text("{not json")
-    assert find_latest(root) == good
+    assert find_latest(root)[0] == good
 
 
 def test_oom_nan_stall_recovered_then_evaluated(tmp_path, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
