@@ -71,6 +71,10 @@ def run_evaluation(args, log=print) -> Path:
 
         load_teacher_dir(args.teacher_path)
         teacher = CrossEncoderTeacher.load(args.teacher_path)
+        import torch
+
+        if torch.cuda.is_available():  # reranking thousands of pairs: on the GPU when there is one
+            teacher.model.to("cuda")
     model, resolved = load_bi_encoder(args.model_path, args.max_len)
     log(f"evaluating {args.model_path} on {len(ts.df)} test triplets ({len(ts.anchors)} queries, {len(ts.passages)} passages)"
         + (f" and {len(beir.qrels)} queries over {len(beir.corpus)} {args.beir_dir} passages" if beir else ""))
