@@ -129,17 +129,28 @@ def val_corpus(args) -> list[str] | None:
 
 
 def teacher_guard(args, pool: ValPool, student_cos: np.ndarray, cache_path: Path, log, device=None) -> dict:
-    """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``."""
+    """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``.
+
+    With ``--teacher_fusion`` the reranker is what the student will learn from: the teacher fused with its
+    sources, exactly as the soft labels are built (:mod:`crossdistill.fusion`)."""
     k = min(args.guard_k, len(pool.passages))
     top = np.argsort(-student_cos, axis=1, kind="stable")[:, :k]
     pairs = [(pool.queries[i], pool.passages[j]) for i in range(len(pool.queries)) for j in top[i]]
     logits, _ = cached_teacher_logits(args.teacher_path, pairs, cache_path, args.eval_batch_size, device=device, log=log)
     logits = logits.reshape(len(pool.queries), k)
+    weights = parse_fusion(getattr(args, "teacher_fusion", None))
+    if weights:
+        others = {}
+        if "bm25" in weights:
+            others["bm25"] = bm25_candidate_scores(pool.queries, [[pool.passages[j] for j in row] for row in top])
+        if "student" in weights:
+            others["student"] = list(np.take_along_axis(student_cos, top, 1))
+        logits = np.stack(fuse(list(logits), others, weights))
     relevant = pool.relevant()
     in_top = [{c for c, j in enumerate(top[i]) if j in relevant[i]} for i in range(len(pool.queries))]
     s = matrix_ranking_metrics(np.take_along_axis(student_cos, top, 1), in_top)["mrr@10"]
     t = matrix_ranking_metrics(logits, in_top)["mrr@10"]
-    return {"student_mrr@10": s, "teacher_rerank_mrr@10": t, "guard_k": k}
+    return {"student_mrr@10": s, "teacher_rerank_mrr@10": t, "guard_k": k, "fused": sorted(weights)}
 
 
 # --------------------------------------------------------------------------- one optimisation step
@@ -404,7 +415,8 @@ def train_student(args, log=print) -> Path:
 
         start_metrics, guard = on_main(accelerator, start_eval)
         state["guard"] = guard
-        log(f"val MRR@10: starting student {guard['student_mrr@10']:.4f}, teacher reranking its top-{guard['guard_k']} "
+        fused = f" (fused with {', '.join(guard['fused'])})" if guard["fused"] else ""
+        log(f"val MRR@10: starting student {guard['student_mrr@10']:.4f}, teacher{fused} reranking its top-{guard['guard_k']} "
             f"{guard['teacher_rerank_mrr@10']:.4f}")
         if guard["teacher_rerank_mrr@10"] < guard["student_mrr@10"] and not args.allow_weaker_teacher:
             if main:
