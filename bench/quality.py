@@ -283,30 +283,29 @@ def main():
         jobs.append((name, int(seed or 42)))
     done_rows: list[dict] = []
     for name, seed in jobs:
-        if True:
-            if a.deadline_s and time.time() - t_start > a.deadline_s:
-                print(f"deadline: skipping {name} seed {seed}", flush=True)
+        if a.deadline_s and time.time() - t_start > a.deadline_s:
+            print(f"deadline: skipping {name} seed {seed}", flush=True)
+            continue
+        if name == "best":  # the configuration with the best val nDCG@10 so far (test is never read here)
+            name = max(done_rows, key=lambda r: r["val"]["student"]["ndcg@10"])["name"] if done_rows else "default"
+            print(f"best on val so far: {name}", flush=True)
+            if (name, seed) in [(r["name"], r["seed"]) for r in done_rows]:
                 continue
-            if name == "best":  # the configuration with the best val nDCG@10 so far (test is never read here)
-                name = max(done_rows, key=lambda r: r["val"]["student"]["ndcg@10"])["name"] if done_rows else "default"
-                print(f"best on val so far: {name}", flush=True)
-                if (name, seed) in [(r["name"], r["seed"]) for r in done_rows]:
-                    continue
-            try:
-                row = run_config(a, name, seed, baselines, lambda m: print(m, flush=True))
-            except Exception:  # noqa: BLE001 - one failed row must not lose the others; its traceback is printed
-                import traceback
+        try:
+            row = run_config(a, name, seed, baselines, lambda m: print(m, flush=True))
+        except Exception:  # noqa: BLE001 - one failed row must not lose the others; its traceback is printed
+            import traceback
 
-                traceback.print_exc()
-                print(f"== {name} seed {seed}: FAILED", flush=True)
-                continue
-            done_rows.append(row)
-            with open(out, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            t, v = row["test"], row["val"]
-            print(f"== {name} seed {seed}: test nDCG@10 student {t['student']['ndcg@10']:.4f} zero-shot "
-                  f"{t['zero_shot']['ndcg@10']:.4f} bm25 {t['bm25']['ndcg@10']:.4f} (p {row['p_value_vs_zero_shot']}) | "
-                  f"val {v['student']['ndcg@10']:.4f} / {v['zero_shot']['ndcg@10']:.4f} | {row['wall_s']} s", flush=True)
+            traceback.print_exc()
+            print(f"== {name} seed {seed}: FAILED", flush=True)
+            continue
+        done_rows.append(row)
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        t, v = row["test"], row["val"]
+        print(f"== {name} seed {seed}: test nDCG@10 student {t['student']['ndcg@10']:.4f} zero-shot "
+              f"{t['zero_shot']['ndcg@10']:.4f} bm25 {t['bm25']['ndcg@10']:.4f} (p {row['p_value_vs_zero_shot']}) | "
+              f"val {v['student']['ndcg@10']:.4f} / {v['zero_shot']['ndcg@10']:.4f} | {row['wall_s']} s", flush=True)
 
 
 if __name__ == "__main__":

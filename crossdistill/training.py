@@ -128,7 +128,7 @@ def make_accelerator(args, out_dir, stage: str):
     report = getattr(args, "report_to", "none")
     if report == "tensorboard":
         try:
-            import tensorboard  # noqa: F401
+            import tensorboard  # noqa: F401 - only checks that it is installed
         except ImportError:
             raise UsageError("--report_to tensorboard needs the tensorboard package; pip install tensorboard") from None
     accelerator = Accelerator(mixed_precision=resolve_precision(args.mixed_precision), cpu=args.device == "cpu",
