@@ -53,6 +53,9 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "epochs_6": {"student": ["--epochs", "6"]},
     "lr_5e-5": {"student": ["--lr", "5e-5"]},
     "K_8": {"student": ["--K", "8"]},
+    "scale_50": {"student": ["--scale", "50"]},
+    "scale_100": {"student": ["--scale", "100"]},
+    "fusion_bm25_scale_100": {"student": ["--teacher_fusion", "bm25=0.5", "--scale", "100"]},
 }
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
