@@ -56,6 +56,7 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "scale_50": {"student": ["--scale", "50"]},
     "scale_100": {"student": ["--scale", "100"]},
     "fusion_bm25_scale_100": {"student": ["--teacher_fusion", "bm25=0.5", "--scale", "100"]},
+    "fusion_bm25_scale_50": {"student": ["--teacher_fusion", "bm25=0.5", "--scale", "50"]},
 }
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
