@@ -62,7 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--infonce_weight", type=float, default=None,
                    help="weight of the in-batch InfoNCE on labelled positives, every other passage of the batch a negative "
                         "(ranking 1, original 0)")
-    p.add_argument("--scale", type=float, default=20.0, help="inverse temperature on cosines for InfoNCE, MarginMSE and the scaled KL")
+    p.add_argument("--scale", type=float, default=None,
+                   help="inverse temperature on cosines for InfoNCE, MarginMSE and the scaled KL "
+                        "(default: the student's own, 100 for e5 models, 20 otherwise)")
     p.add_argument("--teacher_fusion", default=None,
                    help="soft labels = z(teacher logit) + sum of w*z(source) per query, e.g. 'bm25=0.5' or "
                         "'bm25=0.5,student=0.2'; 'none' = the teacher alone")

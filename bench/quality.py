@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import shlex
@@ -236,7 +237,8 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
         "p_value_vs_zero_shot": None, "wall_s": None, "machine": machine(),
     }
     cmp = paired_comparison(test_q, base["runs"]["zero_shot"]["test"], student_runs["test"], "ndcg@10")
-    row["p_value_vs_zero_shot"] = round(cmp["p_value"], 5)
+    # NaN (the student published unchanged: every difference is 0) is written as null, valid JSON
+    row["p_value_vs_zero_shot"] = None if math.isnan(cmp["p_value"]) else round(cmp["p_value"], 5)
     row["wins_ties_losses_vs_zero_shot"] = [cmp["wins"], cmp["ties"], cmp["losses"]]
     smetrics = json.loads((student_dir / "metrics.json").read_text())
     row["student_training"] = {"seconds": round(t_student, 1), "queries_per_s": _rate(student_dir),

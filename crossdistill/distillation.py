@@ -36,7 +36,7 @@ from .fsutil import EventLog, claim_output_dir, lock_run, publish, release_outpu
 from .losses import distillation_loss
 from .model_card import student_card
 from .metrics import matrix_ranking_metrics
-from .models import cache_dir, resolve_model
+from .models import cache_dir, resolve_model, similarity_scale
 from .fusion import bm25_candidate_scores, fuse, parse_fusion
 from .recipes import student_tau
 from .score_cache import cached_teacher_logits, teacher_fingerprint
@@ -289,7 +289,8 @@ def prepare_run(args, log, device=None, student: BiEncoderStudent | None = None,
     phase("phase", phase="candidates", detail=f"building {args.K} candidates per query ({args.negative_source} mining)")
     lists, cstats = build_candidates(train_df, args.K, args.negative_source, args.seed, args.mining_model)
     log(f"candidates: {cstats['queries']} queries x K={args.K} ({cstats['short_lists']} with fewer than K, "
-        f"{cstats['mined_negatives']} mined {args.negative_source} negatives)")
+        f"{cstats['mined_negatives']} mined {args.negative_source} negatives); loss recipe {args.recipe}, "
+        f"similarity scale {args.scale:g}")
     pairs = [(c.query, p) for c in lists for p in c.passages]
     logits, tstats = cached_teacher_logits(args.teacher_path, pairs, args.score_cache, args.eval_batch_size,
                                            device=device, log=log, on_progress=lambda done, total: phase(
@@ -358,6 +359,8 @@ def train_student(args, log=print) -> Path:
         data.data_file(args.data_version, split, args.data_root)  # exists, or a clear error before any work
     args.score_cache = args.score_cache or str(cache_dir() / "teacher_scores" / f"{teacher_fingerprint(args.teacher_path)}.sqlite")
     resolved = resolve_model(args.student_name, args.query_prefix, args.passage_prefix)
+    if args.scale is None:
+        args.scale = similarity_scale(resolved)
 
     faults.maybe_crash_or_stall(0)  # test-only: "step 0" faults fire before any work
     seed_everything(args.seed)

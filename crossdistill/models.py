@@ -52,6 +52,18 @@ def _family_prefixes(name: str) -> tuple[str, str]:
     return "", ""
 
 
+def similarity_scale(model: ResolvedModel) -> float:
+    """The inverse temperature on cosines that a bi-encoder was contrastively trained with, used by the student's
+    losses on ``scale · cos`` when ``--scale`` is not given: 100 for the e5 family (temperature 0.01, Wang et al.
+    2022, "Text Embeddings by Weakly-Supervised Contrastive Pre-training"), recognised by its name or by its
+    ``query: ``/``passage: `` (or instruct) prefixes; 20 otherwise (sentence-transformers'
+    MultipleNegativesRankingLoss, which trained all-MiniLM-L6-v2). e5's cosines sit in a narrow band (KorQuAD:
+    positives 0.94, negatives 0.92), so at scale 20 the losses can only be lowered by reshaping the whole space,
+    and one epoch cost val and test quality; see docs/korean.md."""
+    e5_prefixes = (model.query_prefix, model.passage_prefix) in (("query: ", "passage: "), (E5_INSTRUCT_QUERY, ""))
+    return 100.0 if "e5" in model.name.lower() or e5_prefixes else 20.0
+
+
 def _folder_prefixes(folder: Path) -> tuple[str, str] | None:
     """Prefixes saved with a model: sentence-transformers prompts or our own ``lora_config.json``."""
     for fname in ("crossdistill.json", "lora_config.json"):

@@ -101,3 +101,14 @@ def test_stored_engine_reference_agrees_with_alias(e5_small):
         prefix = "query: " if item["is_query"] else "passage: "
         ours = model.encode([prefix + item["text"]], normalize_embeddings=True)[0]
         assert float(ours @ np.array(item["embedding"])) >= 0.99
+
+
+def test_similarity_scale_follows_the_students_pretraining_temperature():
+    """e5 (temperature 0.01) -> 100, by name or by its prefixes; anything else (MNRL's 20) -> 20."""
+    from crossdistill.models import E5_INSTRUCT_QUERY, ResolvedModel, similarity_scale
+
+    assert similarity_scale(ResolvedModel("minilm-l6", "/x")) == 20.0
+    assert similarity_scale(ResolvedModel("multilingual-e5-small", "/x", "query: ", "passage: ")) == 100.0
+    assert similarity_scale(ResolvedModel("models/ko_student", "/x", "query: ", "passage: ")) == 100.0
+    assert similarity_scale(ResolvedModel("intfloat/multilingual-e5-large-instruct", "x", E5_INSTRUCT_QUERY, "")) == 100.0
+    assert similarity_scale(ResolvedModel("BAAI/bge-small-en-v1.5", "x")) == 20.0
