@@ -3,7 +3,8 @@
 A recipe fills every loss flag the user left unset (``None``); a flag given on the command line always wins.
 
 - ``ranking`` (the default): what moves a bi-encoder's *ranking* — listwise KL from the teacher's logits
-  (τ 1) to the student's ``scale · cos`` (scale 20), plus an in-batch InfoNCE on the labelled positives
+  (τ 1) to the student's ``scale · cos`` (scale: the student's pretraining inverse temperature, 100 for e5
+  and 20 otherwise, see :func:`crossdistill.models.similarity_scale`), plus an in-batch InfoNCE on the labelled positives
   (every other passage of the batch is a negative). Measured in README "Results" (SciFact, KorQuAD).
 - ``original``: the design in SPEC.md — KL between softmax(prob / 0.2) and softmax(((cos + 1) / 2) / 0.2),
   plus 0.3 × contrastive margin and 0.4 × negative penalty. It pushes the *scores* towards the original's
