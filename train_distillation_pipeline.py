@@ -11,9 +11,8 @@ Example (the original's quick setting):
 """
 
 
-from crossdistill.cli import add_runtime_args, make_parser
-from crossdistill.errors import (AT_LEAST_1, NON_NEGATIVE, POSITIVE, PROBABILITY, TEMPERATURE, UsageError,
-                                 check_args, run_cli)
+from crossdistill.cli import add_training_args, check_training_args, make_parser
+from crossdistill.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, TEMPERATURE, run_cli
 from crossdistill.fusion import parse_fusion
 from crossdistill.losses import SOFT_LOSSES
 from crossdistill.recipes import DEFAULT_RECIPE, STUDENT_RECIPES, apply_recipe
@@ -23,32 +22,24 @@ DEFAULT_STUDENT = "minilm-l6"
 
 def parse_args(argv=None):
     p = make_parser(__doc__)
-    # the original's flags
     p.add_argument("--teacher_path", required=True, help="folder written by train_teacher_model.py")
     p.add_argument("--student_name", default=DEFAULT_STUDENT,
                    help="student: folder, hub id (e.g. intfloat/multilingual-e5-large-instruct) or alias "
                         "(minilm-l6, multilingual-e5-small)")
-    p.add_argument("--data_version", default="scifact", help="folder under --data_root with train.csv and val.csv")
-    p.add_argument("--output_dir", required=True, help="folder of the published student (checkpoints while training)")
-    p.add_argument("--epochs", type=int, default=3, help="passes over the training data")
-    p.add_argument("--batch_size", type=int, default=16,
-                   help="queries per step and process (each with K candidates); global batch = this x processes")
-    p.add_argument("--lr", type=float, default=2e-5, help="learning rate (AdamW, linear warm-up and decay)")
+    add_training_args(p, data_help="folder under --data_root with train.csv and val.csv",
+                      output_help="folder of the published student (checkpoints while training)", output_default=None,
+                      batch_size_help="queries per step and process (each with K candidates); global batch = this x processes",
+                      lr=2e-5, lr_help="learning rate (AdamW, linear warm-up and decay)",
+                      max_len_help="max tokens per query/passage for the student",
+                      accumulation_help="run each batch as this many exact micro-batches (same result, less memory)")
     p.add_argument("--K", type=int, default=16, help="candidates per query: positives, CSV negatives, mined negatives")
     p.add_argument("--recipe", choices=sorted(STUDENT_RECIPES), default=DEFAULT_RECIPE,
-                   help="loss settings every unset loss flag takes: 'ranking' = KL from teacher logits to 20*cos + in-batch "
+                   help="loss settings every unset loss flag takes: 'ranking' = KL from teacher logits to scale*cos + in-batch "
                         "InfoNCE (measured best); 'original' = SPEC.md's KL(prob/0.2) + 0.3 contrastive + 0.4 negative penalty")
     p.add_argument("--tau", type=float, default=None, help="teacher temperature of the listwise KL (ranking 1.0, original 0.2)")
     p.add_argument("--contrastive_weight", type=float, default=None, help="weight of the margin term (ranking 0, original 0.3)")
     p.add_argument("--negative_penalty_weight", type=float, default=None,
                    help="weight of the negative-score penalty (ranking 0, original 0.4)")
-    p.add_argument("--use_lora", action="store_true", help="train LoRA adapters on the student (peft)")
-    p.add_argument("--lora_r", type=int, default=32, help="LoRA rank (with --use_lora)")
-    p.add_argument("--lora_alpha", type=int, default=64, help="LoRA scaling alpha (with --use_lora)")
-    p.add_argument("--lora_dropout", type=float, default=0.1, help="LoRA dropout (with --use_lora)")
-    p.add_argument("--max_len", type=int, default=256, help="max tokens per query/passage for the student")
-    p.add_argument("--max_samples", type=int, default=None, help="seeded random subset of training rows")
-    # added
     p.add_argument("--negative_source", choices=["bm25", "model", "random"], default="bm25",
                    help="how lists are filled up to K beyond the CSV's negatives")
     p.add_argument("--mining_model", default="minilm-l6", help="bi-encoder for --negative_source model")
@@ -82,34 +73,16 @@ def parse_args(argv=None):
                    help="which model to publish: 'best' = highest val MRR@10, the starting student included; 'last' = "
                         "the last epoch's (e.g. when calibrated scores matter more than ranking)")
     p.add_argument("--guard_k", type=int, default=20, help="teacher reranks the student's top-k of the val pool for the guard")
-    p.add_argument("--query_prefix", default=None, help="text put before each query (default: the model's prompts or family convention)")
-    p.add_argument("--passage_prefix", default=None, help="text put before each passage (default: the model's prompts or family convention)")
-    p.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on biases and LayerNorm)")
-    p.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of the steps spent warming the learning rate up")
-    p.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
     p.add_argument("--micro_batch_size", type=int, default=None,
                    help="max texts per forward pass (gradients combined exactly); set automatically on out-of-memory")
-    p.add_argument("--eval_batch_size", type=int, default=64, help="batch size for validation, teacher scoring and encoding")
-    p.add_argument("--max_val_samples", type=int, default=None, help="seeded subset of val rows (faster validation)")
-    p.add_argument("--save_steps", type=int, default=50, help="checkpoint every N steps (and at every epoch end)")
-    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --output_dir")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing --output_dir first")
     p.add_argument("--score_cache", default=None, help="SQLite file of teacher scores (default: per-teacher file in the cache)")
-    add_runtime_args(p, "run each batch as this many exact micro-batches (same result, less memory)")
-    p.add_argument("--log_steps", type=int, default=5, help="write a step event (read by the monitor) every N steps")
     args = p.parse_args(argv)
     apply_recipe(args)
     parse_fusion(args.teacher_fusion)  # refuse a malformed spec before any work
-    check_args(args, {"soft_weight": NON_NEGATIVE, "infonce_weight": NON_NEGATIVE, "scale": POSITIVE,"epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "K": (lambda v: v >= 2, ">= 2"),
-                      "tau": TEMPERATURE, "contrastive_weight": NON_NEGATIVE, "negative_penalty_weight": NON_NEGATIVE,
-                      "lora_r": AT_LEAST_1, "lora_alpha": POSITIVE, "lora_dropout": PROBABILITY,
-                      "max_len": (lambda v: v >= 8, ">= 8"), "max_samples": AT_LEAST_1, "guard_k": AT_LEAST_1,
-                      "weight_decay": NON_NEGATIVE, "warmup_ratio": PROBABILITY, "max_grad_norm": POSITIVE,
-                      "micro_batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "max_val_samples": AT_LEAST_1,
-                      "save_steps": NON_NEGATIVE, "log_steps": AT_LEAST_1,
-                      "gradient_accumulation_steps": AT_LEAST_1})
-    if args.resume and args.overwrite:
-        raise UsageError("--resume and --overwrite contradict each other; pass one")
+    check_training_args(args, {"soft_weight": NON_NEGATIVE, "infonce_weight": NON_NEGATIVE, "scale": POSITIVE,
+                               "K": (lambda v: v >= 2, ">= 2"), "tau": TEMPERATURE, "contrastive_weight": NON_NEGATIVE,
+                               "negative_penalty_weight": NON_NEGATIVE, "guard_k": AT_LEAST_1,
+                               "micro_batch_size": AT_LEAST_1})
     return args
 
 

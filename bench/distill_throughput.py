@@ -25,7 +25,8 @@ import torch  # noqa: E402
 from crossdistill import data  # noqa: E402
 from crossdistill.candidates import build_candidates  # noqa: E402
 from crossdistill.recipes import loss_settings  # noqa: E402
-from crossdistill.distillation import Run, _collate, forward_backward  # noqa: E402
+from crossdistill.distillation import Run, _collate
+from crossdistill.student_step import forward_backward  # noqa: E402
 from crossdistill.training import epoch_order  # noqa: E402
 from crossdistill.models import resolve_model  # noqa: E402
 from crossdistill.score_cache import cached_teacher_logits  # noqa: E402

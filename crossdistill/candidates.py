@@ -20,8 +20,7 @@ class CandidateList:
     positive: list[bool]  # ground-truth label of each passage
 
 
-def build_candidates(df, K: int, negative_source: str, seed: int, mining_model: str = "minilm-l6",
-                     extra_pool: list[str] | None = None) -> tuple[list[CandidateList], dict]:
+def build_candidates(df, K: int, negative_source: str, seed: int, mining_model: str = "minilm-l6") -> tuple[list[CandidateList], dict]:
     """Candidate lists for every anchor of ``df``; returns (lists, stats).
 
     stats: queries, K, short_lists (fewer than K passages available), mean_candidates, mined_negatives.
@@ -34,7 +33,7 @@ def build_candidates(df, K: int, negative_source: str, seed: int, mining_model: 
         negatives.setdefault(a, [])
         if n not in negatives[a]:
             negatives[a].append(n)
-    pool = sorted(set(df["positive"]) | set(df["negative"]) | set(extra_pool or []))
+    pool = sorted(set(df["positive"]) | set(df["negative"]))
     index = {p: i for i, p in enumerate(pool)}
     queries = list(positives)
     need = {q: K - min(len(positives[q]), K - 1) - len([n for n in negatives[q] if n not in positives[q]]) for q in queries}

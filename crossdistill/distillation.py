@@ -9,15 +9,12 @@ batch's distinct passages, score by exact cosine, loss = KL + contrastive + nega
 (:mod:`crossdistill.losses`), step; validate every epoch; keep the best model (the starting student
 included; ``--keep last``: the last epoch's); checkpoint every ``--save_steps`` and every epoch end (:mod:`crossdistill.checkpoint`).
 
-Out of memory never skips data: the step is redone with the batch's texts split into micro-batches whose
-gradients are combined exactly (the embeddings are computed without gradients, the loss is backpropagated
-to them, then each micro-batch is re-encoded with gradients and receives its slice — "gradient caching",
-Gao et al. 2021), and the smaller micro-batch is kept for the rest of the run.
+Validation and the guard live in :mod:`crossdistill.validation`, one optimisation step (with the exact
+micro-batching that follows an out-of-memory error) in :mod:`crossdistill.student_step`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -33,226 +30,16 @@ from .checkpoint import (load_checkpoint, load_tensors, load_trainable, rescale_
                          save_checkpoint)
 from .errors import NonFiniteLoss, UsageError
 from .fsutil import EventLog, claim_output_dir, lock_run, publish, release_output_dir, staging_dir, write_json
-from .losses import distillation_loss
 from .model_card import student_card
-from .metrics import matrix_ranking_metrics
-from .models import cache_dir, resolve_model, similarity_scale
+from .models import cache_dir, resolve_model, similarity_scale, teacher_config_file
 from .fusion import bm25_candidate_scores, fuse, parse_fusion
-from .recipes import student_tau
 from .score_cache import cached_teacher_logits, teacher_fingerprint
 from .student import BiEncoderStudent
+from .student_step import forward_backward, is_oom
 from .teacher import read_teacher_config
-from .training import (epoch_order, gather_rows, linear_schedule, make_accelerator, make_optimizer, on_main,
-                       seed_everything, shard, text_keys, track)
-
-
-# --------------------------------------------------------------------------- validation
-@dataclass
-class ValPool:
-    """Val queries, all distinct val passages (the pool), each query's positives, and the val triplets."""
-
-    queries: list[str]
-    passages: list[str]
-    qrels: dict[str, dict[str, int]]
-    triplets: list[tuple[int, int, int]]  # (query index, positive index, negative index)
-
-    @classmethod
-    def from_df(cls, df, extra_passages: list[str] | None = None) -> "ValPool":
-        """The pool is the CSV's val passages, plus ``extra_passages`` (e.g. a BEIR corpus) when given."""
-        queries = list(dict.fromkeys(df["anchor"]))
-        passages = list(dict.fromkeys(list(df["positive"]) + list(df["negative"]) + list(extra_passages or [])))
-        qi = {q: i for i, q in enumerate(queries)}
-        pi = {p: i for i, p in enumerate(passages)}
-        qrels: dict[str, dict[str, int]] = {}
-        for a, p in zip(df["anchor"], df["positive"]):
-            qrels.setdefault(str(qi[a]), {})[str(pi[p])] = 1
-        triplets = [(qi[a], pi[p], pi[n]) for a, p, n in df[list(data.COLUMNS)].itertuples(index=False)]
-        return cls(queries, passages, qrels, triplets)
-
-    def relevant(self) -> list[set[int]]:
-        """Per query (in order), the indices of its relevant passages."""
-        return [{int(d) for d in self.qrels.get(str(i), {})} for i in range(len(self.queries))]
-
-
-@torch.no_grad()
-def student_similarities(student: BiEncoderStudent, queries: list[str], passages: list[str], batch_size: int,
-                         on_progress=None, chunk: int = 2048) -> np.ndarray:
-    """(Q, P) cosine similarities; each text encoded once, in length-sorted batches (sentence-transformers),
-    ``chunk`` passages at a time with ``on_progress(done, total)`` after each (a heartbeat for the monitor)."""
-    was_training = student.training
-    student.eval()
-    kw = dict(batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    q = student.st.encode([student.query_prefix + t for t in queries], **kw)
-    parts = []
-    for s in range(0, len(passages), chunk):
-        parts.append(student.st.encode([student.passage_prefix + t for t in passages[s:s + chunk]], **kw))
-        if on_progress is not None:
-            on_progress(min(s + chunk, len(passages)), len(passages))
-    student.train(was_training)
-    return q @ np.concatenate(parts).T if parts else np.zeros((len(queries), 0), dtype=np.float32)
-
-
-def evaluate_student(student: BiEncoderStudent, pool: ValPool, batch_size: int, events=None) -> tuple[dict, np.ndarray]:
-    """Mean normalised positive/negative score and margin over val triplets; MRR@10, nDCG@10, Recall@10 over the pool."""
-    on_progress = None if events is None else (lambda done, total: events.log("phase", phase="validation", done=done, total=total))
-    cos = student_similarities(student, pool.queries, pool.passages, batch_size, on_progress)
-    norm = (cos + 1) / 2
-    t = np.array(pool.triplets)
-    pos, neg = norm[t[:, 0], t[:, 1]], norm[t[:, 0], t[:, 2]]
-    rank = matrix_ranking_metrics(cos, pool.relevant())
-    metrics = {"val_mean_positive": float(pos.mean()), "val_mean_negative": float(neg.mean()),
-               "val_margin": float((pos - neg).mean()), "val_mrr@10": rank["mrr@10"], "val_ndcg@10": rank["ndcg@10"],
-               "val_recall@10": rank["recall@10"]}
-    return metrics, cos
-
-
-def val_corpus(args) -> list[str] | None:
-    """Extra val-pool passages: the whole BEIR corpus the data was prepared from (``--val_pool corpus``, or
-    ``auto`` when ``prepare_config.json`` names a BEIR folder that exists), else None (the val CSV's passages).
-
-    A small pool of the val CSV's own passages is easy; ranking over the full corpus is what the student is
-    tested on, so best-epoch choices and the guard read the same kind of number as the test."""
-    if args.val_pool == "csv":
-        return None
-    cfg_file = Path(args.data_root) / args.data_version / "prepare_config.json"
-    try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        cfg = {}
-    source = cfg.get("source")
-    if cfg.get("source_type") == "beir" and source and (Path(source) / "corpus.jsonl").is_file():
-        return data.load_beir_corpus(source)
-    if args.val_pool == "corpus":
-        raise UsageError(f"--val_pool corpus needs data prepared from a BEIR folder that still exists ({cfg_file} names "
-                         f"{source!r}); use --val_pool csv")
-    return None
-
-
-def teacher_guard(args, pool: ValPool, student_cos: np.ndarray, cache_path: Path, log, device=None) -> dict:
-    """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``.
-
-    With ``--teacher_fusion`` the reranker is what the student will learn from: the teacher fused with its
-    sources, exactly as the soft labels are built (:mod:`crossdistill.fusion`)."""
-    k = min(args.guard_k, len(pool.passages))
-    top = np.argsort(-student_cos, axis=1, kind="stable")[:, :k]
-    pairs = [(pool.queries[i], pool.passages[j]) for i in range(len(pool.queries)) for j in top[i]]
-    logits, _ = cached_teacher_logits(args.teacher_path, pairs, cache_path, args.eval_batch_size, device=device, log=log)
-    logits = logits.reshape(len(pool.queries), k)
-    weights = parse_fusion(getattr(args, "teacher_fusion", None))
-    if weights:
-        others = {}
-        if "bm25" in weights:
-            others["bm25"] = bm25_candidate_scores(pool.queries, [[pool.passages[j] for j in row] for row in top])
-        if "student" in weights:
-            others["student"] = list(np.take_along_axis(student_cos, top, 1))
-        logits = np.stack(fuse(list(logits), others, weights))
-    relevant = pool.relevant()
-    in_top = [{c for c, j in enumerate(top[i]) if j in relevant[i]} for i in range(len(pool.queries))]
-    s = matrix_ranking_metrics(np.take_along_axis(student_cos, top, 1), in_top)["mrr@10"]
-    t = matrix_ranking_metrics(logits, in_top)["mrr@10"]
-    return {"student_mrr@10": s, "teacher_rerank_mrr@10": t, "guard_k": k, "fused": sorted(weights)}
-
-
-# --------------------------------------------------------------------------- one optimisation step
-def _texts(student: BiEncoderStudent, lists: list[CandidateList]):
-    queries = [student.query_prefix + c.query for c in lists]
-    unique = list(dict.fromkeys(p for c in lists for p in c.passages))
-    where = {p: i for i, p in enumerate(unique)}
-    width = max(len(c.passages) for c in lists)
-    index = torch.zeros(len(lists), width, dtype=torch.long)
-    mask = torch.zeros(len(lists), width, dtype=torch.bool)
-    for i, c in enumerate(lists):
-        index[i, :len(c.passages)] = torch.tensor([where[p] for p in c.passages])
-        mask[i, :len(c.passages)] = True
-    return queries, [student.passage_prefix + p for p in unique], index, mask
-
-
-def _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args, p_keys=None) -> dict:
-    """The distillation loss of a batch from its embeddings. ``p_keys`` (keys of the batch's distinct passages)
-    is given when the InfoNCE term or cross-device negatives need every passage of the (global) batch."""
-    cos = torch.einsum("qd,qkd->qk", q_emb, p_emb[index])
-    student_scores = (cos + 1) / 2
-    extra = in_batch = None
-    if p_keys is not None:
-        all_emb, all_keys = gather_rows(p_emb, p_keys) if args.cross_device_negatives else (p_emb, p_keys)
-        own = torch.where(mask, p_keys[index], torch.zeros_like(index))  # (Q, K) keys of each query's candidates
-        in_list = (all_keys[None, :, None] == own[:, None, :]) & mask[:, None, :]  # (Q, P, K)
-        all_cos = q_emb @ all_emb.T
-        if args.cross_device_negatives:  # the contrastive term's extra negatives: all but the query's own candidates
-            extra = ((all_cos + 1) / 2, ~in_list.any(-1))
-        is_pos = (in_list & positive[:, None, :]).any(-1)
-        in_batch = (all_cos, is_pos, torch.ones_like(is_pos))
-    return distillation_loss(teacher, student_scores, mask, positive, tau=args.tau,
-                             contrastive_weight=args.contrastive_weight,
-                             negative_penalty_weight=args.negative_penalty_weight, extra_negatives=extra,
-                             student_tau=student_tau(args), soft_loss=args.soft_loss, soft_weight=args.soft_weight,
-                             scale=args.scale, infonce_weight=args.infonce_weight, in_batch=in_batch)
-
-
-def _rng_snapshot():
-    return torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-
-
-def _rng_restore(snap):
-    torch.set_rng_state(snap[0])
-    if snap[1] is not None:
-        torch.cuda.set_rng_state_all(snap[1])
-
-
-def forward_backward(student, lists, teacher, positive, args, micro: int | None, step: int, accelerator) -> dict:
-    """Loss of one batch and its gradients (accumulated in ``.grad``); ``micro`` = max texts per forward.
-
-    ``student`` may be wrapped for distributed training (DDP): every pass that needs gradients goes through
-    one call of the wrapper, and only the last micro-batch's backward synchronises gradients.
-    """
-    import contextlib
-
-    model = accelerator.unwrap_model(student)
-    device = accelerator.device
-    queries, passages, index, mask = _texts(model, lists)
-    index, mask, teacher, positive = index.to(device), mask.to(device), teacher.to(device), positive.to(device)
-    p_keys = text_keys(passages).to(device) if (args.cross_device_negatives or args.infonce_weight) else None
-    if micro is None or micro >= len(queries) + len(passages):
-        faults.maybe_oom(step, max(len(queries), len(passages)))
-        with accelerator.autocast():
-            q_emb, p_emb = student([queries, passages])
-            out = _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args, p_keys)
-        out["loss"] = faults.maybe_nan(step, out["loss"])
-        if torch.isfinite(out["loss"]):
-            accelerator.backward(out["loss"])
-        return out
-    # gradient caching: exact full-batch gradients with at most `micro` texts per forward pass
-    texts = queries + passages
-    chunks = [texts[s:s + micro] for s in range(0, len(texts), micro)]
-    snaps, embs = [], []
-    with torch.no_grad():
-        for chunk in chunks:
-            faults.maybe_oom(step, len(chunk))
-            snaps.append(_rng_snapshot())
-            with accelerator.autocast():
-                embs.append(model.embed(chunk))
-    all_emb = torch.cat(embs).detach().requires_grad_(True)
-    out = _loss_from_embeddings(all_emb[:len(queries)], all_emb[len(queries):], index, mask, teacher, positive, args, p_keys)
-    out["loss"] = faults.maybe_nan(step, out["loss"])
-    if not torch.isfinite(out["loss"]):
-        return out
-    accelerator.backward(out["loss"])  # scales the loss under fp16; the cached gradients carry that scale
-    grads = all_emb.grad.split([len(c) for c in chunks])
-    end_snap = _rng_snapshot()
-    for i, (chunk, snap, grad) in enumerate(zip(chunks, snaps, grads)):
-        _rng_restore(snap)
-        sync = contextlib.nullcontext() if i == len(chunks) - 1 else accelerator.no_sync(student)
-        with sync:
-            with accelerator.autocast():
-                (emb,) = student([chunk])
-            emb.backward(grad)
-    _rng_restore(end_snap)
-    out["loss"] = out["loss"].detach()
-    return out
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+from .training import (epoch_order, linear_schedule, make_accelerator, make_optimizer, on_main,
+                       seed_everything, shard, track)
+from .validation import ValPool, evaluate_student, student_similarities, teacher_guard, val_corpus
 
 
 # --------------------------------------------------------------------------- setup
@@ -268,8 +55,8 @@ def load_teacher_dir(path: str) -> dict:
     folder = Path(path)
     if not folder.is_dir():
         raise UsageError(f"--teacher_path {folder} does not exist; train a teacher with train_teacher_model.py first")
-    if not (folder / "config.json").is_file() or not (folder / "lora_config.json").is_file():
-        raise UsageError(f"--teacher_path {folder} is not a teacher folder (needs config.json and lora_config.json "
+    if not (folder / "config.json").is_file() or teacher_config_file(folder) is None:
+        raise UsageError(f"--teacher_path {folder} is not a teacher folder (needs config.json and teacher_config.json "
                          "written by train_teacher_model.py)")
     if not any((folder / w).is_file() for w in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
         raise UsageError(f"--teacher_path {folder} has a config but no weights (model.safetensors): the teacher was never "
@@ -458,7 +245,7 @@ def train_student(args, log=print) -> Path:
                     out = forward_backward(student, lists, teacher, positive, args, micro, step, accelerator)
                     break
                 except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-                    if not _is_oom(exc):
+                    if not is_oom(exc):
                         raise
                     optimizer.zero_grad(set_to_none=True)
                     if torch.cuda.is_available():

@@ -55,8 +55,6 @@ def analyze(text: str) -> list[str]:
 class BM25Miner:
     """BM25 (bm25s, Lucene variant) over a fixed passage list."""
 
-    name = "bm25"
-
     def __init__(self, passages: list[str], k1: float = 1.5, b: float = 0.75):
         import bm25s
 
@@ -71,8 +69,6 @@ class BM25Miner:
 
 class ModelMiner:
     """Cosine similarity of a sentence-transformers bi-encoder; passages are encoded once."""
-
-    name = "model"
 
     def __init__(self, passages: list[str], model_name: str = "minilm-l6", batch_size: int = 64,
                  max_len: int = 256, device: str | None = None):
@@ -95,8 +91,6 @@ class ModelMiner:
 
 class RandomMiner:
     """Random passages (the original "mining"); scores are a seeded random permutation."""
-
-    name = "random"
 
     def __init__(self, passages: list[str], seed: int = 42):
         self.n = len(passages)

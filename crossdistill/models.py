@@ -21,6 +21,16 @@ from pathlib import Path
 from .errors import UsageError
 
 ALIASES = ("minilm-l6", "multilingual-e5-small")
+# a teacher folder's own settings (prefixes, max_len, loss, LoRA); the second name is what earlier versions wrote
+TEACHER_CONFIG_NAMES = ("teacher_config.json", "lora_config.json")
+
+
+def teacher_config_file(folder: str | Path) -> Path | None:
+    """The settings file of a teacher folder this toolkit wrote (either name), or None."""
+    for name in TEACHER_CONFIG_NAMES:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
 E5_INSTRUCT_QUERY = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: "
 
 
@@ -65,13 +75,12 @@ def similarity_scale(model: ResolvedModel) -> float:
 
 
 def _folder_prefixes(folder: Path) -> tuple[str, str] | None:
-    """Prefixes saved with a model: sentence-transformers prompts or our own ``lora_config.json``."""
-    for fname in ("crossdistill.json", "lora_config.json"):
-        f = folder / fname
-        if f.is_file():
-            cfg = json.loads(f.read_text(encoding="utf-8"))
-            if "query_prefix" in cfg:
-                return cfg.get("query_prefix", ""), cfg.get("passage_prefix", "")
+    """Prefixes saved with a model: a teacher folder's settings, or sentence-transformers prompts."""
+    f = teacher_config_file(folder)
+    if f is not None:
+        cfg = json.loads(f.read_text(encoding="utf-8"))
+        if "query_prefix" in cfg:
+            return cfg.get("query_prefix", ""), cfg.get("passage_prefix", "")
     f = folder / "config_sentence_transformers.json"
     if f.is_file():
         prompts = json.loads(f.read_text(encoding="utf-8")).get("prompts") or {}

@@ -6,7 +6,7 @@ longest-first to ``max_len`` — exactly what ``sentence_transformers.CrossEncod
 saved folder scores the same everywhere.
 
 Saved folder (``save_teacher``): a standard transformers model (LoRA merged, loads without peft),
-tokenizer, ``adapter/`` (the peft adapter, when LoRA was used), ``lora_config.json`` (LoRA settings,
+tokenizer, ``adapter/`` (the peft adapter, when LoRA was used), ``teacher_config.json`` (LoRA settings,
 base model, max_len, prefixes) — everything stage 2 needs.
 """
 
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .models import ResolvedModel, check_max_len, load_or_fail
+from .models import TEACHER_CONFIG_NAMES, ResolvedModel, check_max_len, load_or_fail, teacher_config_file
 
-TEACHER_CONFIG = "lora_config.json"
+TEACHER_CONFIG = TEACHER_CONFIG_NAMES[0]
 HEAD_NAMES = ("classifier", "pooler", "score")
 POOLINGS = ("mean", "cls")
 MEAN_LAYER_SCALE = 1000.0
@@ -106,7 +106,7 @@ class CrossEncoderTeacher:
             tok.pad_token = tok.eos_token
         model.config.pad_token_id = tok.pad_token_id
         check_max_len(max_len, model.config, f"teacher base model {resolved.name}")
-        if pooling == "mean" and not (Path(resolved.path) / TEACHER_CONFIG).is_file():
+        if pooling == "mean" and teacher_config_file(resolved.path) is None:
             add_mean_pooling_layer(model)  # a teacher folder as base (continued training) already has its head
         return cls(model, tok, max_len, resolved.query_prefix, resolved.passage_prefix)
 
@@ -171,8 +171,8 @@ class CrossEncoderTeacher:
 
 
 def read_teacher_config(path: str | Path) -> dict:
-    f = Path(path) / TEACHER_CONFIG
-    if not f.is_file():
+    f = teacher_config_file(path)
+    if f is None:
         return {}
     try:
         return json.loads(f.read_text(encoding="utf-8"))
@@ -191,7 +191,7 @@ def merged_copy(model):
 
 def save_teacher(teacher: CrossEncoderTeacher, folder: Path, config: dict) -> None:
     """Write ``teacher`` into ``folder``: the standard model (LoRA merged, loads without peft), its tokenizer,
-    ``adapter/`` when the model carries LoRA adapters, and ``lora_config.json``."""
+    ``adapter/`` when the model carries LoRA adapters, and ``teacher_config.json`` (earlier: ``lora_config.json``)."""
     from peft import PeftModel
 
     from .fsutil import write_json

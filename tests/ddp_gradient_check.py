@@ -15,7 +15,7 @@ from accelerate import Accelerator  # noqa: E402
 from crossdistill.recipes import loss_settings  # noqa: E402
 from crossdistill.candidates import build_candidates  # noqa: E402
 from crossdistill.data import read_triplets  # noqa: E402
-from crossdistill.distillation import forward_backward  # noqa: E402
+from crossdistill.student_step import forward_backward  # noqa: E402
 from crossdistill.models import resolve_model  # noqa: E402
 from crossdistill.student import BiEncoderStudent  # noqa: E402
 from crossdistill.training import shard  # noqa: E402

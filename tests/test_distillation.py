@@ -130,7 +130,7 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
 
     from crossdistill.candidates import build_candidates
     from crossdistill.data import read_triplets
-    from crossdistill.distillation import forward_backward
+    from crossdistill.student_step import forward_backward
     from crossdistill.models import resolve_model
     from crossdistill.student import BiEncoderStudent
 

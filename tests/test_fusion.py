@@ -50,17 +50,17 @@ def test_guard_judges_the_fused_teacher_the_student_will_learn_from(monkeypatch)
     still passes when BM25 (weight 2) puts the lexical match first."""
     from types import SimpleNamespace
 
-    from crossdistill import distillation
+    from crossdistill import validation
 
     queries = ["alpha beta gamma", "delta epsilon zeta"]
     passages = ["alpha beta gamma text", "unrelated words here", "delta epsilon zeta text", "other filler words"]
-    pool = distillation.ValPool(queries, passages, {"0": {"0": 1}, "1": {"2": 1}}, [])
+    pool = validation.ValPool(queries, passages, {"0": {"0": 1}, "1": {"2": 1}}, [])
     student_cos = np.array([[0.2, 0.9, 0.1, 0.0], [0.1, 0.0, 0.3, 0.8]])  # the student ranks the positives second
     bad = lambda t, pairs, *a, **k: (np.array([-5.0 if "text" in p else 5.0 for _, p in pairs], dtype=np.float32), {})
-    monkeypatch.setattr(distillation, "cached_teacher_logits", bad)
+    monkeypatch.setattr(validation, "cached_teacher_logits", bad)
     args = SimpleNamespace(guard_k=2, eval_batch_size=8, teacher_path="t", teacher_fusion=None)
-    alone = distillation.teacher_guard(args, pool, student_cos, None, print)
+    alone = validation.teacher_guard(args, pool, student_cos, None, print)
     assert alone["teacher_rerank_mrr@10"] == 0.5 and alone["student_mrr@10"] == 0.5 and alone["fused"] == []
     args.teacher_fusion = "bm25=2"
-    fused = distillation.teacher_guard(args, pool, student_cos, None, print)
+    fused = validation.teacher_guard(args, pool, student_cos, None, print)
     assert fused["teacher_rerank_mrr@10"] == 1.0 and fused["fused"] == ["bm25"]

@@ -21,7 +21,7 @@ def test_korean_mini_pipeline(tmp_path, e5_small):
                       "--data_version", "ko", "--output_dir", teacher, "--epochs", "1", "--batch_size", "8",
                       "--max_len", "32", "--use_lora", "--lora_r", "2", "--lora_alpha", "4", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cfg = json.loads((teacher / "lora_config.json").read_text())
+    cfg = json.loads((teacher / "teacher_config.json").read_text())
     assert (cfg["query_prefix"], cfg["passage_prefix"]) == ("query: ", "passage: ")
     student = tmp_path / "student"
     proc = run_script("train_distillation_pipeline.py", "--teacher_path", teacher, "--student_name", "multilingual-e5-small",

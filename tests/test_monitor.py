@@ -138,7 +138,7 @@ def test_pipeline_quick_runs_teacher_student_and_evaluation(tmp_path, tiny_minil
                       "--student_args", "--max_samples 16 --max_len 32 --max_val_samples 20 --allow_weaker_teacher",
                       "--eval_output_dir", tmp_path / "eval", "--backoff", "0.2", "--poll", "0.3", env=score_cache_env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    teacher_cfg = json.loads((tmp_path / "models" / "cross_encoder_teacher_quick" / "lora_config.json").read_text())
+    teacher_cfg = json.loads((tmp_path / "models" / "cross_encoder_teacher_quick" / "teacher_config.json").read_text())
     assert (teacher_cfg["r"], teacher_cfg["alpha"]) == (16, 32)  # the original's quick LoRA settings
     student_args = json.loads((tmp_path / "models" / "bi_encoder_distilled_quick" / "training_args.json").read_text())
     assert (student_args["K"], student_args["batch_size"], student_args["use_lora"]) == (4, 16, True)

@@ -26,10 +26,10 @@ def _pairs(scifact_version, n=12):
 
 def test_teacher_folder_contents(trained_teacher):
     names = {p.name for p in trained_teacher.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "adapter", "lora_config.json", "training_args.json",
+    assert {"config.json", "model.safetensors", "tokenizer.json", "adapter", "teacher_config.json", "training_args.json",
             "metrics.json", "events.jsonl", "done.json"} <= names
     assert not any(n.startswith(".") for n in names)
-    cfg = json.loads((trained_teacher / "lora_config.json").read_text())
+    cfg = json.loads((trained_teacher / "teacher_config.json").read_text())
     assert cfg["use_lora"] and (cfg["r"], cfg["alpha"], cfg["dropout"], cfg["max_len"]) == (4, 8, 0.1, 48)
     assert {"query", "value"} <= set(cfg["target_modules"]) and "classifier" in cfg["modules_to_save"]
     assert cfg["query_prefix"] == "" and cfg["base_model"].endswith("minilm-2l")
@@ -139,7 +139,7 @@ def test_same_seed_same_weights_and_listwise(tmp_path, tiny_minilm, scifact_vers
         outs.append(load_file(tmp_path / name / "model.safetensors"))
     assert outs[0].keys() == outs[1].keys()
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
-    assert json.loads((tmp_path / "a" / "lora_config.json").read_text())["loss"] == "listwise"
+    assert json.loads((tmp_path / "a" / "teacher_config.json").read_text())["loss"] == "listwise"
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -1,0 +1,126 @@
+"""The student's validation and the teacher guard: the val pool (val queries ranked against the val CSV's passages
+or the whole BEIR corpus), MRR@10/nDCG@10 of the student over it (numpy, no JIT start-up), and the guard that
+refuses to distil from a teacher (fused or not) that reranks the student's val top-k worse than the student ranks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data
+from .errors import UsageError
+from .fusion import bm25_candidate_scores, fuse, parse_fusion
+from .metrics import matrix_ranking_metrics
+from .score_cache import cached_teacher_logits
+from .student import BiEncoderStudent
+
+
+@dataclass
+class ValPool:
+    """Val queries, all distinct val passages (the pool), each query's positives, and the val triplets."""
+
+    queries: list[str]
+    passages: list[str]
+    qrels: dict[str, dict[str, int]]
+    triplets: list[tuple[int, int, int]]  # (query index, positive index, negative index)
+
+    @classmethod
+    def from_df(cls, df, extra_passages: list[str] | None = None) -> "ValPool":
+        """The pool is the CSV's val passages, plus ``extra_passages`` (e.g. a BEIR corpus) when given."""
+        queries = list(dict.fromkeys(df["anchor"]))
+        passages = list(dict.fromkeys(list(df["positive"]) + list(df["negative"]) + list(extra_passages or [])))
+        qi = {q: i for i, q in enumerate(queries)}
+        pi = {p: i for i, p in enumerate(passages)}
+        qrels: dict[str, dict[str, int]] = {}
+        for a, p in zip(df["anchor"], df["positive"]):
+            qrels.setdefault(str(qi[a]), {})[str(pi[p])] = 1
+        triplets = [(qi[a], pi[p], pi[n]) for a, p, n in df[list(data.COLUMNS)].itertuples(index=False)]
+        return cls(queries, passages, qrels, triplets)
+
+    def relevant(self) -> list[set[int]]:
+        """Per query (in order), the indices of its relevant passages."""
+        return [{int(d) for d in self.qrels.get(str(i), {})} for i in range(len(self.queries))]
+
+
+@torch.no_grad()
+def student_similarities(student: BiEncoderStudent, queries: list[str], passages: list[str], batch_size: int,
+                         on_progress=None, chunk: int = 2048) -> np.ndarray:
+    """(Q, P) cosine similarities; each text encoded once, in length-sorted batches (sentence-transformers),
+    ``chunk`` passages at a time with ``on_progress(done, total)`` after each (a heartbeat for the monitor)."""
+    was_training = student.training
+    student.eval()
+    kw = dict(batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    q = student.st.encode([student.query_prefix + t for t in queries], **kw)
+    parts = []
+    for s in range(0, len(passages), chunk):
+        parts.append(student.st.encode([student.passage_prefix + t for t in passages[s:s + chunk]], **kw))
+        if on_progress is not None:
+            on_progress(min(s + chunk, len(passages)), len(passages))
+    student.train(was_training)
+    return q @ np.concatenate(parts).T if parts else np.zeros((len(queries), 0), dtype=np.float32)
+
+
+def evaluate_student(student: BiEncoderStudent, pool: ValPool, batch_size: int, events=None) -> tuple[dict, np.ndarray]:
+    """Mean normalised positive/negative score and margin over val triplets; MRR@10, nDCG@10, Recall@10 over the pool."""
+    on_progress = None if events is None else (lambda done, total: events.log("phase", phase="validation", done=done, total=total))
+    cos = student_similarities(student, pool.queries, pool.passages, batch_size, on_progress)
+    norm = (cos + 1) / 2
+    t = np.array(pool.triplets)
+    pos, neg = norm[t[:, 0], t[:, 1]], norm[t[:, 0], t[:, 2]]
+    rank = matrix_ranking_metrics(cos, pool.relevant())
+    metrics = {"val_mean_positive": float(pos.mean()), "val_mean_negative": float(neg.mean()),
+               "val_margin": float((pos - neg).mean()), "val_mrr@10": rank["mrr@10"], "val_ndcg@10": rank["ndcg@10"],
+               "val_recall@10": rank["recall@10"]}
+    return metrics, cos
+
+
+def val_corpus(args) -> list[str] | None:
+    """Extra val-pool passages: the whole BEIR corpus the data was prepared from (``--val_pool corpus``, or
+    ``auto`` when ``prepare_config.json`` names a BEIR folder that exists), else None (the val CSV's passages).
+
+    A small pool of the val CSV's own passages is easy; ranking over the full corpus is what the student is
+    tested on, so best-epoch choices and the guard read the same kind of number as the test."""
+    if args.val_pool == "csv":
+        return None
+    cfg_file = Path(args.data_root) / args.data_version / "prepare_config.json"
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        cfg = {}
+    source = cfg.get("source")
+    if cfg.get("source_type") == "beir" and source and (Path(source) / "corpus.jsonl").is_file():
+        return data.load_beir_corpus(source)
+    if args.val_pool == "corpus":
+        raise UsageError(f"--val_pool corpus needs data prepared from a BEIR folder that still exists ({cfg_file} names "
+                         f"{source!r}); use --val_pool csv")
+    return None
+
+
+def teacher_guard(args, pool: ValPool, student_cos: np.ndarray, cache_path: Path, log, device=None) -> dict:
+    """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``.
+
+    With ``--teacher_fusion`` the reranker is what the student will learn from: the teacher fused with its
+    sources, exactly as the soft labels are built (:mod:`crossdistill.fusion`)."""
+    k = min(args.guard_k, len(pool.passages))
+    top = np.argsort(-student_cos, axis=1, kind="stable")[:, :k]
+    pairs = [(pool.queries[i], pool.passages[j]) for i in range(len(pool.queries)) for j in top[i]]
+    logits, _ = cached_teacher_logits(args.teacher_path, pairs, cache_path, args.eval_batch_size, device=device, log=log)
+    logits = logits.reshape(len(pool.queries), k)
+    weights = parse_fusion(getattr(args, "teacher_fusion", None))
+    if weights:
+        others = {}
+        if "bm25" in weights:
+            others["bm25"] = bm25_candidate_scores(pool.queries, [[pool.passages[j] for j in row] for row in top])
+        if "student" in weights:
+            others["student"] = list(np.take_along_axis(student_cos, top, 1))
+        logits = np.stack(fuse(list(logits), others, weights))
+    relevant = pool.relevant()
+    in_top = [{c for c, j in enumerate(top[i]) if j in relevant[i]} for i in range(len(pool.queries))]
+    s = matrix_ranking_metrics(np.take_along_axis(student_cos, top, 1), in_top)["mrr@10"]
+    t = matrix_ranking_metrics(logits, in_top)["mrr@10"]
+    return {"student_mrr@10": s, "teacher_rerank_mrr@10": t, "guard_k": k, "fused": sorted(weights)}
