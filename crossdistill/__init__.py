@@ -31,7 +31,8 @@ ends over this package; each module owns one concern:
 - :mod:`crossdistill.retrieval`         BM25 runs and teacher reranking
 - :mod:`crossdistill.evaluation`        bi-encoder evaluation; :mod:`crossdistill.evaluation_report` writes its outputs
 - :mod:`crossdistill.plots`             figures
-- :mod:`crossdistill.monitor`           the supervisor; :mod:`crossdistill.monitor_status` its status line
+- :mod:`crossdistill.monitor`           the supervisor (process group, faults, restarts); :mod:`crossdistill.monitor_status`
+                                        its status line; :mod:`crossdistill.monitor_commands` the recovery and evaluation argv
 - :mod:`crossdistill.pipeline`          whole-job presets: default (the measured recipe), cpu, and the original's quick/full
 - :mod:`crossdistill.faults`            fault injection for recovery tests (inactive unless enabled)
 """

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from .errors import EXIT_NONFINITE, EXIT_USAGE, UsageError
 from .fsutil import EventLog, read_events, write_json
+from .monitor_commands import evaluation_command, recovery_command
 
 
 @dataclass
@@ -245,18 +246,7 @@ class Supervisor:
 
     # ----------------------------------------------------------------- recovery
     def _next_command(self, command: list[str], outcome: Outcome) -> list[str]:
-        cmd = list(command)
-        if "--resume" not in cmd:  # both training scripts checkpoint and resume
-            cmd = [c for c in cmd if c != "--overwrite"] + ["--resume"]
-        if outcome.kind == "oom" and _is_student(cmd):
-            current = _flag(cmd, "--micro_batch_size") or self._last_micro() or _texts_per_batch(cmd)
-            cmd = _set_flag(cmd, "--micro_batch_size", str(max(1, int(current) // 2)))
-        elif outcome.kind == "oom":  # the teacher: the same batch in twice as many forward passes
-            cmd = _set_flag(cmd, "--gradient_accumulation_steps", str(2 * int(_flag(cmd, "--gradient_accumulation_steps") or 1)))
-        if outcome.kind == "nonfinite":
-            lr = float(_flag(cmd, "--lr") or (2e-5 if _is_student(cmd) else 5e-5))  # the scripts' own defaults
-            cmd = _set_flag(cmd, "--lr", f"{lr / 2:g}")
-        return cmd
+        return recovery_command(command, outcome.kind, self._last_micro)
 
     def _last_micro(self) -> int | None:
         for e in reversed(read_events(self.output_dir / "events.jsonl")):
@@ -356,62 +346,7 @@ class Supervisor:
         return 0
 
 
-def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: list[str] | None = None) -> list[str] | None:
-    """``evaluate_final_model.py`` arguments derived from a finished student run's saved configuration.
-
-    Test data: ``<data_root>/<data_version>/test.csv`` of the run; output: ``eval_dir`` or
-    ``evaluation_results/<run folder name>``; max length: the run's ``--max_len``.
-    """
-    f = Path(output_dir) / "training_args.json"
-    if not f.is_file() or not (Path(output_dir) / "distillation_config.json").is_file():
-        return None
-    a = json.loads(f.read_text())
-    root = Path(__file__).resolve().parent.parent
-    test = Path(a.get("data_root", "preprocessed")) / a["data_version"] / "test.csv"
-    out = Path(eval_dir) if eval_dir else Path("evaluation_results") / Path(output_dir).name
-    extra = list(extra or [])
-    baselines = []  # the starting model and BM25 beside the student, unless the caller chose otherwise
-    if "--base_model" not in extra and a.get("student_name"):
-        baselines += ["--base_model", str(a["student_name"])]
-    if "--bm25" not in extra:
-        baselines.append("--bm25")
-    return [sys.executable, str(root / "evaluate_final_model.py"), "--model_path", str(output_dir), "--test_data", str(test),
-            "--output_dir", str(out), "--overwrite", "--max_len", str(a.get("max_len", 256)), *baselines, *extra]
-
-
 # --------------------------------------------------------------------------- helpers
-def _is_student(cmd: list[str]) -> bool:
-    return any(c.endswith("train_distillation_pipeline.py") for c in cmd)
-
-
-def _flag(cmd: list[str], name: str) -> str | None:
-    for i, c in enumerate(cmd):
-        if c == name and i + 1 < len(cmd):
-            return cmd[i + 1]
-        if c.startswith(name + "="):
-            return c.split("=", 1)[1]
-    return None
-
-
-def _set_flag(cmd: list[str], name: str, value: str) -> list[str]:
-    out, skip = [], False
-    for i, c in enumerate(cmd):
-        if skip:
-            skip = False
-            continue
-        if c == name:
-            skip = True
-            continue
-        if c.startswith(name + "="):
-            continue
-        out.append(c)
-    return out + [name, value]
-
-
-def _texts_per_batch(cmd: list[str]) -> int:
-    return int(_flag(cmd, "--batch_size") or 16) * (1 + int(_flag(cmd, "--K") or 16))
-
-
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size

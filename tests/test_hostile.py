@@ -254,12 +254,26 @@ def test_resume_with_a_lower_lr_rescales_groups_and_schedule():
 
 
 def test_monitor_halves_the_scripts_own_default_lr():
-    from crossdistill.monitor import Outcome, Supervisor
+    from crossdistill.monitor_commands import recovery_command
 
-    sup = Supervisor([], Path("/nonexistent"))
-    teacher = sup._next_command(["python", "train_teacher_model.py", "--output_dir", "x"], Outcome("nonfinite", 3))
-    student = sup._next_command(["python", "train_distillation_pipeline.py", "--output_dir", "x"], Outcome("nonfinite", 3))
+    teacher = recovery_command(["python", "train_teacher_model.py", "--output_dir", "x"], "nonfinite")
+    student = recovery_command(["python", "train_distillation_pipeline.py", "--output_dir", "x"], "nonfinite")
     assert teacher[teacher.index("--lr") + 1] == "2.5e-05" and student[student.index("--lr") + 1] == "1e-05"
+    assert teacher[-3:] == ["--resume", "--lr", "2.5e-05"]
+
+
+def test_monitor_recovers_from_oom_with_smaller_passes_and_never_overwrites():
+    from crossdistill.monitor_commands import recovery_command
+
+    student = ["python", "train_distillation_pipeline.py", "--output_dir", "x", "--batch_size", "4", "--K", "3", "--overwrite"]
+    first = recovery_command(student, "oom")
+    assert "--overwrite" not in first and "--resume" in first
+    assert first[first.index("--micro_batch_size") + 1] == "8"  # 4 x (1 + 3) texts, halved
+    assert recovery_command(student, "oom", lambda: 6)[-1] == "3"  # the run's own last micro-batch, halved
+    again = recovery_command(first, "oom")
+    assert again.count("--micro_batch_size") == 1 and again[again.index("--micro_batch_size") + 1] == "4"
+    teacher = recovery_command(["python", "train_teacher_model.py", "--gradient_accumulation_steps=2"], "oom")
+    assert teacher[-2:] == ["--gradient_accumulation_steps", "4"] and "--gradient_accumulation_steps=2" not in teacher
 
 
 # --------------------------------------------------------------------------- 6, 8: the monitor's stall clock and signals

@@ -1,0 +1,82 @@
+"""What the monitor runs: the command that continues a run after a fault, and the evaluation of a finished
+student. Pure functions of argv lists and the run's saved files; nothing here starts a process."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def recovery_command(command: list[str], fault: str, last_micro_batch=lambda: None) -> list[str]:
+    """The command that continues a run after ``fault`` (an :class:`~crossdistill.monitor.Outcome` kind): always
+    ``--resume`` (never ``--overwrite``); out of memory: the student's micro-batch halved (from the flag, the run's
+    last ``micro_batch_size`` event via ``last_micro_batch()``, or the whole batch), the teacher's gradient
+    accumulation doubled; NaN/inf: the learning rate halved."""
+    cmd = list(command)
+    if "--resume" not in cmd:  # both training scripts checkpoint and resume
+        cmd = [c for c in cmd if c != "--overwrite"] + ["--resume"]
+    if fault == "oom" and is_student(cmd):
+        current = flag_value(cmd, "--micro_batch_size") or last_micro_batch() or texts_per_batch(cmd)
+        cmd = set_flag(cmd, "--micro_batch_size", str(max(1, int(current) // 2)))
+    elif fault == "oom":  # the teacher: the same batch in twice as many forward passes
+        cmd = set_flag(cmd, "--gradient_accumulation_steps", str(2 * int(flag_value(cmd, "--gradient_accumulation_steps") or 1)))
+    if fault == "nonfinite":
+        lr = float(flag_value(cmd, "--lr") or (2e-5 if is_student(cmd) else 5e-5))  # the scripts' own defaults
+        cmd = set_flag(cmd, "--lr", f"{lr / 2:g}")
+    return cmd
+
+
+def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: list[str] | None = None) -> list[str] | None:
+    """``evaluate_final_model.py`` arguments derived from a finished student run's saved configuration.
+
+    Test data: ``<data_root>/<data_version>/test.csv`` of the run; output: ``eval_dir`` or
+    ``evaluation_results/<run folder name>``; max length: the run's ``--max_len``.
+    """
+    f = Path(output_dir) / "training_args.json"
+    if not f.is_file() or not (Path(output_dir) / "distillation_config.json").is_file():
+        return None
+    a = json.loads(f.read_text())
+    root = Path(__file__).resolve().parent.parent
+    test = Path(a.get("data_root", "preprocessed")) / a["data_version"] / "test.csv"
+    out = Path(eval_dir) if eval_dir else Path("evaluation_results") / Path(output_dir).name
+    extra = list(extra or [])
+    baselines = []  # the starting model and BM25 beside the student, unless the caller chose otherwise
+    if "--base_model" not in extra and a.get("student_name"):
+        baselines += ["--base_model", str(a["student_name"])]
+    if "--bm25" not in extra:
+        baselines.append("--bm25")
+    return [sys.executable, str(root / "evaluate_final_model.py"), "--model_path", str(output_dir), "--test_data", str(test),
+            "--output_dir", str(out), "--overwrite", "--max_len", str(a.get("max_len", 256)), *baselines, *extra]
+
+
+def is_student(cmd: list[str]) -> bool:
+    return any(c.endswith("train_distillation_pipeline.py") for c in cmd)
+
+
+def flag_value(cmd: list[str], name: str) -> str | None:
+    for i, c in enumerate(cmd):
+        if c == name and i + 1 < len(cmd):
+            return cmd[i + 1]
+        if c.startswith(name + "="):
+            return c.split("=", 1)[1]
+    return None
+
+
+def set_flag(cmd: list[str], name: str, value: str) -> list[str]:
+    out, skip = [], False
+    for i, c in enumerate(cmd):
+        if skip:
+            skip = False
+            continue
+        if c == name:
+            skip = True
+            continue
+        if c.startswith(name + "="):
+            continue
+        out.append(c)
+    return out + [name, value]
+
+
+def texts_per_batch(cmd: list[str]) -> int:
+    return int(flag_value(cmd, "--batch_size") or 16) * (1 + int(flag_value(cmd, "--K") or 16))
