@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from crossdistill import data  # noqa: E402
 from crossdistill.candidates import build_candidates  # noqa: E402
 from crossdistill.recipes import loss_settings  # noqa: E402
-from crossdistill.distillation import Run, _collate
+from crossdistill.distillation import DistillData, _collate
 from crossdistill.student_step import forward_backward  # noqa: E402
 from crossdistill.training import epoch_order  # noqa: E402
 from crossdistill.models import resolve_model  # noqa: E402
@@ -60,7 +60,7 @@ def ours_epoch(lists, teacher, args, epoch: int) -> tuple[float, int]:
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=True)
-    run = Run(lists, teacher, None, {})
+    run = DistillData(lists, teacher, None, {})
     ns = loss_settings("original")
     order = epoch_order(len(lists), args.seed, epoch)
     texts = 0

@@ -171,7 +171,7 @@ def teacher_rerank(teacher_dir: Path, sets: dict, runs: dict, k: int = 30) -> di
         teacher.model.to("cuda")
     out = {}
     for name, run in runs.items():
-        rr = rerank(teacher, run, corpus, queries, k, batch_size=128)
+        rr = rerank(teacher, run, queries=queries, corpus=corpus, k=k, batch_size=128)
         out[f"rerank_{name}_top{k}"] = {m: round(v, 4) for m, v in ranking_metrics(qrels, rr, METRICS).items()}
     return out
 

@@ -38,7 +38,7 @@ def main():
     run = bm25_run(rs.corpus, rs.queries, 100)
     teacher = CrossEncoderTeacher.load(a.teacher, a.max_len)
     t0 = time.time()
-    rr = rerank(teacher, run, rs.corpus, rs.queries, a.k, show_progress=True)
+    rr = rerank(teacher, run, queries=rs.queries, corpus=rs.corpus, k=a.k, show_progress=True)
     secs = time.time() - t0
     res = {"queries": len(qrels), "k": a.k, "bm25": ranking_metrics(qrels, run), "teacher_rerank": ranking_metrics(qrels, rr),
            "paired_ndcg@10": paired_comparison(qrels, run, rr, "ndcg@10"),

@@ -44,7 +44,9 @@ from .validation import ValPool, evaluate_student, student_similarities, teacher
 
 # --------------------------------------------------------------------------- setup
 @dataclass
-class Run:
+class DistillData:
+    """Everything the loop reads, built once by :func:`prepare_run`: candidate lists, soft-label sources, val pool."""
+
     lists: list[CandidateList]
     teacher: list[torch.Tensor]   # per list: (K,) soft-label source (prob or logit)
     val: ValPool
@@ -64,7 +66,7 @@ def load_teacher_dir(path: str) -> dict:
     return read_teacher_config(folder)
 
 
-def prepare_run(args, log, device=None, student: BiEncoderStudent | None = None, events=None) -> Run:
+def prepare_run(args, log, device=None, student: BiEncoderStudent | None = None, events=None) -> DistillData:
     """Candidate lists, their soft labels (teacher scores, cached; fused with other rankers when asked), and
     the val pool."""
     train_df = data.subsample(data.read_triplets(data.data_file(args.data_version, "train", args.data_root)),
@@ -106,7 +108,7 @@ def prepare_run(args, log, device=None, student: BiEncoderStudent | None = None,
     extra = val_corpus(args)
     if extra:
         log(f"val pool: the {len(extra)} passages of the BEIR corpus (--val_pool {args.val_pool})")
-    return Run(lists, per_list, ValPool.from_df(val_df, extra), {"candidates": cstats, "teacher_scores": tstats})
+    return DistillData(lists, per_list, ValPool.from_df(val_df, extra), {"candidates": cstats, "teacher_scores": tstats})
 
 
 def _student_list_scores(student: BiEncoderStudent, lists: list[CandidateList], batch_size: int) -> list[np.ndarray]:
@@ -118,7 +120,7 @@ def _student_list_scores(student: BiEncoderStudent, lists: list[CandidateList], 
     return [cos[i, [where[p] for p in c.passages]] for i, c in enumerate(lists)]
 
 
-def _collate(run: Run, idx: list[int]):
+def _collate(run: DistillData, idx: list[int]):
     lists = [run.lists[i] for i in idx]
     width = max(len(c.passages) for c in lists)
     teacher = torch.zeros(len(lists), width)

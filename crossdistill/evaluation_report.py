@@ -37,12 +37,12 @@ def _bm25(ts: TestSet, beir) -> dict:
     return out
 
 
-def _rerank(teacher, run: dict, query_text: dict, doc_text: dict, k: int, qrels: dict, batch_size: int):
+def _rerank(teacher, run: dict, queries: dict, corpus: dict, k: int, qrels: dict, batch_size: int):
     """Teacher reranks the top-k of ``run``; returns (metrics, run, pairs/s, teacher probs, student scores, labels)."""
     from .retrieval import rerank
 
     t0 = time.time()
-    rr = rerank(teacher, run, doc_text, query_text, k, batch_size=batch_size, show_progress=True)
+    rr = rerank(teacher, run, queries=queries, corpus=corpus, k=k, batch_size=batch_size, show_progress=True)
     secs = time.time() - t0
     n_pairs = sum(len(v) for v in rr.values())
     t_prob, s_norm, is_pos = [], [], []

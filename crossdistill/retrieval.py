@@ -15,7 +15,7 @@ def bm25_run(corpus: dict[str, str], queries: dict[str, str], k: int = 100) -> d
     return top_k_run(qids, doc_ids, miner.scores([queries[q] for q in qids]), k)
 
 
-def rerank(teacher, run: dict[str, dict[str, float]], corpus: dict[str, str], queries: dict[str, str], k: int,
+def rerank(teacher, run: dict[str, dict[str, float]], *, queries: dict[str, str], corpus: dict[str, str], k: int,
            batch_size: int = 64, show_progress: bool = False) -> dict[str, dict[str, float]]:
     """Re-score each query's top-``k`` of ``run`` with the cross-encoder ``teacher`` (one pass over all pairs)."""
     tops = {q: sorted(docs, key=docs.get, reverse=True)[:k] for q, docs in run.items()}
