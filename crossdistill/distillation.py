@@ -38,7 +38,7 @@ from .student import BiEncoderStudent
 from .student_step import forward_backward, is_oom
 from .teacher import read_teacher_config
 from .training import (epoch_order, linear_schedule, make_accelerator, make_optimizer, on_main,
-                       seed_everything, shard, track)
+                       peak_memory, seed_everything, shard, track)
 from .validation import ValPool, evaluate_student, student_similarities, teacher_guard, val_corpus
 
 
@@ -305,8 +305,7 @@ def train_student(args, log=print) -> Path:
     else:
         kept_epoch = state["history"][-1]["epoch"]
     start, kept_row = state["history"][0], state["history"][kept_epoch]
-    peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
-    summary = {"peak_gpu_memory_gib": peak_gib, "kept": args.keep, "best_epoch": kept_epoch, "history": state["history"], "guard": state["guard"],
+    summary = {**peak_memory(), "kept": args.keep, "best_epoch": kept_epoch, "history": state["history"], "guard": state["guard"],
                "val_delta": {k: kept_row[k] - start[k] for k in start if k.startswith("val_")},
                "steps": state["step"], "micro_batch_size": state["micro_batch_size"], **run.stats}
     if accelerator.is_main_process:

@@ -32,8 +32,8 @@ from .fsutil import EventLog, claim_output_dir, lock_run, publish, staging_dir, 
 from .model_card import teacher_card
 from .models import apply_lora, resolve_model
 from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
-from .training import (epoch_order, linear_schedule, make_accelerator, make_optimizer, on_main, seed_everything, shard,
-                       track)
+from .training import (epoch_order, linear_schedule, make_accelerator, make_optimizer, on_main, peak_memory, seed_everything,
+                       shard, track)
 
 
 def group_triplets(df) -> list[tuple[str, str, list[str]]]:
@@ -232,8 +232,7 @@ def train_teacher(args, log=print) -> Path:
     if lora_cfg is not None:
         config.update(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                       target_modules=sorted(lora_cfg.target_modules), modules_to_save=sorted(set(lora_cfg.modules_to_save or [])))
-    peak_gib = round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
-    summary = {"peak_gpu_memory_gib": peak_gib, "best_epoch": best_epoch, "best": history[best_epoch - 1], "history": history,
+    summary = {**peak_memory(), "best_epoch": best_epoch, "best": history[best_epoch - 1], "history": history,
                "train_seconds": round(sum(h["train_seconds"] for h in history), 1), "steps": state["step"]}
     if main:
         with staging_dir(out_dir) as staging:

@@ -144,3 +144,11 @@ def track(accelerator, values: dict, step: int) -> None:
     """Log numeric ``values`` to the run's trackers (no-op without ``--report_to``)."""
     if accelerator.trackers:
         accelerator.log({k: float(v) for k, v in values.items() if isinstance(v, (int, float))}, step=step)
+
+
+def peak_memory() -> dict:
+    """This process's peak resident memory (MiB) and, on a GPU, peak allocated GPU memory (GiB), for metrics.json."""
+    import resource
+
+    gib = round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+    return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "peak_gpu_memory_gib": gib}

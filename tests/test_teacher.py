@@ -36,6 +36,9 @@ def test_teacher_folder_contents(trained_teacher):
     metrics = json.loads((trained_teacher / "metrics.json").read_text())
     assert len(metrics["history"]) == 2 and 0 < metrics["best"]["val_mrr"] <= 1
     assert {"val_bce", "val_accuracy", "val_mrr"} <= set(metrics["best"])
+    # memory regression guard: this 2-layer LoRA run (batch 16, 48 tokens) peaks near 0.9 GB (torch and transformers
+    # themselves are ~0.6 GB); the quick teacher once held 7.5 GB and a 64-row one 4.5 GB
+    assert 200 < metrics["peak_rss_mib"] < 1600, metrics["peak_rss_mib"]
     events = [json.loads(line) for line in (trained_teacher / "events.jsonl").read_text().splitlines()]
     steps = [e for e in events if e["event"] == "step"]
     assert steps and {"step", "epoch", "loss", "lr", "samples_per_s", "time"} <= set(steps[-1])
