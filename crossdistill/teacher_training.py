@@ -1,4 +1,4 @@
-"""Stage 1: train the cross-encoder teacher. The loop in :func:`train_teacher` reads top to bottom.
+"""Stage 1: train the cross-encoder teacher: data, model and loss here; the loop is :mod:`crossdistill.engine`'s.
 
 Losses (``--loss``):
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from . import data, faults
-from .checkpoint import (load_checkpoint, load_tensors, load_trainable, rescale_lr, resume_point, save_best,
-                         save_checkpoint)
-from .errors import NonFiniteLoss, UsageError
-from .fsutil import EventLog, claim_output_dir, lock_run, publish, staging_dir, write_json
+from .checkpoint import load_tensors, load_trainable, resume_point
+from .engine import Loop, Stage, fresh_state, publish_run, resume_state, train_epochs
+from .errors import UsageError
+from .fsutil import EventLog, claim_output_dir, lock_run, write_json
 from .model_card import teacher_card
 from .models import apply_lora, resolve_model
 from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
-from .training import (epoch_order, linear_schedule, make_accelerator, make_optimizer, on_main, peak_memory, seed_everything,
-                       shard, track)
+from .training import linear_schedule, make_accelerator, make_optimizer, peak_memory, seed_everything
 
 
 def group_triplets(df) -> list[tuple[str, str, list[str]]]:
@@ -92,8 +89,6 @@ def train_teacher(args, log=print) -> Path:
     Checkpoints every ``--save_steps`` steps and at every epoch end; ``--resume`` continues from the last one
     with the same data order, RNG and optimizer state (bit-identical to an uninterrupted run on CPU).
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(args.output_dir)
     ckpt_root = out_dir / "checkpoints"
     resume_from, skipped = resume_point(out_dir, args.resume, args.overwrite)  # decides; touches nothing yet
@@ -128,8 +123,7 @@ def train_teacher(args, log=print) -> Path:
     else:
         examples, pos_weight = train_groups, None
     global_batch = args.batch_size * world  # --batch_size per process and step
-    steps_per_epoch = math.ceil(len(examples) / global_batch)
-    total_steps = steps_per_epoch * args.epochs
+    total_steps = math.ceil(len(examples) / global_batch) * args.epochs
     optimizer = make_optimizer(teacher.model, args.lr, args.head_lr, HEAD_NAMES, args.weight_decay)
     scheduler = linear_schedule(optimizer, total_steps, args.warmup_ratio)
     teacher.model, optimizer, scheduler = accelerator.prepare(teacher.model, optimizer, scheduler)
@@ -144,84 +138,42 @@ def train_teacher(args, log=print) -> Path:
         claim_output_dir(out_dir, "teacher")
     accelerator.wait_for_everyone()
     events = EventLog(out_dir / "events.jsonl", enabled=main)
-    state = {"step": 0, "epoch": 1, "batch_in_epoch": 0, "history": [], "best": None, "lr": args.lr}
+    loop = Loop(accelerator, teacher.model, plain, optimizer, scheduler, ckpt_root, events, log, n_items=len(examples),
+                global_batch=global_batch, epochs=args.epochs, seed=args.seed, max_grad_norm=args.max_grad_norm,
+                log_steps=args.log_steps, save_steps=args.save_steps)
     if resume_from is not None:
-        for s in skipped:
-            events.log("checkpoint_skipped", **s)
-            log(f"checkpoint {s['checkpoint']} skipped: {s['reason']}")
-        state = load_checkpoint(resume_from, plain, optimizer, scheduler)
-        if state.get("lr", args.lr) != args.lr:  # a supervisor lowered the learning rate (e.g. after a NaN)
-            rescale_lr(optimizer, scheduler, state["lr"], args.lr)
-        state["lr"] = args.lr
-        if world > 1:  # the checkpoint holds the main process's RNG; give the others their own stream again
-            torch.manual_seed(args.seed + rank + 7919 * state["step"])
-        events.log("resume", step=state["step"], epoch=state["epoch"], checkpoint=resume_from.name)
-        log(f"resumed from {resume_from} at step {state['step']}")
+        state = resume_state(loop, resume_from, skipped, args.lr)
     else:
-        events.log("start", stage="teacher", total_steps=total_steps, epochs=args.epochs, examples=len(examples),
+        state = fresh_state(args.lr)
+        events.log("start", stage="teacher", total_steps=loop.total_steps, epochs=args.epochs, examples=len(examples),
                    train_rows=len(train_df), val_lists=len(val_groups))
     log(f"teacher: {resolved.name} ({resolved.path}), {len(train_df)} train rows -> {len(examples)} {args.loss} examples, "
-        f"{total_steps} steps, device {device}, lora={'on' if args.use_lora else 'off'}, pooling {args.pooling} "
+        f"{loop.total_steps} steps, device {device}, lora={'on' if args.use_lora else 'off'}, pooling {args.pooling} "
         "(the classification head is new, randomly initialised: expected)")
 
-    t_start, samples = time.time(), 0
-    while state["epoch"] <= args.epochs:
-        epoch = state["epoch"]
-        teacher.model.train()
-        order = epoch_order(len(examples), args.seed, epoch)
-        starts = range(state["batch_in_epoch"] * global_batch, len(order), global_batch)
-        bar = tqdm(starts, desc=f"epoch {epoch}/{args.epochs}", disable=not main, initial=state["batch_in_epoch"], total=steps_per_epoch)
-        t_epoch = time.time()
-        for start in bar:
-            batch = [examples[i] for i in shard(order[start:start + global_batch], rank, world)]
-            step = state["step"] + 1
-            faults.maybe_crash_or_stall(step)
-            parts = [batch[i::args.gradient_accumulation_steps] for i in range(args.gradient_accumulation_steps)]
-            parts = [p for p in parts if p]
-            loss = 0.0
-            for i, part in enumerate(parts):  # gradient accumulation: same batch, smaller forward passes
-                sync = contextlib.nullcontext() if i == len(parts) - 1 else accelerator.no_sync(teacher.model)
-                with sync, accelerator.autocast():
-                    part_loss = (_bce_loss(teacher, part, pos_weight, device) if args.loss == "bce"
-                                 else _listwise_loss(teacher, part, device)) * (len(part) / len(batch))
-                    part_loss = faults.maybe_nan(step, part_loss) if i == 0 else part_loss
-                    accelerator.backward(part_loss)
-                loss = loss + part_loss.detach()
-            if not torch.isfinite(loss):
-                events.log("nonfinite_loss", step=step, epoch=epoch, loss=str(loss.item()))
-                raise NonFiniteLoss(f"loss became {loss.item()} at step {step}")
-            accelerator.clip_grad_norm_(teacher.model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"], state["batch_in_epoch"] = step, state["batch_in_epoch"] + 1
-            samples += min(global_batch, len(order) - start)
-            rate = samples / (time.time() - t_start)
-            bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{rate:.1f}")
-            if step % args.log_steps == 0 or step == total_steps:
-                track(accelerator, {"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}, step)
-                events.log("step", step=step, epoch=epoch, loss=round(loss.item(), 6), lr=scheduler.get_last_lr()[0],
-                           samples_per_s=round(rate, 3), elapsed_s=round(time.time() - t_start, 2), total_steps=total_steps)
-            if args.save_steps and step % args.save_steps == 0 and state["batch_in_epoch"] < steps_per_epoch:
-                if main:
-                    save_checkpoint(ckpt_root, plain, optimizer, scheduler, state)
-                events.log("checkpoint", step=step)
-        metrics = on_main(accelerator, lambda: evaluate_teacher(scorer, val_groups, args.eval_batch_size, device))
-        metrics.update(epoch=epoch, step=state["step"], train_seconds=round(time.time() - t_epoch, 1))
-        state["history"].append(metrics)
-        events.log("eval", **metrics)
-        track(accelerator, {f"val/{k[4:]}": v for k, v in metrics.items() if k.startswith("val_")}, state["step"])
-        log(f"epoch {epoch}: val_mrr {metrics['val_mrr']:.4f} val_acc {metrics['val_accuracy']:.4f} val_bce {metrics['val_bce']:.4f}")
-        key = [metrics["val_mrr"], -metrics["val_bce"]]
-        if state["best"] is None or key > state["best"]["key"]:
-            state["best"] = {"epoch": epoch, "key": key}
-            if main:
-                save_best(ckpt_root, plain, state["best"])
-        state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
-        if main:
-            save_checkpoint(ckpt_root, plain, optimizer, scheduler, state)
-        events.log("checkpoint", step=state["step"], epoch_end=epoch)
-        accelerator.wait_for_everyone()
+    def step(idx: list[int], step: int, state: dict) -> dict:
+        """Forward and backward of one batch, in ``--gradient_accumulation_steps`` smaller passes."""
+        batch = [examples[i] for i in idx]
+        parts = [batch[i::args.gradient_accumulation_steps] for i in range(args.gradient_accumulation_steps)]
+        parts = [p for p in parts if p]
+        loss = 0.0
+        for i, part in enumerate(parts):  # gradient accumulation: same batch, smaller forward passes
+            sync = contextlib.nullcontext() if i == len(parts) - 1 else accelerator.no_sync(teacher.model)
+            with sync, accelerator.autocast():
+                part_loss = (_bce_loss(teacher, part, pos_weight, device) if args.loss == "bce"
+                             else _listwise_loss(teacher, part, device)) * (len(part) / len(batch))
+                part_loss = faults.maybe_nan(step, part_loss) if i == 0 else part_loss
+                accelerator.backward(part_loss)
+            loss = loss + part_loss.detach()
+        return {"loss": loss}
+
+    train_epochs(loop, state, Stage(
+        step=step,
+        evaluate=lambda: evaluate_teacher(scorer, val_groups, args.eval_batch_size, device),
+        eval_row=lambda epoch, step, metrics, seconds: {**metrics, "epoch": epoch, "step": step, "train_seconds": seconds},
+        is_better=lambda row, best: best is None or [row["val_mrr"], -row["val_bce"]] > best["key"],
+        best_entry=lambda epoch, row: {"epoch": epoch, "key": [row["val_mrr"], -row["val_bce"]]},
+        describe=lambda row: f"val_mrr {row['val_mrr']:.4f} val_acc {row['val_accuracy']:.4f} val_bce {row['val_bce']:.4f}"))
 
     load_trainable(plain, load_tensors(ckpt_root / "best.pt")["trainable"])
     best_epoch = state["best"]["epoch"]
@@ -234,15 +186,14 @@ def train_teacher(args, log=print) -> Path:
                       target_modules=sorted(lora_cfg.target_modules), modules_to_save=sorted(set(lora_cfg.modules_to_save or [])))
     summary = {**peak_memory(), "best_epoch": best_epoch, "best": history[best_epoch - 1], "history": history,
                "train_seconds": round(sum(h["train_seconds"] for h in history), 1), "steps": state["step"]}
-    if main:
-        with staging_dir(out_dir) as staging:
-            save_teacher(final, staging, config)
-            write_json(staging / "training_args.json", vars(args))
-            write_json(staging / "metrics.json", summary)
-            (staging / "README.md").write_text(teacher_card(args, summary, resolved.name), encoding="utf-8")
-        publish(staging, out_dir, {"stage": "teacher", "best_epoch": best_epoch, **history[best_epoch - 1]})
-        shutil.rmtree(ckpt_root, ignore_errors=True)  # the teacher folder is a model to load, not a run to resume
-        events.log("end", best_epoch=best_epoch, **{k: v for k, v in history[best_epoch - 1].items() if k.startswith("val")})
-    accelerator.end_training()
+
+    def write(staging: Path) -> None:
+        save_teacher(final, staging, config)
+        write_json(staging / "training_args.json", vars(args))
+        write_json(staging / "metrics.json", summary)
+        (staging / "README.md").write_text(teacher_card(args, summary, resolved.name), encoding="utf-8")
+
+    publish_run(loop, out_dir, write, done={"stage": "teacher", "best_epoch": best_epoch, **history[best_epoch - 1]},
+                end_event={"best_epoch": best_epoch, **{k: v for k, v in history[best_epoch - 1].items() if k.startswith("val")}})
     log(f"saved teacher to {out_dir} (best epoch {best_epoch}, {summary['train_seconds']}s)")
     return out_dir
