@@ -10,10 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PRESETS = {
     # the measured recipe: every script at its defaults (README "Results"; about 5 minutes on one H200)
     "default": {"teacher": [], "student": [], "suffix": ""},
-    # the same recipe cut to fit 2 CPU cores in about 20 minutes: one epoch each, 128 tokens, K 8, val on the CSV pool
+    # the same recipe cut for 2 CPU cores (about 40 minutes there, docs/results.md): one epoch each at 128 tokens, K 8,
+    # val on the CSV pool; a teacher this short is weaker than the student on its own (the guard refuses it), so its
+    # soft labels are fused with BM25's, which the guard accepts and which lifted the student
     "cpu": {
         "teacher": ["--epochs", "1", "--max_len", "128"],
-        "student": ["--epochs", "1", "--max_len", "128", "--K", "8", "--val_pool", "csv"],
+        "student": ["--epochs", "1", "--max_len", "128", "--K", "8", "--val_pool", "csv", "--teacher_fusion", "bm25=0.5"],
         "suffix": "_cpu",
     },
     # the original's settings (SPEC.md), with its loss
