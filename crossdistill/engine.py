@@ -126,7 +126,7 @@ def train_epochs(loop: Loop, state: dict, stage: Stage) -> None:
             state["step"], state["batch_in_epoch"] = step, state["batch_in_epoch"] + 1
             samples += min(loop.global_batch, len(order) - start)
             rate = samples / (time.time() - t_start)
-            values = {k: v.item() for k, v in out.items()}
+            values = dict(zip(out, torch.stack([v.detach().float() for v in out.values()]).tolist()))  # one host sync
             bar.set_postfix(**{k: f"{v:.4f}" for k, v in values.items() if k in ("loss", "kl")}, samples_s=f"{rate:.2f}")
             if step % loop.log_steps == 0 or step == loop.total_steps:
                 lr = loop.scheduler.get_last_lr()[0]
