@@ -11,7 +11,7 @@ Example (the original's quick setting):
 """
 
 
-from crossdistill.cli import add_training_args, check_training_args, make_parser
+from crossdistill.cli import STUDENT_LR, add_training_args, check_training_args, make_parser
 from crossdistill.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, TEMPERATURE, run_cli
 from crossdistill.fusion import parse_fusion
 from crossdistill.losses import SOFT_LOSSES
@@ -29,7 +29,7 @@ def parse_args(argv=None):
     add_training_args(p, data_help="folder under --data_root with train.csv and val.csv",
                       output_help="folder of the published student (checkpoints while training)", output_default=None,
                       batch_size_help="queries per step and process (each with K candidates); global batch = this x processes",
-                      lr=2e-5, lr_help="learning rate (AdamW, linear warm-up and decay)",
+                      lr=STUDENT_LR, lr_help="learning rate (AdamW, linear warm-up and decay)",
                       max_len_help="max tokens per query/passage for the student",
                       accumulation_help="run each batch as this many exact micro-batches (same result, less memory)")
     p.add_argument("--K", type=int, default=16, help="candidates per query: positives, CSV negatives, mined negatives")

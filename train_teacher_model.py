@@ -7,7 +7,7 @@ Example (the original's quick setting):
 """
 
 
-from crossdistill.cli import add_training_args, check_training_args, make_parser
+from crossdistill.cli import TEACHER_LR, add_training_args, check_training_args, make_parser
 from crossdistill.errors import POSITIVE, UsageError, run_cli
 
 DEFAULT_TEACHER = "minilm-l6"
@@ -22,7 +22,7 @@ def parse_args(argv=None):
                       output_help="folder of the published teacher (checkpoints while training)",
                       output_default="./models/cross_encoder_teacher",
                       batch_size_help="pairs (bce) or lists (listwise) per step and process",
-                      lr=5e-5, lr_help="learning rate of the encoder (or of its LoRA adapters)",
+                      lr=TEACHER_LR, lr_help="learning rate of the encoder (or of its LoRA adapters)",
                       max_len_help="max tokens of the (query, passage) pair",
                       accumulation_help="split each batch into this many forward/backward passes (same batch, less memory)")
     p.add_argument("--loss", choices=["bce", "listwise"], default="bce", help="bce: pointwise with pos_weight; listwise: softmax cross-entropy over each positive's list")

@@ -25,6 +25,11 @@ def join_passthrough(argv: list[str], names: tuple[str, ...]) -> list[str]:
     return out
 
 
+# the scripts' default learning rates; the monitor halves the one in force after a non-finite loss
+TEACHER_LR = 5e-5
+STUDENT_LR = 2e-5
+
+
 def make_parser(description: str):
     """The scripts' parser: the module docstring as description, every flag's default shown in ``--help``, and no
     abbreviations (``--epoch`` is an error, not ``--epochs``)."""
@@ -63,6 +68,10 @@ def add_training_args(p, *, data_help: str, output_help: str, output_default: st
     p.add_argument("--lora_dropout", type=float, default=0.1, help="LoRA dropout (with --use_lora)")
     p.add_argument("--max_samples", type=int, default=None, help="seeded random subset of the training rows")
     p.add_argument("--max_len", type=int, default=256, help=max_len_help)
+    p.add_argument("--attention_dropout", type=float, default=None,
+                   help="dropout on attention probabilities while training (default: the model's own, 0.1 for MiniLM and "
+                        "e5); 0 lets PyTorch use its fused attention kernel: on CPU 1.2x (128 tokens) to 1.5x (256) faster "
+                        "and far less memory")
     p.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay (not on biases and LayerNorm)")
     p.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of the steps spent warming the learning rate up")
     p.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
@@ -83,7 +92,7 @@ def check_training_args(args, extra_rules: dict | None = None) -> None:
     from .errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, PROBABILITY, UsageError, check_args
 
     check_args(args, {"epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "lora_r": AT_LEAST_1,
-                      "lora_alpha": POSITIVE, "lora_dropout": PROBABILITY, "max_samples": AT_LEAST_1,
+                      "lora_alpha": POSITIVE, "lora_dropout": PROBABILITY, "attention_dropout": PROBABILITY, "max_samples": AT_LEAST_1,
                       "max_len": (lambda v: v >= 8, ">= 8"), "weight_decay": NON_NEGATIVE, "warmup_ratio": PROBABILITY,
                       "max_grad_norm": POSITIVE, "eval_batch_size": AT_LEAST_1, "max_val_samples": AT_LEAST_1,
                       "log_steps": AT_LEAST_1, "save_steps": NON_NEGATIVE, "gradient_accumulation_steps": AT_LEAST_1,

@@ -85,6 +85,48 @@ def data_file(data_version: str, split: str, root: str | os.PathLike = "preproce
     return folder / f"{split}.csv"
 
 
+# --------------------------------------------------------------------------- triplets as a ranking task
+@dataclass
+class TripletPool:
+    """A triplet CSV as a ranking task (the student's val pool, the evaluation's test pool): its distinct queries,
+    its distinct passages (the pool; optionally widened by a whole corpus), each query's positives and the triplets.
+
+    ``qrels`` uses ids ``q{i}``/``d{j}`` (indices into ``queries``/``passages``), the shape ranx and
+    :func:`crossdistill.metrics.ranking_metrics` read."""
+
+    df: pd.DataFrame
+    queries: list[str]
+    passages: list[str]
+    qrels: dict[str, dict[str, int]]
+    triplets: list[tuple[int, int, int]]  # (query index, positive index, negative index), one per CSV row
+
+    @classmethod
+    def from_df(cls, df: pd.DataFrame, extra_passages: list[str] | None = None) -> "TripletPool":
+        queries = list(dict.fromkeys(df["anchor"]))
+        passages = list(dict.fromkeys(list(df["positive"]) + list(df["negative"]) + list(extra_passages or [])))
+        qi = {q: i for i, q in enumerate(queries)}
+        pi = {p: i for i, p in enumerate(passages)}
+        qrels: dict[str, dict[str, int]] = {}
+        for a, p in zip(df["anchor"], df["positive"]):
+            qrels.setdefault(f"q{qi[a]}", {})[f"d{pi[p]}"] = 1
+        triplets = [(qi[a], pi[p], pi[n]) for a, p, n in df[list(COLUMNS)].itertuples(index=False)]
+        return cls(df, queries, passages, qrels, triplets)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike) -> "TripletPool":
+        return cls.from_df(read_triplets(path))
+
+    def query_ids(self) -> list[str]:
+        return [f"q{i}" for i in range(len(self.queries))]
+
+    def passage_ids(self) -> list[str]:
+        return [f"d{j}" for j in range(len(self.passages))]
+
+    def relevant(self) -> list[set[int]]:
+        """Per query (in order), the indices of its relevant passages."""
+        return [{int(d[1:]) for d in self.qrels.get(f"q{i}", {})} for i in range(len(self.queries))]
+
+
 # --------------------------------------------------------------------------- retrieval sets
 @dataclass
 class RetrievalSet:

@@ -36,7 +36,8 @@ from .student import BiEncoderStudent
 from .student_step import forward_backward, is_oom
 from .teacher import read_teacher_config
 from .training import linear_schedule, make_accelerator, make_optimizer, on_main, peak_memory, seed_everything
-from .validation import ValPool, evaluate_student, student_similarities, teacher_guard, val_corpus
+from .data import TripletPool
+from .validation import evaluate_student, student_similarities, teacher_guard, val_corpus
 
 
 # --------------------------------------------------------------------------- setup
@@ -46,7 +47,7 @@ class DistillData:
 
     lists: list[CandidateList]
     teacher: list[torch.Tensor]   # per list: (K,) soft-label source (prob or logit)
-    val: ValPool
+    val: TripletPool
     stats: dict
 
 
@@ -105,7 +106,7 @@ def prepare_run(args, log, device=None, student: BiEncoderStudent | None = None,
     extra = val_corpus(args)
     if extra:
         log(f"val pool: the {len(extra)} passages of the BEIR corpus (--val_pool {args.val_pool})")
-    return DistillData(lists, per_list, ValPool.from_df(val_df, extra), {"candidates": cstats, "teacher_scores": tstats})
+    return DistillData(lists, per_list, TripletPool.from_df(val_df, extra), {"candidates": cstats, "teacher_scores": tstats})
 
 
 def _student_list_scores(student: BiEncoderStudent, lists: list[CandidateList], batch_size: int) -> list[np.ndarray]:
@@ -157,7 +158,7 @@ def train_student(args, log=print) -> Path:
     created = claim_output_dir(out_dir, "student") if (resume_from is None and main) else False  # inputs checked above
     accelerator.wait_for_everyone()
     events = EventLog(out_dir / "events.jsonl", enabled=main)
-    student = BiEncoderStudent.load(resolved, args.max_len, device=str(device))
+    student = BiEncoderStudent.load(resolved, args.max_len, device=str(device), attention_dropout=args.attention_dropout)
     with accelerator.main_process_first():  # the main process fills the teacher-score cache, the others read it
         run = prepare_run(args, log, device=device, student=student, events=events)
     if args.gradient_checkpointing:

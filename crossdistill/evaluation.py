@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import data
+from .data import TripletPool
 from .errors import UsageError
 from .metrics import DEFAULT_METRICS, ranking_metrics
 
@@ -124,47 +123,27 @@ def score_statistics(pos: np.ndarray, neg: np.ndarray, anchors: list[str]) -> di
 
 
 # --------------------------------------------------------------------------- the evaluation
-@dataclass
-class TestSet:
-    df: object
-    anchors: list[str]
-    passages: list[str]
-    qrels: dict[str, dict[str, int]]
-
-    @classmethod
-    def from_csv(cls, path: str) -> "TestSet":
-        df = data.read_triplets(path)
-        anchors = list(dict.fromkeys(df["anchor"]))
-        passages = list(dict.fromkeys(list(df["positive"]) + list(df["negative"])))
-        a_id = {a: f"q{i}" for i, a in enumerate(anchors)}
-        p_id = {p: f"d{i}" for i, p in enumerate(passages)}
-        qrels: dict[str, dict[str, int]] = {}
-        for a, p in zip(df["anchor"], df["positive"]):
-            qrels.setdefault(a_id[a], {})[p_id[p]] = 1
-        return cls(df, anchors, passages, qrels)
-
-
-def pair_scores(model, prefixes, ts: TestSet, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+def pair_scores(model, prefixes, ts: TripletPool, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
     """Normalised scores of each test triplet's (anchor, positive) and (anchor, negative); each text encoded once.
 
     Also returns the anchor and passage embeddings (for pool retrieval) and encoding throughput.
     """
     t0 = time.time()
-    qa = encode(model, ts.anchors, prefixes[0], batch_size)
+    qa = encode(model, ts.queries, prefixes[0], batch_size)
     tq = time.time() - t0
     t1 = time.time()
     pe = encode(model, ts.passages, prefixes[1], batch_size, show_progress=len(ts.passages) > 2000)
     tp = time.time() - t1
-    ai = {a: i for i, a in enumerate(ts.anchors)}
+    ai = {a: i for i, a in enumerate(ts.queries)}
     pi = {p: i for i, p in enumerate(ts.passages)}
     a_idx = np.array([ai[a] for a in ts.df["anchor"]])
     pos = (np.einsum("nd,nd->n", qa[a_idx], pe[[pi[p] for p in ts.df["positive"]]]) + 1) / 2
     neg = (np.einsum("nd,nd->n", qa[a_idx], pe[[pi[p] for p in ts.df["negative"]]]) + 1) / 2
-    speed = {"queries_per_s": len(ts.anchors) / max(tq, 1e-9), "passages_per_s": len(ts.passages) / max(tp, 1e-9)}
+    speed = {"queries_per_s": len(ts.queries) / max(tq, 1e-9), "passages_per_s": len(ts.passages) / max(tp, 1e-9)}
     return pos, neg, qa, pe, speed
 
 
-def evaluate_bi_encoder(model, prefixes: tuple[str, str], ts: TestSet, batch_size: int, beir=None, k: int = 100) -> dict:
+def evaluate_bi_encoder(model, prefixes: tuple[str, str], ts: TripletPool, batch_size: int, beir=None, k: int = 100) -> dict:
     """All metrics of one bi-encoder on the test CSV (and the BEIR corpus when given)."""
     pos, neg, qa, pe, speed = pair_scores(model, prefixes, ts, batch_size)
     out = {"statistics": score_statistics(pos, neg, list(ts.df["anchor"])), "throughput": speed,
@@ -172,9 +151,7 @@ def evaluate_bi_encoder(model, prefixes: tuple[str, str], ts: TestSet, batch_siz
     cos = qa @ pe.T
     kk = min(k, cos.shape[1])
     top = np.argsort(-cos, axis=1, kind="stable")[:, :kk]
-    qids = [f"q{i}" for i in range(len(ts.anchors))]
-    dids = [f"d{i}" for i in range(len(ts.passages))]
-    out["pool_run"] = _run(qids, dids, top, np.take_along_axis(cos, top, 1))
+    out["pool_run"] = _run(ts.query_ids(), ts.passage_ids(), top, np.take_along_axis(cos, top, 1))
     out["pool"] = ranking_metrics(ts.qrels, out["pool_run"])
     if beir is not None:
         doc_ids = list(beir.corpus)
@@ -202,5 +179,5 @@ def retrieval_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["load_bi_encoder", "evaluate_bi_encoder", "TestSet", "score_statistics", "dense_search", "retrieval_table",
+__all__ = ["load_bi_encoder", "evaluate_bi_encoder", "score_statistics", "dense_search", "retrieval_table",
            "peak_rss_mb", "TARGET_MAX_NEGATIVE", "TARGET_MIN_MARGIN"]

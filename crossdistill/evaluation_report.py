@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
-from .evaluation import TestSet, evaluate_bi_encoder, load_bi_encoder, peak_rss_mb, retrieval_table
+from .data import TripletPool
+from .evaluation import evaluate_bi_encoder, load_bi_encoder, peak_rss_mb, retrieval_table
 from .fsutil import atomic_dir, check_output_dir, write_json
 from .metrics import ranking_metrics, top_k_run
 from .plots import analysis_figure, comparison_figure
@@ -23,13 +24,11 @@ def _prefixes(resolved) -> tuple[str, str]:
     return resolved.query_prefix, resolved.passage_prefix
 
 
-def _bm25(ts: TestSet, beir) -> dict:
+def _bm25(ts: TripletPool, beir) -> dict:
     from .mining import BM25Miner
     from .retrieval import bm25_run
 
-    qids = [f"q{i}" for i in range(len(ts.anchors))]
-    dids = [f"d{i}" for i in range(len(ts.passages))]
-    out = {"pool_run": top_k_run(qids, dids, BM25Miner(ts.passages).scores(ts.anchors), 100)}
+    out = {"pool_run": top_k_run(ts.query_ids(), ts.passage_ids(), BM25Miner(ts.passages).scores(ts.queries), 100)}
     out["pool"] = ranking_metrics(ts.qrels, out["pool_run"])
     if beir is not None:
         out["corpus_run"] = bm25_run(beir.corpus, beir.queries, 100)
@@ -62,7 +61,7 @@ def run_evaluation(args, log=print) -> Path:
         raise UsageError(f"--model_path {model_path} does not exist; pass the student folder written by "
                          "train_distillation_pipeline.py")
     out_dir = check_output_dir(args.output_dir, args.overwrite, ("bi_encoder_evaluation_results.json", "report.md"))
-    ts = TestSet.from_csv(args.test_data)
+    ts = TripletPool.from_csv(args.test_data)
     beir = load_beir(args.beir_dir, args.split) if args.beir_dir else None
     teacher = None
     if args.teacher_path:
@@ -76,7 +75,7 @@ def run_evaluation(args, log=print) -> Path:
         if torch.cuda.is_available():  # reranking thousands of pairs: on the GPU when there is one
             teacher.model.to("cuda")
     model, resolved = load_bi_encoder(args.model_path, args.max_len)
-    log(f"evaluating {args.model_path} on {len(ts.df)} test triplets ({len(ts.anchors)} queries, {len(ts.passages)} passages)"
+    log(f"evaluating {args.model_path} on {len(ts.df)} test triplets ({len(ts.queries)} queries, {len(ts.passages)} passages)"
         + (f" and {len(beir.qrels)} queries over {len(beir.corpus)} {args.beir_dir} passages" if beir else ""))
 
     results: dict[str, dict] = {}
@@ -91,8 +90,8 @@ def run_evaluation(args, log=print) -> Path:
     scatter = None
     throughput = {"student": student["throughput"]}
     if teacher is not None:
-        pool_q = {f"q{i}": a for i, a in enumerate(ts.anchors)}
-        pool_d = {f"d{i}": p for i, p in enumerate(ts.passages)}
+        pool_q = dict(zip(ts.query_ids(), ts.queries))
+        pool_d = dict(zip(ts.passage_ids(), ts.passages))
         m, pps, scatter = _rerank(teacher, student["pool_run"], pool_q, pool_d, args.rerank_k, ts.qrels, args.batch_size)
         entry = {"pool": m}
         if beir is not None:
@@ -127,7 +126,7 @@ def run_evaluation(args, log=print) -> Path:
     return out_dir
 
 
-def _samples(ts: TestSet, pos, neg, n: int) -> list[dict]:
+def _samples(ts: TripletPool, pos, neg, n: int) -> list[dict]:
     idx = np.linspace(0, len(ts.df) - 1, num=min(n, len(ts.df))).astype(int)
     return [{"anchor": ts.df["anchor"][i], "positive": ts.df["positive"][i][:160], "negative": ts.df["negative"][i][:160],
              "positive_score": float(pos[i]), "negative_score": float(neg[i])} for i in idx]

@@ -130,6 +130,28 @@ def load_or_fail(loader, resolved: ResolvedModel, what: str):
                          + ", ".join(ALIASES) + ") or a hub id that is cached or reachable") from None
 
 
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT/XLM-R/MPNet; DistilBERT/ModernBERT
+
+
+def attention_dropout_kwargs(resolved: ResolvedModel, p: float | None) -> dict:
+    """The ``from_pretrained`` config override that sets the dropout on attention probabilities to ``p``
+    (``None``: the model's own, nothing overridden).
+
+    Why it is a flag: with dropout on attention probabilities, PyTorch's scaled-dot-product attention on CPU
+    falls back to the unfused kernel that materialises every (heads x tokens x tokens) matrix for backward;
+    at 0 it uses the fused kernel (MiniLM-L6, 32 x 256 tokens: forward+backward 1.5x faster, 1.7 GB less)."""
+    if p is None:
+        return {}
+    from transformers import AutoConfig
+
+    cfg = load_or_fail(AutoConfig.from_pretrained, resolved, "model config")
+    for key in ATTENTION_DROPOUT_KEYS:
+        if hasattr(cfg, key):
+            return {key: p}
+    raise UsageError(f"--attention_dropout: {type(cfg).__name__} of {resolved.name} has no attention dropout setting "
+                     f"({' or '.join(ATTENTION_DROPOUT_KEYS)}); leave the flag out")
+
+
 # --------------------------------------------------------------------------- LoRA
 def lora_target_modules(model) -> list[str]:
     """Attention and feed-forward linear layers of common encoders (BERT/XLM-R/MPNet/DeBERTa/ModernBERT)."""

@@ -22,7 +22,9 @@ def recovery_command(command: list[str], fault: str, last_micro_batch=lambda: No
     elif fault == "oom":  # the teacher: the same batch in twice as many forward passes
         cmd = set_flag(cmd, "--gradient_accumulation_steps", str(2 * int(flag_value(cmd, "--gradient_accumulation_steps") or 1)))
     if fault == "nonfinite":
-        lr = float(flag_value(cmd, "--lr") or (2e-5 if is_student(cmd) else 5e-5))  # the scripts' own defaults
+        from .cli import STUDENT_LR, TEACHER_LR
+
+        lr = float(flag_value(cmd, "--lr") or (STUDENT_LR if is_student(cmd) else TEACHER_LR))
         cmd = set_flag(cmd, "--lr", f"{lr / 2:g}")
     return cmd
 

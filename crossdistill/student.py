@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UsageError
-from .models import ResolvedModel, apply_lora, check_max_len, load_or_fail
+from .models import ResolvedModel, apply_lora, attention_dropout_kwargs, check_max_len, load_or_fail
 
 
 class BiEncoderStudent(torch.nn.Module):
@@ -26,10 +26,14 @@ class BiEncoderStudent(torch.nn.Module):
         self.passage_prefix = passage_prefix
 
     @classmethod
-    def load(cls, resolved: ResolvedModel, max_len: int | None = None, device: str | None = "cpu") -> "BiEncoderStudent":
+    def load(cls, resolved: ResolvedModel, max_len: int | None = None, device: str | None = "cpu",
+             attention_dropout: float | None = None) -> "BiEncoderStudent":
+        """``attention_dropout``: see :func:`~crossdistill.models.attention_dropout_kwargs` (None: the model's own)."""
         from sentence_transformers import SentenceTransformer
 
-        st = load_or_fail(lambda p: SentenceTransformer(p, device=device), resolved, "student model")
+        overrides = attention_dropout_kwargs(resolved, attention_dropout)
+        st = load_or_fail(lambda p: SentenceTransformer(p, device=device, config_kwargs=overrides or None), resolved,
+                          "student model")
         if _transformer(st) is None:
             raise UsageError(f"{resolved.name} has no transformer module; the student must be a transformer bi-encoder")
         check_max_len(max_len, _transformer(st).model.config, f"student {resolved.name}")

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .models import TEACHER_CONFIG_NAMES, ResolvedModel, check_max_len, load_or_fail, teacher_config_file
+from .models import (TEACHER_CONFIG_NAMES, ResolvedModel, attention_dropout_kwargs, check_max_len, load_or_fail,
+                     teacher_config_file)
 
 TEACHER_CONFIG = TEACHER_CONFIG_NAMES[0]
 HEAD_NAMES = ("classifier", "pooler", "score")
@@ -83,22 +84,26 @@ class CrossEncoderTeacher:
         self.passage_prefix = passage_prefix
 
     @classmethod
-    def from_base(cls, resolved: ResolvedModel, max_len: int, pooling: str = "mean") -> "CrossEncoderTeacher":
+    def from_base(cls, resolved: ResolvedModel, max_len: int, pooling: str = "mean",
+                  attention_dropout: float | None = None) -> "CrossEncoderTeacher":
         """A new teacher on a base encoder; its classification head is freshly initialised (seed first).
 
         ``pooling="mean"`` appends :func:`add_mean_pooling_layer` so the head reads the mean of the tokens;
         ``"cls"`` keeps the architecture's own first-token head. A teacher folder written by this toolkit as
         base (continued training, e.g. at a longer max_len) keeps its trained layers and head as they are.
+        ``attention_dropout``: see :func:`~crossdistill.models.attention_dropout_kwargs`.
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tok = load_or_fail(AutoTokenizer.from_pretrained, resolved, "base model")
+        overrides = attention_dropout_kwargs(resolved, attention_dropout)
         from transformers.utils import logging as hf_logging
 
         level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # its load report lists the new head as "missing": expected, and said below
         try:
-            model = load_or_fail(lambda p: AutoModelForSequenceClassification.from_pretrained(p, num_labels=1), resolved,
+            model = load_or_fail(lambda p: AutoModelForSequenceClassification.from_pretrained(p, num_labels=1, **overrides),
+                                 resolved,
                                  "base model")
         finally:
             hf_logging.set_verbosity(level)

@@ -103,7 +103,7 @@ def train_teacher(args, log=print) -> Path:
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
     log = log if main else (lambda *a, **k: None)
-    teacher = CrossEncoderTeacher.from_base(resolved, args.max_len, args.pooling)
+    teacher = CrossEncoderTeacher.from_base(resolved, args.max_len, args.pooling, args.attention_dropout)
     if args.gradient_checkpointing:
         teacher.model.gradient_checkpointing_enable()
     lora_cfg = None

@@ -6,45 +6,18 @@ refuses to distil from a teacher (fused or not) that reranks the student's val t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import data
+from .data import TripletPool
 from .errors import UsageError
 from .fusion import bm25_candidate_scores, fuse, parse_fusion
 from .metrics import matrix_ranking_metrics
 from .score_cache import cached_teacher_logits
 from .student import BiEncoderStudent
-
-
-@dataclass
-class ValPool:
-    """Val queries, all distinct val passages (the pool), each query's positives, and the val triplets."""
-
-    queries: list[str]
-    passages: list[str]
-    qrels: dict[str, dict[str, int]]
-    triplets: list[tuple[int, int, int]]  # (query index, positive index, negative index)
-
-    @classmethod
-    def from_df(cls, df, extra_passages: list[str] | None = None) -> "ValPool":
-        """The pool is the CSV's val passages, plus ``extra_passages`` (e.g. a BEIR corpus) when given."""
-        queries = list(dict.fromkeys(df["anchor"]))
-        passages = list(dict.fromkeys(list(df["positive"]) + list(df["negative"]) + list(extra_passages or [])))
-        qi = {q: i for i, q in enumerate(queries)}
-        pi = {p: i for i, p in enumerate(passages)}
-        qrels: dict[str, dict[str, int]] = {}
-        for a, p in zip(df["anchor"], df["positive"]):
-            qrels.setdefault(str(qi[a]), {})[str(pi[p])] = 1
-        triplets = [(qi[a], pi[p], pi[n]) for a, p, n in df[list(data.COLUMNS)].itertuples(index=False)]
-        return cls(queries, passages, qrels, triplets)
-
-    def relevant(self) -> list[set[int]]:
-        """Per query (in order), the indices of its relevant passages."""
-        return [{int(d) for d in self.qrels.get(str(i), {})} for i in range(len(self.queries))]
 
 
 @torch.no_grad()
@@ -65,7 +38,7 @@ def student_similarities(student: BiEncoderStudent, queries: list[str], passages
     return q @ np.concatenate(parts).T if parts else np.zeros((len(queries), 0), dtype=np.float32)
 
 
-def evaluate_student(student: BiEncoderStudent, pool: ValPool, batch_size: int, events=None) -> tuple[dict, np.ndarray]:
+def evaluate_student(student: BiEncoderStudent, pool: TripletPool, batch_size: int, events=None) -> tuple[dict, np.ndarray]:
     """Mean normalised positive/negative score and margin over val triplets; MRR@10, nDCG@10, Recall@10 over the pool."""
     on_progress = None if events is None else (lambda done, total: events.log("phase", phase="validation", done=done, total=total))
     cos = student_similarities(student, pool.queries, pool.passages, batch_size, on_progress)
@@ -101,7 +74,7 @@ def val_corpus(args) -> list[str] | None:
     return None
 
 
-def teacher_guard(args, pool: ValPool, student_cos: np.ndarray, cache_path: Path, log, device=None) -> dict:
+def teacher_guard(args, pool: TripletPool, student_cos: np.ndarray, cache_path: Path, log, device=None) -> dict:
     """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``.
 
     With ``--teacher_fusion`` the reranker is what the student will learn from: the teacher fused with its

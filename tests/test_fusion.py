@@ -50,11 +50,14 @@ def test_guard_judges_the_fused_teacher_the_student_will_learn_from(monkeypatch)
     still passes when BM25 (weight 2) puts the lexical match first."""
     from types import SimpleNamespace
 
+    import pandas as pd
+
     from crossdistill import validation
+    from crossdistill.data import TripletPool
 
     queries = ["alpha beta gamma", "delta epsilon zeta"]
     passages = ["alpha beta gamma text", "unrelated words here", "delta epsilon zeta text", "other filler words"]
-    pool = validation.ValPool(queries, passages, {"0": {"0": 1}, "1": {"2": 1}}, [])
+    pool = TripletPool(pd.DataFrame(), queries, passages, {"q0": {"d0": 1}, "q1": {"d2": 1}}, [])
     student_cos = np.array([[0.2, 0.9, 0.1, 0.0], [0.1, 0.0, 0.3, 0.8]])  # the student ranks the positives second
     bad = lambda t, pairs, *a, **k: (np.array([-5.0 if "text" in p else 5.0 for _, p in pairs], dtype=np.float32), {})
     monkeypatch.setattr(validation, "cached_teacher_logits", bad)

@@ -260,6 +260,11 @@ def test_monitor_halves_the_scripts_own_default_lr():
     student = recovery_command(["python", "train_distillation_pipeline.py", "--output_dir", "x"], "nonfinite")
     assert teacher[teacher.index("--lr") + 1] == "2.5e-05" and student[student.index("--lr") + 1] == "1e-05"
     assert teacher[-3:] == ["--resume", "--lr", "2.5e-05"]
+    # the halved numbers are the scripts' own defaults, read from their parsers
+    from conftest import load_script
+
+    assert load_script("train_teacher_model.py").parse_args(["--data_version", "x"]).lr == 5e-5
+    assert load_script("train_distillation_pipeline.py").parse_args(["--teacher_path", "t", "--output_dir", "o"]).lr == 2e-5
 
 
 def test_monitor_recovers_from_oom_with_smaller_passes_and_never_overwrites():

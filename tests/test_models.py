@@ -112,3 +112,22 @@ def test_similarity_scale_follows_the_students_pretraining_temperature():
     assert similarity_scale(ResolvedModel("models/ko_student", "/x", "query: ", "passage: ")) == 100.0
     assert similarity_scale(ResolvedModel("intfloat/multilingual-e5-large-instruct", "x", E5_INSTRUCT_QUERY, "")) == 100.0
     assert similarity_scale(ResolvedModel("BAAI/bge-small-en-v1.5", "x")) == 20.0
+
+
+def test_attention_dropout_flag_reaches_every_attention_of_teacher_and_student(tiny_minilm):
+    """``--attention_dropout 0`` (the cpu preset) sets the dropout of every attention layer, the teacher's added
+    mean-pooling layer included; without it the model keeps its own 0.1."""
+    from crossdistill.models import resolve_model
+    from crossdistill.student import BiEncoderStudent
+    from crossdistill.teacher import CrossEncoderTeacher
+
+    def attention_p(model) -> set[float]:
+        return {m.dropout.p for name, m in model.named_modules() if name.endswith("attention.self")}
+
+    r = resolve_model(str(tiny_minilm))
+    teacher = CrossEncoderTeacher.from_base(r, 64, attention_dropout=0.0)
+    assert teacher.model.config.attention_probs_dropout_prob == 0.0
+    assert attention_p(teacher.model) == {0.0} and len([n for n, _ in teacher.model.named_modules() if n.endswith("attention.self")]) == 3
+    assert attention_p(BiEncoderStudent.load(r, 64, attention_dropout=0.0).auto_model) == {0.0}
+    assert attention_p(BiEncoderStudent.load(r, 64).auto_model) == {0.1}
+    assert attention_p(CrossEncoderTeacher.from_base(r, 64).model) == {0.1}

@@ -184,3 +184,18 @@ def test_default_negatives_mix_hard_and_easy_but_keep_and_random_stay_as_asked()
     assert module.parse_args(base + ["--negatives", "keep"]).random_negatives == 0
     assert module.parse_args(base + ["--negatives", "random"]).random_negatives == 0
     assert module.parse_args(base + ["--random_negatives", "1"]).random_negatives == 1
+
+
+def test_triplet_pool_ids_positives_and_extra_passages():
+    """The one structure behind the val pool and the test pool: distinct texts in first-seen order, ``q{i}``/``d{j}``
+    ids, every positive of a query (a query may have several rows), extra passages appended once."""
+    from crossdistill.data import TripletPool
+
+    df = pd.DataFrame({"anchor": ["qa", "qa", "qb"], "positive": ["pa", "pa2", "pb"], "negative": ["pb", "n1", "pa"]})
+    pool = TripletPool.from_df(df, extra_passages=["n1", "x"])
+    assert pool.queries == ["qa", "qb"]
+    assert pool.passages == ["pa", "pa2", "pb", "n1", "x"]
+    assert pool.qrels == {"q0": {"d0": 1, "d1": 1}, "q1": {"d2": 1}}
+    assert pool.triplets == [(0, 0, 2), (0, 1, 3), (1, 2, 0)]
+    assert pool.relevant() == [{0, 1}, {2}]
+    assert pool.query_ids() == ["q0", "q1"] and pool.passage_ids()[-1] == "d4"

@@ -187,6 +187,7 @@ def test_missing_data_version_and_nonempty_output(tmp_path, tiny_minilm, scifact
     ("--lr", "0", "--lr must be > 0"), ("--lr", "-1e-5", "--lr must be > 0"), ("--epochs", "0", "--epochs must be >= 1"),
     ("--lora_r", "0", "--lora_r must be >= 1"), ("--max_len", "4", "--max_len must be >= 8"),
     ("--pos_weight", "abc", "--pos_weight"), ("--batch_size", "0", "--batch_size must be >= 1"),
+    ("--attention_dropout", "1", "--attention_dropout must be in [0, 1)"),
 ])
 def test_bad_numbers(tmp_path, flag, value, fragment):
     proc = run_in_process("train_teacher_model.py", "--data_version", "x", "--output_dir", tmp_path / "out", f"{flag}={value}")
