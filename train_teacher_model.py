@@ -49,4 +49,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from crossdistill import faults
+
+    faults.install()  # the recovery tests' fault injectors, only under CROSSDISTILL_ALLOW_FAULTS=1
     run_cli(main)

@@ -36,7 +36,8 @@ ends over this package; each module owns one concern:
 - :mod:`crossdistill.monitor`           the supervisor (process group, faults, restarts); :mod:`crossdistill.monitor_status`
                                         its status line; :mod:`crossdistill.monitor_commands` the recovery and evaluation argv
 - :mod:`crossdistill.pipeline`          whole-job presets: default (the measured recipe), cpu, and the original's quick/full
-- :mod:`crossdistill.faults`            fault injection for recovery tests (inactive unless enabled)
+- :mod:`crossdistill.hooks`             named points of a training step where callbacks act (none in normal runs)
+- :mod:`crossdistill.faults`            fault injectors the recovery tests install at those hooks (only when enabled)
 """
 
 __version__ = "0.1.0"

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import faults
+from . import hooks
 from .fsutil import write_json
 
 import hashlib
@@ -102,7 +102,7 @@ def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, keep: 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     _save_torch(trainable_state(model), tmp / "trainable.pt")
-    faults.maybe_kill_in_checkpoint(state["step"])
+    hooks.at("checkpoint", state["step"])
     _save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
     _save_torch(scheduler.state_dict(), tmp / "scheduler.pt")
     _save_torch(rng_state(), tmp / "rng.pt")

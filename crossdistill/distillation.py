@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data, faults
+from . import data, hooks
 from .candidates import CandidateList, build_candidates
 from .checkpoint import load_tensors, load_trainable, resume_point, save_best
 from .engine import Loop, Stage, fresh_state, publish_run, resume_state, train_epochs
@@ -147,7 +147,7 @@ def train_student(args, log=print) -> Path:
     if args.scale is None:
         args.scale = similarity_scale(resolved)
 
-    faults.maybe_crash_or_stall(0)  # test-only: "step 0" faults fire before any work
+    hooks.at("step", 0)  # "step 0": before any work
     seed_everything(args.seed)
     accelerator = make_accelerator(args, out_dir, "student")
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index

@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from . import faults
+from . import hooks
 from .checkpoint import load_checkpoint, rescale_lr, save_best, save_checkpoint
 from .errors import NonFiniteLoss
 from .fsutil import EventLog, publish, staging_dir
@@ -114,7 +114,7 @@ def train_epochs(loop: Loop, state: dict, stage: Stage) -> None:
         t_epoch = time.time()
         for start in bar:
             step = state["step"] + 1
-            faults.maybe_crash_or_stall(step)  # test-only; a no-op unless CROSSDISTILL_ALLOW_FAULTS=1
+            hooks.at("step", step)
             out = stage.step(shard(order[start:start + loop.global_batch], rank, world), step, state)
             if not torch.isfinite(out["loss"]):
                 events.log("nonfinite_loss", step=step, epoch=epoch, loss=str(out["loss"].item()))

@@ -9,7 +9,8 @@ Active only when ``CROSSDISTILL_ALLOW_FAULTS=1``; faults are read from ``CROSSDI
      "sleep_per_step": 0.2,
      "once_dir": "/tmp/x"}                      # each fault fires once (marker files here), else every time
 
-Never active in normal runs: without the variable every hook is a no-op.
+Never active in normal runs: :func:`install` (called first thing by the training scripts) puts the injectors at
+the training hooks (:mod:`crossdistill.hooks`) only when the variable is set; otherwise nothing is installed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from . import hooks
 
 
 def _faults() -> dict:
@@ -43,17 +46,17 @@ def _fire(kind: str, step: int) -> bool:
     return True
 
 
-def maybe_oom(step: int, texts_in_forward: int) -> None:
+def _oom(step: int, texts_in_forward: int) -> None:
     f = _faults()
     if f and texts_in_forward > f.get("oom_min_texts", 0) and step in f.get("oom_at_steps", []):
         raise torch.OutOfMemoryError(f"CUDA out of memory (injected at step {step}, {texts_in_forward} texts)")
 
 
-def maybe_nan(step: int, loss: torch.Tensor) -> torch.Tensor:
+def _nan(step: int, loss: torch.Tensor) -> torch.Tensor:
     return loss * float("nan") if _fire("nan", step) else loss
 
 
-def maybe_crash_or_stall(step: int) -> None:
+def _crash_or_stall(step: int) -> None:
     f = _faults()
     if not f:
         return
@@ -69,6 +72,15 @@ def maybe_crash_or_stall(step: int) -> None:
         time.sleep(3600)
 
 
-def maybe_kill_in_checkpoint(step: int) -> None:
+def _kill_in_checkpoint(step: int) -> None:
     if _fire("kill_in_checkpoint", step):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install() -> bool:
+    """Install the fault injectors at the training hooks when ``CROSSDISTILL_ALLOW_FAULTS=1``; True if it did."""
+    if not _faults():
+        return False
+    for point, fn in (("step", _crash_or_stall), ("forward", _oom), ("loss", _nan), ("checkpoint", _kill_in_checkpoint)):
+        hooks.install(point, fn)
+    return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import faults
+from . import hooks
 from .candidates import CandidateList
 from .losses import distillation_loss
 from .recipes import student_tau
@@ -77,11 +77,11 @@ def forward_backward(student, lists, teacher, positive, args, micro: int | None,
     index, mask, teacher, positive = index.to(device), mask.to(device), teacher.to(device), positive.to(device)
     p_keys = text_keys(passages).to(device) if (args.cross_device_negatives or args.infonce_weight) else None
     if micro is None or micro >= len(queries) + len(passages):
-        faults.maybe_oom(step, max(len(queries), len(passages)))
+        hooks.at("forward", step, max(len(queries), len(passages)))
         with accelerator.autocast():
             q_emb, p_emb = student([queries, passages])
             out = _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args, p_keys)
-        out["loss"] = faults.maybe_nan(step, out["loss"])
+        out["loss"] = hooks.on_loss(step, out["loss"])
         if torch.isfinite(out["loss"]):
             accelerator.backward(out["loss"])
         return out
@@ -91,13 +91,13 @@ def forward_backward(student, lists, teacher, positive, args, micro: int | None,
     snaps, embs = [], []
     with torch.no_grad():
         for chunk in chunks:
-            faults.maybe_oom(step, len(chunk))
+            hooks.at("forward", step, len(chunk))
             snaps.append(_rng_snapshot())
             with accelerator.autocast():
                 embs.append(model.embed(chunk))
     all_emb = torch.cat(embs).detach().requires_grad_(True)
     out = _loss_from_embeddings(all_emb[:len(queries)], all_emb[len(queries):], index, mask, teacher, positive, args, p_keys)
-    out["loss"] = faults.maybe_nan(step, out["loss"])
+    out["loss"] = hooks.on_loss(step, out["loss"])
     if not torch.isfinite(out["loss"]):
         return out
     accelerator.backward(out["loss"])  # scales the loss under fp16; the cached gradients carry that scale

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data, faults
+from . import data, hooks
 from .checkpoint import load_tensors, load_trainable, resume_point
 from .engine import Loop, Stage, fresh_state, publish_run, resume_state, train_epochs
 from .errors import UsageError
@@ -162,7 +162,7 @@ def train_teacher(args, log=print) -> Path:
             with sync, accelerator.autocast():
                 part_loss = (_bce_loss(teacher, part, pos_weight, device) if args.loss == "bce"
                              else _listwise_loss(teacher, part, device)) * (len(part) / len(batch))
-                part_loss = faults.maybe_nan(step, part_loss) if i == 0 else part_loss
+                part_loss = hooks.on_loss(step, part_loss) if i == 0 else part_loss
                 accelerator.backward(part_loss)
             loss = loss + part_loss.detach()
         return {"loss": loss}

@@ -404,3 +404,26 @@ def test_a_half_published_teacher_is_refused_by_name(tmp_path):
     (t / "lora_config.json").write_text("{}")
     with pytest.raises(UsageError, match="no weights"):
         load_teacher_dir(str(t))
+
+
+def test_fault_injectors_sit_at_the_hooks_only_when_enabled(monkeypatch):
+    """Training code has hook points, no test code; the recovery tests' injectors are installed there by the
+    scripts only under CROSSDISTILL_ALLOW_FAULTS=1."""
+    from crossdistill import faults, hooks
+
+    hooks.clear()
+    monkeypatch.delenv("CROSSDISTILL_ALLOW_FAULTS", raising=False)
+    monkeypatch.setenv("CROSSDISTILL_FAULTS", json.dumps({"nan_at_steps": [3]}))
+    assert faults.install() is False and hooks.on_loss(3, 1.0) == 1.0
+    monkeypatch.setenv("CROSSDISTILL_ALLOW_FAULTS", "1")
+    monkeypatch.setenv("CROSSDISTILL_FAULTS", json.dumps({"nan_at_steps": [3], "oom_at_steps": [2], "oom_min_texts": 8}))
+    try:
+        assert faults.install() is True
+        assert torch.isnan(hooks.on_loss(3, torch.tensor(1.0))) and hooks.on_loss(4, torch.tensor(1.0)) == 1.0
+        hooks.at("forward", 2, 8)  # at the bound: no OOM
+        with pytest.raises(torch.OutOfMemoryError):
+            hooks.at("forward", 2, 9)
+        with pytest.raises(ValueError, match="no hook point"):
+            hooks.install("nowhere", print)
+    finally:
+        hooks.clear()
