@@ -33,6 +33,7 @@ from .models import cache_dir, resolve_model, similarity_scale, teacher_config_f
 from .fusion import bm25_candidate_scores, fuse, parse_fusion
 from .score_cache import cached_teacher_logits, teacher_fingerprint
 from .student import BiEncoderStudent
+from .recipes import LossSettings
 from .student_step import forward_backward, is_oom
 from .teacher import read_teacher_config
 from .training import linear_schedule, make_accelerator, make_optimizer, on_main, peak_memory, seed_everything
@@ -146,6 +147,7 @@ def train_student(args, log=print) -> Path:
     resolved = resolve_model(args.student_name, args.query_prefix, args.passage_prefix)
     if args.scale is None:
         args.scale = similarity_scale(resolved)
+    loss_settings = LossSettings.from_args(args)  # what every step's loss reads, fixed for the run
 
     hooks.at("step", 0)  # "step 0": before any work
     seed_everything(args.seed)
@@ -224,7 +226,7 @@ def train_student(args, log=print) -> Path:
             micro = math.ceil(_n_texts(lists) / args.gradient_accumulation_steps)
         while True:
             try:
-                return forward_backward(student, lists, teacher, positive, args, micro, step, accelerator)
+                return forward_backward(student, lists, teacher, positive, loss_settings, micro, step, accelerator)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not is_oom(exc):
                     raise

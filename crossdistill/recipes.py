@@ -13,6 +13,8 @@ A recipe fills every loss flag the user left unset (``None``); a flag given on t
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 STUDENT_RECIPES: dict[str, dict] = {
     "ranking": {"soft_labels": "logit", "tau": 1.0, "kl_student": "scaled", "soft_loss": "kl", "soft_weight": 1.0,
                 "infonce_weight": 1.0, "contrastive_weight": 0.0, "negative_penalty_weight": 0.0,
@@ -31,19 +33,45 @@ def apply_recipe(args) -> None:
             setattr(args, key, value)
 
 
-def student_tau(args) -> float | None:
-    """The KL's student temperature on normalised scores: τ itself (original) or 1 / (2 · scale), which
-    turns ``(cos + 1) / 2`` into the logits ``scale · cos`` up to a constant (ranking)."""
-    return None if args.kl_student == "tau" else 1.0 / (2.0 * args.scale)
+@dataclass(frozen=True)
+class LossSettings:
+    """Every setting one student step's loss reads, resolved (a recipe applied, the scale chosen): built once from
+    the command line (:meth:`from_args`) or by :func:`loss_settings`, never changed during a run."""
+
+    soft_labels: str  # what the soft labels are: "logit" (teacher logits) or "prob" (sigmoid of them)
+    tau: float  # teacher temperature of the listwise KL
+    kl_student: str  # "scaled": student logits scale * cos; "tau": (cos + 1) / 2 / tau
+    soft_loss: str  # "kl" or "margin_mse"
+    soft_weight: float
+    infonce_weight: float  # in-batch InfoNCE on the labelled positives
+    contrastive_weight: float  # the original's margin term
+    negative_penalty_weight: float  # the original's negative-score penalty
+    scale: float  # inverse temperature on cosines (InfoNCE, MarginMSE, scaled KL)
+    cross_device_negatives: bool = False  # other processes' passages as extra negatives
+
+    @classmethod
+    def from_args(cls, args) -> "LossSettings":
+        """From parsed flags, after :func:`apply_recipe` and the scale's resolution (no setting left ``None``)."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls)}
+        unset = [k for k, v in values.items() if v is None]
+        if unset:
+            raise ValueError(f"loss settings left unset: {', '.join(unset)} (apply the recipe and resolve the scale first)")
+        return cls(**values)
+
+    @property
+    def student_tau(self) -> float | None:
+        """The KL's student temperature on normalised scores: τ itself (original) or 1 / (2 · scale), which
+        turns ``(cos + 1) / 2`` into the logits ``scale · cos`` up to a constant (ranking)."""
+        return None if self.kl_student == "tau" else 1.0 / (2.0 * self.scale)
 
 
-def loss_settings(recipe: str = DEFAULT_RECIPE, **overrides):
-    """A namespace holding every loss setting of ``recipe`` (plus ``overrides``), as the training loop reads them
-    from the command line: for library use, tests and benchmarks."""
+def loss_settings(recipe: str = DEFAULT_RECIPE, **overrides) -> LossSettings:
+    """Every loss setting of ``recipe`` (plus ``overrides``; scale 20 unless given), as the training loop reads
+    them: for library use, tests and benchmarks."""
     from argparse import Namespace
 
     args = Namespace(recipe=recipe, scale=20.0, cross_device_negatives=False, **{k: None for k in STUDENT_RECIPES[recipe]})
     for key, value in overrides.items():
         setattr(args, key, value)
     apply_recipe(args)
-    return args
+    return LossSettings.from_args(args)

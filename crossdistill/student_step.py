@@ -13,7 +13,7 @@ import torch
 from . import hooks
 from .candidates import CandidateList
 from .losses import distillation_loss
-from .recipes import student_tau
+from .recipes import LossSettings
 from .student import BiEncoderStudent
 from .training import gather_rows, text_keys
 
@@ -31,26 +31,26 @@ def _texts(student: BiEncoderStudent, lists: list[CandidateList]):
     return queries, [student.passage_prefix + p for p in unique], index, mask
 
 
-def _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args, p_keys=None) -> dict:
+def _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, loss: LossSettings, p_keys=None) -> dict:
     """The distillation loss of a batch from its embeddings. ``p_keys`` (keys of the batch's distinct passages)
     is given when the InfoNCE term or cross-device negatives need every passage of the (global) batch."""
     cos = torch.einsum("qd,qkd->qk", q_emb, p_emb[index])
     student_scores = (cos + 1) / 2
     extra = in_batch = None
     if p_keys is not None:
-        all_emb, all_keys = gather_rows(p_emb, p_keys) if args.cross_device_negatives else (p_emb, p_keys)
+        all_emb, all_keys = gather_rows(p_emb, p_keys) if loss.cross_device_negatives else (p_emb, p_keys)
         own = torch.where(mask, p_keys[index], torch.zeros_like(index))  # (Q, K) keys of each query's candidates
         in_list = (all_keys[None, :, None] == own[:, None, :]) & mask[:, None, :]  # (Q, P, K)
         all_cos = q_emb @ all_emb.T
-        if args.cross_device_negatives:  # the contrastive term's extra negatives: all but the query's own candidates
+        if loss.cross_device_negatives:  # the contrastive term's extra negatives: all but the query's own candidates
             extra = ((all_cos + 1) / 2, ~in_list.any(-1))
         is_pos = (in_list & positive[:, None, :]).any(-1)
         in_batch = (all_cos, is_pos, torch.ones_like(is_pos))
-    return distillation_loss(teacher, student_scores, mask, positive, tau=args.tau,
-                             contrastive_weight=args.contrastive_weight,
-                             negative_penalty_weight=args.negative_penalty_weight, extra_negatives=extra,
-                             student_tau=student_tau(args), soft_loss=args.soft_loss, soft_weight=args.soft_weight,
-                             scale=args.scale, infonce_weight=args.infonce_weight, in_batch=in_batch)
+    return distillation_loss(teacher, student_scores, mask, positive, tau=loss.tau,
+                             contrastive_weight=loss.contrastive_weight,
+                             negative_penalty_weight=loss.negative_penalty_weight, extra_negatives=extra,
+                             student_tau=loss.student_tau, soft_loss=loss.soft_loss, soft_weight=loss.soft_weight,
+                             scale=loss.scale, infonce_weight=loss.infonce_weight, in_batch=in_batch)
 
 
 def _rng_snapshot():
@@ -63,7 +63,8 @@ def _rng_restore(snap):
         torch.cuda.set_rng_state_all(snap[1])
 
 
-def forward_backward(student, lists, teacher, positive, args, micro: int | None, step: int, accelerator) -> dict:
+def forward_backward(student, lists, teacher, positive, loss: LossSettings, micro: int | None, step: int,
+                     accelerator) -> dict:
     """Loss of one batch and its gradients (accumulated in ``.grad``); ``micro`` = max texts per forward.
 
     ``student`` may be wrapped for distributed training (DDP): every pass that needs gradients goes through
@@ -75,12 +76,12 @@ def forward_backward(student, lists, teacher, positive, args, micro: int | None,
     device = accelerator.device
     queries, passages, index, mask = _texts(model, lists)
     index, mask, teacher, positive = index.to(device), mask.to(device), teacher.to(device), positive.to(device)
-    p_keys = text_keys(passages).to(device) if (args.cross_device_negatives or args.infonce_weight) else None
+    p_keys = text_keys(passages).to(device) if (loss.cross_device_negatives or loss.infonce_weight) else None
     if micro is None or micro >= len(queries) + len(passages):
         hooks.at("forward", step, max(len(queries), len(passages)))
         with accelerator.autocast():
             q_emb, p_emb = student([queries, passages])
-            out = _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, args, p_keys)
+            out = _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, loss, p_keys)
         out["loss"] = hooks.on_loss(step, out["loss"])
         if torch.isfinite(out["loss"]):
             accelerator.backward(out["loss"])
@@ -96,7 +97,8 @@ def forward_backward(student, lists, teacher, positive, args, micro: int | None,
             with accelerator.autocast():
                 embs.append(model.embed(chunk))
     all_emb = torch.cat(embs).detach().requires_grad_(True)
-    out = _loss_from_embeddings(all_emb[:len(queries)], all_emb[len(queries):], index, mask, teacher, positive, args, p_keys)
+    out = _loss_from_embeddings(all_emb[:len(queries)], all_emb[len(queries):], index, mask, teacher, positive, loss,
+                                 p_keys)
     out["loss"] = hooks.on_loss(step, out["loss"])
     if not torch.isfinite(out["loss"]):
         return out

@@ -1,6 +1,7 @@
 """Stage 2 end to end with a 2-layer MiniLM teacher and student on SciFact rows: outputs, cache, guard,
 exact resume after SIGKILL, out-of-memory recovery without skipping data, bad input."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -153,7 +154,7 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
     assert torch.allclose(grads[0], grads[1], atol=1e-6), (grads[0] - grads[1]).abs().max()
     if cross_device:  # the other queries' passages are extra negatives: the contrastive term changes
-        args.cross_device_negatives = False
+        args = dataclasses.replace(args, cross_device_negatives=False)
         student.zero_grad()
         plain = forward_backward(student, lists, teacher, positive, args, None, 1, acc)
         assert plain["kl"].item() == pytest.approx(out["kl"].item(), abs=1e-7)

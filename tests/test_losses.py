@@ -171,3 +171,22 @@ def test_total_ranking_recipe_weights():
     assert mm["kl"].item() == pytest.approx(margin_mse_loss(t, (2 * s - 1) * 20, pos, mask).item(), rel=1e-6)
     with pytest.raises(ValueError):
         distillation_loss(t, s, mask, pos, infonce_weight=1.0)  # InfoNCE needs the in-batch scores
+
+
+def test_loss_settings_are_typed_resolved_and_fixed():
+    """One student step reads a frozen LossSettings (the recipe applied, the scale resolved), not the flags."""
+    import dataclasses
+    from argparse import Namespace
+
+    from crossdistill.recipes import LossSettings, loss_settings
+
+    ranking = loss_settings("ranking", scale=100.0)
+    assert (ranking.tau, ranking.infonce_weight, ranking.contrastive_weight) == (1.0, 1.0, 0.0)
+    assert ranking.student_tau == pytest.approx(1 / 200)  # (cos + 1) / 2 / student_tau = 100 cos + const
+    original = loss_settings("original")
+    assert original.student_tau is None and (original.tau, original.negative_penalty_weight) == (0.2, 0.4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ranking.tau = 2.0
+    flags = Namespace(**{**dataclasses.asdict(ranking), "scale": None, "recipe": "ranking", "epochs": 1})
+    with pytest.raises(ValueError, match="unset: scale"):
+        LossSettings.from_args(flags)
