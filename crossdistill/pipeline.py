@@ -12,12 +12,14 @@ PRESETS = {
     "default": {"teacher": [], "student": [], "suffix": ""},
     # the same recipe cut for 2 CPU cores, to run in about 20 minutes there (docs/results.md): a teacher on 1,500 rows
     # and a student with K 4, one epoch each at 128 tokens, val on the CSV pool, attention dropout off (PyTorch's
-    # fused attention: 1.2x faster on CPU). A teacher this short is weaker than the student on its own (the guard
-    # refuses it), so its soft labels are fused with BM25's at equal weight, which the guard accepts on val
+    # fused attention: 1.2x faster on CPU), the guard on the val top-10. A teacher this short is weaker than the
+    # student on its own (the guard refuses it), so its soft labels are fused with BM25's at equal weight, which the
+    # guard accepts on val
     "cpu": {
-        "teacher": ["--epochs", "1", "--max_len", "128", "--max_samples", "1500", "--attention_dropout", "0"],
-        "student": ["--epochs", "1", "--max_len", "128", "--K", "4", "--val_pool", "csv", "--teacher_fusion", "bm25=1",
+        "teacher": ["--epochs", "1", "--max_len", "128", "--max_samples", "1500", "--max_val_samples", "300",
                     "--attention_dropout", "0"],
+        "student": ["--epochs", "1", "--max_len", "128", "--K", "4", "--val_pool", "csv", "--teacher_fusion", "bm25=1",
+                    "--guard_k", "10", "--attention_dropout", "0"],
         "suffix": "_cpu",
     },
     # the original's settings (SPEC.md), with its loss
