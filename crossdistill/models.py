@@ -139,7 +139,7 @@ def attention_dropout_kwargs(resolved: ResolvedModel, p: float | None) -> dict:
 
     Why it is a flag: with dropout on attention probabilities, PyTorch's scaled-dot-product attention on CPU
     falls back to the unfused kernel that materialises every (heads x tokens x tokens) matrix for backward;
-    at 0 it uses the fused kernel (MiniLM-L6, 32 x 256 tokens: forward+backward 1.5x faster, 1.7 GB less)."""
+    at 0 it uses the fused kernel (MiniLM-L6 on 2 CPU cores: steps 1.2-1.3x faster; 32 x 256 tokens: 1.7 GB less)."""
     if p is None:
         return {}
     from transformers import AutoConfig
