@@ -36,7 +36,9 @@ CASES = [(doc.name, c) for doc in DOCS for c in commands(doc.read_text(encoding=
 
 def test_readme_has_the_two_newcomer_commands():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "realtime_monitor.py --pipeline default --data_version scifact" in text
+    first = text.split("```bash\n")[1].split("```")[0]  # the newcomer's first command: install + the CPU-sized job
+    assert first.startswith("python3 -m venv .venv") and "realtime_monitor.py --pipeline cpu --data_version scifact" in first
+    assert "realtime_monitor.py --pipeline default --data_version scifact" in text  # the GPU one beside it
     assert "-m pytest -q tests" in text
     assert len([c for c in CASES if c[0] == "README.md"]) >= 5
 
