@@ -89,15 +89,14 @@ def data_file(data_version: str, split: str, root: str | os.PathLike = "preproce
 @dataclass
 class TripletPool:
     """A triplet CSV as a ranking task (the student's val pool, the evaluation's test pool): its distinct queries,
-    its distinct passages (the pool; optionally widened by a whole corpus), each query's positives and the triplets.
+    its distinct passages (the pool; optionally widened by a whole corpus) and the triplets as indices into them.
 
-    ``qrels`` uses ids ``q{i}``/``d{j}`` (indices into ``queries``/``passages``), the shape ranx and
-    :func:`crossdistill.metrics.ranking_metrics` read."""
+    The triplets are the one source of each query's positives: :meth:`relevant` (indices) and :attr:`qrels`
+    (ids ``q{i}``/``d{j}``, the shape ranx and :func:`crossdistill.metrics.ranking_metrics` read) derive from them."""
 
     df: pd.DataFrame
     queries: list[str]
     passages: list[str]
-    qrels: dict[str, dict[str, int]]
     triplets: list[tuple[int, int, int]]  # (query index, positive index, negative index), one per CSV row
 
     @classmethod
@@ -106,11 +105,8 @@ class TripletPool:
         passages = list(dict.fromkeys(list(df["positive"]) + list(df["negative"]) + list(extra_passages or [])))
         qi = {q: i for i, q in enumerate(queries)}
         pi = {p: i for i, p in enumerate(passages)}
-        qrels: dict[str, dict[str, int]] = {}
-        for a, p in zip(df["anchor"], df["positive"]):
-            qrels.setdefault(f"q{qi[a]}", {})[f"d{pi[p]}"] = 1
         triplets = [(qi[a], pi[p], pi[n]) for a, p, n in df[list(COLUMNS)].itertuples(index=False)]
-        return cls(df, queries, passages, qrels, triplets)
+        return cls(df, queries, passages, triplets)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike) -> "TripletPool":
@@ -124,7 +120,14 @@ class TripletPool:
 
     def relevant(self) -> list[set[int]]:
         """Per query (in order), the indices of its relevant passages."""
-        return [{int(d[1:]) for d in self.qrels.get(f"q{i}", {})} for i in range(len(self.queries))]
+        out: list[set[int]] = [set() for _ in self.queries]
+        for q, p, _ in self.triplets:
+            out[q].add(p)
+        return out
+
+    @property
+    def qrels(self) -> dict[str, dict[str, int]]:
+        return {f"q{q}": {f"d{p}": 1 for p in sorted(ps)} for q, ps in enumerate(self.relevant()) if ps}
 
 
 # --------------------------------------------------------------------------- retrieval sets

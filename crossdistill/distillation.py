@@ -32,12 +32,11 @@ from .model_card import student_card
 from .models import cache_dir, resolve_model, similarity_scale, teacher_config_file
 from .fusion import bm25_candidate_scores, fuse, parse_fusion
 from .score_cache import cached_teacher_logits, teacher_fingerprint
-from .student import BiEncoderStudent
 from .recipes import LossSettings
+from .student import BiEncoderStudent
 from .student_step import forward_backward, is_oom
 from .teacher import read_teacher_config
 from .training import linear_schedule, make_accelerator, make_optimizer, on_main, peak_memory, seed_everything
-from .data import TripletPool
 from .validation import evaluate_student, student_similarities, teacher_guard, val_corpus
 
 
@@ -48,7 +47,7 @@ class DistillData:
 
     lists: list[CandidateList]
     teacher: list[torch.Tensor]   # per list: (K,) soft-label source (prob or logit)
-    val: TripletPool
+    val: data.TripletPool
     stats: dict
 
 
@@ -107,7 +106,7 @@ def prepare_run(args, log, device=None, student: BiEncoderStudent | None = None,
     extra = val_corpus(args)
     if extra:
         log(f"val pool: the {len(extra)} passages of the BEIR corpus (--val_pool {args.val_pool})")
-    return DistillData(lists, per_list, TripletPool.from_df(val_df, extra), {"candidates": cstats, "teacher_scores": tstats})
+    return DistillData(lists, per_list, data.TripletPool.from_df(val_df, extra), {"candidates": cstats, "teacher_scores": tstats})
 
 
 def _student_list_scores(student: BiEncoderStudent, lists: list[CandidateList], batch_size: int) -> list[np.ndarray]:

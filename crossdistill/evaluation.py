@@ -134,11 +134,9 @@ def pair_scores(model, prefixes, ts: TripletPool, batch_size: int) -> tuple[np.n
     t1 = time.time()
     pe = encode(model, ts.passages, prefixes[1], batch_size, show_progress=len(ts.passages) > 2000)
     tp = time.time() - t1
-    ai = {a: i for i, a in enumerate(ts.queries)}
-    pi = {p: i for i, p in enumerate(ts.passages)}
-    a_idx = np.array([ai[a] for a in ts.df["anchor"]])
-    pos = (np.einsum("nd,nd->n", qa[a_idx], pe[[pi[p] for p in ts.df["positive"]]]) + 1) / 2
-    neg = (np.einsum("nd,nd->n", qa[a_idx], pe[[pi[p] for p in ts.df["negative"]]]) + 1) / 2
+    t = np.array(ts.triplets).reshape(-1, 3)  # (query, positive, negative) indices, one row per CSV row
+    pos = (np.einsum("nd,nd->n", qa[t[:, 0]], pe[t[:, 1]]) + 1) / 2
+    neg = (np.einsum("nd,nd->n", qa[t[:, 0]], pe[t[:, 2]]) + 1) / 2
     speed = {"queries_per_s": len(ts.queries) / max(tq, 1e-9), "passages_per_s": len(ts.passages) / max(tp, 1e-9)}
     return pos, neg, qa, pe, speed
 

@@ -103,8 +103,7 @@ class CrossEncoderTeacher:
         hf_logging.set_verbosity_error()  # its load report lists the new head as "missing": expected, and said below
         try:
             model = load_or_fail(lambda p: AutoModelForSequenceClassification.from_pretrained(p, num_labels=1, **overrides),
-                                 resolved,
-                                 "base model")
+                                 resolved, "base model")
         finally:
             hf_logging.set_verbosity(level)
         if tok.pad_token is None:
