@@ -87,9 +87,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    from crossdistill.config import StudentConfig
     from crossdistill.distillation import train_student
 
-    train_student(parse_args(argv))
+    train_student(StudentConfig.from_args(parse_args(argv)))  # the typed settings, built once
 
 
 if __name__ == "__main__":

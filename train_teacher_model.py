@@ -43,9 +43,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    from crossdistill.config import TeacherConfig
     from crossdistill.teacher_training import train_teacher
 
-    train_teacher(parse_args(argv))
+    train_teacher(TeacherConfig.from_args(parse_args(argv)))  # the typed settings, built once
 
 
 if __name__ == "__main__":

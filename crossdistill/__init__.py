@@ -6,6 +6,7 @@ ends over this package; each module owns one concern:
 - :mod:`crossdistill.errors`            user-facing errors (one message, exit code 2), argument checks
 - :mod:`crossdistill.cli`               the scripts' parser (defaults in --help, no abbreviations), every flag both
                                         training scripts share (defined and checked once), ``--x_args "--flag ..."`` values
+- :mod:`crossdistill.config`            each training stage's settings as one frozen dataclass, built once from the flags
 - :mod:`crossdistill.fsutil`            atomic writes, output folders (claimed only when ours, locked, published with
                                         done.json last), the JSONL event log
 - :mod:`crossdistill.data`              triplet CSVs, BEIR and SQuAD/KorQuAD sources, splitting

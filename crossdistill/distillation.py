@@ -16,7 +16,7 @@ micro-batching that follows an out-of-memory error) in :mod:`crossdistill.studen
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 
 from . import data, hooks
 from .candidates import CandidateList, build_candidates
+from .config import StudentConfig
 from .checkpoint import load_tensors, load_trainable, resume_point, save_best
 from .engine import Loop, Stage, fresh_state, publish_run, resume_state, train_epochs
 from .errors import UsageError
@@ -46,7 +47,7 @@ class DistillData:
     """Everything the loop reads, built once by :func:`prepare_run`: candidate lists, soft-label sources, val pool."""
 
     lists: list[CandidateList]
-    teacher: list[torch.Tensor]   # per list: (K,) soft-label source (prob or logit)
+    soft_labels: list[torch.Tensor]   # per list: (K,) the teacher's scores (prob or logit), or their fusion
     val: data.TripletPool
     stats: dict
 
@@ -64,48 +65,48 @@ def load_teacher_dir(path: str) -> dict:
     return read_teacher_config(folder)
 
 
-def prepare_run(args, log, device=None, student: BiEncoderStudent | None = None, events=None) -> DistillData:
+def prepare_run(cfg: StudentConfig, log, device=None, student: BiEncoderStudent | None = None, events=None) -> DistillData:
     """Candidate lists, their soft labels (teacher scores, cached; fused with other rankers when asked), and
     the val pool."""
-    train_df = data.subsample(data.read_triplets(data.data_file(args.data_version, "train", args.data_root)),
-                              args.max_samples, args.seed)
-    val_df = data.read_triplets(data.data_file(args.data_version, "val", args.data_root))
-    if args.max_val_samples:
-        val_df = data.subsample(val_df, args.max_val_samples, args.seed)
+    train_df = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "train", cfg.data_root)),
+                              cfg.max_samples, cfg.seed)
+    val_df = data.read_triplets(data.data_file(cfg.data_version, "val", cfg.data_root))
+    if cfg.max_val_samples:
+        val_df = data.subsample(val_df, cfg.max_val_samples, cfg.seed)
     phase = events.log if events is not None else (lambda *a, **k: None)
-    phase("phase", phase="candidates", detail=f"building {args.K} candidates per query ({args.negative_source} mining)")
-    lists, cstats = build_candidates(train_df, args.K, args.negative_source, args.seed, args.mining_model)
-    log(f"candidates: {cstats['queries']} queries x K={args.K} ({cstats['short_lists']} with fewer than K, "
-        f"{cstats['mined_negatives']} mined {args.negative_source} negatives); loss recipe {args.recipe}, "
-        f"similarity scale {args.scale:g}")
+    phase("phase", phase="candidates", detail=f"building {cfg.K} candidates per query ({cfg.negative_source} mining)")
+    lists, cstats = build_candidates(train_df, cfg.K, cfg.negative_source, cfg.seed, cfg.mining_model)
+    log(f"candidates: {cstats['queries']} queries x K={cfg.K} ({cstats['short_lists']} with fewer than K, "
+        f"{cstats['mined_negatives']} mined {cfg.negative_source} negatives); loss recipe {cfg.recipe}, "
+        f"similarity scale {cfg.scale:g}")
     pairs = [(c.query, p) for c in lists for p in c.passages]
-    logits, tstats = cached_teacher_logits(args.teacher_path, pairs, args.score_cache, args.eval_batch_size,
+    logits, tstats = cached_teacher_logits(cfg.teacher_path, pairs, cfg.score_cache, cfg.eval_batch_size,
                                            device=device, log=log, on_progress=lambda done, total: phase(
                                                "phase", phase="teacher_scoring", done=done, total=total))
     bounds = np.cumsum([0] + [len(c.passages) for c in lists])
     per_list_logits = [logits[bounds[i]:bounds[i + 1]] for i in range(len(lists))]
-    weights = parse_fusion(args.teacher_fusion)
+    weights = parse_fusion(cfg.teacher_fusion)
     if weights:
         others = {}
         if "bm25" in weights:
             others["bm25"] = bm25_candidate_scores([c.query for c in lists], [c.passages for c in lists])
         if "student" in weights:
-            others["student"] = _student_list_scores(student, lists, args.eval_batch_size)
+            others["student"] = _student_list_scores(student, lists, cfg.eval_batch_size)
         per_list = [torch.from_numpy(f) for f in fuse(per_list_logits, others, weights)]
         log(f"soft labels: teacher fused with {', '.join(f'{k} x{v:g}' for k, v in weights.items())} (per-query z-scores)")
-    elif args.soft_labels == "logit":
+    elif cfg.soft_labels == "logit":
         per_list = [torch.from_numpy(t.copy()) for t in per_list_logits]
     else:
         per_list = [torch.sigmoid(torch.from_numpy(t.copy())) for t in per_list_logits]
-    if args.positive_definition == "teacher":
+    if cfg.positive_definition == "teacher":
         probs = torch.sigmoid(torch.from_numpy(logits))
         i = 0
         for c in lists:
             c.positive = [bool(x > 0.5) for x in probs[i:i + len(c.passages)]]
             i += len(c.passages)
-    extra = val_corpus(args)
+    extra = val_corpus(cfg)
     if extra:
-        log(f"val pool: the {len(extra)} passages of the BEIR corpus (--val_pool {args.val_pool})")
+        log(f"val pool: the {len(extra)} passages of the BEIR corpus (--val_pool {cfg.val_pool})")
     return DistillData(lists, per_list, data.TripletPool.from_df(val_df, extra), {"candidates": cstats, "teacher_scores": tstats})
 
 
@@ -121,13 +122,13 @@ def _student_list_scores(student: BiEncoderStudent, lists: list[CandidateList], 
 def _collate(run: DistillData, idx: list[int]):
     lists = [run.lists[i] for i in idx]
     width = max(len(c.passages) for c in lists)
-    teacher = torch.zeros(len(lists), width)
+    soft_labels = torch.zeros(len(lists), width)
     positive = torch.zeros(len(lists), width, dtype=torch.bool)
     for r, i in enumerate(idx):
         n = len(run.lists[i].passages)
-        teacher[r, :n] = run.teacher[i]
+        soft_labels[r, :n] = run.soft_labels[i]
         positive[r, :n] = torch.tensor(run.lists[i].positive)
-    return lists, teacher, positive
+    return lists, soft_labels, positive
 
 
 def _n_texts(lists: list[CandidateList]) -> int:
@@ -135,22 +136,23 @@ def _n_texts(lists: list[CandidateList]) -> int:
 
 
 # --------------------------------------------------------------------------- the loop
-def train_student(args, log=print) -> Path:
-    out_dir = Path(args.output_dir)
+def train_student(cfg, log=print) -> Path:
+    cfg = cfg if isinstance(cfg, StudentConfig) else StudentConfig.from_args(cfg)  # a parsed namespace: typed once
+    out_dir = Path(cfg.output_dir)
     ckpt_root = out_dir / "checkpoints"
-    resume_from, skipped = resume_point(out_dir, args.resume, args.overwrite)  # decides; touches nothing yet
-    teacher_cfg = load_teacher_dir(args.teacher_path)
+    resume_from, skipped = resume_point(out_dir, cfg.resume, cfg.overwrite)  # decides; touches nothing yet
+    teacher_cfg = load_teacher_dir(cfg.teacher_path)
     for split in ("train", "val"):
-        data.data_file(args.data_version, split, args.data_root)  # exists, or a clear error before any work
-    args.score_cache = args.score_cache or str(cache_dir() / "teacher_scores" / f"{teacher_fingerprint(args.teacher_path)}.sqlite")
-    resolved = resolve_model(args.student_name, args.query_prefix, args.passage_prefix)
-    if args.scale is None:
-        args.scale = similarity_scale(resolved)
-    loss_settings = LossSettings.from_args(args)  # what every step's loss reads, fixed for the run
+        data.data_file(cfg.data_version, split, cfg.data_root)  # exists, or a clear error before any work
+    resolved = resolve_model(cfg.student_name, cfg.query_prefix, cfg.passage_prefix)
+    cfg = replace(cfg,  # the run's resolved settings (a new config; the one given is never changed)
+                  score_cache=cfg.score_cache or str(cache_dir() / "teacher_scores" / f"{teacher_fingerprint(cfg.teacher_path)}.sqlite"),
+                  scale=cfg.scale if cfg.scale is not None else similarity_scale(resolved))
+    loss_settings = LossSettings.from_args(cfg)  # what every step's loss reads, fixed for the run
 
     hooks.at("step", 0)  # "step 0": before any work
-    seed_everything(args.seed)
-    accelerator = make_accelerator(args, out_dir, "student")
+    seed_everything(cfg.seed)
+    accelerator = make_accelerator(cfg, out_dir, "student")
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
     log = log if main else (lambda *a, **k: None)  # one process speaks; the others work
@@ -159,73 +161,73 @@ def train_student(args, log=print) -> Path:
     created = claim_output_dir(out_dir, "student") if (resume_from is None and main) else False  # inputs checked above
     accelerator.wait_for_everyone()
     events = EventLog(out_dir / "events.jsonl", enabled=main)
-    student = BiEncoderStudent.load(resolved, args.max_len, device=str(device), attention_dropout=args.attention_dropout)
+    student = BiEncoderStudent.load(resolved, cfg.max_len, device=str(device), attention_dropout=cfg.attention_dropout)
     with accelerator.main_process_first():  # the main process fills the teacher-score cache, the others read it
-        run = prepare_run(args, log, device=device, student=student, events=events)
-    if args.gradient_checkpointing:
+        run = prepare_run(cfg, log, device=device, student=student, events=events)
+    if cfg.gradient_checkpointing:
         student.auto_model.gradient_checkpointing_enable()
-    lora_cfg = student.add_lora(args.lora_r, args.lora_alpha, args.lora_dropout) if args.use_lora else None
-    global_batch = args.batch_size * world  # --batch_size queries per process and step
-    total_steps = math.ceil(len(run.lists) / global_batch) * args.epochs
-    optimizer = make_optimizer(student, args.lr, None, (), args.weight_decay)
-    scheduler = linear_schedule(optimizer, total_steps, args.warmup_ratio)
+    lora_cfg = student.add_lora(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) if cfg.use_lora else None
+    global_batch = cfg.batch_size * world  # --batch_size queries per process and step
+    total_steps = math.ceil(len(run.lists) / global_batch) * cfg.epochs
+    optimizer = make_optimizer(student, cfg.lr, None, (), cfg.weight_decay)
+    scheduler = linear_schedule(optimizer, total_steps, cfg.warmup_ratio)
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     model = accelerator.unwrap_model(student)
     if world > 1:  # same weights everywhere (DDP broadcast), different dropout per process
-        torch.manual_seed(args.seed + rank)
+        torch.manual_seed(cfg.seed + rank)
 
     loop = Loop(accelerator, student, model, optimizer, scheduler, ckpt_root, events, log, n_items=len(run.lists),
-                global_batch=global_batch, epochs=args.epochs, seed=args.seed, max_grad_norm=args.max_grad_norm,
-                log_steps=args.log_steps, save_steps=args.save_steps)
+                global_batch=global_batch, epochs=cfg.epochs, seed=cfg.seed, max_grad_norm=cfg.max_grad_norm,
+                log_steps=cfg.log_steps, save_steps=cfg.save_steps)
     if resume_from is not None:
         def adjust(state):
             started_with = state.get("keep", "best")  # checkpoints from before --keep existed kept the best
-            if started_with != args.keep:  # with 'last' no best.pt was written; switching would publish the wrong model
+            if started_with != cfg.keep:  # with 'last' no best.pt was written; switching would publish the wrong model
                 raise UsageError(f"this run was started with --keep {started_with}; resume it with --keep {started_with}, "
                                  f"or start a new run with --overwrite")
-            if args.micro_batch_size and (state["micro_batch_size"] is None or args.micro_batch_size < state["micro_batch_size"]):
-                state["micro_batch_size"] = args.micro_batch_size
+            if cfg.micro_batch_size and (state["micro_batch_size"] is None or cfg.micro_batch_size < state["micro_batch_size"]):
+                state["micro_batch_size"] = cfg.micro_batch_size
             return {"micro_batch_size": state["micro_batch_size"]}
 
-        state = resume_state(loop, resume_from, skipped, args.lr, adjust)
+        state = resume_state(loop, resume_from, skipped, cfg.lr, adjust)
     else:
-        state = fresh_state(args.lr, micro_batch_size=args.micro_batch_size, guard=None, keep=args.keep)
+        state = fresh_state(cfg.lr, micro_batch_size=cfg.micro_batch_size, guard=None, keep=cfg.keep)
 
         def start_eval():
             events.log("phase", phase="guard", detail="validating the starting student and the teacher on the val pool")
-            metrics, cos = evaluate_student(model, run.val, args.eval_batch_size, events)
-            return metrics, teacher_guard(args, run.val, cos, Path(args.score_cache), log, device=device)
+            metrics, cos = evaluate_student(model, run.val, cfg.eval_batch_size, events)
+            return metrics, teacher_guard(cfg, run.val, cos, Path(cfg.score_cache), log, device=device)
 
         start_metrics, guard = on_main(accelerator, start_eval)
         state["guard"] = guard
         fused = f" (fused with {', '.join(guard['fused'])})" if guard["fused"] else ""
         log(f"val MRR@10: starting student {guard['student_mrr@10']:.4f}, teacher{fused} reranking its top-{guard['guard_k']} "
             f"{guard['teacher_rerank_mrr@10']:.4f}")
-        if guard["teacher_rerank_mrr@10"] < guard["student_mrr@10"] and not args.allow_weaker_teacher:
+        if guard["teacher_rerank_mrr@10"] < guard["student_mrr@10"] and not cfg.allow_weaker_teacher:
             if main:
                 release_output_dir(out_dir, created)
             raise UsageError(f"the teacher ranks worse than the student it would teach (val MRR@10 "
                              f"{guard['teacher_rerank_mrr@10']:.4f} vs {guard['student_mrr@10']:.4f}); distilling would "
                              "make the student worse. Train a stronger teacher, or pass --allow_weaker_teacher")
-        events.log("start", stage="student", total_steps=loop.total_steps, epochs=args.epochs, queries=len(run.lists),
+        events.log("start", stage="student", total_steps=loop.total_steps, epochs=cfg.epochs, queries=len(run.lists),
                    **{f"candidates_{k}": v for k, v in run.stats["candidates"].items()})
         events.log("guard", **guard)
         state["history"].append({"epoch": 0, "step": 0, **start_metrics})
         state["best"] = {"epoch": 0, "val_mrr@10": start_metrics["val_mrr@10"]}
-        if main and args.keep == "best":  # best.pt is read back only to publish the best model
+        if main and cfg.keep == "best":  # best.pt is read back only to publish the best model
             save_best(ckpt_root, model, state["best"])
         events.log("eval", epoch=0, step=0, **start_metrics)
         log("epoch 0 (starting student): " + _fmt(start_metrics))
 
     def step(idx: list[int], step: int, state: dict) -> dict:
         """Forward and backward of one batch; out of memory: redo it in exact micro-batches half as large."""
-        lists, teacher, positive = _collate(run, idx)
+        lists, soft_labels, positive = _collate(run, idx)
         micro = state["micro_batch_size"]
-        if micro is None and args.gradient_accumulation_steps > 1:  # accumulation = exact micro-batches
-            micro = math.ceil(_n_texts(lists) / args.gradient_accumulation_steps)
+        if micro is None and cfg.gradient_accumulation_steps > 1:  # accumulation = exact micro-batches
+            micro = math.ceil(_n_texts(lists) / cfg.gradient_accumulation_steps)
         while True:
             try:
-                return forward_backward(student, lists, teacher, positive, loss_settings, micro, step, accelerator)
+                return forward_backward(student, lists, soft_labels, positive, loss_settings, micro, step, accelerator)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not is_oom(exc):
                     raise
@@ -240,42 +242,42 @@ def train_student(args, log=print) -> Path:
 
     train_epochs(loop, state, Stage(
         step=step,
-        evaluate=lambda: evaluate_student(model, run.val, args.eval_batch_size, events)[0],
+        evaluate=lambda: evaluate_student(model, run.val, cfg.eval_batch_size, events)[0],
         eval_row=lambda epoch, step, metrics, seconds: {"epoch": epoch, "step": step, **metrics},
         is_better=lambda row, best: row["val_mrr@10"] > best["val_mrr@10"],
         best_entry=lambda epoch, row: {"epoch": epoch, "val_mrr@10": row["val_mrr@10"]},
-        describe=_fmt, save_best=args.keep == "best"))
+        describe=_fmt, save_best=cfg.keep == "best"))
 
     # ---- publish: the best model (possibly the starting one) or, with --keep last, the last epoch's; done.json last
-    if args.keep == "best":
+    if cfg.keep == "best":
         best = load_tensors(ckpt_root / "best.pt")
         load_trainable(model, best["trainable"])
         kept_epoch = best["info"]["epoch"]
     else:
         kept_epoch = state["history"][-1]["epoch"]
     start, kept_row = state["history"][0], state["history"][kept_epoch]
-    summary = {**peak_memory(), "kept": args.keep, "best_epoch": kept_epoch, "history": state["history"], "guard": state["guard"],
+    summary = {**peak_memory(), "kept": cfg.keep, "best_epoch": kept_epoch, "history": state["history"], "guard": state["guard"],
                "val_delta": {k: kept_row[k] - start[k] for k in start if k.startswith("val_")},
                "steps": state["step"], "micro_batch_size": state["micro_batch_size"], **run.stats}
 
     def write(staging: Path) -> None:
         model.save(staging)
-        write_json(staging / "training_args.json", vars(args))
+        write_json(staging / "training_args.json", cfg.to_dict())
         write_json(staging / "metrics.json", summary)
-        (staging / "README.md").write_text(student_card(args, summary, args.student_name, str(args.teacher_path)),
+        (staging / "README.md").write_text(student_card(cfg, summary, cfg.student_name, str(cfg.teacher_path)),
                                            encoding="utf-8")
         write_json(staging / "distillation_config.json", {
-            "teacher_path": str(args.teacher_path), "teacher_base_model": teacher_cfg.get("base_model"),
-            "student_name": args.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
-            "max_len": args.max_len, "data_version": args.data_version, "data_root": args.data_root,
-            "use_lora": bool(args.use_lora), **({"lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
-                                                 "lora_dropout": args.lora_dropout,
+            "teacher_path": str(cfg.teacher_path), "teacher_base_model": teacher_cfg.get("base_model"),
+            "student_name": cfg.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
+            "max_len": cfg.max_len, "data_version": cfg.data_version, "data_root": cfg.data_root,
+            "use_lora": bool(cfg.use_lora), **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
+                                                 "lora_dropout": cfg.lora_dropout,
                                                  "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})
 
     publish_run(loop, out_dir, write, done={"stage": "student", "best_epoch": summary["best_epoch"], **kept_row,
                                             "val_delta": summary["val_delta"]},
                 end_event={"best_epoch": summary["best_epoch"], **{f"delta_{k}": v for k, v in summary["val_delta"].items()}})
-    log(f"saved student to {out_dir} ({args.keep} epoch {summary['best_epoch']}; val MRR@10 "
+    log(f"saved student to {out_dir} ({cfg.keep} epoch {summary['best_epoch']}; val MRR@10 "
         f"{start['val_mrr@10']:.4f} -> {kept_row['val_mrr@10']:.4f})")
     return out_dir
 

@@ -4,7 +4,11 @@ A stage (teacher: :mod:`crossdistill.teacher_training`, student: :mod:`crossdist
 optimizer and data, then hands the engine a :class:`Stage` — what differs between them: one step's forward and
 backward on a list of item indices, the validation, how a val row is judged — and the engine owns the rest:
 
-- data order: a seeded permutation per epoch (:func:`~crossdistill.training.epoch_order`), each process its shard;
+- data order: a seeded permutation per epoch (:func:`~crossdistill.training.epoch_order`), each process its shard.
+  Kept by hand, not a ``DataLoader``: the order is a pure function of (seed, epoch) and the resume point a batch
+  index, so ``--resume`` is bit-identical with no sampler state to save; the items are indices into lists already in
+  memory (no I/O or collation for workers to overlap); and the interleaved shard makes 2 processes x batch 2 step on
+  exactly the batch of 1 process x batch 4 (the DDP equivalence tests);
 - one step: ``stage.step`` (forward + backward) → non-finite check → clip → AdamW → schedule;
 - a ``step`` event every ``--log_steps`` (read by the monitor) and TensorBoard scalars when enabled;
 - a checkpoint every ``--save_steps`` and at every epoch end, with RNG and optimizer state, so that ``--resume``

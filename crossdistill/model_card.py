@@ -10,10 +10,10 @@ def _table(rows: dict) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows.items())])
 
 
-def student_card(args, summary: dict, base_model: str, teacher_path: str) -> str:
+def student_card(cfg, summary: dict, base_model: str, teacher_path: str) -> str:
     kept = summary["history"][summary["best_epoch"]] if summary.get("history") else {}
     start = summary["history"][0] if summary.get("history") else {}
-    settings = {k: getattr(args, k, None) for k in ("recipe", "soft_loss", "tau", "scale", "infonce_weight", "contrastive_weight",
+    settings = {k: getattr(cfg, k, None) for k in ("recipe", "soft_loss", "tau", "scale", "infonce_weight", "contrastive_weight",
                                                      "negative_penalty_weight", "teacher_fusion", "K", "epochs", "batch_size",
                                                      "lr", "max_len", "use_lora", "seed")}
     return f"""---
@@ -35,8 +35,8 @@ p = model.encode(["a passage"], prompt_name="passage")
 
 - **Started from**: `{base_model}`
 - **Teacher**: `{teacher_path}` (a cross-encoder trained by `train_teacher_model.py`)
-- **Data**: `{args.data_root}/{args.data_version}` ({summary.get('candidates', {}).get('queries', '?')} training queries)
-- **Published**: epoch {summary.get('best_epoch')} (`--keep {args.keep}`; epoch 0 is the starting model)
+- **Data**: `{cfg.data_root}/{cfg.data_version}` ({summary.get('candidates', {}).get('queries', '?')} training queries)
+- **Published**: epoch {summary.get('best_epoch')} (`--keep {cfg.keep}`; epoch 0 is the starting model)
 
 ## Validation
 
@@ -51,9 +51,9 @@ p = model.encode(["a passage"], prompt_name="passage")
 """
 
 
-def teacher_card(args, summary: dict, base_model: str) -> str:
+def teacher_card(cfg, summary: dict, base_model: str) -> str:
     best = summary.get("best", {})
-    settings = {k: getattr(args, k, None) for k in ("loss", "pooling", "epochs", "batch_size", "lr", "head_lr", "pos_weight",
+    settings = {k: getattr(cfg, k, None) for k in ("loss", "pooling", "epochs", "batch_size", "lr", "head_lr", "pos_weight",
                                                      "max_len", "use_lora", "seed")}
     return f"""---
 library_name: sentence-transformers
@@ -72,8 +72,8 @@ scores = model.predict([("your query", "a passage")])
 ```
 
 - **Base model**: `{base_model}`
-- **Data**: `{args.data_root}/{args.data_version}`
-- **Best epoch**: {summary.get('best_epoch')} of {args.epochs}
+- **Data**: `{cfg.data_root}/{cfg.data_version}`
+- **Best epoch**: {summary.get('best_epoch')} of {cfg.epochs}
 
 ## Validation (the positive among its negatives)
 

@@ -31,7 +31,7 @@ def _texts(student: BiEncoderStudent, lists: list[CandidateList]):
     return queries, [student.passage_prefix + p for p in unique], index, mask
 
 
-def _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, loss: LossSettings, p_keys=None) -> dict:
+def _loss_from_embeddings(q_emb, p_emb, index, mask, soft_labels, positive, loss: LossSettings, p_keys=None) -> dict:
     """The distillation loss of a batch from its embeddings. ``p_keys`` (keys of the batch's distinct passages)
     is given when the InfoNCE term or cross-device negatives need every passage of the (global) batch."""
     cos = torch.einsum("qd,qkd->qk", q_emb, p_emb[index])
@@ -46,7 +46,7 @@ def _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, loss: Lo
             extra = ((all_cos + 1) / 2, ~in_list.any(-1))
         is_pos = (in_list & positive[:, None, :]).any(-1)
         in_batch = (all_cos, is_pos, torch.ones_like(is_pos))
-    return distillation_loss(teacher, student_scores, mask, positive, tau=loss.tau,
+    return distillation_loss(soft_labels, student_scores, mask, positive, tau=loss.tau,
                              contrastive_weight=loss.contrastive_weight,
                              negative_penalty_weight=loss.negative_penalty_weight, extra_negatives=extra,
                              student_tau=loss.student_tau, soft_loss=loss.soft_loss, soft_weight=loss.soft_weight,
@@ -63,7 +63,7 @@ def _rng_restore(snap):
         torch.cuda.set_rng_state_all(snap[1])
 
 
-def forward_backward(student, lists, teacher, positive, loss: LossSettings, micro: int | None, step: int,
+def forward_backward(student, lists, soft_labels, positive, loss: LossSettings, micro: int | None, step: int,
                      accelerator) -> dict:
     """Loss of one batch and its gradients (accumulated in ``.grad``); ``micro`` = max texts per forward.
 
@@ -75,13 +75,13 @@ def forward_backward(student, lists, teacher, positive, loss: LossSettings, micr
     model = accelerator.unwrap_model(student)
     device = accelerator.device
     queries, passages, index, mask = _texts(model, lists)
-    index, mask, teacher, positive = index.to(device), mask.to(device), teacher.to(device), positive.to(device)
+    index, mask, soft_labels, positive = index.to(device), mask.to(device), soft_labels.to(device), positive.to(device)
     p_keys = text_keys(passages).to(device) if (loss.cross_device_negatives or loss.infonce_weight) else None
     if micro is None or micro >= len(queries) + len(passages):
         hooks.at("forward", step, max(len(queries), len(passages)))
         with accelerator.autocast():
             q_emb, p_emb = student([queries, passages])
-            out = _loss_from_embeddings(q_emb, p_emb, index, mask, teacher, positive, loss, p_keys)
+            out = _loss_from_embeddings(q_emb, p_emb, index, mask, soft_labels, positive, loss, p_keys)
         out["loss"] = hooks.on_loss(step, out["loss"])
         if torch.isfinite(out["loss"]):
             accelerator.backward(out["loss"])
@@ -97,7 +97,7 @@ def forward_backward(student, lists, teacher, positive, loss: LossSettings, micr
             with accelerator.autocast():
                 embs.append(model.embed(chunk))
     all_emb = torch.cat(embs).detach().requires_grad_(True)
-    out = _loss_from_embeddings(all_emb[:len(queries)], all_emb[len(queries):], index, mask, teacher, positive, loss,
+    out = _loss_from_embeddings(all_emb[:len(queries)], all_emb[len(queries):], index, mask, soft_labels, positive, loss,
                                  p_keys)
     out["loss"] = hooks.on_loss(step, out["loss"])
     if not torch.isfinite(out["loss"]):

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data, hooks
+from .config import TeacherConfig
 from .checkpoint import load_tensors, load_trainable, resume_point
 from .engine import Loop, Stage, fresh_state, publish_run, resume_state, train_epochs
 from .errors import UsageError
@@ -83,32 +84,33 @@ def _listwise_loss(teacher, batch, device):
     return F.cross_entropy(padded, torch.zeros(len(lists), dtype=torch.long, device=device))
 
 
-def train_teacher(args, log=print) -> Path:
+def train_teacher(cfg: TeacherConfig, log=print) -> Path:
     """Train, validate every epoch, keep the best (by val MRR, then val BCE), save. Returns the output folder.
 
     Checkpoints every ``--save_steps`` steps and at every epoch end; ``--resume`` continues from the last one
     with the same data order, RNG and optimizer state (bit-identical to an uninterrupted run on CPU).
     """
-    out_dir = Path(args.output_dir)
+    cfg = cfg if isinstance(cfg, TeacherConfig) else TeacherConfig.from_args(cfg)  # a parsed namespace: typed once
+    out_dir = Path(cfg.output_dir)
     ckpt_root = out_dir / "checkpoints"
-    resume_from, skipped = resume_point(out_dir, args.resume, args.overwrite)  # decides; touches nothing yet
-    train_df = data.subsample(data.read_triplets(data.data_file(args.data_version, "train", args.data_root)), args.max_samples, args.seed)
-    val_df = data.read_triplets(data.data_file(args.data_version, "val", args.data_root))
-    if args.max_val_samples:
-        val_df = data.subsample(val_df, args.max_val_samples, args.seed)
-    resolved = resolve_model(args.model_name, args.query_prefix, args.passage_prefix)
+    resume_from, skipped = resume_point(out_dir, cfg.resume, cfg.overwrite)  # decides; touches nothing yet
+    train_df = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "train", cfg.data_root)), cfg.max_samples, cfg.seed)
+    val_df = data.read_triplets(data.data_file(cfg.data_version, "val", cfg.data_root))
+    if cfg.max_val_samples:
+        val_df = data.subsample(val_df, cfg.max_val_samples, cfg.seed)
+    resolved = resolve_model(cfg.model_name, cfg.query_prefix, cfg.passage_prefix)
 
-    seed_everything(args.seed)
-    accelerator = make_accelerator(args, out_dir, "teacher")
+    seed_everything(cfg.seed)
+    accelerator = make_accelerator(cfg, out_dir, "teacher")
     device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
     log = log if main else (lambda *a, **k: None)
-    teacher = CrossEncoderTeacher.from_base(resolved, args.max_len, args.pooling, args.attention_dropout)
-    if args.gradient_checkpointing:
+    teacher = CrossEncoderTeacher.from_base(resolved, cfg.max_len, cfg.pooling, cfg.attention_dropout)
+    if cfg.gradient_checkpointing:
         teacher.model.gradient_checkpointing_enable()
     lora_cfg = None
-    if args.use_lora:
-        teacher.model, lora_cfg = apply_lora(teacher.model, args.lora_r, args.lora_alpha, args.lora_dropout, "SEQ_CLS",
+    if cfg.use_lora:
+        teacher.model, lora_cfg = apply_lora(teacher.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, "SEQ_CLS",
                                              modules_to_save=[n for n in HEAD_NAMES if any(n in m for m, _ in teacher.model.named_modules())])
 
     train_groups = group_triplets(train_df)
@@ -116,21 +118,21 @@ def train_teacher(args, log=print) -> Path:
     if not any(negs for _, _, negs in train_groups):
         raise UsageError("every negative in the training data equals its positive, so there is nothing to learn; "
                          "re-run prepare_data.py (or fix the CSV's negative column)")
-    if args.loss == "bce":
+    if cfg.loss == "bce":
         examples = list(dict.fromkeys([(a, p, 1.0) for a, p, _ in train_groups] + [(a, n, 0.0) for a, _, negs in train_groups for n in negs]))
         n_pos = sum(1 for e in examples if e[2] == 1.0)
-        pos_weight = (len(examples) - n_pos) / max(n_pos, 1) if args.pos_weight == "auto" else float(args.pos_weight)
+        pos_weight = (len(examples) - n_pos) / max(n_pos, 1) if cfg.pos_weight == "auto" else float(cfg.pos_weight)
     else:
         examples, pos_weight = train_groups, None
-    global_batch = args.batch_size * world  # --batch_size per process and step
-    total_steps = math.ceil(len(examples) / global_batch) * args.epochs
-    optimizer = make_optimizer(teacher.model, args.lr, args.head_lr, HEAD_NAMES, args.weight_decay)
-    scheduler = linear_schedule(optimizer, total_steps, args.warmup_ratio)
+    global_batch = cfg.batch_size * world  # --batch_size per process and step
+    total_steps = math.ceil(len(examples) / global_batch) * cfg.epochs
+    optimizer = make_optimizer(teacher.model, cfg.lr, cfg.head_lr, HEAD_NAMES, cfg.weight_decay)
+    scheduler = linear_schedule(optimizer, total_steps, cfg.warmup_ratio)
     teacher.model, optimizer, scheduler = accelerator.prepare(teacher.model, optimizer, scheduler)
     if world > 1:
-        torch.manual_seed(args.seed + rank)
+        torch.manual_seed(cfg.seed + rank)
     plain = accelerator.unwrap_model(teacher.model)
-    scorer = CrossEncoderTeacher(plain, teacher.tokenizer, args.max_len, teacher.query_prefix, teacher.passage_prefix)
+    scorer = CrossEncoderTeacher(plain, teacher.tokenizer, cfg.max_len, teacher.query_prefix, teacher.passage_prefix)
 
     if main:
         lock_run(out_dir)  # one run per folder
@@ -139,28 +141,28 @@ def train_teacher(args, log=print) -> Path:
     accelerator.wait_for_everyone()
     events = EventLog(out_dir / "events.jsonl", enabled=main)
     loop = Loop(accelerator, teacher.model, plain, optimizer, scheduler, ckpt_root, events, log, n_items=len(examples),
-                global_batch=global_batch, epochs=args.epochs, seed=args.seed, max_grad_norm=args.max_grad_norm,
-                log_steps=args.log_steps, save_steps=args.save_steps)
+                global_batch=global_batch, epochs=cfg.epochs, seed=cfg.seed, max_grad_norm=cfg.max_grad_norm,
+                log_steps=cfg.log_steps, save_steps=cfg.save_steps)
     if resume_from is not None:
-        state = resume_state(loop, resume_from, skipped, args.lr)
+        state = resume_state(loop, resume_from, skipped, cfg.lr)
     else:
-        state = fresh_state(args.lr)
-        events.log("start", stage="teacher", total_steps=loop.total_steps, epochs=args.epochs, examples=len(examples),
+        state = fresh_state(cfg.lr)
+        events.log("start", stage="teacher", total_steps=loop.total_steps, epochs=cfg.epochs, examples=len(examples),
                    train_rows=len(train_df), val_lists=len(val_groups))
-    log(f"teacher: {resolved.name} ({resolved.path}), {len(train_df)} train rows -> {len(examples)} {args.loss} examples, "
-        f"{loop.total_steps} steps, device {device}, lora={'on' if args.use_lora else 'off'}, pooling {args.pooling} "
+    log(f"teacher: {resolved.name} ({resolved.path}), {len(train_df)} train rows -> {len(examples)} {cfg.loss} examples, "
+        f"{loop.total_steps} steps, device {device}, lora={'on' if cfg.use_lora else 'off'}, pooling {cfg.pooling} "
         "(the classification head is new, randomly initialised: expected)")
 
     def step(idx: list[int], step: int, state: dict) -> dict:
         """Forward and backward of one batch, in ``--gradient_accumulation_steps`` smaller passes."""
         batch = [examples[i] for i in idx]
-        parts = [batch[i::args.gradient_accumulation_steps] for i in range(args.gradient_accumulation_steps)]
+        parts = [batch[i::cfg.gradient_accumulation_steps] for i in range(cfg.gradient_accumulation_steps)]
         parts = [p for p in parts if p]
         loss = 0.0
         for i, part in enumerate(parts):  # gradient accumulation: same batch, smaller forward passes
             sync = contextlib.nullcontext() if i == len(parts) - 1 else accelerator.no_sync(teacher.model)
             with sync, accelerator.autocast():
-                part_loss = (_bce_loss(teacher, part, pos_weight, device) if args.loss == "bce"
+                part_loss = (_bce_loss(teacher, part, pos_weight, device) if cfg.loss == "bce"
                              else _listwise_loss(teacher, part, device)) * (len(part) / len(batch))
                 part_loss = hooks.on_loss(step, part_loss) if i == 0 else part_loss
                 accelerator.backward(part_loss)
@@ -169,7 +171,7 @@ def train_teacher(args, log=print) -> Path:
 
     train_epochs(loop, state, Stage(
         step=step,
-        evaluate=lambda: evaluate_teacher(scorer, val_groups, args.eval_batch_size, device),
+        evaluate=lambda: evaluate_teacher(scorer, val_groups, cfg.eval_batch_size, device),
         eval_row=lambda epoch, step, metrics, seconds: {**metrics, "epoch": epoch, "step": step, "train_seconds": seconds},
         is_better=lambda row, best: best is None or [row["val_mrr"], -row["val_bce"]] > best["key"],
         best_entry=lambda epoch, row: {"epoch": epoch, "key": [row["val_mrr"], -row["val_bce"]]},
@@ -178,20 +180,20 @@ def train_teacher(args, log=print) -> Path:
     load_trainable(plain, load_tensors(ckpt_root / "best.pt")["trainable"])
     best_epoch = state["best"]["epoch"]
     history = state["history"]
-    final = CrossEncoderTeacher(plain.float(), teacher.tokenizer, args.max_len, resolved.query_prefix, resolved.passage_prefix)
-    config = {"use_lora": bool(args.use_lora), "base_model": resolved.name, "base_model_path": resolved.path,
-              "loss": args.loss, "pooling": args.pooling, "activation": "sigmoid"}
+    final = CrossEncoderTeacher(plain.float(), teacher.tokenizer, cfg.max_len, resolved.query_prefix, resolved.passage_prefix)
+    config = {"use_lora": bool(cfg.use_lora), "base_model": resolved.name, "base_model_path": resolved.path,
+              "loss": cfg.loss, "pooling": cfg.pooling, "activation": "sigmoid"}
     if lora_cfg is not None:
-        config.update(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+        config.update(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                       target_modules=sorted(lora_cfg.target_modules), modules_to_save=sorted(set(lora_cfg.modules_to_save or [])))
     summary = {**peak_memory(), "best_epoch": best_epoch, "best": history[best_epoch - 1], "history": history,
                "train_seconds": round(sum(h["train_seconds"] for h in history), 1), "steps": state["step"]}
 
     def write(staging: Path) -> None:
         save_teacher(final, staging, config)
-        write_json(staging / "training_args.json", vars(args))
+        write_json(staging / "training_args.json", cfg.to_dict())
         write_json(staging / "metrics.json", summary)
-        (staging / "README.md").write_text(teacher_card(args, summary, resolved.name), encoding="utf-8")
+        (staging / "README.md").write_text(teacher_card(cfg, summary, resolved.name), encoding="utf-8")
 
     publish_run(loop, out_dir, write, done={"stage": "teacher", "best_epoch": best_epoch, **history[best_epoch - 1]},
                 end_event={"best_epoch": best_epoch, **{k: v for k, v in history[best_epoch - 1].items() if k.startswith("val")}})

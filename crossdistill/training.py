@@ -116,7 +116,7 @@ def gather_rows(x: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torc
     return x[idx], keys.to(x.device)[idx]
 
 
-def make_accelerator(args, out_dir, stage: str):
+def make_accelerator(cfg, out_dir, stage: str):
     """The run's Accelerator: device, precision, and — with ``--report_to tensorboard`` — a TensorBoard tracker
     writing to ``<out_dir>/runs`` (loss, learning rate and val metrics, through :func:`track`)."""
     from pathlib import Path
@@ -125,17 +125,17 @@ def make_accelerator(args, out_dir, stage: str):
 
     from .errors import UsageError
 
-    report = getattr(args, "report_to", "none")
+    report = cfg.report_to
     if report == "tensorboard":
         try:
             import tensorboard  # noqa: F401 - only checks that it is installed
         except ImportError:
             raise UsageError("--report_to tensorboard needs the tensorboard package; pip install tensorboard") from None
-    accelerator = Accelerator(mixed_precision=resolve_precision(args.mixed_precision), cpu=args.device == "cpu",
+    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), cpu=cfg.device == "cpu",
                               log_with="tensorboard" if report == "tensorboard" else None,
                               project_dir=str(Path(out_dir) / "runs") if report == "tensorboard" else None)
     if report == "tensorboard":
-        config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        config = {k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers(stage, config=config)
     return accelerator
 

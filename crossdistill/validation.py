@@ -52,15 +52,15 @@ def evaluate_student(student: BiEncoderStudent, pool: TripletPool, batch_size: i
     return metrics, cos
 
 
-def val_corpus(args) -> list[str] | None:
+def val_corpus(cfg) -> list[str] | None:
     """Extra val-pool passages: the whole BEIR corpus the data was prepared from (``--val_pool corpus``, or
     ``auto`` when ``prepare_config.json`` names a BEIR folder that exists), else None (the val CSV's passages).
 
     A small pool of the val CSV's own passages is easy; ranking over the full corpus is what the student is
     tested on, so best-epoch choices and the guard read the same kind of number as the test."""
-    if args.val_pool == "csv":
+    if cfg.val_pool == "csv":
         return None
-    cfg_file = Path(args.data_root) / args.data_version / "prepare_config.json"
+    cfg_file = Path(cfg.data_root) / cfg.data_version / "prepare_config.json"
     try:
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -68,23 +68,23 @@ def val_corpus(args) -> list[str] | None:
     source = cfg.get("source")
     if cfg.get("source_type") == "beir" and source and (Path(source) / "corpus.jsonl").is_file():
         return data.load_beir_corpus(source)
-    if args.val_pool == "corpus":
+    if cfg.val_pool == "corpus":
         raise UsageError(f"--val_pool corpus needs data prepared from a BEIR folder that still exists ({cfg_file} names "
                          f"{source!r}); use --val_pool csv")
     return None
 
 
-def teacher_guard(args, pool: TripletPool, student_cos: np.ndarray, cache_path: Path, log, device=None) -> dict:
+def teacher_guard(cfg, pool: TripletPool, student_cos: np.ndarray, cache_path: Path, log, device=None) -> dict:
     """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``.
 
     With ``--teacher_fusion`` the reranker is what the student will learn from: the teacher fused with its
     sources, exactly as the soft labels are built (:mod:`crossdistill.fusion`)."""
-    k = min(args.guard_k, len(pool.passages))
+    k = min(cfg.guard_k, len(pool.passages))
     top = np.argsort(-student_cos, axis=1, kind="stable")[:, :k]
     pairs = [(pool.queries[i], pool.passages[j]) for i in range(len(pool.queries)) for j in top[i]]
-    logits, _ = cached_teacher_logits(args.teacher_path, pairs, cache_path, args.eval_batch_size, device=device, log=log)
+    logits, _ = cached_teacher_logits(cfg.teacher_path, pairs, cache_path, cfg.eval_batch_size, device=device, log=log)
     logits = logits.reshape(len(pool.queries), k)
-    weights = parse_fusion(getattr(args, "teacher_fusion", None))
+    weights = parse_fusion(cfg.teacher_fusion)
     if weights:
         others = {}
         if "bm25" in weights:
