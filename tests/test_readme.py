@@ -50,3 +50,29 @@ def test_documented_command_parses(doc, argv):
         module.parse_args(argv[1:])
     except SystemExit as exc:  # argparse's own refusal
         pytest.fail(f"{doc}: `{shlex.join(argv)}` does not parse (exit {exc.code})")
+
+
+def test_documented_quick_commands_are_the_preset():
+    """Where the docs spell the original's quick setting out stage by stage (its output folder ends in ``_quick``),
+    those flags are exactly ``crossdistill.pipeline.PRESETS["quick"]``'s: the preset has one definition."""
+    from crossdistill.pipeline import PRESETS
+
+    def flags(words):  # the settings, without where the data and outputs are
+        skip = {"--data_version", "--data_root", "--output_dir", "--teacher_path", "--model_name", "--student_name"}
+        out, i = [], 0
+        while i < len(words):
+            if words[i] in skip:
+                i += 2
+                continue
+            out.append(words[i])
+            i += 1
+        return out
+
+    stage = {"train_teacher_model.py": "teacher", "train_distillation_pipeline.py": "student"}
+    found = 0
+    for doc, argv in CASES:
+        out_dir = argv[argv.index("--output_dir") + 1] if "--output_dir" in argv else ""
+        if argv[0] in stage and out_dir.rstrip("/").endswith("_quick"):
+            assert flags(argv[1:]) == PRESETS["quick"][stage[argv[0]]], (doc, argv)
+            found += 1
+    assert found >= 2
