@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SCIFACT, assert_usage_error, run_in_process, run_script
+from conftest import SCIFACT, assert_usage_error, run_in_process
 from crossdistill.evaluation import score_statistics
 from crossdistill.metrics import paired_comparison, ranking_metrics
 
@@ -72,7 +72,7 @@ def small_test_csv(tmp_path_factory, scifact_version):
 def test_full_evaluation_with_baselines(tmp_path, reference_student, tiny_teacher, tiny_minilm, small_test_csv):
     student, _ = reference_student
     out = tmp_path / "eval"
-    proc = run_script("evaluate_final_model.py", "--model_path", student, "--test_data", small_test_csv, "--output_dir", out,
+    proc = run_in_process("evaluate_final_model.py", "--model_path", student, "--test_data", small_test_csv, "--output_dir", out,
                       "--batch_size", "16", "--base_model", tiny_minilm, "--bm25", "--teacher_path", tiny_teacher,
                       "--rerank_k", "5", "--max_len", "48")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -93,7 +93,7 @@ def test_full_evaluation_with_baselines(tmp_path, reference_student, tiny_teache
 def test_full_corpus_retrieval(tmp_path, tiny_minilm, small_test_csv):
     """Over the whole SciFact corpus (5,183 passages), for the BM25 baseline and a bi-encoder."""
     out = tmp_path / "eval"
-    proc = run_script("evaluate_final_model.py", "--model_path", tiny_minilm, "--test_data", small_test_csv, "--output_dir", out,
+    proc = run_in_process("evaluate_final_model.py", "--model_path", tiny_minilm, "--test_data", small_test_csv, "--output_dir", out,
                       "--beir_dir", SCIFACT, "--bm25", "--max_len", "32", "--batch_size", "128")
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "bi_encoder_evaluation_results.json").read_text())
