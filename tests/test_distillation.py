@@ -207,12 +207,11 @@ def test_bad_numbers(tmp_path, flags, fragment):
 def test_bad_teacher_and_student(tmp_path, teacher, tiny_minilm, scifact_version, env):
     root, v = scifact_version
     args = ["--data_root", root, "--data_version", v, "--output_dir", tmp_path / "o"]
-    proc = run_script("train_distillation_pipeline.py", "--teacher_path", tmp_path / "none", *args)
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tmp_path / "none", *args)
     assert_usage_error(proc, "does not exist")
-    proc = run_script("train_distillation_pipeline.py", "--teacher_path", tiny_minilm, *args)  # a bi-encoder, not a teacher
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_minilm, *args)  # a bi-encoder, not a teacher
     assert_usage_error(proc, "is not a teacher folder")
-    proc = run_script("train_distillation_pipeline.py", "--teacher_path", teacher, "--student_name", tmp_path / "nothing", *args,
-                      env=env)
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", teacher, "--student_name", tmp_path / "nothing", *args)
     assert_usage_error(proc, "does not exist")
     assert not (tmp_path / "o").exists()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, SCIFACT, assert_usage_error, run_in_process, run_script
+from conftest import ROOT, SCIFACT, assert_usage_error, run_in_process
 from crossdistill.checkpoint import find_latest, load_tensors, rescale_lr, resume_point, save_checkpoint
 from crossdistill.errors import UsageError
 from crossdistill.fsutil import claim_output_dir, publish, release_output_dir
@@ -345,7 +345,7 @@ def test_flags_and_cells_that_used_to_slip_through(tmp_path, scifact_version):
 
 def test_max_len_beyond_the_model_is_refused_at_start(tmp_path, tiny_minilm, scifact_version, tiny_teacher):
     root, v = scifact_version
-    proc = run_script("evaluate_final_model.py", "--model_path", tiny_minilm, "--test_data", root / v / "test.csv",
+    proc = run_in_process("evaluate_final_model.py", "--model_path", tiny_minilm, "--test_data", root / v / "test.csv",
                       "--output_dir", tmp_path / "e", "--max_len", "4096")
     assert_usage_error(proc, "--max_len 4096 is longer than", "512")
     assert not (tmp_path / "e").exists()
@@ -357,7 +357,7 @@ def test_teacher_whose_negatives_all_equal_their_positives_is_refused(tmp_path, 
     rows = "anchor,positive,negative\n" + "".join(f"q{i},passage {i},passage {i}\n" for i in range(6))
     for split in ("train", "val"):
         (data / f"{split}.csv").write_text(rows)
-    proc = run_script("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", tmp_path / "d", "--data_version",
+    proc = run_in_process("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", tmp_path / "d", "--data_version",
                       "same", "--output_dir", tmp_path / "t", "--max_len", "32")
     assert_usage_error(proc, "every negative in the training data equals its positive")
     assert not (tmp_path / "t" / "done.json").exists()

@@ -45,13 +45,13 @@ def test_beir_splits_columns_and_no_positive_as_negative(scifact_version):
 
 def test_same_seed_same_bytes_other_seed_other_split(tmp_path, scifact_version):
     root, v = scifact_version
-    proc = run_script("prepare_data.py", "--source", SCIFACT, "--data_version", "again", "--output_root", tmp_path,
-                      "--num_negatives", "2", "--random_negatives", "0")
+    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "again", "--output_root", tmp_path,
+                          "--num_negatives", "2", "--random_negatives", "0")
     assert proc.returncode == 0, proc.stderr
     for s in ("train", "val", "test"):
         assert (tmp_path / "again" / f"{s}.csv").read_bytes() == (root / v / f"{s}.csv").read_bytes()
-    proc = run_script("prepare_data.py", "--source", SCIFACT, "--data_version", "seed7", "--output_root", tmp_path,
-                      "--num_negatives", "2", "--random_negatives", "1", "--seed", "7")
+    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "seed7", "--output_root", tmp_path,
+                          "--num_negatives", "2", "--random_negatives", "1", "--seed", "7")
     assert proc.returncode == 0
     assert set(_read(tmp_path, "seed7", "val")["anchor"]) != set(_read(root, v, "val")["anchor"])
     # 2 BM25 negatives then 1 random one per (query, positive): the first two come from BM25's top 100 in rank
@@ -114,8 +114,8 @@ def test_model_miner(tmp_path, scifact_version, tiny_minilm):
     _read(root, v, "train").head(120).to_csv(src, index=False)
     outs = []
     for name in ("m1", "m2"):
-        proc = run_script("prepare_data.py", "--source", src, "--data_version", name, "--output_root", tmp_path,
-                          "--negatives", "model", "--mining_model", tiny_minilm, "--num_negatives", "2")
+        proc = run_in_process("prepare_data.py", "--source", src, "--data_version", name, "--output_root", tmp_path,
+                              "--negatives", "model", "--mining_model", tiny_minilm, "--num_negatives", "2")
         assert proc.returncode == 0, proc.stderr
         outs.append((tmp_path / name / "train.csv").read_bytes())
     assert outs[0] == outs[1]

@@ -135,9 +135,9 @@ def test_same_seed_same_weights_and_listwise(tmp_path, tiny_minilm, scifact_vers
     root, v = scifact_version
     outs = []
     for name in ("a", "b"):
-        proc = run_script("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
-                          "--output_dir", tmp_path / name, "--loss", "listwise", "--epochs", "1", "--batch_size", "4",
-                          "--max_samples", "24", "--max_val_samples", "12", "--max_len", "48")
+        proc = run_in_process("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
+                              "--output_dir", tmp_path / name, "--loss", "listwise", "--epochs", "1", "--batch_size", "4",
+                              "--max_samples", "24", "--max_val_samples", "12", "--max_len", "48")
         assert proc.returncode == 0, proc.stderr[-3000:]
         outs.append(load_file(tmp_path / name / "model.safetensors"))
     assert outs[0].keys() == outs[1].keys()
@@ -163,7 +163,7 @@ def _version(tmp_path, train_bytes: bytes, val_ok=True):
 ])
 def test_bad_csv(tmp_path, tiny_minilm, content, fragment):
     root = _version(tmp_path, content)
-    proc = run_script("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", "v",
+    proc = run_in_process("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", "v",
                       "--output_dir", tmp_path / "out")
     assert_usage_error(proc, fragment)
     assert not (tmp_path / "out").exists()
@@ -171,13 +171,13 @@ def test_bad_csv(tmp_path, tiny_minilm, content, fragment):
 
 def test_missing_data_version_and_nonempty_output(tmp_path, tiny_minilm, scifact_version):
     root, v = scifact_version
-    proc = run_script("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", "nope",
+    proc = run_in_process("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", "nope",
                       "--output_dir", tmp_path / "out")
     assert_usage_error(proc, "data version 'nope' not found", "prepare_data.py")
     assert not (tmp_path / "out").exists()
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
-    proc = run_script("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
+    proc = run_in_process("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
                       "--output_dir", tmp_path / "busy")
     assert_usage_error(proc, "--overwrite")
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]
@@ -197,7 +197,7 @@ def test_bad_numbers(tmp_path, flag, value, fragment):
 
 def test_bad_model_name(tmp_path, scifact_version):
     root, v = scifact_version
-    proc = run_script("train_teacher_model.py", "--model_name", tmp_path / "no_model", "--data_root", root,
+    proc = run_in_process("train_teacher_model.py", "--model_name", tmp_path / "no_model", "--data_root", root,
                       "--data_version", v, "--output_dir", tmp_path / "out")
     assert_usage_error(proc, "does not exist")
     assert not (tmp_path / "out").exists()
@@ -221,5 +221,5 @@ def test_teacher_sigkill_then_resume_gives_identical_weights(tmp_path, tiny_teac
     assert not (out / "checkpoints").exists()  # a finished teacher folder is a model, not a run
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e["event"] == "resume"] == [4]
-    again = run_script("train_teacher_model.py", *args, "--resume")
+    again = run_in_process("train_teacher_model.py", *args, "--resume")
     assert_usage_error(again, "already holds a finished run")
