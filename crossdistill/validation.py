@@ -60,16 +60,16 @@ def val_corpus(cfg) -> list[str] | None:
     tested on, so best-epoch choices and the guard read the same kind of number as the test."""
     if cfg.val_pool == "csv":
         return None
-    cfg_file = Path(cfg.data_root) / cfg.data_version / "prepare_config.json"
+    prepared_file = Path(cfg.data_root) / cfg.data_version / "prepare_config.json"
     try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        prepared = json.loads(prepared_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        cfg = {}
-    source = cfg.get("source")
-    if cfg.get("source_type") == "beir" and source and (Path(source) / "corpus.jsonl").is_file():
+        prepared = {}
+    source = prepared.get("source")
+    if prepared.get("source_type") == "beir" and source and (Path(source) / "corpus.jsonl").is_file():
         return data.load_beir_corpus(source)
     if cfg.val_pool == "corpus":
-        raise UsageError(f"--val_pool corpus needs data prepared from a BEIR folder that still exists ({cfg_file} names "
+        raise UsageError(f"--val_pool corpus needs data prepared from a BEIR folder that still exists ({prepared_file} names "
                          f"{source!r}); use --val_pool csv")
     return None
 

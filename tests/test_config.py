@@ -32,3 +32,20 @@ def test_a_drifted_namespace_is_refused_and_a_config_cannot_change():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0
     assert dataclasses.replace(cfg, lr=1.0).lr == 1.0 and cfg.lr == 5e-5
+
+
+def test_the_val_pool_setting_read_from_a_config(tmp_path, scifact_version):
+    """``val_corpus`` reads the config and the prepared version's own ``prepare_config.json`` side by side."""
+    from crossdistill.errors import UsageError
+    from crossdistill.validation import val_corpus
+
+    root, v = scifact_version
+    parse = load_script("train_distillation_pipeline.py").parse_args
+    base = ["--teacher_path", "t", "--output_dir", "o", "--data_root", str(root), "--data_version", v]
+    assert len(val_corpus(StudentConfig.from_args(parse(base)))) == 5183  # auto: the BEIR corpus the data came from
+    assert val_corpus(StudentConfig.from_args(parse(base + ["--val_pool", "csv"]))) is None
+    (tmp_path / "plain").mkdir()
+    plain = ["--teacher_path", "t", "--output_dir", "o", "--data_root", str(tmp_path), "--data_version", "plain"]
+    assert val_corpus(StudentConfig.from_args(parse(plain))) is None  # auto without a BEIR source: the CSV's passages
+    with pytest.raises(UsageError, match="--val_pool corpus needs data prepared from a BEIR folder"):
+        val_corpus(StudentConfig.from_args(parse(plain + ["--val_pool", "corpus"])))
