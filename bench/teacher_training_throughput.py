@@ -33,13 +33,10 @@ sys.path.insert(0, str(ROOT))
 def examples_of(data_root: Path, version: str, rows: int, seed: int) -> tuple[list[tuple[str, str, float]], float]:
     """The bce examples and pos_weight ``train_teacher`` builds from the same CSV rows (its own code)."""
     from crossdistill import data
-    from crossdistill.teacher_training import group_triplets
+    from crossdistill.teacher_training import bce_examples, group_triplets
 
     df = data.subsample(data.read_triplets(data.data_file(version, "train", str(data_root))), rows, seed)
-    groups = group_triplets(df)
-    ex = list(dict.fromkeys([(a, p, 1.0) for a, p, _ in groups] + [(a, n, 0.0) for a, _, negs in groups for n in negs]))
-    n_pos = sum(1 for e in ex if e[2] == 1.0)
-    return ex, (len(ex) - n_pos) / max(n_pos, 1)
+    return bce_examples(group_triplets(df))
 
 
 def ours(a, work: Path) -> dict:

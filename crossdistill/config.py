@@ -51,16 +51,13 @@ class TrainingConfig:
 
     @classmethod
     def from_args(cls, args) -> "TrainingConfig":
-        """The config of a parsed namespace (or any object with these attributes, e.g. another config); a namespace
-        must hold exactly the fields, no more and no fewer."""
-        names = [f.name for f in fields(cls)]
-        if hasattr(args, "__dict__") and not dataclasses.is_dataclass(args):
-            given = set(vars(args))
-            extra, missing = sorted(given - set(names)), sorted(set(names) - given)
-            if extra or missing:
-                raise ValueError(f"{cls.__name__}: the parsed flags and the config's fields differ "
-                                 f"(not in the config: {extra}; not parsed: {missing})")
-        return cls(**{n: getattr(args, n) for n in names})
+        """The config of a parsed namespace, which must hold exactly the fields, no more and no fewer."""
+        names, given = {f.name for f in fields(cls)}, vars(args)
+        extra, missing = sorted(given.keys() - names), sorted(names - given.keys())
+        if extra or missing:
+            raise ValueError(f"{cls.__name__}: the parsed flags and the config's fields differ "
+                             f"(not in the config: {extra}; not parsed: {missing})")
+        return cls(**{n: given[n] for n in names})
 
     def to_dict(self) -> dict:
         """Every setting, as written to ``training_args.json``."""

@@ -136,7 +136,7 @@ def _n_texts(lists: list[CandidateList]) -> int:
 
 
 # --------------------------------------------------------------------------- the loop
-def train_student(cfg, log=print) -> Path:
+def train_student(cfg: StudentConfig, log=print) -> Path:
     cfg = cfg if isinstance(cfg, StudentConfig) else StudentConfig.from_args(cfg)  # a parsed namespace: typed once
     out_dir = Path(cfg.output_dir)
     ckpt_root = out_dir / "checkpoints"

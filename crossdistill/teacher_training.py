@@ -44,6 +44,14 @@ def group_triplets(df) -> list[tuple[str, str, list[str]]]:
     return [(a, p, negs) for (a, p), negs in groups.items()]
 
 
+def bce_examples(groups, pos_weight: str = "auto") -> tuple[list[tuple[str, str, float]], float]:
+    """The ``bce`` loss's distinct (query, passage, label) pairs of ``groups`` and its ``pos_weight`` (``"auto"``:
+    negatives per positive, else the number given)."""
+    examples = list(dict.fromkeys([(a, p, 1.0) for a, p, _ in groups] + [(a, n, 0.0) for a, _, negs in groups for n in negs]))
+    n_pos = sum(1 for e in examples if e[2] == 1.0)
+    return examples, (len(examples) - n_pos) / max(n_pos, 1) if pos_weight == "auto" else float(pos_weight)
+
+
 def evaluate_teacher(teacher: CrossEncoderTeacher, groups, batch_size: int, device) -> dict[str, float]:
     """Val BCE over all pairs; accuracy (positive above each of its negatives); MRR of the positive in its list."""
     pairs, labels = [], []
@@ -119,9 +127,7 @@ def train_teacher(cfg: TeacherConfig, log=print) -> Path:
         raise UsageError("every negative in the training data equals its positive, so there is nothing to learn; "
                          "re-run prepare_data.py (or fix the CSV's negative column)")
     if cfg.loss == "bce":
-        examples = list(dict.fromkeys([(a, p, 1.0) for a, p, _ in train_groups] + [(a, n, 0.0) for a, _, negs in train_groups for n in negs]))
-        n_pos = sum(1 for e in examples if e[2] == 1.0)
-        pos_weight = (len(examples) - n_pos) / max(n_pos, 1) if cfg.pos_weight == "auto" else float(cfg.pos_weight)
+        examples, pos_weight = bce_examples(train_groups, cfg.pos_weight)
     else:
         examples, pos_weight = train_groups, None
     global_batch = cfg.batch_size * world  # --batch_size per process and step
