@@ -28,7 +28,7 @@ from .config import StudentConfig
 from .checkpoint import load_tensors, load_trainable, resume_point, save_best
 from .engine import Loop, Stage, fresh_state, publish_run, resume_state, train_epochs
 from .errors import UsageError
-from .fsutil import EventLog, claim_output_dir, lock_run, release_output_dir, write_json
+from .fsutil import EventLog, claim_output_dir, lock_run, releases_run_lock, release_output_dir, write_json
 from .model_card import student_card
 from .models import cache_dir, resolve_model, similarity_scale, teacher_config_file
 from .fusion import bm25_candidate_scores, fuse, parse_fusion
@@ -136,6 +136,7 @@ def _n_texts(lists: list[CandidateList]) -> int:
 
 
 # --------------------------------------------------------------------------- the loop
+@releases_run_lock
 def train_student(cfg: StudentConfig, log=print) -> Path:
     cfg = cfg if isinstance(cfg, StudentConfig) else StudentConfig.from_args(cfg)  # a parsed namespace: typed once
     out_dir = Path(cfg.output_dir)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import UsageError
 
@@ -63,8 +64,8 @@ def content(path: Path) -> list[Path]:
 
 
 def lock_run(path: Path) -> None:
-    """Hold an exclusive lock on ``path`` for the rest of this process (two runs writing one folder would
-    destroy each other's checkpoints); a second run is refused with the holder's pid."""
+    """Hold an exclusive lock on ``path`` until the run ends (:func:`releases_run_lock`) or the process dies (two runs
+    writing one folder would destroy each other's checkpoints); a second run is refused with the holder's pid."""
     import fcntl
 
     path.mkdir(parents=True, exist_ok=True)
@@ -81,6 +82,19 @@ def lock_run(path: Path) -> None:
     fh.write(f"pid {os.getpid()}")
     fh.flush()
     _HELD_LOCKS.append(fh)
+
+
+def releases_run_lock(train: Callable) -> Callable:
+    """Decorate a stage's training function: the run lock it takes is released when it returns or raises, so a
+    later run in the same Python process (a notebook, a resume after a refused flag) may take the folder."""
+    @functools.wraps(train)
+    def run(*args, **kwargs):
+        try:
+            return train(*args, **kwargs)
+        finally:
+            while _HELD_LOCKS:
+                _HELD_LOCKS.pop().close()  # closing the file releases its flock
+    return run
 
 
 def check_output_dir(path: str | os.PathLike, overwrite: bool, signatures: tuple[str, ...] = ()) -> Path:

@@ -27,7 +27,7 @@ from .config import TeacherConfig
 from .checkpoint import load_tensors, load_trainable, resume_point
 from .engine import Loop, Stage, fresh_state, publish_run, resume_state, train_epochs
 from .errors import UsageError
-from .fsutil import EventLog, claim_output_dir, lock_run, write_json
+from .fsutil import EventLog, claim_output_dir, lock_run, releases_run_lock, write_json
 from .model_card import teacher_card
 from .models import apply_lora, resolve_model
 from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
@@ -92,6 +92,7 @@ def _listwise_loss(teacher, batch, device):
     return F.cross_entropy(padded, torch.zeros(len(lists), dtype=torch.long, device=device))
 
 
+@releases_run_lock
 def train_teacher(cfg: TeacherConfig, log=print) -> Path:
     """Train, validate every epoch, keep the best (by val MRR, then val BCE), save. Returns the output folder.
 

@@ -35,21 +35,35 @@ def load_script(script: str):
     return module
 
 
-def run_in_process(script: str, *args) -> subprocess.CompletedProcess:
-    """Run a script's ``main`` through ``run_cli`` in this process (fast path for argument errors)."""
+def run_in_process(script: str, *args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a script's ``main`` through ``run_cli`` in this process, as ``run_script`` would in a child (same exit code,
+    stdout and stderr), without a new interpreter's ~10 s of imports. ``env`` is set for the run and restored after;
+    training hooks a run installed (fault injectors) are cleared."""
     import contextlib
     import io
 
+    from crossdistill import faults, hooks
     from crossdistill.errors import run_cli
 
     module = load_script(script)
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            run_cli(module.main, [str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    try:
+        faults.install()  # as the training scripts' __main__ does: only with CROSSDISTILL_ALLOW_FAULTS=1 in env
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                run_cli(module.main, [str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        hooks.clear()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
@@ -86,8 +100,8 @@ def scifact_version(tmp_path_factory) -> tuple[Path, str]:
     """SciFact prepared once with 2 BM25 negatives per positive (no random ones: small val pools keep the
     student tests fast): (output_root, data_version)."""
     root = tmp_path_factory.mktemp("preprocessed")
-    proc = run_script("prepare_data.py", "--source", SCIFACT, "--data_version", "sf", "--output_root", root,
-                      "--num_negatives", "2", "--random_negatives", "0")
+    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "sf", "--output_root", root,
+                          "--num_negatives", "2", "--random_negatives", "0")
     assert proc.returncode == 0, proc.stderr
     return root, "sf"
 
@@ -106,9 +120,9 @@ def tiny_teacher(tmp_path_factory, tiny_minilm, scifact_version) -> Path:
     """A LoRA teacher trained for 2 epochs on 24 SciFact rows (weak on purpose: the guard refuses it by default)."""
     root, v = scifact_version
     out = tmp_path_factory.mktemp("teacher") / "t"
-    proc = run_script("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
-                      "--output_dir", out, "--epochs", "2", "--batch_size", "16", "--max_samples", "24",
-                      "--max_val_samples", "12", "--max_len", "48", "--use_lora", "--lora_r", "4", "--lora_alpha", "8")
+    proc = run_in_process("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
+                          "--output_dir", out, "--epochs", "2", "--batch_size", "16", "--max_samples", "24",
+                          "--max_val_samples", "12", "--max_len", "48", "--use_lora", "--lora_r", "4", "--lora_alpha", "8")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 
@@ -133,9 +147,11 @@ def student_command(out, teacher, student, data, *extra) -> list[str]:
 
 @pytest.fixture(scope="session")
 def reference_student(tmp_path_factory, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
+    """The run the resume tests compare against, in this process: the killed-and-resumed runs (child processes)
+    must end bit-identical to it."""
     out = tmp_path_factory.mktemp("student") / "s"
-    proc = subprocess.run(student_command(out, tiny_teacher, tiny_minilm, scifact_version), capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **score_cache_env})
+    cmd = student_command(out, tiny_teacher, tiny_minilm, scifact_version)
+    proc = run_in_process("train_distillation_pipeline.py", *cmd[2:], env=score_cache_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 

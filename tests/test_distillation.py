@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, STUDENT_ARGS, assert_usage_error, model_weights, run_in_process, run_script
+from conftest import ROOT, STUDENT_ARGS, assert_usage_error, model_weights, run_in_process
 
 
 
@@ -29,10 +29,10 @@ def env(score_cache_env):
     return score_cache_env
 
 
-def distil(out, teacher, student, data, env, *extra, **kw):
+def distil(out, teacher, student, data, env, *extra):
     root, v = data
-    return run_script("train_distillation_pipeline.py", "--teacher_path", teacher, "--student_name", student,
-                      "--data_root", root, "--data_version", v, "--output_dir", out, *COMMON, *extra, env=env, **kw)
+    return run_in_process("train_distillation_pipeline.py", "--teacher_path", teacher, "--student_name", student,
+                          "--data_root", root, "--data_version", v, "--output_dir", out, *COMMON, *extra, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +93,10 @@ def test_sigkill_then_resume_gives_identical_weights(straight, teacher, tiny_min
     latest = json.loads((out / "checkpoints" / "latest.json").read_text())
     assert latest["step"] == 4
     # the run kept the best epoch; resuming it as a --keep last run is refused, nothing changes
-    switched = subprocess.run(cmd + ["--resume", "--keep", "last"], env={**os.environ, **env, "HF_HUB_OFFLINE": "1"},
-                              capture_output=True, text=True)
+    switched = run_in_process("train_distillation_pipeline.py", *cmd[2:], "--resume", "--keep", "last", env=env)
     assert_usage_error(switched, "started with --keep best", "resume it with --keep best")
     assert json.loads((out / "checkpoints" / "latest.json").read_text()) == latest
-    resumed = subprocess.run(cmd + ["--resume"], env={**os.environ, **env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    resumed = run_in_process("train_distillation_pipeline.py", *cmd[2:], "--resume", env=env)  # the monitor test resumes in children
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     a, b = _weights(ref), _weights(out)

@@ -72,8 +72,8 @@ def test_same_seed_same_bytes_other_seed_other_split(tmp_path, scifact_version):
 
 
 def test_korquad_split_by_article_and_same_article_guard(tmp_path):
-    proc = run_script("prepare_data.py", "--source", KORQUAD, "--data_version", "ko", "--output_root", tmp_path,
-                      "--num_negatives", "2")
+    proc = run_in_process("prepare_data.py", "--source", KORQUAD, "--data_version", "ko", "--output_root", tmp_path,
+                          "--num_negatives", "2")
     assert proc.returncode == 0, proc.stderr
     rs = load_squad(KORQUAD)
     article_of = {rs.corpus[p]: rs.groups[p] for p in rs.corpus}
@@ -95,14 +95,14 @@ def test_csv_source_resplit_keep_and_remine(tmp_path, scifact_version):
     root, v = scifact_version
     src = tmp_path / "mine.csv"
     _read(root, v, "train").head(300).to_csv(src, index=False)
-    proc = run_script("prepare_data.py", "--source", src, "--data_version", "keep", "--output_root", tmp_path,
-                      "--negatives", "keep", "--val_fraction", "0.2", "--test_fraction", "0.2")
+    proc = run_in_process("prepare_data.py", "--source", src, "--data_version", "keep", "--output_root", tmp_path,
+                          "--negatives", "keep", "--val_fraction", "0.2", "--test_fraction", "0.2")
     assert proc.returncode == 0, proc.stderr
     kept = pd.concat([_read(tmp_path, "keep", s) for s in ("train", "val", "test")])
     orig = _read(root, v, "train").head(300)
     assert set(map(tuple, kept.values)) == set(map(tuple, orig.values))
-    proc = run_script("prepare_data.py", "--source", src, "--data_version", "remined", "--output_root", tmp_path,
-                      "--negatives", "random", "--num_negatives", "1")
+    proc = run_in_process("prepare_data.py", "--source", src, "--data_version", "remined", "--output_root", tmp_path,
+                          "--negatives", "random", "--num_negatives", "1")
     assert proc.returncode == 0, proc.stderr
     df = _read(tmp_path, "remined", "train")
     assert (df.groupby(["anchor", "positive"]).size() == 1).all()
@@ -160,19 +160,19 @@ def test_bad_flags(tmp_path, flags, fragment):
 def test_existing_version_refused_without_overwrite(scifact_version):
     root, v = scifact_version
     before = (root / v / "train.csv").read_bytes()
-    proc = run_script("prepare_data.py", "--source", SCIFACT, "--data_version", v, "--output_root", root)
+    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", v, "--output_root", root)
     assert_usage_error(proc, "--overwrite")
     assert (root / v / "train.csv").read_bytes() == before
 
 
 def test_missing_source_and_broken_beir(tmp_path):
-    assert_usage_error(run_script("prepare_data.py", "--source", tmp_path / "nope" / "x.csv", "--data_version", "x",
-                                  "--output_root", tmp_path), "does not exist")
+    assert_usage_error(run_in_process("prepare_data.py", "--source", tmp_path / "nope" / "x.csv", "--data_version", "x",
+                                      "--output_root", tmp_path), "does not exist")
     broken = tmp_path / "beir"
     broken.mkdir()
     (broken / "corpus.jsonl").write_text('{"_id": "1", "title": "", "text": "a"}\n')
-    assert_usage_error(run_script("prepare_data.py", "--source", broken, "--data_version", "x", "--output_root", tmp_path),
-                       "queries.jsonl")
+    assert_usage_error(run_in_process("prepare_data.py", "--source", broken, "--data_version", "x", "--output_root",
+                                      tmp_path), "queries.jsonl")
     assert not (tmp_path / "x").exists()
 
 

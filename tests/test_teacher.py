@@ -214,7 +214,7 @@ def test_teacher_sigkill_then_resume_gives_identical_weights(tmp_path, tiny_teac
     killed = run_script("train_teacher_model.py", *args, env=faults)
     assert killed.returncode == -9 and not (out / "done.json").exists()
     assert (out / "checkpoints" / "latest.json").is_file()
-    resumed = run_script("train_teacher_model.py", *args, "--resume")
+    resumed = run_in_process("train_teacher_model.py", *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
     assert same_weights(tiny_teacher, out)
