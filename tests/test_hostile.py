@@ -385,6 +385,31 @@ def test_two_runs_cannot_write_one_folder(tmp_path):
     assert proc.returncode != 0 and f"another run (pid {os.getpid()}) is writing to" in proc.stderr
 
 
+def test_a_run_that_ends_releases_its_lock_in_the_same_process(tmp_path):
+    """A run refused half-way (after it took the lock) or finished lets the next run in the same Python process take
+    the folder; while it runs, a second taker is refused."""
+    from crossdistill.fsutil import lock_run, releases_run_lock
+
+    out = tmp_path / "run"
+
+    @releases_run_lock
+    def refused_run():
+        lock_run(out)
+        raise UsageError("refused after taking the lock")
+
+    @releases_run_lock
+    def run():
+        lock_run(out)
+        with pytest.raises(UsageError, match="another run"):
+            lock_run(out)  # another taker while this run holds it (flock is per open file, even in one process)
+        return "done"
+
+    with pytest.raises(UsageError, match="refused after"):
+        refused_run()
+    assert run() == "done"
+    assert run() == "done"
+
+
 def test_monitor_with_a_command_that_cannot_start(tmp_path):
     proc = run_in_process("realtime_monitor.py", "--output_dir", tmp_path / "run", "--no_evaluate", "--",
                           str(tmp_path / "no-such-program"), "--x")
