@@ -12,6 +12,27 @@ def _every_query(qrels: dict, run: dict) -> dict:
     return {q: (run.get(q) or {"__none__": 0.0}) for q in qrels}
 
 
+_ID_WIDTH = 64
+
+
+def _fixed_width_ids(qrels: dict, *runs: dict) -> tuple[dict, ...]:
+    """``qrels`` and ``runs`` with every document id right-padded with spaces to one width (a multiple of 64).
+
+    ranx compiles its numba kernels for the NumPy string type of the run's longest document id (``<U{n}``), and
+    numba's on-disk cache holds one compiled copy per ``n``: every new id length (``d99`` → ``d100``: another pool
+    size, another dataset) cost a fresh compile of 50-80 s on 2 cores. Padded, every evaluation uses the same
+    type and, after the first, the cache. Padding keeps each id distinct, the documents' order in each ranking (ties
+    are broken by it) and the lexicographic order (a space sorts before every printable character); if two ids
+    differed only by trailing spaces, the ids are returned unchanged.
+    """
+    ids = {d for table in (qrels, *runs) for docs in table.values() for d in docs}
+    width = _ID_WIDTH * max(1, -(-max(map(len, ids), default=1) // _ID_WIDTH))
+    pad = {d: d.ljust(width) for d in ids}
+    if len(set(pad.values())) < len(ids):
+        return (qrels, *runs)
+    return tuple({q: {pad[d]: v for d, v in docs.items()} for q, docs in table.items()} for table in (qrels, *runs))
+
+
 def ranking_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
                     metrics=DEFAULT_METRICS) -> dict[str, float]:
     """Mean metrics of ``run`` (query -> {doc: score}) against ``qrels`` (query -> {doc: relevance}).
@@ -22,9 +43,10 @@ def ranking_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, f
 
     from ranx import Qrels, Run, evaluate
 
+    qrels, run = _fixed_width_ids(qrels, _every_query(qrels, run))
     with warnings.catch_warnings():  # ranx's numba kernels warn about their own uint64 -> int64 casts: nothing to act on
         warnings.simplefilter("ignore")
-        res = evaluate(Qrels(qrels), Run(_every_query(qrels, run)), list(metrics), make_comparable=True)
+        res = evaluate(Qrels(qrels), Run(run), list(metrics), make_comparable=True)
     if isinstance(res, float):
         res = {metrics[0]: res}
     return {k: float(v) for k, v in res.items()}
@@ -48,7 +70,8 @@ def paired_comparison(qrels: dict[str, dict[str, int]], baseline: dict[str, dict
     """
     from ranx import Qrels, Run, compare
 
-    runs = [Run(_every_query(qrels, baseline), name="baseline"), Run(_every_query(qrels, system), name="system")]
+    qrels, baseline, system = _fixed_width_ids(qrels, _every_query(qrels, baseline), _every_query(qrels, system))
+    runs = [Run(baseline, name="baseline"), Run(system, name="system")]
     report = compare(Qrels(qrels), runs, [metric], stat_test=stat_test, make_comparable=True).to_dict()
     wtl = report["system"]["win_tie_loss"]["baseline"][metric]
     return {"metric": metric, "stat_test": stat_test, "p_value": float(report["system"]["comparisons"]["baseline"][metric]),
