@@ -89,10 +89,11 @@ def releases_run_lock(train: Callable) -> Callable:
     later run in the same Python process (a notebook, a resume after a refused flag) may take the folder."""
     @functools.wraps(train)
     def run(*args, **kwargs):
+        held_before = len(_HELD_LOCKS)  # only the locks this run took are released
         try:
             return train(*args, **kwargs)
         finally:
-            while _HELD_LOCKS:
+            while len(_HELD_LOCKS) > held_before:
                 _HELD_LOCKS.pop().close()  # closing the file releases its flock
     return run
 

@@ -408,6 +408,11 @@ def test_a_run_that_ends_releases_its_lock_in_the_same_process(tmp_path):
         refused_run()
     assert run() == "done"
     assert run() == "done"
+    other = tmp_path / "other"
+    lock_run(other)  # a lock taken outside the run (another run's) is not the run's to release
+    assert run() == "done"
+    with pytest.raises(UsageError, match="another run"):
+        lock_run(other)
 
 
 def test_monitor_with_a_command_that_cannot_start(tmp_path):
