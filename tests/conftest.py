@@ -41,6 +41,7 @@ def run_in_process(script: str, *args, env: dict | None = None) -> subprocess.Co
     training hooks a run installed (fault injectors) are cleared."""
     import contextlib
     import io
+    from unittest import mock
 
     from crossdistill import faults, hooks
     from crossdistill.errors import run_cli
@@ -48,22 +49,16 @@ def run_in_process(script: str, *args, env: dict | None = None) -> subprocess.Co
     module = load_script(script)
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    saved = {k: os.environ.get(k) for k in env or {}}
-    os.environ.update({k: str(v) for k, v in (env or {}).items()})
-    try:
-        faults.install()  # as the training scripts' __main__ does: only with CROSSDISTILL_ALLOW_FAULTS=1 in env
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                run_cli(module.main, [str(a) for a in args])
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        hooks.clear()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with mock.patch.dict(os.environ, {k: str(v) for k, v in (env or {}).items()}):
+        try:
+            faults.install()  # as the training scripts' __main__ does: only with CROSSDISTILL_ALLOW_FAULTS=1 in env
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    run_cli(module.main, [str(a) for a in args])
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            hooks.clear()
     return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
