@@ -176,8 +176,9 @@ def student_command(out, teacher, student, data, *extra) -> list[str]:
 
 @pytest.fixture(scope="session")
 def reference_student(tmp_path_factory, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
-    """The run the resume tests compare against, in this process: the killed-and-resumed runs (child processes)
-    must end bit-identical to it. Returns (folder, the run's CompletedProcess)."""
+    """The run the resume tests compare against, run in a test process (under xdist, in the first worker that
+    needs it; every worker has the same torch threads): the killed-and-resumed runs (child processes) must end
+    bit-identical to it. Returns (folder, the run's CompletedProcess)."""
     def build(folder):
         cmd = student_command(folder / "s", tiny_teacher, tiny_minilm, scifact_version)
         proc = run_in_process("train_distillation_pipeline.py", *cmd[2:], env=score_cache_env)
