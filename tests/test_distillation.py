@@ -234,3 +234,60 @@ def test_incompatible_checkpoint_is_refused_clearly(tmp_path, tiny_minilm):
     lora = setup(True)
     with pytest.raises(UsageError, match="does not match this model and settings"):
         load_checkpoint(find_latest(tmp_path)[0], *lora)
+
+
+def test_similarities_and_losses_stay_fp32_under_bf16_autocast():
+    """e5-like embeddings (cosines in a band ~0.02 wide) at scale 100: the loss computed inside a bf16 autocast must
+    be the fp32 loss exactly (it was computed in bf16 by the one-pass path, while gradient caching used fp32)."""
+    import torch.nn.functional as F
+
+    from crossdistill.recipes import loss_settings
+    from crossdistill.student_step import _loss_from_embeddings
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(1, 384, generator=g)
+    q = F.normalize(base + 0.08 * torch.randn(4, 384, generator=g), dim=-1)
+    p = F.normalize(base + 0.08 * torch.randn(12, 384, generator=g), dim=-1)
+    index = torch.arange(12).view(4, 3)
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    positive = torch.zeros(4, 3, dtype=torch.bool)
+    positive[:, 0] = True
+    soft = torch.randn(4, 3, generator=g)
+    keys = torch.arange(12)
+    settings = loss_settings("ranking", scale=100.0)
+    cos = q @ p.T
+    assert cos.max() - cos.min() < 0.05  # the narrow band of e5's cosines
+    plain = _loss_from_embeddings(q, p, index, mask, soft, positive, settings, keys)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (q @ p.T).dtype == torch.bfloat16  # what autocast does to a similarity left inside it
+        mixed = _loss_from_embeddings(q, p, index, mask, soft, positive, settings, keys)
+    assert mixed["loss"].dtype == torch.float32
+    for k in ("loss", "kl", "infonce"):
+        assert torch.equal(plain[k], mixed[k]), (k, plain[k], mixed[k])
+
+
+def test_one_pass_and_gradient_caching_agree_under_bf16(tiny_minilm, scifact_version):
+    """Both exact step paths under CPU bf16 autocast: the same loss (fp32 similarities in both)."""
+    from accelerate import Accelerator
+
+    from crossdistill.candidates import build_candidates
+    from crossdistill.data import read_triplets
+    from crossdistill.models import resolve_model
+    from crossdistill.recipes import loss_settings
+    from crossdistill.student import BiEncoderStudent
+    from crossdistill.student_step import forward_backward
+
+    root, v = scifact_version
+    lists = build_candidates(read_triplets(root / v / "val.csv").head(30), 4, "bm25", 0)[0][:3]
+    soft = torch.rand(3, 4)
+    positive = torch.tensor([[c.positive[i] if i < len(c.positive) else False for i in range(4)] for c in lists])
+    student = BiEncoderStudent.load(resolve_model(str(tiny_minilm)), 48)
+    student.eval()
+    acc = Accelerator(cpu=True, mixed_precision="bf16")
+    losses = []
+    for micro in (None, 3):
+        student.zero_grad()
+        losses.append(forward_backward(student, lists, soft, positive, loss_settings("ranking", scale=100.0), micro, 1,
+                                       acc)["loss"].item())
+    # the embeddings themselves come from bf16 matmuls padded per pass; the loss on them is fp32 in both paths
+    assert losses[0] == pytest.approx(losses[1], rel=2e-3, abs=2e-3)
