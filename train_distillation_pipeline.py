@@ -12,7 +12,7 @@ Example (the original's quick setting):
 
 
 from crossdistill.cli import STUDENT_LR, add_training_args, check_training_args, make_parser
-from crossdistill.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, TEMPERATURE, run_cli
+from crossdistill.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, TEMPERATURE, UsageError, run_cli
 from crossdistill.fusion import parse_fusion
 from crossdistill.losses import SOFT_LOSSES
 from crossdistill.recipes import DEFAULT_RECIPE, STUDENT_RECIPES, apply_recipe
@@ -78,7 +78,9 @@ def parse_args(argv=None):
     p.add_argument("--score_cache", default=None, help="SQLite file of teacher scores (default: per-teacher file in the cache)")
     args = p.parse_args(argv)
     apply_recipe(args)
-    parse_fusion(args.teacher_fusion)  # refuse a malformed spec before any work
+    if parse_fusion(args.teacher_fusion) and args.soft_labels == "prob":  # a malformed spec is refused in parse_fusion
+        raise UsageError("--teacher_fusion fuses the teacher's logits (per-query z-scores), so it cannot be combined with "
+                         "--soft_labels prob (the original recipe's default); pass --soft_labels logit, or leave fusion out")
     check_training_args(args, {"soft_weight": NON_NEGATIVE, "infonce_weight": NON_NEGATIVE, "scale": POSITIVE,
                                "K": (lambda v: v >= 2, ">= 2"), "tau": TEMPERATURE, "contrastive_weight": NON_NEGATIVE,
                                "negative_penalty_weight": NON_NEGATIVE, "guard_k": AT_LEAST_1,

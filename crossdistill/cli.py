@@ -66,7 +66,7 @@ def add_training_args(p, *, data_help: str, output_help: str, output_default: st
     p.add_argument("--lora_r", type=int, default=32, help="LoRA rank (with --use_lora)")
     p.add_argument("--lora_alpha", type=int, default=64, help="LoRA scaling alpha (with --use_lora)")
     p.add_argument("--lora_dropout", type=float, default=0.1, help="LoRA dropout (with --use_lora)")
-    p.add_argument("--max_samples", type=int, default=None, help="seeded random subset of the training rows")
+    p.add_argument("--max_samples", type=int, default=None, help="seeded random subset of the training queries, each with all its rows, up to this many rows")
     p.add_argument("--max_len", type=int, default=256, help=max_len_help)
     p.add_argument("--attention_dropout", type=float, default=None,
                    help="dropout on attention probabilities while training (default: the model's own, 0.1 for MiniLM and "
@@ -76,7 +76,7 @@ def add_training_args(p, *, data_help: str, output_help: str, output_default: st
     p.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of the steps spent warming the learning rate up")
     p.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
     p.add_argument("--eval_batch_size", type=int, default=64, help="batch size for validation, teacher scoring and encoding")
-    p.add_argument("--max_val_samples", type=int, default=None, help="seeded subset of val rows (faster validation)")
+    p.add_argument("--max_val_samples", type=int, default=None, help="seeded subset of the val queries, each with all its rows, up to this many rows (faster validation)")
     p.add_argument("--query_prefix", default=None, help="text put before each query (default: the model's prompts or family convention)")
     p.add_argument("--passage_prefix", default=None, help="text put before each passage (default: the model's prompts or family convention)")
     p.add_argument("--log_steps", type=int, default=5, help="write a step event (read by the monitor) every N steps")

@@ -69,10 +69,23 @@ def write_triplets(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def subsample(df: pd.DataFrame, max_samples: int | None, seed: int) -> pd.DataFrame:
-    """Seeded random subset of at most ``max_samples`` rows (order kept), or ``df`` itself."""
+    """A seeded random subset of the *queries* (anchors), each with every one of its rows, at most ``max_samples``
+    rows in all (at least one query), file order kept; ``df`` itself when it has no more rows than that.
+
+    Rows are never sampled one by one: a query that kept some of its rows would see its other positives become
+    "non-relevant" passages of a val pool, or be mined as its hard negatives in training."""
     if not max_samples or max_samples >= len(df):
         return df
-    return df.sample(n=max_samples, random_state=seed).sort_index().reset_index(drop=True)
+    counts = df["anchor"].value_counts(sort=False)
+    order = list(counts.index)
+    random.Random(seed).shuffle(order)
+    chosen, total = set(), 0
+    for anchor in order:
+        if chosen and total + counts[anchor] > max_samples:
+            break
+        chosen.add(anchor)
+        total += int(counts[anchor])
+    return df[df["anchor"].isin(chosen)].reset_index(drop=True)
 
 
 def data_file(data_version: str, split: str, root: str | os.PathLike = "preprocessed") -> Path:
@@ -83,6 +96,22 @@ def data_file(data_version: str, split: str, root: str | os.PathLike = "preproce
         raise UsageError(f"data version '{data_version}' not found in {root}/ (have: {', '.join(have) or 'none'}); "
                          f"create it with: python prepare_data.py --source ... --data_version {data_version}")
     return folder / f"{split}.csv"
+
+
+# --------------------------------------------------------------------------- a prepared version's corpus
+CORPUS_FILE = "corpus.jsonl"  # in a prepared version: the passages its val and test queries are ranked against
+
+
+def write_corpus(corpus: dict[str, str], path: str | os.PathLike) -> None:
+    """One JSON line per passage, ``{"_id", "text"}`` (BEIR's layout, the title already joined to the text)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for pid, text in corpus.items():
+            f.write(json.dumps({"_id": pid, "text": text}, ensure_ascii=False) + "\n")
+
+
+def read_corpus_texts(path: str | os.PathLike) -> list[str]:
+    """The passage texts of a corpus file written by :func:`write_corpus`, in file order."""
+    return [clip_text(str(d["text"])) for d in _read_jsonl(Path(path))]
 
 
 # --------------------------------------------------------------------------- triplets as a ranking task

@@ -31,14 +31,14 @@ from .errors import UsageError
 from .fsutil import EventLog, claim_output_dir, lock_run, releases_run_lock, release_output_dir, write_json
 from .model_card import student_card
 from .models import cache_dir, resolve_model, similarity_scale, teacher_config_file
-from .fusion import bm25_candidate_scores, fuse, parse_fusion
+from .fusion import build_soft_labels, parse_fusion
 from .score_cache import cached_teacher_logits, teacher_fingerprint
 from .recipes import LossSettings
 from .student import BiEncoderStudent
 from .student_step import forward_backward, is_oom
 from .teacher import read_teacher_config
 from .training import linear_schedule, make_accelerator, make_optimizer, on_main, peak_memory, seed_everything
-from .validation import evaluate_student, student_similarities, teacher_guard, val_corpus
+from .validation import evaluate_student, student_similarities, teacher_guard, val_pool_passages
 
 
 # --------------------------------------------------------------------------- setup
@@ -73,6 +73,11 @@ def prepare_run(cfg: StudentConfig, log, device=None, student: BiEncoderStudent 
     val_df = data.read_triplets(data.data_file(cfg.data_version, "val", cfg.data_root))
     if cfg.max_val_samples:
         val_df = data.subsample(val_df, cfg.max_val_samples, cfg.seed)
+    corpus, pool_info = val_pool_passages(cfg.data_root, cfg.data_version, cfg.val_pool)
+    val = data.TripletPool.from_df(val_df, corpus)
+    pool_info.update(queries=len(val.queries), passages=len(val.passages))
+    log(f"val pool (--val_pool {cfg.val_pool}): {pool_info['queries']} queries ranked against {pool_info['passages']} passages "
+        + (f"(the corpus {pool_info['source']})" if pool_info["kind"] == "corpus" else "(the val CSV's own)"))
     phase = events.log if events is not None else (lambda *a, **k: None)
     phase("phase", phase="candidates", detail=f"building {cfg.K} candidates per query ({cfg.negative_source} mining)")
     lists, cstats = build_candidates(train_df, cfg.K, cfg.negative_source, cfg.seed, cfg.mining_model)
@@ -86,28 +91,20 @@ def prepare_run(cfg: StudentConfig, log, device=None, student: BiEncoderStudent 
     bounds = np.cumsum([0] + [len(c.passages) for c in lists])
     per_list_logits = [logits[bounds[i]:bounds[i + 1]] for i in range(len(lists))]
     weights = parse_fusion(cfg.teacher_fusion)
+    soft = build_soft_labels(
+        per_list_logits, [c.query for c in lists], [c.passages for c in lists], cfg.soft_labels, weights,
+        bm25_pool=corpus if corpus else list(dict.fromkeys([*train_df["positive"], *train_df["negative"]])),
+        student_cos=_student_list_scores(student, lists, cfg.eval_batch_size) if "student" in weights else None)
     if weights:
-        others = {}
-        if "bm25" in weights:
-            others["bm25"] = bm25_candidate_scores([c.query for c in lists], [c.passages for c in lists])
-        if "student" in weights:
-            others["student"] = _student_list_scores(student, lists, cfg.eval_batch_size)
-        per_list = [torch.from_numpy(f) for f in fuse(per_list_logits, others, weights)]
         log(f"soft labels: teacher fused with {', '.join(f'{k} x{v:g}' for k, v in weights.items())} (per-query z-scores)")
-    elif cfg.soft_labels == "logit":
-        per_list = [torch.from_numpy(t.copy()) for t in per_list_logits]
-    else:
-        per_list = [torch.sigmoid(torch.from_numpy(t.copy())) for t in per_list_logits]
     if cfg.positive_definition == "teacher":
         probs = torch.sigmoid(torch.from_numpy(logits))
         i = 0
         for c in lists:
             c.positive = [bool(x > 0.5) for x in probs[i:i + len(c.passages)]]
             i += len(c.passages)
-    extra = val_corpus(cfg)
-    if extra:
-        log(f"val pool: the {len(extra)} passages of the BEIR corpus (--val_pool {cfg.val_pool})")
-    return DistillData(lists, per_list, data.TripletPool.from_df(val_df, extra), {"candidates": cstats, "teacher_scores": tstats})
+    return DistillData(lists, [torch.from_numpy(s) for s in soft], val,
+                       {"candidates": cstats, "teacher_scores": tstats, "val_pool": pool_info})
 
 
 def _student_list_scores(student: BiEncoderStudent, lists: list[CandidateList], batch_size: int) -> list[np.ndarray]:
@@ -197,7 +194,9 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
         def start_eval():
             events.log("phase", phase="guard", detail="validating the starting student and the teacher on the val pool")
             metrics, cos = evaluate_student(model, run.val, cfg.eval_batch_size, events)
-            return metrics, teacher_guard(cfg, run.val, cos, Path(cfg.score_cache), log, device=device)
+            return metrics, teacher_guard(cfg.teacher_path, run.val, cos, Path(cfg.score_cache), guard_k=cfg.guard_k,
+                                          batch_size=cfg.eval_batch_size, fusion=parse_fusion(cfg.teacher_fusion),
+                                          soft_labels=cfg.soft_labels, log=log, device=device)
 
         start_metrics, guard = on_main(accelerator, start_eval)
         state["guard"] = guard
@@ -270,7 +269,7 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
         write_json(staging / "distillation_config.json", {
             "teacher_path": str(cfg.teacher_path), "teacher_base_model": teacher_cfg.get("base_model"),
             "student_name": cfg.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
-            "max_len": cfg.max_len, "data_version": cfg.data_version, "data_root": cfg.data_root,
+            "max_len": cfg.max_len, "scale": cfg.scale, "data_version": cfg.data_version, "data_root": cfg.data_root,
             "use_lora": bool(cfg.use_lora), **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
                                                  "lora_dropout": cfg.lora_dropout,
                                                  "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})

@@ -55,11 +55,13 @@ def fuse(teacher: list[np.ndarray], others: dict[str, list[np.ndarray]], weights
     return out
 
 
-def bm25_candidate_scores(queries: list[str], candidates: list[list[str]]) -> list[np.ndarray]:
-    """BM25 score of each query's candidates, over an index of all distinct candidate passages."""
+def bm25_candidate_scores(queries: list[str], candidates: list[list[str]], pool: list[str] | None = None) -> list[np.ndarray]:
+    """BM25 score of each query's candidates, over an index of ``pool`` (the collection the candidates are drawn from,
+    whose document frequencies give the IDF; every candidate is added to it if missing) or, without one, of all
+    distinct candidate passages."""
     from .mining import BM25Miner
 
-    pool = sorted({p for c in candidates for p in c})
+    pool = list(dict.fromkeys([*(pool or []), *(p for c in candidates for p in c)]))
     where = {p: i for i, p in enumerate(pool)}
     miner = BM25Miner(pool)
     out = []
@@ -67,3 +69,40 @@ def bm25_candidate_scores(queries: list[str], candidates: list[list[str]]) -> li
         scores = miner.scores(queries[s:s + 256])
         out += [scores[r, [where[p] for p in c]] for r, c in enumerate(candidates[s:s + 256])]
     return out
+
+
+def build_soft_labels(logits: list[np.ndarray], queries: list[str], candidates: list[list[str]], kind: str,
+                      weights: dict[str, float], *, bm25_pool: list[str] | None = None,
+                      student_cos: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """The soft labels of candidate lists — the one builder the training lists and the teacher guard share, so the
+    guard judges exactly what the student will learn from.
+
+    Args:
+        logits: per list (K_i,) the teacher's logits of ``(queries[i], candidates[i][j])``.
+        kind: ``"logit"`` (the logits as they are) or ``"prob"`` (sigmoid probabilities, the original's); with
+            ``weights`` only ``"logit"`` (fusion standardises each source per list: probabilities would be refused
+            earlier by the command line).
+        weights: fusion weights per source (``parse_fusion``); empty = the teacher alone.
+        bm25_pool: the collection BM25's IDF is computed over: the prepared version's corpus when it has one (for the
+            training lists and the guard alike), else the pool the lists are drawn from.
+        student_cos: per list (K_i,) the starting student's cosines, needed when ``weights`` has ``student``.
+
+    Returns:
+        per list a float32 (K_i,) array.
+    """
+    if weights:
+        if kind != "logit":
+            raise ValueError("fusion combines teacher logits; soft labels 'prob' cannot be fused")
+        others = {}
+        if "bm25" in weights:
+            others["bm25"] = bm25_candidate_scores(queries, candidates, bm25_pool)
+        if "student" in weights:
+            if student_cos is None:
+                raise ValueError("fusion with 'student' needs the starting student's cosines")
+            others["student"] = student_cos
+        return fuse(logits, others, weights)
+    if kind == "logit":
+        return [np.asarray(t, dtype=np.float32).copy() for t in logits]
+    import torch
+
+    return [torch.sigmoid(torch.from_numpy(np.asarray(t, dtype=np.float32).copy())).numpy() for t in logits]

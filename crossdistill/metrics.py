@@ -33,17 +33,30 @@ def _fixed_width_ids(qrels: dict, *runs: dict) -> tuple[dict, ...]:
     return tuple({q: {pad[d]: v for d, v in docs.items()} for q, docs in table.items()} for table in (qrels, *runs))
 
 
+def _break_ties(run: dict) -> dict:
+    """``run`` with each query's scores replaced by strictly decreasing values in the order (score descending, then
+    document id ascending). ranx orders a query's documents with numba's ``np.argsort`` (an unstable quicksort), so
+    documents with equal scores come out in an order nobody chose; ranked here first, every metric breaks ties by
+    document id — the rule :func:`matrix_ranking_metrics` follows with column order — and is reproducible."""
+    out = {}
+    for q, docs in run.items():
+        ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
+        out[q] = {d: float(len(ranked) - i) for i, (d, _) in enumerate(ranked)}
+    return out
+
+
 def ranking_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
                     metrics=DEFAULT_METRICS) -> dict[str, float]:
     """Mean metrics of ``run`` (query -> {doc: score}) against ``qrels`` (query -> {doc: relevance}).
 
-    Queries of ``qrels`` absent from ``run`` count as zero, as in trec_eval's -c.
+    Queries of ``qrels`` absent from ``run`` count as zero, as in trec_eval's -c. Documents with equal scores are
+    ranked by document id (:func:`_break_ties`).
     """
     import warnings
 
     from ranx import Qrels, Run, evaluate
 
-    qrels, run = _fixed_width_ids(qrels, _every_query(qrels, run))
+    qrels, run = _fixed_width_ids(qrels, _break_ties(_every_query(qrels, run)))
     with warnings.catch_warnings():  # ranx's numba kernels warn about their own uint64 -> int64 casts: nothing to act on
         warnings.simplefilter("ignore")
         res = evaluate(Qrels(qrels), Run(run), list(metrics), make_comparable=True)
@@ -70,7 +83,8 @@ def paired_comparison(qrels: dict[str, dict[str, int]], baseline: dict[str, dict
     """
     from ranx import Qrels, Run, compare
 
-    qrels, baseline, system = _fixed_width_ids(qrels, _every_query(qrels, baseline), _every_query(qrels, system))
+    qrels, baseline, system = _fixed_width_ids(qrels, _break_ties(_every_query(qrels, baseline)),
+                                               _break_ties(_every_query(qrels, system)))
     runs = [Run(baseline, name="baseline"), Run(system, name="system")]
     report = compare(Qrels(qrels), runs, [metric], stat_test=stat_test, make_comparable=True).to_dict()
     wtl = report["system"]["win_tie_loss"]["baseline"][metric]
@@ -81,9 +95,10 @@ def paired_comparison(qrels: dict[str, dict[str, int]], baseline: dict[str, dict
 def matrix_ranking_metrics(scores: np.ndarray, relevant: list[set[int]], k: int = 10) -> dict[str, float]:
     """MRR@k, nDCG@k (binary relevance) and Recall@k of a dense (n_queries, n_docs) score matrix, in numpy.
 
-    The same definitions as ranx (ties broken by document order); used inside training loops, where ranx's
-    first-call JIT compilation (20-60 s per process on a small machine) would cost more than the metric.
-    Published numbers go through :func:`ranking_metrics` (ranx).
+    The same definitions as ranx, ties broken by column order — what :func:`ranking_metrics` gives for document ids
+    that sort like the columns (a property test checks both on random matrices with ties); used inside training
+    loops, where ranx's first-call JIT compilation (20-60 s per process on a small machine) would cost more than the
+    metric. Published numbers go through :func:`ranking_metrics` (ranx).
     """
     name_k, k = k, min(k, scores.shape[1])  # the keys keep the k asked for (fewer documents: all are ranked)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,25 +54,56 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CROSSDISTILL_CACHE", Path.home() / ".cache" / "crossdistill"))
 
 
-def _family_prefixes(name: str) -> tuple[str, str]:
-    low = name.lower()
-    if "e5" in low and "instruct" in low:
+_E5_TOKEN = re.compile(r"(^|[-_.])e5([-_.]|$)")
+
+
+def model_family(name: str, path: str) -> str | None:
+    """``"e5"``, ``"e5-instruct"`` or None, decided by what the model *is*, never by the folder it sits in: the offline
+    alias, a hub id's repository name (``intfloat/multilingual-e5-large-instruct``), or for a local folder the name its
+    own ``config.json`` records (``_name_or_path``). A path such as ``runs/e5_ablation/minilm`` says nothing."""
+    if name in ALIASES:
+        ident = name
+    elif Path(path).is_dir():
+        try:
+            cfg = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cfg = {}
+        ident = str(cfg.get("_name_or_path") or cfg.get("name_or_path") or "") if isinstance(cfg, dict) else ""
+    else:
+        ident = path  # a hub id
+    repo = ident.rstrip("/").rsplit("/", 1)[-1].lower()
+    if not _E5_TOKEN.search(repo):
+        return None
+    return "e5-instruct" if "instruct" in repo else "e5"
+
+
+def _family_prefixes(family: str | None) -> tuple[str, str]:
+    if family == "e5-instruct":
         return E5_INSTRUCT_QUERY, ""
-    if "e5" in low:
+    if family == "e5":
         return "query: ", "passage: "
     return "", ""
 
 
 def similarity_scale(model: ResolvedModel) -> float:
     """The inverse temperature on cosines that a bi-encoder was contrastively trained with, used by the student's
-    losses on ``scale · cos`` when ``--scale`` is not given: 100 for the e5 family (temperature 0.01, Wang et al.
-    2022, "Text Embeddings by Weakly-Supervised Contrastive Pre-training"), recognised by its name or by its
-    ``query: ``/``passage: `` (or instruct) prefixes; 20 otherwise (sentence-transformers'
-    MultipleNegativesRankingLoss, which trained all-MiniLM-L6-v2). e5's cosines sit in a narrow band (KorQuAD:
-    positives 0.94, negatives 0.92), so at scale 20 the losses can only be lowered by reshaping the whole space,
-    and one epoch cost val and test quality; see docs/korean.md."""
+    losses on ``scale · cos`` when ``--scale`` is not given: the scale a student this toolkit saved was trained with
+    (its ``distillation_config.json``); 100 for the e5 family (temperature 0.01, Wang et al. 2022, "Text Embeddings by
+    Weakly-Supervised Contrastive Pre-training"), recognised by :func:`model_family` or by its ``query: ``/``passage: ``
+    (or instruct) prefixes; 20 otherwise (sentence-transformers' MultipleNegativesRankingLoss, which trained
+    all-MiniLM-L6-v2). e5's cosines sit in a narrow band (KorQuAD: positives 0.94, negatives 0.92), so at scale 20 the
+    losses can only be lowered by reshaping the whole space, and one epoch cost val and test quality; see
+    docs/korean.md."""
+    saved = Path(model.path) / "distillation_config.json"
+    if saved.is_file():
+        try:
+            scale = json.loads(saved.read_text(encoding="utf-8")).get("scale")
+            if isinstance(scale, (int, float)) and scale > 0:
+                return float(scale)
+        except (OSError, ValueError, AttributeError):
+            pass
     e5_prefixes = (model.query_prefix, model.passage_prefix) in (("query: ", "passage: "), (E5_INSTRUCT_QUERY, ""))
-    return 100.0 if "e5" in model.name.lower() or e5_prefixes else 20.0
+    return 100.0 if model_family(model.name, model.path) or e5_prefixes else 20.0
 
 
 def _folder_prefixes(folder: Path) -> tuple[str, str] | None:
@@ -114,7 +146,7 @@ def resolve_model(name: str, query_prefix: str | None = None, passage_prefix: st
     else:
         path = name  # a hub id; loading it reports a clear error when offline and not cached
     saved = _folder_prefixes(Path(path)) if Path(path).is_dir() else None
-    fam_q, fam_p = saved if saved is not None else _family_prefixes(name)
+    fam_q, fam_p = saved if saved is not None else _family_prefixes(model_family(name, path))
     return ResolvedModel(name, path,
                          fam_q if query_prefix is None else query_prefix,
                          fam_p if passage_prefix is None else passage_prefix)

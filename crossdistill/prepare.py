@@ -132,7 +132,9 @@ def prepare(args, log=print) -> Path:
             raise UsageError(f"the {name} split is empty ({len(splits['train'].qrels)} training queries in all); "
                              "use a larger source or change --val_fraction/--test_fraction")
     shared_pool = None if per_split_pool else sorted(splits["train"].corpus)
-    config = {"source": str(args.source), "source_type": kind, "seed": args.seed,
+    source = Path(args.source).resolve() if Path(args.source).exists() else Path(".cache/beir", args.source).resolve()
+    config = {"source": str(source if kind == "beir" else Path(args.source).resolve()), "source_given": str(args.source),
+              "source_type": kind, "seed": args.seed,
               "settings": {k: v for k, v in vars(args).items() if k not in ("source", "overwrite")}, "splits": {}}
     t0 = time.time()
     with atomic_dir(out_dir) as tmp:
@@ -146,6 +148,9 @@ def prepare(args, log=print) -> Path:
                                  "--fn_margin or add --random_negatives")
             data.write_triplets(df, tmp / f"{name}.csv")
             config["splits"][name] = {**stats, "pool_passages": len(pool)}
+        if shared_pool is not None:  # the corpus every split's queries are ranked against: kept with the data
+            data.write_corpus(splits["train"].corpus, tmp / data.CORPUS_FILE)
+            config["corpus_passages"] = len(splits["train"].corpus)
         config["seconds"] = round(time.time() - t0, 1)
         write_json(tmp / "prepare_config.json", config)
     log(f"wrote {out_dir} in {time.time() - t0:.1f}s: "

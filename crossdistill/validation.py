@@ -14,7 +14,7 @@ import torch
 from . import data
 from .data import TripletPool
 from .errors import UsageError
-from .fusion import bm25_candidate_scores, fuse, parse_fusion
+from .fusion import build_soft_labels
 from .metrics import matrix_ranking_metrics
 from .score_cache import cached_teacher_logits
 from .student import BiEncoderStudent
@@ -52,48 +52,57 @@ def evaluate_student(student: BiEncoderStudent, pool: TripletPool, batch_size: i
     return metrics, cos
 
 
-def val_corpus(cfg) -> list[str] | None:
-    """Extra val-pool passages: the whole BEIR corpus the data was prepared from (``--val_pool corpus``, or
-    ``auto`` when ``prepare_config.json`` names a BEIR folder that exists), else None (the val CSV's passages).
+def val_pool_passages(data_root: str, data_version: str, val_pool: str) -> tuple[list[str] | None, dict]:
+    """The passages the val queries are ranked against beyond the val CSV's own, and what they are:
+    ``(passages or None, {"kind": "corpus" | "csv", "source": ...})``.
+
+    ``corpus`` (and ``auto`` when the version has one): the prepared version's ``corpus.jsonl`` (written by
+    prepare_data.py for a BEIR source or a ``--corpus``), or for a version prepared before that file existed the BEIR
+    folder its ``prepare_config.json`` names — refused when that folder is gone, never silently replaced by the small
+    CSV pool. ``csv`` (and ``auto`` without a corpus): None, the val CSV's passages only.
 
     A small pool of the val CSV's own passages is easy; ranking over the full corpus is what the student is
     tested on, so best-epoch choices and the guard read the same kind of number as the test."""
-    if cfg.val_pool == "csv":
-        return None
-    prepared_file = Path(cfg.data_root) / cfg.data_version / "prepare_config.json"
+    if val_pool == "csv":
+        return None, {"kind": "csv"}
+    folder = Path(data_root) / data_version
+    own = folder / data.CORPUS_FILE
+    if own.is_file():
+        return data.read_corpus_texts(own), {"kind": "corpus", "source": str(own.resolve())}
     try:
-        prepared = json.loads(prepared_file.read_text(encoding="utf-8"))
+        prepared = json.loads((folder / "prepare_config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         prepared = {}
+    prepared = prepared if isinstance(prepared, dict) else {}
     source = prepared.get("source")
-    if prepared.get("source_type") == "beir" and source and (Path(source) / "corpus.jsonl").is_file():
-        return data.load_beir_corpus(source)
-    if cfg.val_pool == "corpus":
-        raise UsageError(f"--val_pool corpus needs data prepared from a BEIR folder that still exists ({prepared_file} names "
-                         f"{source!r}); use --val_pool csv")
-    return None
+    if prepared.get("source_type") == "beir" and source:
+        if (Path(str(source)) / "corpus.jsonl").is_file():
+            return data.load_beir_corpus(str(source)), {"kind": "corpus", "source": str(Path(str(source)).resolve())}
+        raise UsageError(f"data version {data_version} was prepared from the BEIR folder {source}, which is not found from "
+                         f"{Path.cwd()}; --val_pool {val_pool} ranks the val queries against its corpus: run from the folder "
+                         "you prepared in, re-run prepare_data.py (it now keeps the corpus with the data), or pass --val_pool csv")
+    if val_pool == "corpus":
+        raise UsageError(f"--val_pool corpus needs a corpus with the data: prepare {data_version} from a BEIR folder or with "
+                         "prepare_data.py --corpus FILE; or use --val_pool csv")
+    return None, {"kind": "csv"}
 
 
-def teacher_guard(cfg, pool: TripletPool, student_cos: np.ndarray, cache_path: Path, log, device=None) -> dict:
+def teacher_guard(teacher_path: str, pool: TripletPool, student_cos: np.ndarray, cache_path: Path | None, *, guard_k: int,
+                  batch_size: int, fusion: dict[str, float], soft_labels: str, log=print, device=None) -> dict:
     """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``.
 
-    With ``--teacher_fusion`` the reranker is what the student will learn from: the teacher fused with its
-    sources, exactly as the soft labels are built (:mod:`crossdistill.fusion`)."""
-    k = min(cfg.guard_k, len(pool.passages))
+    The reranker is what the student will learn from: the teacher's soft labels built by the same
+    :func:`~crossdistill.fusion.build_soft_labels` as the training lists' (fused with ``fusion``'s sources, BM25's
+    IDF over the val pool, which holds the version's corpus when it has one)."""
+    k = min(guard_k, len(pool.passages))
     top = np.argsort(-student_cos, axis=1, kind="stable")[:, :k]
     pairs = [(pool.queries[i], pool.passages[j]) for i in range(len(pool.queries)) for j in top[i]]
-    logits, _ = cached_teacher_logits(cfg.teacher_path, pairs, cache_path, cfg.eval_batch_size, device=device, log=log)
+    logits, _ = cached_teacher_logits(teacher_path, pairs, cache_path, batch_size, device=device, log=log)
     logits = logits.reshape(len(pool.queries), k)
-    weights = parse_fusion(cfg.teacher_fusion)
-    if weights:
-        others = {}
-        if "bm25" in weights:
-            others["bm25"] = bm25_candidate_scores(pool.queries, [[pool.passages[j] for j in row] for row in top])
-        if "student" in weights:
-            others["student"] = list(np.take_along_axis(student_cos, top, 1))
-        logits = np.stack(fuse(list(logits), others, weights))
+    labels = build_soft_labels(list(logits), pool.queries, [[pool.passages[j] for j in row] for row in top], soft_labels,
+                               fusion, bm25_pool=pool.passages, student_cos=list(np.take_along_axis(student_cos, top, 1)))
     relevant = pool.relevant()
     in_top = [{c for c, j in enumerate(top[i]) if j in relevant[i]} for i in range(len(pool.queries))]
     s = matrix_ranking_metrics(np.take_along_axis(student_cos, top, 1), in_top)["mrr@10"]
-    t = matrix_ranking_metrics(logits, in_top)["mrr@10"]
-    return {"student_mrr@10": s, "teacher_rerank_mrr@10": t, "guard_k": k, "fused": sorted(weights)}
+    t = matrix_ranking_metrics(np.stack(labels), in_top)["mrr@10"]
+    return {"student_mrr@10": s, "teacher_rerank_mrr@10": t, "guard_k": k, "fused": sorted(fusion)}

@@ -164,7 +164,7 @@ def score_cache_env(tmp_path_factory) -> dict:
 # the student run every resume/fault test compares against: 24 queries, 4 per step, 2 epochs = 12 steps
 # the original recipe: its per-query loss makes 2 processes x batch 2 equal 1 process x batch 4 (the in-batch InfoNCE of
 # the default recipe sees each process's own batch); the default recipe runs end to end in the LoRA and Korean tests
-STUDENT_ARGS = ["--recipe", "original", "--val_pool", "csv", "--epochs", "2", "--batch_size", "4", "--K", "4", "--max_samples", "24", "--max_val_samples", "30",
+STUDENT_ARGS = ["--recipe", "original", "--val_pool", "csv", "--epochs", "2", "--batch_size", "4", "--K", "4", "--max_samples", "54", "--max_val_samples", "30",
                 "--max_len", "48", "--lr", "1e-4", "--log_steps", "1", "--allow_weaker_teacher", "--save_steps", "2"]
 
 

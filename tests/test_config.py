@@ -35,17 +35,32 @@ def test_a_drifted_namespace_is_refused_and_a_config_cannot_change():
 
 
 def test_the_val_pool_setting_read_from_a_config(tmp_path, scifact_version):
-    """``val_corpus`` reads the config and the prepared version's own ``prepare_config.json`` side by side."""
+    """The val pool: the prepared version's own corpus.jsonl (auto/corpus), the CSV's passages (csv), and a version
+    prepared before corpus.jsonl existed whose BEIR folder is gone is refused under auto, never silently shrunk."""
+    import json
+    import shutil
+
     from crossdistill.errors import UsageError
-    from crossdistill.validation import val_corpus
+    from crossdistill.validation import val_pool_passages
 
     root, v = scifact_version
-    parse = load_script("train_distillation_pipeline.py").parse_args
-    base = ["--teacher_path", "t", "--output_dir", "o", "--data_root", str(root), "--data_version", v]
-    assert len(val_corpus(StudentConfig.from_args(parse(base)))) == 5183  # auto: the BEIR corpus the data came from
-    assert val_corpus(StudentConfig.from_args(parse(base + ["--val_pool", "csv"]))) is None
+    passages, info = val_pool_passages(str(root), v, "auto")
+    assert len(passages) == 5183 and info["kind"] == "corpus" and info["source"].endswith("corpus.jsonl")
+    assert val_pool_passages(str(root), v, "csv") == (None, {"kind": "csv"})
     (tmp_path / "plain").mkdir()
-    plain = ["--teacher_path", "t", "--output_dir", "o", "--data_root", str(tmp_path), "--data_version", "plain"]
-    assert val_corpus(StudentConfig.from_args(parse(plain))) is None  # auto without a BEIR source: the CSV's passages
-    with pytest.raises(UsageError, match="--val_pool corpus needs data prepared from a BEIR folder"):
-        val_corpus(StudentConfig.from_args(parse(plain + ["--val_pool", "corpus"])))
+    assert val_pool_passages(str(tmp_path), "plain", "auto") == (None, {"kind": "csv"})  # no corpus: the CSV's passages
+    with pytest.raises(UsageError, match="--val_pool corpus needs a corpus"):
+        val_pool_passages(str(tmp_path), "plain", "corpus")
+    old = tmp_path / "old"  # an earlier layout: no corpus.jsonl, the BEIR source named by a relative path
+    old.mkdir()
+    shutil.copy(root / v / "prepare_config.json", old / "prepare_config.json")
+    cfg = json.loads((old / "prepare_config.json").read_text())
+    cfg["source"] = "../nowhere/scifact"
+    (old / "prepare_config.json").write_text(json.dumps(cfg))
+    for pool in ("auto", "corpus"):
+        with pytest.raises(UsageError, match="which is not found"):
+            val_pool_passages(str(tmp_path), "old", pool)
+    assert val_pool_passages(str(tmp_path), "old", "csv")[0] is None
+    cfg["source"] = str(json.loads((root / v / "prepare_config.json").read_text())["source"])  # absolute: resolves
+    (old / "prepare_config.json").write_text(json.dumps(cfg))
+    assert len(val_pool_passages(str(tmp_path), "old", "auto")[0]) == 5183

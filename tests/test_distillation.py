@@ -283,11 +283,17 @@ def test_one_pass_and_gradient_caching_agree_under_bf16(tiny_minilm, scifact_ver
     positive = torch.tensor([[c.positive[i] if i < len(c.positive) else False for i in range(4)] for c in lists])
     student = BiEncoderStudent.load(resolve_model(str(tiny_minilm)), 48)
     student.eval()
-    acc = Accelerator(cpu=True, mixed_precision="bf16")
-    losses = []
-    for micro in (None, 3):
-        student.zero_grad()
-        losses.append(forward_backward(student, lists, soft, positive, loss_settings("ranking", scale=100.0), micro, 1,
-                                       acc)["loss"].item())
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # this worker's earlier tests set up a full-precision one
+    try:
+        acc = Accelerator(cpu=True, mixed_precision="bf16")
+        losses = []
+        for micro in (None, 3):
+            student.zero_grad()
+            losses.append(forward_backward(student, lists, soft, positive, loss_settings("ranking", scale=100.0), micro, 1,
+                                           acc)["loss"].item())
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     # the embeddings themselves come from bf16 matmuls padded per pass; the loss on them is fp32 in both paths
     assert losses[0] == pytest.approx(losses[1], rel=2e-3, abs=2e-3)

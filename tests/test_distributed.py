@@ -37,7 +37,7 @@ def test_teacher_under_two_processes(tmp_path, tiny_minilm, scifact_version):
                   "--batch_size", "4", "--gradient_accumulation_steps", "2", launcher=TORCHRUN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 6  # 46 bce pairs / (2 processes x 4)
+    assert metrics["steps"] == 5  # 36 bce pairs (24 rows = 12 whole queries) / (2 processes x 4)
     assert (out / "done.json").is_file()
 
 

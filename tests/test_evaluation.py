@@ -29,6 +29,28 @@ def test_ranking_metrics_hand_checked():
     assert m["map"] == pytest.approx((0.5 + (1 + 2 / 3) / 2) / 2)
 
 
+def test_matrix_metrics_agree_with_ranx_on_random_matrices_with_ties():
+    """The in-loop numpy metrics (best epoch, guard) against ranx, on 60 random score matrices: with ties (integer
+    scores in 0..3) ours break them by column and ranking_metrics by document id (zero-padded ids sort like the
+    columns), without ties both equal plain ranx."""
+    import numpy as np
+
+    from crossdistill.metrics import matrix_ranking_metrics
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        nq, nd = int(rng.integers(1, 7)), int(rng.integers(2, 40))
+        ties = trial % 2 == 0
+        scores = rng.integers(0, 4, size=(nq, nd)).astype(np.float32) if ties else rng.random((nq, nd)).astype(np.float32)
+        rel = [set(rng.choice(nd, size=int(rng.integers(1, min(4, nd) + 1)), replace=False).tolist()) for _ in range(nq)]
+        ours = matrix_ranking_metrics(scores, rel)
+        qrels = {f"q{i}": {f"d{j:03d}": 1 for j in r} for i, r in enumerate(rel)}
+        run = {f"q{i}": {f"d{j:03d}": float(scores[i, j]) for j in range(nd)} for i in range(nq)}
+        theirs = ranking_metrics(qrels, run, ("mrr@10", "ndcg@10", "recall@10"))
+        for k in ours:
+            assert ours[k] == pytest.approx(theirs[k], abs=1e-9), (trial, k, ours[k], theirs[k])
+
+
 def test_paired_comparison_hand_checked():
     # MRR@10 per query: baseline 1/2, 1, 1/3, 1/2; system 1, 1, 1, 1/4 -> differences 1/2, 0, 2/3, -1/4
     qrels = {q: {"a": 1} for q in ("q1", "q2", "q3", "q4")}

@@ -61,9 +61,40 @@ def test_guard_judges_the_fused_teacher_the_student_will_learn_from(monkeypatch)
     student_cos = np.array([[0.2, 0.9, 0.1, 0.0], [0.1, 0.0, 0.3, 0.8]])  # the student ranks the positives second
     bad = lambda t, pairs, *a, **k: (np.array([-5.0 if "text" in p else 5.0 for _, p in pairs], dtype=np.float32), {})
     monkeypatch.setattr(validation, "cached_teacher_logits", bad)
-    args = SimpleNamespace(guard_k=2, eval_batch_size=8, teacher_path="t", teacher_fusion=None)
-    alone = validation.teacher_guard(args, pool, student_cos, None, print)
+    guard = lambda fusion: validation.teacher_guard("t", pool, student_cos, None, guard_k=2, batch_size=8, fusion=fusion,
+                                                    soft_labels="logit")
+    alone = guard({})
     assert alone["teacher_rerank_mrr@10"] == 0.5 and alone["student_mrr@10"] == 0.5 and alone["fused"] == []
-    args.teacher_fusion = "bm25=2"
-    fused = validation.teacher_guard(args, pool, student_cos, None, print)
+    fused = guard({"bm25": 2.0})
     assert fused["teacher_rerank_mrr@10"] == 1.0 and fused["fused"] == ["bm25"]
+
+
+def test_one_soft_label_builder_bm25_idf_over_the_given_pool():
+    """Training lists and the guard build soft labels with one function; BM25's IDF comes from the pool it is given
+    (the corpus when there is one), so the same (query, candidates) get the same fused labels on both sides."""
+    from crossdistill.fusion import build_soft_labels
+
+    queries = ["rare gene expression"]
+    cands = [["rare gene expression in mice", "gene expression in cells"]]
+    logits = [np.array([0.5, 0.4], dtype=np.float32)]
+    corpus = cands[0] + [f"gene study number {i}" for i in range(30)]  # "gene" common in the corpus, "rare" not
+    a = build_soft_labels(logits, queries, cands, "logit", {"bm25": 1.0}, bm25_pool=corpus)
+    b = build_soft_labels(logits, queries, cands, "logit", {"bm25": 1.0}, bm25_pool=list(reversed(corpus)))
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-6)  # the same collection, in any order: the same labels
+    alone = build_soft_labels(logits, queries, cands, "logit", {})
+    np.testing.assert_array_equal(alone[0], logits[0])
+    probs = build_soft_labels(logits, queries, cands, "prob", {})
+    np.testing.assert_allclose(probs[0], 1 / (1 + np.exp(-logits[0])), rtol=1e-6)
+    with pytest.raises(ValueError, match="cannot be fused"):
+        build_soft_labels(logits, queries, cands, "prob", {"bm25": 1.0})
+
+
+def test_soft_labels_prob_with_fusion_is_refused():
+    from conftest import load_script
+
+    parse = load_script("train_distillation_pipeline.py").parse_args
+    with pytest.raises(UsageError, match="--soft_labels prob"):
+        parse(["--teacher_path", "t", "--output_dir", "o", "--teacher_fusion", "bm25=1", "--soft_labels", "prob"])
+    with pytest.raises(UsageError, match="--soft_labels prob"):
+        parse(["--teacher_path", "t", "--output_dir", "o", "--teacher_fusion", "bm25=1", "--recipe", "original"])
+    assert parse(["--teacher_path", "t", "--output_dir", "o", "--teacher_fusion", "bm25=1"]).soft_labels == "logit"

@@ -103,15 +103,36 @@ def test_stored_engine_reference_agrees_with_alias(e5_small):
         assert float(ours @ np.array(item["embedding"])) >= 0.99
 
 
-def test_similarity_scale_follows_the_students_pretraining_temperature():
-    """e5 (temperature 0.01) -> 100, by name or by its prefixes; anything else (MNRL's 20) -> 20."""
-    from crossdistill.models import E5_INSTRUCT_QUERY, ResolvedModel, similarity_scale
+def test_similarity_scale_follows_the_students_pretraining_temperature(tiny_minilm, tmp_path):
+    """e5 (temperature 0.01) -> 100, by what the model is (alias, hub repository, its config's recorded name, its
+    prefixes); anything else (MNRL's 20) -> 20. A folder's path never decides: 'runs/e5_ablation/minilm' is MiniLM."""
+    import shutil
+
+    from crossdistill.models import E5_INSTRUCT_QUERY, ResolvedModel, model_family, similarity_scale
 
     assert similarity_scale(ResolvedModel("minilm-l6", "/x")) == 20.0
     assert similarity_scale(ResolvedModel("multilingual-e5-small", "/x", "query: ", "passage: ")) == 100.0
     assert similarity_scale(ResolvedModel("models/ko_student", "/x", "query: ", "passage: ")) == 100.0
     assert similarity_scale(ResolvedModel("intfloat/multilingual-e5-large-instruct", "x", E5_INSTRUCT_QUERY, "")) == 100.0
     assert similarity_scale(ResolvedModel("BAAI/bge-small-en-v1.5", "x")) == 20.0
+    assert model_family("intfloat/e5-base-v2", "intfloat/e5-base-v2") == "e5"
+    assert model_family("someone/mobile5-tiny", "someone/mobile5-tiny") is None
+    # a MiniLM folder under a path that says e5: MiniLM's prefixes and scale
+    misleading = tmp_path / "runs" / "e5_ablation" / "minilm"
+    shutil.copytree(tiny_minilm, misleading)
+    r = resolve_model(str(misleading))
+    assert (r.query_prefix, r.passage_prefix) == ("", "") and similarity_scale(r) == 20.0
+    # a plain e5 download without saved prompts: its config names it
+    e5_dl = tmp_path / "dl" / "model"
+    shutil.copytree(tiny_minilm, e5_dl)
+    (e5_dl / "config_sentence_transformers.json").unlink()
+    cfg = json.loads((e5_dl / "config.json").read_text())
+    (e5_dl / "config.json").write_text(json.dumps({**cfg, "_name_or_path": "intfloat/multilingual-e5-base"}))
+    r = resolve_model(str(e5_dl))
+    assert (r.query_prefix, r.passage_prefix) == ("query: ", "passage: ") and similarity_scale(r) == 100.0
+    # a student this toolkit saved keeps the scale it was trained with
+    (misleading / "distillation_config.json").write_text(json.dumps({"scale": 50.0}))
+    assert similarity_scale(resolve_model(str(misleading))) == 50.0
 
 
 def test_attention_dropout_flag_reaches_every_attention_of_teacher_and_student(tiny_minilm):

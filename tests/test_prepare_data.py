@@ -199,3 +199,23 @@ def test_triplet_pool_ids_positives_and_extra_passages():
     assert pool.triplets == [(0, 0, 2), (0, 1, 3), (1, 2, 0)]
     assert pool.relevant() == [{0, 1}, {2}]
     assert pool.query_ids() == ["q0", "q1"] and pool.passage_ids()[-1] == "d4"
+
+
+def test_subsample_takes_whole_queries(scifact_version):
+    """--max_samples / --max_val_samples keep every row of each chosen query (a query's other positives never become
+    non-relevant passages or mined negatives), at most N rows, the same subset for the same seed."""
+    from crossdistill.data import read_triplets, subsample
+
+    root, v = scifact_version
+    df = read_triplets(root / v / "train.csv")
+    rows_of = df["anchor"].value_counts()
+    for n in (1, 25, 300):
+        sub = subsample(df, n, 7)
+        assert 0 < len(sub) <= max(n, int(rows_of.max()))
+        kept = sub["anchor"].value_counts()
+        assert all(kept[a] == rows_of[a] for a in kept.index)  # whole queries only
+        if n >= 25:
+            assert len(sub) > n - int(rows_of.max())  # filled up to about n
+        assert subsample(df, n, 7).equals(sub)  # seeded
+    assert set(subsample(df, 300, 7)["anchor"]) != set(subsample(df, 300, 8)["anchor"])
+    assert subsample(df, len(df), 7) is df and subsample(df, None, 7) is df
