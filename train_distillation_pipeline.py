@@ -53,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--infonce_weight", type=float, default=None,
                    help="weight of the in-batch InfoNCE on labelled positives, every other passage of the batch a negative "
                         "(ranking 1, original 0)")
+    p.add_argument("--kl_tau_squared", action="store_true",
+                   help="multiply the KL by tau^2 (Hinton et al.; sentence-transformers' DistillKLDivLoss), so its weight "
+                        "against InfoNCE does not move with --tau")
     p.add_argument("--scale", type=float, default=None,
                    help="inverse temperature on cosines for InfoNCE, MarginMSE and the scaled KL "
                         "(default: the student's own, 100 for e5 models, 20 otherwise)")

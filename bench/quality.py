@@ -44,6 +44,20 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "recipe_original": {"student": ["--recipe", "original"]},
     "infonce_off": {"student": ["--infonce_weight", "0"]},
     "kl_off": {"student": ["--soft_weight", "0"]},
+    # the labels-only baselines the default must beat by >= 0.02 (issue #25): our student with the teacher weighted 0,
+    # and sentence-transformers' own trainer with MultipleNegativesRankingLoss (bench/st_baseline.py), no teacher
+    "labels_only": {"student": ["--soft_weight", "0"]},
+    "st_mnrl": {"st_mnrl": ["--epochs", "3", "--batch_size", "16", "--lr", "2e-5", "--max_len", "256"]},
+    # teacher levers: the localised-contrastive (listwise) loss, a 12-layer base, longer training, dense negatives
+    "teacher_listwise": {"teacher": ["--loss", "listwise"]},
+    "teacher_e5": {"teacher": ["--model_name", "multilingual-e5-small"]},
+    "teacher_epochs_6": {"teacher": ["--epochs", "6"]},
+    "teacher_e5_listwise": {"teacher": ["--model_name", "multilingual-e5-small", "--loss", "listwise"]},
+    "dense_negatives": {"prepare": ["--negatives", "model"]},
+    "K_32": {"student": ["--K", "32"]},
+    "K_64": {"student": ["--K", "64"]},
+    "tau_2_squared": {"student": ["--tau", "2", "--kl_tau_squared"]},
+    "kl_tau_squared": {"student": ["--kl_tau_squared"]},
     "margin_mse": {"student": ["--soft_loss", "margin_mse"]},
     "fusion_bm25": {"student": ["--teacher_fusion", "bm25=0.5"]},
     "fusion_bm25_student": {"student": ["--teacher_fusion", "bm25=0.5,student=0.5"]},
@@ -65,7 +79,7 @@ METRICS = ("ndcg@10", "mrr@10", "recall@100")
 def _load_script(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), ROOT / name)
+    spec = importlib.util.spec_from_file_location(Path(name).stem, ROOT / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -84,7 +98,15 @@ def _stage(script: str, argv: list[str], out: Path, commands: list[str], log) ->
         return 0.0
     log(f"[run] {commands[-1]}")
     t0 = time.time()
-    _load_script(script).main(argv)
+    module = _load_script(script)
+    if script.startswith("bench/"):  # a bench script's own argparse main reads sys.argv
+        saved, sys.argv = sys.argv, [script, *argv]
+        try:
+            module.main()
+        finally:
+            sys.argv = saved
+    else:
+        module.main(argv)
     return time.time() - t0
 
 
@@ -208,16 +230,23 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     _stage("prepare_data.py", ["--source", ds["source"], "--data_version", version, "--output_root", str(data_root),
                                *prep_args], data_root / version, commands, log)
     common = ["--data_version", version, "--data_root", str(data_root), "--seed", str(seed)]
-    teacher_args = [*(["--model_name", ds["model"]] if a.dataset != "scifact" else []), *a.teacher_args,
-                    *cfg.get("teacher", [])]
-    teacher_dir = work / "teachers" / f"{version}_{_key(teacher_args, seed)}"
-    t_teacher = _stage("train_teacher_model.py", [*common, "--output_dir", str(teacher_dir), *teacher_args], teacher_dir,
-                       commands, log)
-    student_args = [*(["--student_name", ds["model"]] if a.dataset != "scifact" else []), *a.student_args,
-                    *cfg.get("student", [])]
-    student_dir = work / "students" / f"{version}_{_key(teacher_args, student_args, seed)}"
-    t_student = _stage("train_distillation_pipeline.py", [*common, "--teacher_path", str(teacher_dir), "--output_dir",
-                                                         str(student_dir), *student_args], student_dir, commands, log)
+    teacher_dir = None
+    if "st_mnrl" in cfg:  # sentence-transformers' trainer on the labels: no teacher
+        st_args = [*common, *(["--model_name", ds["model"]] if a.dataset != "scifact" else []), *cfg["st_mnrl"], *a.st_args]
+        student_dir = work / "st_mnrl" / f"{version}_{_key(st_args)}"
+        t_teacher = 0.0
+        t_student = _stage("bench/st_baseline.py", [*st_args, "--output_dir", str(student_dir)], student_dir, commands, log)
+    else:
+        teacher_args = [*(["--model_name", ds["model"]] if a.dataset != "scifact" else []), *a.teacher_args,
+                        *cfg.get("teacher", [])]
+        teacher_dir = work / "teachers" / f"{version}_{_key(teacher_args, seed)}"
+        t_teacher = _stage("train_teacher_model.py", [*common, "--output_dir", str(teacher_dir), *teacher_args],
+                           teacher_dir, commands, log)
+        student_args = [*(["--student_name", ds["model"]] if a.dataset != "scifact" else []), *a.student_args,
+                        *cfg.get("student", [])]
+        student_dir = work / "students" / f"{version}_{_key(teacher_args, student_args, seed)}"
+        t_student = _stage("train_distillation_pipeline.py", [*common, "--teacher_path", str(teacher_dir), "--output_dir",
+                                                             str(student_dir), *student_args], student_dir, commands, log)
     max_len = json.loads((student_dir / "distillation_config.json").read_text())["max_len"]
     sets = retrieval_sets(a.dataset, data_root / version, ds["source"])
     key = (version, max_len)
@@ -231,7 +260,7 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     test_q = sets["test"][2]
     row = {
         "name": name, "command": " && ".join(commands), "dataset": a.dataset, "default": name == "default" and not
-        (a.student_args or a.teacher_args), "seed": seed,
+        (a.student_args or a.teacher_args or a.st_args), "seed": seed,
         "test": {s: metrics[s]["test"] for s in ("student", "zero_shot", "bm25")},
         "val": {s: metrics[s]["val"] for s in ("student", "zero_shot", "bm25")},
         "p_value_vs_zero_shot": None, "wall_s": None, "machine": machine(),
@@ -242,12 +271,22 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     row["wins_ties_losses_vs_zero_shot"] = [cmp["wins"], cmp["ties"], cmp["losses"]]
     smetrics = json.loads((student_dir / "metrics.json").read_text())
     row["student_training"] = {"seconds": round(t_student, 1), "queries_per_s": _rate(student_dir),
-                               "kept_epoch": smetrics.get("best_epoch"),
+                               "kept_epoch": smetrics.get("best_epoch"), "val_pool": smetrics.get("val_pool"),
                                "guard": smetrics.get("guard"), "peak_gpu_memory_gib": smetrics.get("peak_gpu_memory_gib"),
                                "val_history_mrr@10": [round(h["val_mrr@10"], 4) for h in smetrics.get("history", [])]}
+    runs_dir = work / "runs"  # the student's test run, for paired comparisons between rows (--compare)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    row["test_run"] = str(runs_dir / f"{student_dir.name}.json")
+    Path(row["test_run"]).write_text(json.dumps({"qrels": test_q, "run": student_runs["test"]}))
+    if teacher_dir is None:
+        row["wall_s"] = round(time.time() - t0, 1)
+        return row
     tmetrics = json.loads((teacher_dir / "metrics.json").read_text())
     row["teacher_training"] = {"seconds": round(t_teacher, 1), "pairs_per_s": _rate(teacher_dir),
                                "peak_gpu_memory_gib": tmetrics.get("peak_gpu_memory_gib")}
+    # the teacher reranking its own student's test top-30: is the teacher still ahead of its pupil? (issue #25)
+    own = teacher_rerank(teacher_dir, sets, {"student": student_runs["test"]})["rerank_student_top30"]
+    row["test"]["teacher_rerank_student"] = {m: own[m] for m in ("ndcg@10", "mrr@10")}
     if a.teacher_rerank and a.dataset == "scifact":
         tr_file = teacher_dir / "rerank_test.json"
         if not tr_file.is_file():
@@ -259,6 +298,37 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     return row
 
 
+def compare(rows: list[dict], dataset: str, system: str, baselines: list[str], metric: str = "ndcg@10") -> dict:
+    """``system`` against each baseline over the rows of ``dataset``: mean and sd of test ``metric`` over seeds, and a
+    paired t-test over the queries of the per-query metric averaged over each row's seeds (issue #25's criterion)."""
+    import numpy as np
+    from scipy.stats import ttest_rel
+
+    from crossdistill.metrics import per_query_metric
+
+    def per_query(name):
+        chosen = [r for r in rows if r["dataset"] == dataset and r["name"] == name and r.get("test_run")]
+        if not chosen:
+            return None, []
+        runs = [json.loads(Path(r["test_run"]).read_text()) for r in chosen]
+        values = [per_query_metric(x["qrels"], x["run"], metric) for x in runs]
+        queries = sorted(values[0])
+        return np.mean([[v[q] for q in queries] for v in values], axis=0), [r["test"]["student"][metric] for r in chosen]
+
+    mine, mine_seeds = per_query(system)
+    out = {"dataset": dataset, "metric": metric, system: {"mean": float(np.mean(mine_seeds)), "sd": float(np.std(mine_seeds)),
+                                                          "seeds": len(mine_seeds)} if mine_seeds else None}
+    for b in baselines:
+        theirs, their_seeds = per_query(b)
+        if mine is None or theirs is None:
+            out[b] = None
+            continue
+        out[b] = {"mean": float(np.mean(their_seeds)), "sd": float(np.std(their_seeds)), "seeds": len(their_seeds),
+                  "delta": float(np.mean(mine_seeds) - np.mean(their_seeds)),
+                  "p_value": float(ttest_rel(mine, theirs).pvalue)}
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=sorted(DATASETS), default="scifact")
@@ -266,17 +336,25 @@ def main():
                    help=f"CONFIG[@SEED] rows to run in order (seed of teacher and student, default 42); configs: {', '.join(CONFIGS)}")
     p.add_argument("--teacher_args", default="", help="extra teacher flags for every row (then no row counts as default)")
     p.add_argument("--student_args", default="", help="extra student flags for every row (then no row counts as default)")
+    p.add_argument("--st_args", default="", help="extra bench/st_baseline.py flags for st_mnrl rows (then no row counts as default)")
     p.add_argument("--work", default="bench/results/quality", help="stage outputs, cached by their arguments")
     p.add_argument("--out", default="bench/results/quality.jsonl", help="JSON rows are appended here")
     p.add_argument("--no_teacher_rerank", dest="teacher_rerank", action="store_false",
                    help="skip the teacher reranking BM25's and zero-shot's test top-30")
     p.add_argument("--deadline_s", type=float, default=None, help="start no new row after this many seconds")
+    p.add_argument("--compare", nargs="+", default=None, metavar="NAME",
+                   help="run nothing: compare the rows of --out named NAME[0] against each other NAME (mean over seeds, "
+                        "paired t-test over queries), e.g. --compare default labels_only st_mnrl")
     from crossdistill.cli import join_passthrough
 
-    a = p.parse_args(join_passthrough(sys.argv[1:], ("--teacher_args", "--student_args")))
-    a.teacher_args, a.student_args = shlex.split(a.teacher_args), shlex.split(a.student_args)
+    a = p.parse_args(join_passthrough(sys.argv[1:], ("--teacher_args", "--student_args", "--st_args")))
+    a.teacher_args, a.student_args, a.st_args = shlex.split(a.teacher_args), shlex.split(a.student_args), shlex.split(a.st_args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.chdir(ROOT)
+    if a.compare:
+        rows = [json.loads(x) for x in Path(a.out).read_text(encoding="utf-8").splitlines() if x.strip()]
+        print(json.dumps(compare(rows, a.dataset, a.compare[0], a.compare[1:]), indent=1))
+        return
     t_start = time.time()
     baselines: dict = {}
     out = Path(a.out)

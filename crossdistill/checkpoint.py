@@ -5,24 +5,29 @@ Layout under ``<output_dir>/checkpoints/``::
     step-00000120/          one complete checkpoint (written as .tmp-step-..., then renamed)
         trainable.pt        trainable parameters (all weights, or the LoRA adapters)
         optimizer.pt  scheduler.pt  rng.pt
-        state.json          step, epoch, position in the epoch's data order, micro-batch size, history
+        best.pt             the best model so far (trainable parameters + the epoch it comes from), when the run keeps
+                            one: inside the checkpoint, so it always matches the checkpoint's record of the best epoch
+                            (copied from the previous checkpoint when it did not change)
+        state.json          step, epoch, position in the epoch's data order, micro-batch size, history, the settings
         manifest.json       size and sha256 of each file above, written last: a checkpoint is intact only if
                             every file matches it
     latest.json             {"name": "step-00000120"}, replaced atomically after the folder exists
-    best.pt                 trainable parameters of the best model so far (replaced atomically)
 
 A kill at any moment leaves either the previous or the new checkpoint as "latest", never a torn one;
 :func:`find_latest` verifies every file against the manifest and falls back to the newest intact checkpoint
 (a disk that corrupts or truncates a file later is caught the same way).
 
 Nothing is ever unpickled: every ``.pt`` file holds only tensors and plain Python data and is read with
-``torch.load(..., weights_only=True)``; RNG states are stored as tensors.
+``torch.load(..., weights_only=True)``; RNG states are stored as tensors. A file holding anything else is refused
+with one message (:func:`load_tensors`), never loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -31,17 +36,25 @@ import numpy as np
 import torch
 
 from . import hooks
+from .errors import UsageError
 from .fsutil import write_json
 
-import hashlib
-
 FILES = ("trainable.pt", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json")
+BEST = "best.pt"
 MANIFEST = "manifest.json"
 
 
 def load_tensors(path: Path):
-    """Read a ``.pt`` file written by this module: tensors and plain data only, never arbitrary objects."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a ``.pt`` file written by this module: tensors and plain data only, never arbitrary objects. A file that
+    holds anything else (a crafted pickle) or is not a torch file at all is refused with a UsageError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
+        what = ("it holds objects other than tensors (a pickle that could run code)"
+                if "weights only" in str(exc).lower() or isinstance(exc, pickle.UnpicklingError)
+                else "it is damaged or not a torch file")
+        raise UsageError(f"refusing to unpickle {path}: {what}, so it is not a file this toolkit wrote; delete that "
+                         "checkpoint folder (resume falls back to the one before), or start over with --overwrite") from None
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -94,8 +107,22 @@ def _save_torch(obj, path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, keep: int = 2) -> Path:
-    """Write checkpoint ``step-<state['step']>`` under ``root`` atomically, point latest.json at it, prune old ones."""
+def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, best: dict | None = None, keep: int = 2) -> Path:
+    """Write checkpoint ``step-<state['step']>`` under ``root`` atomically, point latest.json at it, prune old ones.
+
+    ``best``: ``{"trainable": tensors, "info": {...}}`` of a new best model, written as this checkpoint's ``best.pt``;
+    None keeps the previous checkpoint's (copied). A folder that can no
+    longer be written (permissions changed, disk full) is one UsageError, the previous checkpoint untouched."""
+    try:
+        return _save_checkpoint(root, model, optimizer, scheduler, state, best, keep)
+    except OSError as exc:
+        shutil.rmtree(root / f".tmp-step-{state['step']:08d}", ignore_errors=True)
+        raise UsageError(f"cannot write the checkpoint of step {state['step']} into {root} ({exc.strerror or exc}); free "
+                         "disk space or fix permissions, then run again with --resume (the last checkpoint is kept)") from None
+
+
+def _save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, best: dict | None, keep: int) -> Path:
+    previous = _latest_named(root)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{state['step']:08d}"
     tmp = root / f".tmp-{name}"
@@ -106,8 +133,13 @@ def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, keep: 
     _save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
     _save_torch(scheduler.state_dict(), tmp / "scheduler.pt")
     _save_torch(rng_state(), tmp / "rng.pt")
+    if best is not None:
+        _save_torch(best, tmp / BEST)
+    elif previous is not None and (previous / BEST).is_file():  # a copy, not a link: damage to one stays in one
+        shutil.copyfile(previous / BEST, tmp / BEST)
     write_json(tmp / "state.json", state)
-    write_json(tmp / MANIFEST, {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in FILES})
+    files = [f for f in (*FILES, BEST) if (tmp / f).is_file()]
+    write_json(tmp / MANIFEST, {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in files})
     final = root / name
     if final.exists():
         shutil.rmtree(final)
@@ -118,12 +150,26 @@ def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, keep: 
     return final
 
 
-def save_best(root: Path, model, info: dict) -> None:
-    """Replace ``best.pt`` (trainable parameters + info) atomically."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / ".best.pt.tmp"
-    _save_torch({"trainable": trainable_state(model), "info": info}, tmp)
-    os.replace(tmp, root / "best.pt")
+def _latest_named(root: Path) -> Path | None:
+    try:
+        folder = root / json.loads((root / "latest.json").read_text())["name"]
+        return folder if folder.is_dir() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_best(checkpoint: Path) -> dict:
+    """The best model a checkpoint holds (``{"trainable", "info"}``), verified against its manifest: a damaged one is a
+    UsageError that says how to go back to an intact checkpoint. Checkpoints of earlier versions kept it beside them in
+    ``checkpoints/best.pt``."""
+    problem = intact(checkpoint)
+    if problem is not None:
+        raise UsageError(f"checkpoint {checkpoint} is damaged ({problem}); run again with --resume: the run goes back to "
+                         "the newest intact checkpoint and trains from there")
+    path = checkpoint / BEST if (checkpoint / BEST).is_file() else checkpoint.parent / BEST
+    if not path.is_file():
+        raise UsageError(f"checkpoint {checkpoint} holds no best model; run again with --resume, or start over with --overwrite")
+    return load_tensors(path)
 
 
 def intact(folder: Path) -> str | None:
@@ -135,8 +181,11 @@ def intact(folder: Path) -> str | None:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError):
         return "no readable manifest.json (the checkpoint was never finished)"
-    for f in FILES:
+    if not isinstance(manifest, dict):
+        return "manifest.json is not a manifest"
+    for f in (*FILES, *([BEST] if BEST in manifest else [])):
         path, want = folder / f, manifest.get(f, {})
+        want = want if isinstance(want, dict) else {}
         if not path.is_file():
             return f"{f} is missing"
         if path.stat().st_size != want.get("size") or _sha256(path) != want.get("sha256"):
@@ -164,28 +213,31 @@ def find_latest(root: Path) -> tuple[Path | None, list[dict]]:
     return None, skipped
 
 
-def resume_point(out_dir: Path, resume: bool, overwrite: bool) -> tuple[Path | None, list[dict]]:
-    """Decide, touching nothing, how a run uses ``out_dir``: ``(checkpoint to resume from or None, damaged
-    checkpoints skipped)``. None means a fresh start; the caller claims the folder
+def resume_point(out_dir: Path, resume: bool, overwrite: bool, kind: str) -> tuple[Path | None, list[dict]]:
+    """Decide, touching nothing, how a ``kind`` run (teacher or student) uses ``out_dir``: ``(checkpoint to resume
+    from or None, damaged checkpoints skipped)``. None means a fresh start; the caller claims the folder
     (:func:`crossdistill.fsutil.claim_output_dir`) only after every other input has been validated.
 
     Refused with a UsageError: a path that is a file; a non-empty folder without ``resume``/``overwrite``; a
-    non-empty folder this toolkit did not write (``resume`` or ``overwrite`` alike: only our own folders are
-    ever cleared); ``resume`` of a finished run (``done.json``) that has no checkpoint left.
+    non-empty folder that is not a ``kind`` run of this toolkit (``resume`` or ``overwrite`` alike: only a script's
+    own kind of folder is ever cleared or continued); ``resume`` of a finished run (``done.json``) that has no
+    checkpoint left.
     """
     from .errors import UsageError
-    from .fsutil import check_output_dir, content, is_ours
+    from .fsutil import check_output_dir, content, folder_kind
 
     out_dir = Path(out_dir)
+    found_kind = folder_kind(out_dir) if out_dir.is_dir() else None
+    if resume and out_dir.is_dir() and content(out_dir) and found_kind != kind:
+        what = "not a run of this toolkit" if found_kind is None else f"a {found_kind.replace('_', ' ')} folder, not a {kind} run"
+        raise UsageError(f"{out_dir} is {what} (no checkpoint of a {kind} run, no marker), so --resume will not touch it; "
+                         "choose another --output_dir")
     found, skipped = find_latest(out_dir / "checkpoints") if resume and out_dir.is_dir() else (None, [])
     if found is not None:
         return found, skipped
     if resume and (out_dir / "done.json").is_file():
         raise UsageError(f"{out_dir} already holds a finished run (done.json); nothing to resume")
-    if resume and out_dir.is_dir() and content(out_dir) and not is_ours(out_dir):
-        raise UsageError(f"{out_dir} is not a run of this toolkit (no checkpoint, no .crossdistill-run marker), so "
-                         "--resume will not touch it; choose another --output_dir")
-    check_output_dir(out_dir, overwrite or resume)
+    check_output_dir(out_dir, overwrite or resume, kind)
     return None, skipped
 
 
@@ -207,8 +259,6 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     (another model, LoRA on/off, other trainable parameters) is refused with a UsageError instead of being
     half-loaded.
     """
-    from .errors import UsageError
-
     try:
         load_trainable(model, load_tensors(folder / "trainable.pt"))
         optimizer.load_state_dict(load_tensors(folder / "optimizer.pt"))

@@ -94,6 +94,7 @@ class StudentConfig(TrainingConfig):
     soft_weight: float
     kl_student: str
     infonce_weight: float
+    kl_tau_squared: bool
     scale: float | None           # None: the student's own (resolved at the start of the run)
     teacher_fusion: str
     val_pool: str

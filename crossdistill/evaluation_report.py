@@ -11,7 +11,7 @@ import numpy as np
 from .errors import UsageError
 from .data import TripletPool
 from .evaluation import evaluate_bi_encoder, load_bi_encoder, peak_rss_mb, retrieval_table
-from .fsutil import atomic_dir, check_output_dir, write_json
+from .fsutil import atomic_dir, check_output_dir, mark_owner, refuse_overlap, write_json
 from .metrics import ranking_metrics, top_k_run
 from .plots import analysis_figure, comparison_figure
 
@@ -60,7 +60,7 @@ def run_evaluation(args, log=print) -> Path:
     if not model_path.exists() and ("/" in args.model_path or model_path.suffix):
         raise UsageError(f"--model_path {model_path} does not exist; pass the student folder written by "
                          "train_distillation_pipeline.py")
-    out_dir = check_output_dir(args.output_dir, args.overwrite, ("bi_encoder_evaluation_results.json", "report.md"))
+    out_dir = check_output_dir(args.output_dir, args.overwrite, "evaluation")
     ts = TripletPool.from_csv(args.test_data)
     beir = load_beir(args.beir_dir, args.split) if args.beir_dir else None
     teacher = None
@@ -119,6 +119,7 @@ def run_evaluation(args, log=print) -> Path:
         comparison_figure(student["_pos"], student["_neg"], {n: c[table_scope] for n, c in comparison.items() if table_scope in c},
                           tmp / COMPARISON_PNG, scatter, "full corpus" if beir is not None else "test pool")
         (tmp / "report.md").write_text(_report_md(report, table, samples), encoding="utf-8")
+        mark_owner(tmp, "evaluation")
     log("\n" + _headline(stats) + "\n\n" + table)
     log("\nsample pairs:\n" + "\n".join(f"  [{s['positive_score']:.3f} vs {s['negative_score']:.3f}] {s['anchor'][:90]}"
                                           for s in samples))

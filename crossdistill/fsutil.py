@@ -36,31 +36,89 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 # files the monitor keeps in a run's folder; they never make a folder "non-empty" and survive --overwrite
 MONITOR_FILES = frozenset({"monitor.lock", "monitor.jsonl", "monitor_child.json", "train.log"})
-# written into every output folder this toolkit creates or takes over: the proof that it may clear it
-MARKER = ".crossdistill-run"
+# written into every output folder this toolkit creates, and kept: which script wrote it, for what kind of output
+OWNER_FILE = ".crossdistill.json"
+KINDS = ("prepared_data", "teacher", "student", "evaluation")
+MARKER = ".crossdistill-run"  # what earlier versions wrote while a run trained (its "stage" = the kind)
 RUN_LOCK = ".run.lock"  # held (flock) by the training process writing the folder
 _HELD_LOCKS: list = []
-# a training run's own state (cleared when a fresh run takes the folder over)
+# a training run's own state, set aside (not deleted) when a fresh run takes the folder over
 RUN_STATE = frozenset({"events.jsonl", "checkpoints", ".staging"})
-PREVIOUS_DONE = ".done.previous.json"  # an overwritten run's done.json, until the new run publishes
+PREVIOUS = ".previous"  # an overwritten run's done.json, events and checkpoints, until the new run publishes
+PREVIOUS_DONE = ".done.previous.json"  # what earlier versions set aside instead
+# what each script writes into its folder, for folders written before OWNER_FILE existed
+PREPARED_FILES = frozenset({"train.csv", "val.csv", "test.csv", "prepare_config.json", "corpus.jsonl"})
+EVALUATION_FILES = frozenset({"bi_encoder_evaluation_results.json", "bi_encoder_evaluation_analysis.png",
+                              "bi_encoder_retrieval_comparison.png", "report.md"})
 
 
-def is_ours(path: Path, signatures: tuple[str, ...] = ()) -> bool:
-    """True if ``path`` was provably written by this toolkit: it holds the marker, a ``done.json`` naming a
-    stage, a checkpoint index, or one of ``signatures`` (files only this toolkit writes, e.g. prepare_config.json)."""
-    if (path / MARKER).is_file() or (path / "checkpoints" / "latest.json").is_file():
-        return True
-    if any((path / s).is_file() for s in signatures):
-        return True
+def _json(path: Path):
     try:
-        return "stage" in json.loads((path / "done.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def folder_kind(path: str | os.PathLike) -> str | None:
+    """What this toolkit wrote into ``path`` — ``prepared_data``, ``teacher``, ``student`` or ``evaluation`` — or None
+    when nothing proves it wrote the folder. The one rule of ownership: every script asks it before it replaces or
+    resumes anything, and a folder is cleared only by the script of its own kind.
+
+    Proof, in order: the owner file every output folder now holds (:data:`OWNER_FILE`, kept for good); for folders of
+    earlier versions, the training marker or ``done.json`` naming the stage, or — prepared data and evaluations —
+    ``prepare_config.json`` / ``bi_encoder_evaluation_results.json`` with *nothing but* the files that script writes
+    (a ``report.md`` beside a thesis proves nothing)."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    owner = _json(path / OWNER_FILE)
+    if isinstance(owner, dict) and owner.get("tool") == "crossdistill" and owner.get("kind") in KINDS:
+        return owner["kind"]
+    for f in (path / MARKER, path / "done.json"):
+        info = _json(f)
+        if isinstance(info, dict) and info.get("stage") in ("teacher", "student"):
+            return info["stage"]
+    if (path / "checkpoints" / "latest.json").is_file():  # a run of an earlier version: its start event names it
+        for event in read_events(path / "events.jsonl")[:50]:
+            if isinstance(event, dict) and event.get("event") == "start" and event.get("stage") in ("teacher", "student"):
+                return event["stage"]
+    names = {p.name for p in path.iterdir()} - MONITOR_FILES - {RUN_LOCK}
+    prepared = _json(path / "prepare_config.json")
+    if isinstance(prepared, dict) and "source_type" in prepared and names <= PREPARED_FILES:
+        return "prepared_data"
+    results = _json(path / "bi_encoder_evaluation_results.json")
+    if isinstance(results, dict) and "retrieval" in results and names <= EVALUATION_FILES:
+        return "evaluation"
+    return None
+
+
+def is_ours(path: str | os.PathLike, kind: str) -> bool:
+    """True if ``path`` is a ``kind`` folder this toolkit wrote (:func:`folder_kind`)."""
+    return folder_kind(path) == kind
+
+
+def mark_owner(folder: Path, kind: str) -> None:
+    """Write the owner file: ``folder`` is a ``kind`` output of this toolkit."""
+    write_json(Path(folder) / OWNER_FILE, {"tool": "crossdistill", "kind": kind})
 
 
 def content(path: Path) -> list[Path]:
-    """What a folder holds besides the monitor's files, the marker and the run lock."""
-    return [p for p in path.iterdir() if p.name not in MONITOR_FILES and p.name not in (MARKER, RUN_LOCK)]
+    """What a folder holds besides the monitor's files, the markers and the run lock."""
+    return [p for p in path.iterdir() if p.name not in MONITOR_FILES and p.name not in (MARKER, RUN_LOCK, OWNER_FILE)]
+
+
+def refuse_overlap(output: str | os.PathLike, flag: str, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse an output folder that is, holds or lies inside one of the run's inputs (``{flag: path}``): a student is
+    never published over its own teacher, an evaluation never replaces the model it evaluates."""
+    out = Path(output).expanduser().resolve()
+    for name, value in inputs.items():
+        if not value or not Path(value).expanduser().exists():
+            continue
+        src = Path(value).expanduser().resolve()
+        if out == src or src in out.parents or out in src.parents:
+            where = "is" if out == src else ("lies inside" if src in out.parents else "holds")
+            raise UsageError(f"{flag} {output} {where} {name} {value}; writing there would replace an input of this "
+                             f"run: choose another {flag}")
 
 
 def lock_run(path: Path) -> None:
@@ -98,11 +156,12 @@ def releases_run_lock(train: Callable) -> Callable:
     return run
 
 
-def check_output_dir(path: str | os.PathLike, overwrite: bool, signatures: tuple[str, ...] = ()) -> Path:
-    """Check that ``path`` may receive a new result; deletes nothing.
+def check_output_dir(path: str | os.PathLike, overwrite: bool, kind: str) -> Path:
+    """Check that ``path`` may receive a new ``kind`` result; deletes nothing.
 
-    A file, a non-empty folder without ``overwrite``, and — with ``overwrite`` — a non-empty folder that this toolkit
-    did not write (:func:`is_ours`) are refused. The caller replaces the old result only when the new one is complete.
+    A file, a non-empty folder without ``overwrite``, and — with ``overwrite`` — a non-empty folder that is not a
+    ``kind`` folder this toolkit wrote (:func:`folder_kind`: a user's files, or another script's output) are refused.
+    The caller replaces the old result only when the new one is complete.
     """
     path = Path(path)
     if path.is_symlink() and not path.exists():
@@ -115,9 +174,13 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, signatures: tuple
     if path.is_dir() and content(path):
         if not overwrite:
             raise UsageError(f"output folder {path} already exists and is not empty; pass --overwrite or choose another --output_dir")
-        if not is_ours(path, signatures):
+        found = folder_kind(path)
+        if found is None:
             raise UsageError(f"output folder {path} holds files this toolkit did not write, so --overwrite will not clear it; "
                              "choose another --output_dir (or empty the folder yourself)")
+        if found != kind:
+            raise UsageError(f"output folder {path} holds a {found.replace('_', ' ')} folder written by this toolkit, not "
+                             f"a {kind.replace('_', ' ')} one, so --overwrite will not replace it; choose another output folder")
     parent = path.parent if not path.exists() else path
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -134,33 +197,77 @@ def _remove(p: Path) -> None:
 
 
 def claim_output_dir(path: Path, stage: str) -> bool:
-    """Take ``path`` over for a fresh run, once the inputs are validated (:func:`check_output_dir` already refused
-    folders that are not ours): create it, clear the previous run's state (events, checkpoints), set its
-    ``done.json`` aside (a new run is not done; :func:`release_output_dir` puts it back if the run is refused
-    before it trains) and write the marker. A previous run's published files stay until :func:`publish` replaces
-    them. Returns True if the folder was created now."""
+    """Take ``path`` over for a fresh ``stage`` run, once every input is validated (:func:`check_output_dir` already
+    refused folders that are not a ``stage`` folder of ours): create it, write the owner file, and set the previous
+    run's ``done.json``, events and checkpoints aside in ``.previous/`` (a new run is not done; nothing is deleted:
+    :func:`release_output_dir` puts them back if the run fails before it trains, :func:`publish` drops them once the
+    new result is in place). A previous run's published files stay until :func:`publish` replaces them. If
+    ``.previous/`` already exists, an earlier claim set the finished result aside and what is in the folder now is that
+    failed new run's state, which is cleared. Returns True if the folder was created now."""
     created = not path.exists() or {p.name for p in path.iterdir()} <= {RUN_LOCK}
     path.mkdir(parents=True, exist_ok=True)
-    for name in RUN_STATE:
-        _remove(path / name)
-    if (path / "done.json").is_file():
-        os.replace(path / "done.json", path / PREVIOUS_DONE)
-    write_json(path / MARKER, {"tool": "crossdistill", "stage": stage, "claimed": round(time.time(), 3)})
+    previous = path / PREVIOUS
+    if previous.is_dir():
+        for name in RUN_STATE:
+            _remove(path / name)
+    else:
+        staging = previous.with_name(PREVIOUS + ".tmp")
+        _remove(staging)
+        staging.mkdir()
+        for name in (*sorted(RUN_STATE - {".staging"}), "done.json", PREVIOUS_DONE):
+            if (path / name).exists() or (path / name).is_symlink():
+                os.replace(path / name, staging / name)
+        os.replace(staging, previous)
+        _remove(path / ".staging")
+    mark_owner(path, stage)
     return created
 
 
 def release_output_dir(path: Path, created: bool) -> None:
-    """Undo :func:`claim_output_dir` for a run refused before it trained (e.g. by the teacher guard): remove what
-    it wrote, give an overwritten result its ``done.json`` back, and remove the folder if the claim created it
-    (the monitor's own files aside)."""
+    """Undo :func:`claim_output_dir` for a run that failed before it trained (e.g. refused by the teacher guard):
+    remove what it wrote, give an overwritten result its ``done.json``, events and checkpoints back exactly as they
+    were, and remove the folder if the claim created it (the monitor's own files aside)."""
     for name in RUN_STATE:
         _remove(path / name)
+    previous = path / PREVIOUS
+    if previous.is_dir():
+        for item in previous.iterdir():
+            os.replace(item, path / (item.name if item.name != PREVIOUS_DONE else "done.json"))
+        previous.rmdir()
     if (path / PREVIOUS_DONE).is_file():
         os.replace(path / PREVIOUS_DONE, path / "done.json")
     if created:
+        _remove(path / OWNER_FILE)
         _remove(path / MARKER)
         if {p.name for p in path.iterdir()} <= {RUN_LOCK}:
             shutil.rmtree(path)
+
+
+class _Claim:
+    def __init__(self, path: Path, stage: str, active: bool):
+        self.path, self.active = path, active
+        self.created = claim_output_dir(path, stage) if active else False
+        self.committed = not active
+
+    def commit(self) -> None:
+        """The run is accepted: from here on a failure leaves a run to resume, not the previous result."""
+        self.committed = True
+
+
+@contextlib.contextmanager
+def claimed_output(path: Path, stage: str, fresh: bool, main: bool = True, wait: Callable[[], None] = lambda: None):
+    """Claim ``path`` for a fresh ``stage`` run (main process only; ``wait`` then lets the others through) for the
+    body, which calls ``claim.commit()`` once the run is accepted. Any failure before that — a refused teacher, a bad
+    input found late, an interrupt — releases the folder: the previous result comes back exactly as it was
+    (:func:`release_output_dir`). A resumed run (``fresh`` False) claims nothing."""
+    claim = _Claim(Path(path), stage, fresh and main)
+    wait()
+    try:
+        yield claim
+    except BaseException:
+        if not claim.committed:
+            release_output_dir(claim.path, claim.created)
+        raise
 
 
 @contextlib.contextmanager
@@ -169,7 +276,7 @@ def staging_dir(out_dir: Path) -> Iterator[Path]:
     permissions) the half-written folder is removed and the error becomes one clear message: the run's
     checkpoints are untouched, so ``--resume`` publishes once there is room."""
     staging = out_dir / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
+    _remove(staging)  # a leftover folder, or a link planted in its place (removed, never followed)
     staging.mkdir(parents=True)
     try:
         yield staging
@@ -195,11 +302,12 @@ def publish(staging: Path, out_dir: Path, done: dict) -> None:
     staging.rmdir()
     for old in out_dir.iterdir():  # stale files of an overwritten run (e.g. its adapter/ when this one has none)
         if old.name not in new and old.name not in RUN_STATE and old.name not in MONITOR_FILES and \
-                old.name not in (MARKER, RUN_LOCK, "runs"):  # runs/: TensorBoard curves of --report_to
+                old.name not in (MARKER, RUN_LOCK, OWNER_FILE, PREVIOUS, "runs"):  # runs/: TensorBoard curves
             _remove(old)
     write_json(out_dir / "done.json", done)
-    for name in (MARKER, RUN_LOCK):  # done.json (naming the stage) is the proof of ownership from now on
-        (out_dir / name).unlink(missing_ok=True)
+    for name in (MARKER, RUN_LOCK, PREVIOUS_DONE):
+        _remove(out_dir / name)
+    _remove(out_dir / PREVIOUS)  # the overwritten result is replaced now
 
 
 @contextlib.contextmanager

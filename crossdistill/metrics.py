@@ -65,6 +65,21 @@ def ranking_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, f
     return {k: float(v) for k, v in res.items()}
 
 
+def per_query_metric(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metric: str = "ndcg@10") -> dict[str, float]:
+    """``metric`` of each query of ``qrels`` (ties by document id, absent queries 0), for paired comparisons."""
+    import warnings
+
+    from ranx import Qrels, Run, evaluate
+
+    queries = list(qrels)
+    q, r = _fixed_width_ids(qrels, _break_ties(_every_query(qrels, run)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = evaluate(Qrels(q), Run(r), metric, return_mean=False, make_comparable=True)
+    by_query = dict(zip(sorted(q), values)) if len(values) == len(queries) else {}
+    return {x: float(by_query[x]) for x in queries}
+
+
 def top_k_run(query_ids: list[str], doc_ids: list[str], scores: np.ndarray, k: int) -> dict[str, dict[str, float]]:
     """Turn a (n_queries, n_docs) score matrix into a ranx-style run holding each query's top ``k``."""
     k = min(k, scores.shape[1])

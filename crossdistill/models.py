@@ -152,10 +152,31 @@ def resolve_model(name: str, query_prefix: str | None = None, passage_prefix: st
                          fam_p if passage_prefix is None else passage_prefix)
 
 
+def refuse_pickled_weights(folder: str | Path) -> None:
+    """Refuse a model folder whose weights exist only as pickles (``pytorch_model*.bin``, no ``*.safetensors``):
+    nothing this toolkit loads is ever unpickled."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
+        return
+    pickled = sorted(p.name for p in folder.glob("*.bin") if p.name.startswith(("pytorch_model", "model")))
+    if pickled:
+        raise UsageError(f"refusing to unpickle {folder / pickled[0]}: pickle-based weights can run code when loaded, and "
+                         "this folder has no safetensors; convert it to safetensors where you trust it (transformers: "
+                         "from_pretrained(folder).save_pretrained(folder, safe_serialization=True)) and pass it again")
+
+
 def load_or_fail(loader, resolved: ResolvedModel, what: str):
-    """Call ``loader(path)``; turn a missing/unreachable model into a UsageError."""
+    """Call ``loader(path)``; turn a missing/unreachable model into a UsageError. A local folder with pickle-only
+    weights is refused before anything is loaded."""
+    import pickle
+
+    if resolved.is_local:
+        refuse_pickled_weights(resolved.path)
     try:
         return loader(resolved.path)
+    except pickle.UnpicklingError as exc:
+        raise UsageError(f"refusing to unpickle the weights of {what} '{resolved.name}' ({str(exc).splitlines()[0][:120]}); "
+                         "convert them to safetensors") from None
     except (OSError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"cannot load {what} '{resolved.name}' ({msg}); pass a local folder, an offline alias ("
@@ -218,3 +239,28 @@ def check_max_len(max_len: int | None, config, what: str) -> None:
     limit = position_limit(config)
     if max_len and limit and max_len > limit:
         raise UsageError(f"--max_len {max_len} is longer than the {what} can read ({limit} tokens); pass --max_len {limit} or less")
+
+
+def check_tokenizer(tokenizer, config, what: str) -> None:
+    """Refuse a tokenizer whose ids run past the model's embedding table (they would crash the first forward pass with
+    an IndexError): tokenizer and weights that do not belong together."""
+    vocab = getattr(config, "vocab_size", None)
+    if vocab and len(tokenizer) > vocab:
+        raise UsageError(f"the {what}'s tokenizer has {len(tokenizer)} tokens but its embedding table holds {vocab}: "
+                         "tokenizer and weights do not belong together; use the tokenizer saved with the model")
+
+
+def check_prefixes(tokenizer, max_len: int, query_prefix: str, passage_prefix: str, what: str, pair: bool = False) -> None:
+    """Refuse prefixes that leave no room for the text within ``max_len`` tokens: every query (or passage) would be
+    cut down to the same prefix. ``pair``: query and passage share one input (the teacher)."""
+    def tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+    room = max_len - tokenizer.num_special_tokens_to_add(pair=pair)
+    sizes = {"--query_prefix": tokens(query_prefix), "--passage_prefix": tokens(passage_prefix)}
+    checks = [("--query_prefix and --passage_prefix", sum(sizes.values()))] if pair else list(sizes.items())
+    for flag, n in checks:
+        if n and n >= room:
+            raise UsageError(f"{flag} take{'s' if not pair else ''} {n} tokens of the {what}'s --max_len {max_len} "
+                             f"({room} left after special tokens): nothing of the text would remain; shorten the prefix "
+                             "or raise --max_len")

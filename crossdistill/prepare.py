@@ -10,7 +10,7 @@ import pandas as pd
 
 from . import data
 from .errors import UsageError
-from .fsutil import atomic_dir, check_output_dir, write_json
+from .fsutil import atomic_dir, check_output_dir, mark_owner, write_json
 from .mining import MiningRule, make_miner, pick_negatives, random_negatives
 
 SPLITS = ("train", "val", "test")
@@ -125,7 +125,7 @@ def prepare(args, log=print) -> Path:
     """Run the whole preparation; returns the written folder."""
     kind = args.source_type or detect_kind(args.source)
     out_dir = Path(args.output_root) / args.data_version
-    check_output_dir(out_dir, args.overwrite, ("prepare_config.json",))  # refuse early; nothing is deleted here
+    check_output_dir(out_dir, args.overwrite, "prepared_data")  # refuse early; nothing is deleted here
     splits, given, per_split_pool = load_splits(args.source, kind, args.val_fraction, args.test_fraction, args.seed)
     for name in SPLITS:
         if not splits[name].qrels:
@@ -153,6 +153,7 @@ def prepare(args, log=print) -> Path:
             config["corpus_passages"] = len(splits["train"].corpus)
         config["seconds"] = round(time.time() - t0, 1)
         write_json(tmp / "prepare_config.json", config)
+        mark_owner(tmp, "prepared_data")
     log(f"wrote {out_dir} in {time.time() - t0:.1f}s: "
         + ", ".join(f"{s} {config['splits'][s]['rows']} rows" for s in SPLITS))
     return out_dir

@@ -48,6 +48,7 @@ class LossSettings:
     negative_penalty_weight: float  # the original's negative-score penalty
     scale: float  # inverse temperature on cosines (InfoNCE, MarginMSE, scaled KL)
     cross_device_negatives: bool = False  # other processes' passages as extra negatives
+    kl_tau_squared: bool = False  # the KL multiplied by tau^2
 
     @classmethod
     def from_args(cls, args) -> "LossSettings":
@@ -70,7 +71,8 @@ def loss_settings(recipe: str = DEFAULT_RECIPE, **overrides) -> LossSettings:
     them: for library use, tests and benchmarks."""
     from argparse import Namespace
 
-    args = Namespace(recipe=recipe, scale=20.0, cross_device_negatives=False, **{k: None for k in STUDENT_RECIPES[recipe]})
+    args = Namespace(recipe=recipe, scale=20.0, cross_device_negatives=False, kl_tau_squared=False,
+                     **{k: None for k in STUDENT_RECIPES[recipe]})
     for key, value in overrides.items():
         setattr(args, key, value)
     apply_recipe(args)

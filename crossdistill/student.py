@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UsageError
-from .models import ResolvedModel, apply_lora, attention_dropout_kwargs, check_max_len, load_or_fail
+from .models import ResolvedModel, apply_lora, attention_dropout_kwargs, check_max_len, check_tokenizer, load_or_fail
 
 
 class BiEncoderStudent(torch.nn.Module):
@@ -37,6 +37,7 @@ class BiEncoderStudent(torch.nn.Module):
         if _transformer(st) is None:
             raise UsageError(f"{resolved.name} has no transformer module; the student must be a transformer bi-encoder")
         check_max_len(max_len, _transformer(st).model.config, f"student {resolved.name}")
+        check_tokenizer(st.tokenizer, _transformer(st).model.config, f"student {resolved.name}")
         if max_len:
             st.max_seq_length = max_len
         student = cls(st, resolved.query_prefix, resolved.passage_prefix)

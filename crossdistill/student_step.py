@@ -12,6 +12,7 @@ import torch
 
 from . import hooks
 from .candidates import CandidateList
+from .errors import UsageError
 from .losses import distillation_loss
 from .recipes import LossSettings
 from .student import BiEncoderStudent
@@ -59,7 +60,8 @@ def _fp32_loss(q_emb, p_emb, index, mask, soft_labels, positive, loss: LossSetti
                              contrastive_weight=loss.contrastive_weight,
                              negative_penalty_weight=loss.negative_penalty_weight, extra_negatives=extra,
                              student_tau=loss.student_tau, soft_loss=loss.soft_loss, soft_weight=loss.soft_weight,
-                             scale=loss.scale, infonce_weight=loss.infonce_weight, in_batch=in_batch)
+                             scale=loss.scale, infonce_weight=loss.infonce_weight, kl_tau_squared=loss.kl_tau_squared,
+                             in_batch=in_batch)
 
 
 def _rng_snapshot():
@@ -128,3 +130,35 @@ def forward_backward(student, lists, soft_labels, positive, loss: LossSettings, 
 
 def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def n_texts(lists: list[CandidateList]) -> int:
+    """Texts one step encodes: its queries and its distinct passages."""
+    return len(lists) + len({p for c in lists for p in c.passages})
+
+
+def train_step(student, batch, loss: LossSettings, state: dict, step: int, accelerator, optimizer, accumulation: int,
+               events, log) -> dict:
+    """One batch's forward and backward, never skipped: on out-of-memory the same batch is redone in exact
+    micro-batches half as large (the size is kept in ``state["micro_batch_size"]`` for the rest of the run and its
+    checkpoints, and logged as an ``oom`` event). ``accumulation`` > 1 splits every batch into that many exact
+    micro-batches from the start (the same gradient, less memory)."""
+    lists, soft_labels, positive = batch
+    micro = state["micro_batch_size"]
+    if micro is None and accumulation > 1:
+        micro = -(-n_texts(lists) // accumulation)
+    while True:
+        try:
+            return forward_backward(student, lists, soft_labels, positive, loss, micro, step, accelerator)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not is_oom(exc):
+                raise
+            optimizer.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            state["micro_batch_size"] = micro = (micro or n_texts(lists)) // 2
+            events.log("oom", step=step, micro_batch_size=micro, error=str(exc)[:200])
+            log(f"out of memory at step {step}: retrying with micro-batches of {micro} texts")
+            if micro < 1:
+                raise UsageError("out of memory even with one text per forward pass; lower --max_len or use a smaller "
+                                 "model") from None

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .models import (TEACHER_CONFIG_NAMES, ResolvedModel, attention_dropout_kwargs, check_max_len, load_or_fail,
-                     teacher_config_file)
+from .models import (TEACHER_CONFIG_NAMES, ResolvedModel, attention_dropout_kwargs, check_max_len, check_prefixes,
+                     check_tokenizer, load_or_fail, refuse_pickled_weights, teacher_config_file)
 
 TEACHER_CONFIG = TEACHER_CONFIG_NAMES[0]
 HEAD_NAMES = ("classifier", "pooler", "score")
@@ -110,6 +110,8 @@ class CrossEncoderTeacher:
             tok.pad_token = tok.eos_token
         model.config.pad_token_id = tok.pad_token_id
         check_max_len(max_len, model.config, f"teacher base model {resolved.name}")
+        check_tokenizer(tok, model.config, f"teacher base model {resolved.name}")
+        check_prefixes(tok, max_len, resolved.query_prefix, resolved.passage_prefix, "teacher", pair=True)
         if pooling == "mean" and teacher_config_file(resolved.path) is None:
             add_mean_pooling_layer(model)  # a teacher folder as base (continued training) already has its head
         return cls(model, tok, max_len, resolved.query_prefix, resolved.passage_prefix)
@@ -125,11 +127,13 @@ class CrossEncoderTeacher:
         if not (path / "config.json").is_file():
             raise UsageError(f"{path} is not a teacher folder (no config.json); pass the --output_dir of train_teacher_model.py")
         cfg = read_teacher_config(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        refuse_pickled_weights(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
         if model.config.num_labels != 1:
             raise UsageError(f"{path} is a classifier with {model.config.num_labels} labels, not a relevance teacher (num_labels=1)")
         tok = AutoTokenizer.from_pretrained(path)
         check_max_len(max_len, model.config, f"teacher {path}")
+        check_tokenizer(tok, model.config, f"teacher {path}")
         return cls(model, tok, max_len or cfg.get("max_len", 256), cfg.get("query_prefix", ""), cfg.get("passage_prefix", ""))
 
     # ----------------------------------------------------------------- encoding and scoring

@@ -15,7 +15,8 @@ base rate (see README, "Teacher recipe").
 from __future__ import annotations
 
 import contextlib
-import math
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,13 @@ import torch.nn.functional as F
 
 from . import data, hooks
 from .config import TeacherConfig
-from .checkpoint import load_tensors, load_trainable, resume_point
-from .engine import Loop, Stage, fresh_state, publish_run, resume_state, train_epochs
+from .checkpoint import load_trainable, resume_point
+from .engine import Loop, Stage, best_weights, fresh_state, publish_run, resume_state, total_steps, train_epochs
 from .errors import UsageError
-from .fsutil import EventLog, claim_output_dir, lock_run, releases_run_lock, write_json
+from .fsutil import EventLog, claimed_output, lock_run, refuse_overlap, releases_run_lock, write_json
+from .losses import localized_contrastive_loss, pointwise_bce_loss
 from .model_card import teacher_card
-from .models import apply_lora, resolve_model
+from .models import ResolvedModel, apply_lora, resolve_model
 from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
 from .training import linear_schedule, make_accelerator, make_optimizer, peak_memory, seed_everything
 
@@ -75,8 +77,7 @@ def evaluate_teacher(teacher: CrossEncoderTeacher, groups, batch_size: int, devi
 def _bce_loss(teacher, batch, pos_weight, device):
     queries, passages, labels = zip(*batch)
     logits = teacher.logits(teacher.encode(list(queries), list(passages)).to(device))
-    target = torch.tensor(labels, dtype=logits.dtype, device=device)
-    return F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(pos_weight, device=device))
+    return pointwise_bce_loss(logits, torch.tensor(labels, device=device), pos_weight)
 
 
 def _listwise_loss(teacher, batch, device):
@@ -85,108 +86,128 @@ def _listwise_loss(teacher, batch, device):
         queries += [a] * (1 + len(negs))
         passages += [p] + negs
         sizes.append(1 + len(negs))
-    logits = teacher.logits(teacher.encode(queries, passages).to(device))
-    lists = torch.split(logits, sizes)
-    width = max(sizes)
-    padded = torch.stack([F.pad(x, (0, width - len(x)), value=float("-inf")) for x in lists])
-    return F.cross_entropy(padded, torch.zeros(len(lists), dtype=torch.long, device=device))
+    return localized_contrastive_loss(teacher.logits(teacher.encode(queries, passages).to(device)), sizes)
+
+
+@dataclass
+class TeacherInputs:
+    """Every input of a teacher run, read and checked before anything is written (:func:`read_inputs`)."""
+
+    resolved: ResolvedModel
+    train: list                   # (anchor, positive, [negatives]) groups of the training rows
+    val: list                     # the same for the val rows
+    examples: list                # what one training item is: (query, passage, label) for bce, a group for listwise
+    pos_weight: float | None
+    train_rows: int
+    settings: dict                # what every checkpoint records and a resume must match
+
+
+def read_inputs(cfg: TeacherConfig) -> TeacherInputs:
+    """Check and read every input of the run: nothing is written, nothing moved."""
+    train_file = data.data_file(cfg.data_version, "train", cfg.data_root)
+    train_df = data.subsample(data.read_triplets(train_file), cfg.max_samples, cfg.seed)
+    val_df = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "val", cfg.data_root)), cfg.max_val_samples,
+                            cfg.seed)
+    resolved = resolve_model(cfg.model_name, cfg.query_prefix, cfg.passage_prefix)
+    refuse_overlap(cfg.output_dir, "--output_dir", {"--model_name": resolved.path if resolved.is_local else None})
+    train = group_triplets(train_df)
+    if not any(negs for _, _, negs in train):
+        raise UsageError("every negative in the training data equals its positive, so there is nothing to learn; "
+                         "re-run prepare_data.py (or fix the CSV's negative column)")
+    examples, pos_weight = bce_examples(train, cfg.pos_weight) if cfg.loss == "bce" else (train, None)
+    settings = {**cfg.to_dict(), "train_data_sha256": hashlib.sha256(train_file.read_bytes()).hexdigest()}
+    return TeacherInputs(resolved, train, group_triplets(val_df), examples, pos_weight, len(train_df), settings)
+
+
+def build_teacher(cfg: TeacherConfig, resolved: ResolvedModel):
+    """A new teacher on the base model (head and, with ``--pooling mean``, the pooling layer freshly initialised),
+    with LoRA adapters when asked; returns (teacher, LoraConfig or None)."""
+    teacher = CrossEncoderTeacher.from_base(resolved, cfg.max_len, cfg.pooling, cfg.attention_dropout)
+    if cfg.gradient_checkpointing:
+        teacher.model.gradient_checkpointing_enable()
+    if not cfg.use_lora:
+        return teacher, None
+    heads = [n for n in HEAD_NAMES if any(n in m for m, _ in teacher.model.named_modules())]
+    teacher.model, lora_cfg = apply_lora(teacher.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, "SEQ_CLS",
+                                         modules_to_save=heads)
+    return teacher, lora_cfg
 
 
 @releases_run_lock
 def train_teacher(cfg: TeacherConfig, log=print) -> Path:
-    """Train, validate every epoch, keep the best (by val MRR, then val BCE), save. Returns the output folder.
+    """Train, validate every epoch, keep the best (by val MRR, then val BCE), publish. Returns the output folder.
 
     Checkpoints every ``--save_steps`` steps and at every epoch end; ``--resume`` continues from the last one
     with the same data order, RNG and optimizer state (bit-identical to an uninterrupted run on CPU).
     """
-    cfg = cfg if isinstance(cfg, TeacherConfig) else TeacherConfig.from_args(cfg)  # a parsed namespace: typed once
     out_dir = Path(cfg.output_dir)
-    ckpt_root = out_dir / "checkpoints"
-    resume_from, skipped = resume_point(out_dir, cfg.resume, cfg.overwrite)  # decides; touches nothing yet
-    train_df = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "train", cfg.data_root)), cfg.max_samples, cfg.seed)
-    val_df = data.read_triplets(data.data_file(cfg.data_version, "val", cfg.data_root))
-    if cfg.max_val_samples:
-        val_df = data.subsample(val_df, cfg.max_val_samples, cfg.seed)
-    resolved = resolve_model(cfg.model_name, cfg.query_prefix, cfg.passage_prefix)
-
+    resume_from, skipped = resume_point(out_dir, cfg.resume, cfg.overwrite, "teacher")  # decides; touches nothing
+    inputs = read_inputs(cfg)
     seed_everything(cfg.seed)
     accelerator = make_accelerator(cfg, out_dir, "teacher")
-    device, world, rank = accelerator.device, accelerator.num_processes, accelerator.process_index
-    main = accelerator.is_main_process
+    main, device = accelerator.is_main_process, accelerator.device
     log = log if main else (lambda *a, **k: None)
-    teacher = CrossEncoderTeacher.from_base(resolved, cfg.max_len, cfg.pooling, cfg.attention_dropout)
-    if cfg.gradient_checkpointing:
-        teacher.model.gradient_checkpointing_enable()
-    lora_cfg = None
-    if cfg.use_lora:
-        teacher.model, lora_cfg = apply_lora(teacher.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, "SEQ_CLS",
-                                             modules_to_save=[n for n in HEAD_NAMES if any(n in m for m, _ in teacher.model.named_modules())])
-
-    train_groups = group_triplets(train_df)
-    val_groups = group_triplets(val_df)
-    if not any(negs for _, _, negs in train_groups):
-        raise UsageError("every negative in the training data equals its positive, so there is nothing to learn; "
-                         "re-run prepare_data.py (or fix the CSV's negative column)")
-    if cfg.loss == "bce":
-        examples, pos_weight = bce_examples(train_groups, cfg.pos_weight)
-    else:
-        examples, pos_weight = train_groups, None
-    global_batch = cfg.batch_size * world  # --batch_size per process and step
-    total_steps = math.ceil(len(examples) / global_batch) * cfg.epochs
+    teacher, lora_cfg = build_teacher(cfg, inputs.resolved)
+    global_batch = cfg.batch_size * accelerator.num_processes  # --batch_size per process and step
     optimizer = make_optimizer(teacher.model, cfg.lr, cfg.head_lr, HEAD_NAMES, cfg.weight_decay)
-    scheduler = linear_schedule(optimizer, total_steps, cfg.warmup_ratio)
+    scheduler = linear_schedule(optimizer, total_steps(len(inputs.examples), global_batch, cfg.epochs), cfg.warmup_ratio)
     teacher.model, optimizer, scheduler = accelerator.prepare(teacher.model, optimizer, scheduler)
-    if world > 1:
-        torch.manual_seed(cfg.seed + rank)
+    if accelerator.num_processes > 1:
+        torch.manual_seed(cfg.seed + accelerator.process_index)
     plain = accelerator.unwrap_model(teacher.model)
     scorer = CrossEncoderTeacher(plain, teacher.tokenizer, cfg.max_len, teacher.query_prefix, teacher.passage_prefix)
-
     if main:
         lock_run(out_dir)  # one run per folder
-    if resume_from is None and main:  # every input is valid: only now is the output folder touched
-        claim_output_dir(out_dir, "teacher")
-    accelerator.wait_for_everyone()
-    events = EventLog(out_dir / "events.jsonl", enabled=main)
-    loop = Loop(accelerator, teacher.model, plain, optimizer, scheduler, ckpt_root, events, log, n_items=len(examples),
-                global_batch=global_batch, epochs=cfg.epochs, seed=cfg.seed, max_grad_norm=cfg.max_grad_norm,
-                log_steps=cfg.log_steps, save_steps=cfg.save_steps)
+    with claimed_output(out_dir, "teacher", fresh=resume_from is None, main=main, wait=accelerator.wait_for_everyone) as claim:
+        claim.commit()  # every input checked above: from here a failure leaves a run to resume
+        events = EventLog(out_dir / "events.jsonl", enabled=main)
+        loop = Loop(accelerator, teacher.model, plain, optimizer, scheduler, out_dir / "checkpoints", events, log,
+                    n_items=len(inputs.examples), global_batch=global_batch, epochs=cfg.epochs, seed=cfg.seed,
+                    max_grad_norm=cfg.max_grad_norm, log_steps=cfg.log_steps, save_steps=cfg.save_steps,
+                    settings=inputs.settings)
     if resume_from is not None:
         state = resume_state(loop, resume_from, skipped, cfg.lr)
     else:
         state = fresh_state(cfg.lr)
-        events.log("start", stage="teacher", total_steps=loop.total_steps, epochs=cfg.epochs, examples=len(examples),
-                   train_rows=len(train_df), val_lists=len(val_groups))
-    log(f"teacher: {resolved.name} ({resolved.path}), {len(train_df)} train rows -> {len(examples)} {cfg.loss} examples, "
-        f"{loop.total_steps} steps, device {device}, lora={'on' if cfg.use_lora else 'off'}, pooling {cfg.pooling} "
-        "(the classification head is new, randomly initialised: expected)")
-
-    def step(idx: list[int], step: int, state: dict) -> dict:
-        """Forward and backward of one batch, in ``--gradient_accumulation_steps`` smaller passes."""
-        batch = [examples[i] for i in idx]
-        parts = [batch[i::cfg.gradient_accumulation_steps] for i in range(cfg.gradient_accumulation_steps)]
-        parts = [p for p in parts if p]
-        loss = 0.0
-        for i, part in enumerate(parts):  # gradient accumulation: same batch, smaller forward passes
-            sync = contextlib.nullcontext() if i == len(parts) - 1 else accelerator.no_sync(teacher.model)
-            with sync, accelerator.autocast():
-                part_loss = (_bce_loss(teacher, part, pos_weight, device) if cfg.loss == "bce"
-                             else _listwise_loss(teacher, part, device)) * (len(part) / len(batch))
-                part_loss = hooks.on_loss(step, part_loss) if i == 0 else part_loss
-                accelerator.backward(part_loss)
-            loss = loss + part_loss.detach()
-        return {"loss": loss}
-
+        events.log("start", stage="teacher", total_steps=loop.total_steps, epochs=cfg.epochs, examples=len(inputs.examples),
+                   train_rows=inputs.train_rows, val_lists=len(inputs.val))
+    log(f"teacher: {inputs.resolved.name} ({inputs.resolved.path}), {inputs.train_rows} train rows -> "
+        f"{len(inputs.examples)} {cfg.loss} examples, {loop.total_steps} steps, device {device}, "
+        f"lora={'on' if cfg.use_lora else 'off'}, pooling {cfg.pooling} (the classification head is new, randomly "
+        "initialised: expected)")
     train_epochs(loop, state, Stage(
-        step=step,
-        evaluate=lambda: evaluate_teacher(scorer, val_groups, cfg.eval_batch_size, device),
-        eval_row=lambda epoch, step, metrics, seconds: {**metrics, "epoch": epoch, "step": step, "train_seconds": seconds},
-        is_better=lambda row, best: best is None or [row["val_mrr"], -row["val_bce"]] > best["key"],
-        best_entry=lambda epoch, row: {"epoch": epoch, "key": [row["val_mrr"], -row["val_bce"]]},
+        step=lambda idx, step, state: teacher_step(teacher, [inputs.examples[i] for i in idx], cfg, inputs.pos_weight, step,
+                                                   accelerator),
+        evaluate=lambda: evaluate_teacher(scorer, inputs.val, cfg.eval_batch_size, device),
+        select=("val_mrr", "-val_bce"), row_extra=lambda seconds: {"train_seconds": seconds},
         describe=lambda row: f"val_mrr {row['val_mrr']:.4f} val_acc {row['val_accuracy']:.4f} val_bce {row['val_bce']:.4f}"))
+    publish_teacher(loop, state, cfg, inputs, teacher, lora_cfg)
+    return out_dir
 
-    load_trainable(plain, load_tensors(ckpt_root / "best.pt")["trainable"])
-    best_epoch = state["best"]["epoch"]
-    history = state["history"]
+
+def teacher_step(teacher, batch: list, cfg: TeacherConfig, pos_weight, step: int, accelerator) -> dict:
+    """Forward and backward of one batch, in ``--gradient_accumulation_steps`` smaller passes (the same batch)."""
+    parts = [p for p in (batch[i::cfg.gradient_accumulation_steps] for i in range(cfg.gradient_accumulation_steps)) if p]
+    loss = 0.0
+    for i, part in enumerate(parts):
+        sync = contextlib.nullcontext() if i == len(parts) - 1 else accelerator.no_sync(teacher.model)
+        with sync, accelerator.autocast():
+            part_loss = (_bce_loss(teacher, part, pos_weight, accelerator.device) if cfg.loss == "bce"
+                         else _listwise_loss(teacher, part, accelerator.device)) * (len(part) / len(batch))
+            part_loss = hooks.on_loss(step, part_loss) if i == 0 else part_loss
+            accelerator.backward(part_loss)
+        loss = loss + part_loss.detach()
+    return {"loss": loss}
+
+
+def publish_teacher(loop: Loop, state: dict, cfg: TeacherConfig, inputs: TeacherInputs, teacher, lora_cfg) -> None:
+    """The best epoch's teacher (a standard sequence classifier, LoRA merged), its settings, card and metrics;
+    ``done.json`` last."""
+    plain = loop.unwrapped
+    best = best_weights(loop)
+    load_trainable(plain, best["trainable"])
+    best_epoch, history = best["info"]["epoch"], state["history"]
+    resolved = inputs.resolved
     final = CrossEncoderTeacher(plain.float(), teacher.tokenizer, cfg.max_len, resolved.query_prefix, resolved.passage_prefix)
     config = {"use_lora": bool(cfg.use_lora), "base_model": resolved.name, "base_model_path": resolved.path,
               "loss": cfg.loss, "pooling": cfg.pooling, "activation": "sigmoid"}
@@ -198,11 +219,11 @@ def train_teacher(cfg: TeacherConfig, log=print) -> Path:
 
     def write(staging: Path) -> None:
         save_teacher(final, staging, config)
-        write_json(staging / "training_args.json", cfg.to_dict())
+        write_json(staging / "training_args.json", {**cfg.to_dict(), "resolved": {
+            "query_prefix": resolved.query_prefix, "passage_prefix": resolved.passage_prefix, "base_model_path": resolved.path}})
         write_json(staging / "metrics.json", summary)
         (staging / "README.md").write_text(teacher_card(cfg, summary, resolved.name), encoding="utf-8")
 
-    publish_run(loop, out_dir, write, done={"stage": "teacher", "best_epoch": best_epoch, **history[best_epoch - 1]},
+    publish_run(loop, Path(cfg.output_dir), write, done={"stage": "teacher", "best_epoch": best_epoch, **history[best_epoch - 1]},
                 end_event={"best_epoch": best_epoch, **{k: v for k, v in history[best_epoch - 1].items() if k.startswith("val")}})
-    log(f"saved teacher to {out_dir} (best epoch {best_epoch}, {summary['train_seconds']}s)")
-    return out_dir
+    loop.log(f"saved teacher to {cfg.output_dir} (best epoch {best_epoch}, {summary['train_seconds']}s)")

@@ -88,7 +88,8 @@ def val_pool_passages(data_root: str, data_version: str, val_pool: str) -> tuple
 
 
 def teacher_guard(teacher_path: str, pool: TripletPool, student_cos: np.ndarray, cache_path: Path | None, *, guard_k: int,
-                  batch_size: int, fusion: dict[str, float], soft_labels: str, log=print, device=None) -> dict:
+                  batch_size: int, fusion: dict[str, float], soft_labels: str, log=print, device=None,
+                  fingerprint: str | None = None) -> dict:
     """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``.
 
     The reranker is what the student will learn from: the teacher's soft labels built by the same
@@ -97,7 +98,8 @@ def teacher_guard(teacher_path: str, pool: TripletPool, student_cos: np.ndarray,
     k = min(guard_k, len(pool.passages))
     top = np.argsort(-student_cos, axis=1, kind="stable")[:, :k]
     pairs = [(pool.queries[i], pool.passages[j]) for i in range(len(pool.queries)) for j in top[i]]
-    logits, _ = cached_teacher_logits(teacher_path, pairs, cache_path, batch_size, device=device, log=log)
+    logits, _ = cached_teacher_logits(teacher_path, pairs, cache_path, batch_size, device=device, log=log,
+                                      fingerprint=fingerprint)
     logits = logits.reshape(len(pool.queries), k)
     labels = build_soft_labels(list(logits), pool.queries, [[pool.passages[j] for j in row] for row in top], soft_labels,
                                fusion, bm25_pool=pool.passages, student_cos=list(np.take_along_axis(student_cos, top, 1)))

@@ -64,7 +64,7 @@ def test_student_folder_loads_without_peft_and_is_normalised(straight, tiny_mini
     assert metrics["candidates"]["K"] == 4 and metrics["guard"]["guard_k"] == 20
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     steps = [e for e in events if e["event"] == "step"]
-    assert {"step", "epoch", "loss", "lr", "samples_per_s", "time", "kl", "contrastive", "negative_penalty"} <= set(steps[0])
+    assert {"step", "epoch", "loss", "lr", "samples_per_s", "time", "soft", "contrastive", "negative_penalty"} <= set(steps[0])
     assert steps[-1]["step"] == 12  # 24 queries / 4 per step x 2 epochs
     done = json.loads((out / "done.json").read_text())
     assert done["stage"] == "student" and "val_mrr@10" in done
@@ -156,7 +156,7 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
         args = dataclasses.replace(args, cross_device_negatives=False)
         student.zero_grad()
         plain = forward_backward(student, lists, teacher, positive, args, None, 1, acc)
-        assert plain["kl"].item() == pytest.approx(out["kl"].item(), abs=1e-7)
+        assert plain["soft"].item() == pytest.approx(out["soft"].item(), abs=1e-7)
         assert plain["contrastive"].item() != pytest.approx(out["contrastive"].item(), abs=1e-4)
 
 
@@ -262,7 +262,7 @@ def test_similarities_and_losses_stay_fp32_under_bf16_autocast():
         assert (q @ p.T).dtype == torch.bfloat16  # what autocast does to a similarity left inside it
         mixed = _loss_from_embeddings(q, p, index, mask, soft, positive, settings, keys)
     assert mixed["loss"].dtype == torch.float32
-    for k in ("loss", "kl", "infonce"):
+    for k in ("loss", "soft", "infonce"):
         assert torch.equal(plain[k], mixed[k]), (k, plain[k], mixed[k])
 
 

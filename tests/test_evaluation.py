@@ -51,6 +51,14 @@ def test_matrix_metrics_agree_with_ranx_on_random_matrices_with_ties():
             assert ours[k] == pytest.approx(theirs[k], abs=1e-9), (trial, k, ours[k], theirs[k])
 
 
+def test_per_query_metric_names_each_query():
+    from crossdistill.metrics import per_query_metric
+
+    qrels = {"q2": {"d1": 1}, "q10": {"d2": 1}, "q1": {"d9": 1}}  # not in sorted order; q1 absent from the run
+    run = {"q10": {"d1": 0.5, "d2": 0.9}, "q2": {"d1": 0.1, "d2": 0.9}}
+    assert per_query_metric(qrels, run, "mrr@10") == {"q2": 0.5, "q10": 1.0, "q1": 0.0}
+
+
 def test_paired_comparison_hand_checked():
     # MRR@10 per query: baseline 1/2, 1, 1/3, 1/2; system 1, 1, 1, 1/4 -> differences 1/2, 0, 2/3, -1/4
     qrels = {q: {"a": 1} for q in ("q1", "q2", "q3", "q4")}

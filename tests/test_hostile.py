@@ -19,7 +19,7 @@ import torch
 from conftest import ROOT, SCIFACT, assert_usage_error, run_in_process
 from crossdistill.checkpoint import find_latest, load_tensors, rescale_lr, resume_point, save_checkpoint
 from crossdistill.errors import UsageError
-from crossdistill.fsutil import claim_output_dir, publish, release_output_dir
+from crossdistill.fsutil import claim_output_dir, mark_owner, publish, release_output_dir
 
 
 def user_folder(path: Path) -> dict:
@@ -150,8 +150,9 @@ def test_checkpoint_files_are_never_unpickled(tmp_path, monkeypatch):
     crafted = tmp_path / "rng.pt"
     with open(crafted, "wb") as f:
         pickle.dump({"python": _Payload()}, f)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(UsageError, match="refusing to unpickle .*objects other than tensors") as err:
         load_tensors(crafted)
+    assert "weights_only=False" not in str(err.value)  # torch's own advice is never passed on
     torch.save({"trainable": {"w": torch.ones(2)}, "info": {"epoch": 1}}, tmp_path / "best.pt")
     assert load_tensors(tmp_path / "best.pt")["info"] == {"epoch": 1}
     assert not pwned.exists()
@@ -228,7 +229,10 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, da
     found, skipped = find_latest(root)
     assert found.name == "step-00000001"
     assert skipped == [{"checkpoint": "step-00000002", "reason": f"{damaged} does not match its manifest (truncated or damaged)"}]
-    assert resume_point(tmp_path / "run", True, False)[0].name == "step-00000001"
+    mark_owner(tmp_path / "run", "student")
+    assert resume_point(tmp_path / "run", True, False, "student")[0].name == "step-00000001"
+    with pytest.raises(UsageError, match="not a teacher run"):
+        resume_point(tmp_path / "run", True, False, "teacher")
 
 
 def test_rng_state_round_trips_as_tensors():

@@ -90,7 +90,7 @@ def test_extra_negatives_join_the_contrastive_term_only():
     out = distillation_loss(t, s, mask, pos, extra_negatives=extra)
     # negatives 0.4, 0.5, 0.2, 0.3 -> mean 0.35; 0.7 - (0.6 - 0.35) = 0.45
     assert out["contrastive"].item() == pytest.approx(0.45, abs=1e-6)
-    assert out["kl"].item() == base["kl"].item() and out["negative_penalty"].item() == base["negative_penalty"].item()
+    assert out["soft"].item() == base["soft"].item() and out["negative_penalty"].item() == base["negative_penalty"].item()
 
 
 def test_gather_rows_keeps_first_occurrence_of_each_key():
@@ -168,7 +168,7 @@ def test_total_ranking_recipe_weights():
     assert out["loss"].item() == pytest.approx(kl.item() + 0.5 * nce.item(), rel=1e-6)
     assert out["contrastive"].item() == 0.0 and out["negative_penalty"].item() == 0.0
     mm = distillation_loss(t, s, mask, pos, contrastive_weight=0.0, negative_penalty_weight=0.0, soft_loss="margin_mse")
-    assert mm["kl"].item() == pytest.approx(margin_mse_loss(t, (2 * s - 1) * 20, pos, mask).item(), rel=1e-6)
+    assert mm["soft"].item() == pytest.approx(margin_mse_loss(t, (2 * s - 1) * 20, pos, mask).item(), rel=1e-6)
     with pytest.raises(ValueError):
         distillation_loss(t, s, mask, pos, infonce_weight=1.0)  # InfoNCE needs the in-batch scores
 
@@ -190,3 +190,37 @@ def test_loss_settings_are_typed_resolved_and_fixed():
     flags = Namespace(**{**dataclasses.asdict(ranking), "scale": None, "recipe": "ranking", "epochs": 1})
     with pytest.raises(ValueError, match="unset: scale"):
         LossSettings.from_args(flags)
+
+
+def test_kl_tau_squared_rescales_only_the_kl():
+    """--kl_tau_squared: KL x tau^2 (DistillKLDivLoss's convention); InfoNCE untouched."""
+    t, s = T([[2.0, 0.5, -1.0]]), T([[0.7, 0.6, 0.2]])
+    m = torch.ones(1, 3, dtype=torch.bool)
+    pos = T([[True, False, False]])
+    cos = T([[0.4, 0.1, -0.2]])
+    kw = dict(tau=2.0, contrastive_weight=0.0, negative_penalty_weight=0.0, student_tau=0.05, infonce_weight=1.0,
+              in_batch=(cos, pos, m))
+    plain = distillation_loss(t, s, m, pos, **kw)
+    squared = distillation_loss(t, s, m, pos, kl_tau_squared=True, **kw)
+    kl = listwise_kl_loss(t, s, m, tau=2.0, student_tau=0.05)
+    assert plain["soft"].item() == pytest.approx(kl.item(), rel=1e-6)
+    assert squared["soft"].item() == pytest.approx(4 * kl.item(), rel=1e-6)
+    assert squared["infonce"].item() == pytest.approx(plain["infonce"].item(), rel=1e-7)
+    assert squared["loss"].item() == pytest.approx(4 * kl.item() + plain["infonce"].item(), rel=1e-6)
+
+
+def test_teacher_losses_hand_values():
+    """The teacher's LCE (one positive first, its negatives after it, ragged lists) and pointwise BCE with pos_weight."""
+    from crossdistill.losses import localized_contrastive_loss, pointwise_bce_loss
+
+    z = T([2.0, 0.0, 1.0, -1.0, 0.5])  # list 1: positive 2.0, negatives 0.0, 1.0; list 2: positive -1.0, negative 0.5
+    first = -math.log(math.exp(2.0) / (math.exp(2.0) + 1.0 + math.exp(1.0)))
+    second = -math.log(math.exp(-1.0) / (math.exp(-1.0) + math.exp(0.5)))
+    assert localized_contrastive_loss(z, [3, 2]).item() == pytest.approx((first + second) / 2, abs=1e-6)
+    assert localized_contrastive_loss(T([3.0]), [1]).item() == pytest.approx(0.0, abs=1e-7)  # no negative: nothing to learn
+    with pytest.raises(ValueError, match="sizes"):
+        localized_contrastive_loss(z, [2, 2])
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    logits, labels = T([1.5, -0.5, 0.2]), T([1.0, 0.0, 0.0])
+    expected = (-3.0 * math.log(sig(1.5)) - math.log(1 - sig(-0.5)) - math.log(1 - sig(0.2))) / 3
+    assert pointwise_bce_loss(logits, labels, 3.0).item() == pytest.approx(expected, abs=1e-6)

@@ -19,7 +19,7 @@ def distillation_loss(teacher_scores: torch.Tensor, student_scores: torch.Tensor
                       negative_threshold: float = 0.15,
                       extra_negatives: tuple[torch.Tensor, torch.Tensor] | None = None, *,
                       student_tau: float | None = None, soft_loss: str = "kl", soft_weight: float = 1.0,
-                      scale: float = 20.0, infonce_weight: float = 0.0,
+                      scale: float = 20.0, infonce_weight: float = 0.0, kl_tau_squared: bool = False,
                       in_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """total = soft_weight × soft + infonce_weight × InfoNCE + contrastive_weight × contrastive
     + negative_penalty_weight × penalty.
@@ -35,6 +35,8 @@ def distillation_loss(teacher_scores: torch.Tensor, student_scores: torch.Tensor
         soft_loss: ``kl`` (:func:`listwise_kl_loss` with τ and ``student_tau``) or ``margin_mse``
             (:func:`margin_mse_loss` on ``scale · cos``).
         scale: the student's inverse temperature on cosines for InfoNCE and MarginMSE.
+        kl_tau_squared: multiply the KL by τ² (Hinton et al. 2015; sentence-transformers' ``DistillKLDivLoss``), so
+            that the size of its gradient, and with it its weight against InfoNCE, does not move with τ.
         extra_negatives: optional ``(scores (Q, P), mask (Q, P))`` of further passages (cross-device
             negatives) that join each query's negatives in the contrastive term only (the teacher never
             scored them, so the soft term and the penalty do not see them).
@@ -42,14 +44,14 @@ def distillation_loss(teacher_scores: torch.Tensor, student_scores: torch.Tensor
             of the (global) batch, for the InfoNCE term; needed when ``infonce_weight > 0``.
 
     Returns:
-        dict with ``loss`` (the total, differentiable) and the components ``kl`` (the soft term, whichever it
+        dict with ``loss`` (the total, differentiable) and the components ``soft`` (the soft-label term, KL or MarginMSE, whichever it
         is), ``infonce``, ``contrastive``, ``negative_penalty`` (detached, for logging).
     """
     zero = student_scores.sum() * 0.0
     if soft_weight == 0:
         soft = zero
     elif soft_loss == "kl":
-        soft = listwise_kl_loss(teacher_scores, student_scores, mask, tau, student_tau)
+        soft = listwise_kl_loss(teacher_scores, student_scores, mask, tau, student_tau) * (tau ** 2 if kl_tau_squared else 1.0)
     elif soft_loss == "margin_mse":
         soft = margin_mse_loss(teacher_scores, (2 * student_scores - 1) * scale, positive, mask)
     else:
@@ -69,5 +71,5 @@ def distillation_loss(teacher_scores: torch.Tensor, student_scores: torch.Tensor
     else:
         nce = zero
     total = soft_weight * soft + infonce_weight * nce + contrastive_weight * con + negative_penalty_weight * pen
-    return {"loss": total, "kl": soft.detach(), "infonce": nce.detach(), "contrastive": con.detach(),
+    return {"loss": total, "soft": soft.detach(), "infonce": nce.detach(), "contrastive": con.detach(),
             "negative_penalty": pen.detach()}
