@@ -200,6 +200,8 @@ def teacher_rerank(teacher_dir: Path, sets: dict, runs: dict, k: int = 30) -> di
 
 def _rate(folder: Path) -> float | None:
     """samples/s of a training run's last logged step."""
+    if not (folder / "events.jsonl").is_file():  # sentence-transformers' trainer writes no event log
+        return None
     steps = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines() if '"event": "step"' in line]
     return steps[-1].get("samples_per_s") if steps else None
 
@@ -298,6 +300,10 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     return row
 
 
+def _finite(x) -> float | None:
+    return float(x) if math.isfinite(x) else None  # identical per-query values: no test, written as null
+
+
 def compare(rows: list[dict], dataset: str, system: str, baselines: list[str], metric: str = "ndcg@10") -> dict:
     """``system`` against each baseline over the rows of ``dataset``: mean and sd of test ``metric`` over seeds, and a
     paired t-test over the queries of the per-query metric averaged over each row's seeds (issue #25's criterion)."""
@@ -325,7 +331,7 @@ def compare(rows: list[dict], dataset: str, system: str, baselines: list[str], m
             continue
         out[b] = {"mean": float(np.mean(their_seeds)), "sd": float(np.std(their_seeds)), "seeds": len(their_seeds),
                   "delta": float(np.mean(mine_seeds) - np.mean(their_seeds)),
-                  "p_value": float(ttest_rel(mine, theirs).pvalue)}
+                  "p_value": _finite(ttest_rel(mine, theirs).pvalue)}
     return out
 
 

@@ -107,22 +107,25 @@ def _save_torch(obj, path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, best: dict | None = None, keep: int = 2) -> Path:
+def save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, best: dict | None = None,
+                    previous: Path | None = None, keep: int = 2) -> Path:
     """Write checkpoint ``step-<state['step']>`` under ``root`` atomically, point latest.json at it, prune old ones.
 
     ``best``: ``{"trainable": tensors, "info": {...}}`` of a new best model, written as this checkpoint's ``best.pt``;
-    None keeps the previous checkpoint's (copied). A folder that can no
-    longer be written (permissions changed, disk full) is one UsageError, the previous checkpoint untouched."""
+    None keeps the best model of ``previous`` (the checkpoint this run wrote or resumed from last; copied, and
+    verified against its manifest first). A folder that can no longer be written (permissions changed, disk full) is
+    one UsageError, the previous checkpoint untouched."""
     try:
-        return _save_checkpoint(root, model, optimizer, scheduler, state, best, keep)
+        return _save_checkpoint(root, model, optimizer, scheduler, state, best, previous, keep)
     except OSError as exc:
         shutil.rmtree(root / f".tmp-step-{state['step']:08d}", ignore_errors=True)
         raise UsageError(f"cannot write the checkpoint of step {state['step']} into {root} ({exc.strerror or exc}); free "
                          "disk space or fix permissions, then run again with --resume (the last checkpoint is kept)") from None
 
 
-def _save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, best: dict | None, keep: int) -> Path:
-    previous = _latest_named(root)
+def _save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, best: dict | None, previous: Path | None,
+                     keep: int) -> Path:
+    carried = _carried_best(previous) if best is None else None
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{state['step']:08d}"
     tmp = root / f".tmp-{name}"
@@ -135,8 +138,8 @@ def _save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, best:
     _save_torch(rng_state(), tmp / "rng.pt")
     if best is not None:
         _save_torch(best, tmp / BEST)
-    elif previous is not None and (previous / BEST).is_file():  # a copy, not a link: damage to one stays in one
-        shutil.copyfile(previous / BEST, tmp / BEST)
+    elif carried is not None:  # a copy, not a link: damage to one file stays in one checkpoint
+        shutil.copyfile(carried, tmp / BEST)
     write_json(tmp / "state.json", state)
     files = [f for f in (*FILES, BEST) if (tmp / f).is_file()]
     write_json(tmp / MANIFEST, {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in files})
@@ -156,6 +159,34 @@ def _latest_named(root: Path) -> Path | None:
         return folder if folder.is_dir() else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _carried_best(previous: Path | None) -> Path | None:
+    """The best-model file a new checkpoint carries over from ``previous``, checked against its manifest (a damaged one
+    is never copied on); checkpoints of earlier versions kept it beside them in ``checkpoints/best.pt``."""
+    if previous is None:
+        return None
+    if (previous / BEST).is_file():
+        problem = _mismatch(previous, BEST)
+        if problem:
+            raise UsageError(f"the best model of checkpoint {previous} is damaged ({problem}); run again with --resume: "
+                             "the run goes back to the newest intact checkpoint")
+        return previous / BEST
+    legacy = previous.parent / BEST
+    return legacy if legacy.is_file() else None
+
+
+def _mismatch(folder: Path, name: str) -> str | None:
+    try:
+        want = json.loads((folder / MANIFEST).read_text()).get(name)
+    except (OSError, ValueError, AttributeError):
+        return "no readable manifest.json"
+    path = folder / name
+    if not isinstance(want, dict) or not path.is_file():
+        return f"{name} is missing"
+    if path.stat().st_size != want.get("size") or _sha256(path) != want.get("sha256"):
+        return f"{name} does not match its manifest (truncated or damaged)"
+    return None
 
 
 def load_best(checkpoint: Path) -> dict:
@@ -184,12 +215,9 @@ def intact(folder: Path) -> str | None:
     if not isinstance(manifest, dict):
         return "manifest.json is not a manifest"
     for f in (*FILES, *([BEST] if BEST in manifest else [])):
-        path, want = folder / f, manifest.get(f, {})
-        want = want if isinstance(want, dict) else {}
-        if not path.is_file():
-            return f"{f} is missing"
-        if path.stat().st_size != want.get("size") or _sha256(path) != want.get("sha256"):
-            return f"{f} does not match its manifest (truncated or damaged)"
+        problem = _mismatch(folder, f)
+        if problem:
+            return problem
     return None
 
 

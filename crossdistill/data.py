@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import random
+import re
 import urllib.error
 import urllib.request
 import zipfile
@@ -57,10 +58,10 @@ def read_triplets(path: str | os.PathLike) -> pd.DataFrame:
     df = df[list(COLUMNS)]
     blank = df.apply(lambda col: col.str.strip().str.lower().isin(_BLANK))
     if blank.any().any():
-        rows = blank.any(axis=1)
-        first = [int(i) + 2 for i in rows[rows].index[:5]]  # +2: 1-based and header line
-        raise UsageError(f"{path} has {int(rows.sum())} row(s) with an empty or NaN cell (first at line(s) "
-                         f"{', '.join(map(str, first))}); drop or fill those rows")
+        rows = blank.any(axis=1).to_numpy()
+        first = [int(i) + 1 for i in rows.nonzero()[0][:5]]  # 1-based data rows (a quoted cell may span lines)
+        raise UsageError(f"{path} has {int(rows.sum())} row(s) with an empty or NaN cell (first at row(s) "
+                         f"{', '.join(map(str, first))} after the header); drop or fill those rows")
     return df.apply(lambda col: col.map(clip_text)).reset_index(drop=True)
 
 
@@ -88,9 +89,21 @@ def subsample(df: pd.DataFrame, max_samples: int | None, seed: int) -> pd.DataFr
     return df[df["anchor"].isin(chosen)].reset_index(drop=True)
 
 
+_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_version_name(name: str) -> str:
+    """A data version is a folder *name* under its root, never a path: ``../../etc`` or ``/tmp/x`` would write (or
+    read) outside ``--output_root``/``--data_root``."""
+    if not isinstance(name, str) or not _VERSION_NAME.fullmatch(name) or name in (".", ".."):
+        raise UsageError(f"--data_version must be a name (letters, digits, '.', '_', '-', starting with a letter or digit), "
+                         f"not a path; got {name!r}: put the folder where you want with --output_root / --data_root")
+    return name
+
+
 def data_file(data_version: str, split: str, root: str | os.PathLike = "preprocessed") -> Path:
     """``preprocessed/<data_version>/<split>.csv``, with a clear error when the version is missing."""
-    folder = Path(root) / data_version
+    folder = Path(root) / check_version_name(data_version)
     if not folder.is_dir():
         have = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
         raise UsageError(f"data version '{data_version}' not found in {root}/ (have: {', '.join(have) or 'none'}); "
@@ -111,7 +124,7 @@ def write_corpus(corpus: dict[str, str], path: str | os.PathLike) -> None:
 
 def read_corpus_texts(path: str | os.PathLike) -> list[str]:
     """The passage texts of a corpus file written by :func:`write_corpus`, in file order."""
-    return [clip_text(str(d["text"])) for d in _read_jsonl(Path(path))]
+    return list(_beir_records(Path(path), "passage").values())
 
 
 # --------------------------------------------------------------------------- triplets as a ranking task
@@ -180,16 +193,88 @@ class RetrievalSet:
                             self.groups, {q: self.query_groups.get(q, q) for q in ids})
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def warn(message: str) -> None:
+    """A warning for the user: one line on stderr (the data is usable, but not as given)."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) of every non-empty line; a line that is not a JSON object is refused, naming it."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
                 try:
-                    rows.append(json.loads(line))
+                    obj = json.loads(line)
                 except json.JSONDecodeError:
                     raise UsageError(f"{path} line {n} is not valid JSON; is this a BEIR folder?") from None
+                if not isinstance(obj, dict):
+                    raise UsageError(f"{path} line {n} is a JSON {type(obj).__name__}, not an object with \"_id\" and "
+                                     "\"text\"; fix that line")
+                rows.append((n, obj))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
     return rows
+
+
+def _beir_records(path: Path, what: str) -> dict[str, str]:
+    """``{_id: text}`` of a BEIR corpus or queries file (corpus text = ``title + " " + text``), each record checked:
+    ``_id`` a string or number, ``text`` (and ``title``) strings. A repeated ``_id`` keeps its first record, with a
+    warning that counts them."""
+    out: dict[str, str] = {}
+    duplicates = 0
+    for n, d in _read_jsonl(path):
+        pid, text, title = d.get("_id"), d.get("text"), d.get("title", "")
+        if isinstance(pid, bool) or not isinstance(pid, (str, int)) or str(pid).strip() == "":
+            raise UsageError(f"{path} line {n}: the {what} has no \"_id\" (a string or number); fix that line")
+        if not isinstance(text, str):
+            raise UsageError(f"{path} line {n}: the {what} {pid!r} has no \"text\" string (found "
+                             f"{type(text).__name__ if text is not None else 'null'}); fix that line")
+        if title is None:
+            title = ""
+        if not isinstance(title, str):
+            raise UsageError(f"{path} line {n}: the {what} {pid!r} has a \"title\" that is not a string; fix that line")
+        if str(pid) in out:
+            duplicates += 1
+            continue
+        out[str(pid)] = clip_text((title + " " + text).strip()) if what == "passage" else text
+    if duplicates:
+        warn(f"{path}: {duplicates} line(s) repeat an earlier \"_id\"; kept the first record of each")
+    return out
+
+
+def _read_qrels(path: Path) -> list[tuple[str, str, float]]:
+    """(query id, passage id, score) of a BEIR qrels TSV, with or without its header line (a first line whose score
+    column is a number is a pair, kept, with a warning); malformed lines are refused, naming them."""
+    try:
+        lines = [(n, line.rstrip("\n\r")) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
+    if not lines:
+        raise UsageError(f"{path} is empty; qrels need lines 'query-id<TAB>corpus-id<TAB>score'")
+    out = []
+    for i, (n, line) in enumerate(lines):
+        parts = line.split("\t")
+        if len(parts) < 3:
+            raise UsageError(f"{path} line {n} has {len(parts)} tab-separated column(s); qrels need query-id, corpus-id "
+                             "and score")
+        try:
+            score = float(parts[2])
+        except ValueError:
+            if i == 0:
+                continue  # the header
+            raise UsageError(f"{path} line {n}: the score {parts[2]!r} is not a number; fix that line") from None
+        if i == 0:
+            warn(f"{path} has no header line; its first line is read as a pair ({parts[0]}, {parts[1]})")
+        out.append((parts[0].strip(), parts[1].strip(), score))
+    if not out:
+        raise UsageError(f"{path} holds a header but no pairs; add 'query-id<TAB>corpus-id<TAB>score' lines")
+    return out
 
 
 def _beir_root(source: str, cache_dir: Path) -> Path:
@@ -224,7 +309,7 @@ def load_beir_corpus(source: str, cache_dir: str | os.PathLike = ".cache/beir") 
     root = _beir_root(source, Path(cache_dir))
     if not (root / "corpus.jsonl").is_file():
         raise UsageError(f"BEIR folder {root} lacks corpus.jsonl")
-    return [clip_text((d.get("title", "") + " " + d.get("text", "")).strip()) for d in _read_jsonl(root / "corpus.jsonl")]
+    return list(_beir_records(root / "corpus.jsonl", "passage").values())
 
 
 def load_beir(source: str, split: str, cache_dir: str | os.PathLike = ".cache/beir") -> RetrievalSet:
@@ -232,24 +317,21 @@ def load_beir(source: str, split: str, cache_dir: str | os.PathLike = ".cache/be
 
     Passage text is ``title + " " + text`` as BEIR uses it; only qrels with score > 0 are positives.
     Queries with identical text (SciFact has a few) become one query holding all their positives.
+    Every record is checked (file and line named on error); repeated ids and a qrels file without header are warned
+    about, with counts.
     """
     root = _beir_root(source, Path(cache_dir))
     for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (root / name).is_file():
             raise UsageError(f"BEIR folder {root} lacks {name}; a BEIR folder needs corpus.jsonl, queries.jsonl "
                              f"and qrels/{split}.tsv")
-    corpus = {}
-    for d in _read_jsonl(root / "corpus.jsonl"):
-        corpus[str(d["_id"])] = clip_text((d.get("title", "") + " " + d.get("text", "")).strip())
-    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(root / "queries.jsonl")}
+    corpus = _beir_records(root / "corpus.jsonl", "passage")
+    queries = _beir_records(root / "queries.jsonl", "query")
     first_id: dict[str, str] = {}  # queries with identical text are merged into the first id
     alias = {q: first_id.setdefault(text, q) for q, text in queries.items()}
     qrels: dict[str, list[str]] = {}
-    qr = pd.read_csv(root / "qrels" / f"{split}.tsv", sep="\t", dtype=str)
-    if len(qr.columns) < 3:
-        raise UsageError(f"{root}/qrels/{split}.tsv must have columns query-id, corpus-id, score")
-    for qid, did, score in qr.iloc[:, :3].itertuples(index=False):
-        if float(score) > 0 and qid in queries and did in corpus and did not in qrels.get(alias[qid], []):
+    for qid, did, score in _read_qrels(root / "qrels" / f"{split}.tsv"):
+        if score > 0 and qid in queries and did in corpus and did not in qrels.get(alias[qid], []):
             qrels.setdefault(alias[qid], []).append(did)
     if not qrels:
         raise UsageError(f"{root}/qrels/{split}.tsv has no positive pair whose query and passage exist; check the split name")
@@ -260,25 +342,45 @@ def load_squad(path: str | os.PathLike) -> RetrievalSet:
     """Load a SQuAD-v1-style JSON (KorQuAD too): question → the paragraph it was asked about.
 
     Paragraph ids are ``p<article>_<paragraph>``; both passages and questions are grouped by article
-    title, which is what splits are made by and what the same-article guard uses.
+    title, which is what splits are made by and what the same-article guard uses. Every record is checked; an error
+    names the file and the record (``data[3].paragraphs[1].qas[0]``).
     """
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
-        articles = doc["data"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise UsageError(f"{path} is not a SQuAD-style JSON with a 'data' list ({exc}); pass a SQuAD/KorQuAD file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not a SQuAD-style JSON ({exc}); pass a SQuAD/KorQuAD file") from None
+    articles = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(articles, list):
+        raise UsageError(f"{path} is not a SQuAD-style JSON: it needs a \"data\" list of articles "
+                         f"(found {type(articles).__name__ if articles is not None else 'none'}); pass a SQuAD/KorQuAD file")
+
+    def need(obj, key: str, kind: type, where: str):
+        value = obj.get(key) if isinstance(obj, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            found = "nothing" if value is None else type(value).__name__
+            raise UsageError(f"{path}: {where} needs \"{key}\" as a {kind.__name__ if kind is not list else 'list'} "
+                             f"(found {found}); fix that record")
+        return value
+
     corpus, queries, qrels, groups, qgroups = {}, {}, {}, {}, {}
     for ai, article in enumerate(articles):
-        title = article.get("title", f"article{ai}")
-        for pi, para in enumerate(article["paragraphs"]):
+        if not isinstance(article, dict):
+            raise UsageError(f"{path}: data[{ai}] is not an article object; fix that record")
+        title = article.get("title") if isinstance(article.get("title"), str) else f"article{ai}"
+        for pi, para in enumerate(need(article, "paragraphs", list, f"data[{ai}]")):
+            where = f"data[{ai}].paragraphs[{pi}]"
             pid = f"p{ai}_{pi}"
-            corpus[pid] = clip_text(para["context"].strip())
+            corpus[pid] = clip_text(need(para, "context", str, where).strip())
             groups[pid] = title
-            for qa in para["qas"]:
-                qid = str(qa["id"])
-                queries[qid] = clip_text(qa["question"].strip())
+            for qi, qa in enumerate(need(para, "qas", list, where)):
+                qwhere = f"{where}.qas[{qi}]"
+                raw_id = qa.get("id") if isinstance(qa, dict) else None
+                if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+                    raise UsageError(f"{path}: {qwhere} needs an \"id\" (a string or number); fix that record")
+                qid = str(raw_id)
+                queries[qid] = clip_text(need(qa, "question", str, qwhere).strip())
                 qrels.setdefault(qid, []).append(pid)
                 qgroups[qid] = title
     if not qrels:
@@ -286,28 +388,60 @@ def load_squad(path: str | os.PathLike) -> RetrievalSet:
     return RetrievalSet(corpus, queries, qrels, groups, qgroups)
 
 
-def retrieval_set_from_triplets(df: pd.DataFrame) -> tuple[RetrievalSet, dict[tuple[str, str], list[str]]]:
-    """Turn triplets into a retrieval set (passages = every distinct positive and negative).
+def _stable_id(prefix: str, text: str) -> str:
+    import hashlib
 
-    Also returns the given negatives per (query id, positive id), so they can be kept.
+    return prefix + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def retrieval_set_from_rows(df: pd.DataFrame, corpus: dict[str, str] | None = None
+                            ) -> tuple[RetrievalSet, dict[tuple[str, str], list[str]], dict]:
+    """Labelled rows (``anchor, positive[, negative]``: pairs or triplets) as a retrieval set: one query per distinct
+    anchor holding all its positives, and the given negatives per (query id, positive id), so they can be kept.
+
+    Query ids come from the anchor's text (``q`` + a hash), so the same queries split the same way whether they come as
+    pairs or triplets, in any order. With ``corpus`` ({id: text}) the passages are its ids, and a positive or negative
+    the corpus lacks joins it (counted in the returned stats); without one the passages are the rows' own texts.
     """
-    pid: dict[str, str] = {}
-    qid: dict[str, str] = {}
+    given_corpus = corpus or {}
+    by_text: dict[str, str] = {}
+    for pid, text in given_corpus.items():  # a text under several ids is one passage (never a negative of itself)
+        by_text.setdefault(text, pid)
+    corpus = {pid: text for text, pid in by_text.items()}
+    stats = {"corpus_passages": len(corpus), "passages_added_to_corpus": 0,
+             "corpus_duplicate_texts": len(given_corpus) - len(corpus)}
+
+    def passage_id(text: str) -> str:
+        if text not in by_text:
+            pid = _stable_id("d" if not stats["corpus_passages"] else "added-", text)
+            by_text[text] = pid
+            corpus[pid] = text
+            stats["passages_added_to_corpus"] += bool(stats["corpus_passages"])
+        return by_text[text]
+
+    queries: dict[str, str] = {}
     qrels: dict[str, list[str]] = {}
     given: dict[tuple[str, str], list[str]] = {}
-    for a, p, n in df[list(COLUMNS)].itertuples(index=False):
-        q = qid.setdefault(a, f"q{len(qid)}")
-        pp = pid.setdefault(p, f"d{len(pid)}")
-        nn = pid.setdefault(n, f"d{len(pid)}")
-        if pp not in qrels.setdefault(q, []):
-            qrels[q].append(pp)
-        given.setdefault((q, pp), []).append(nn)
-    corpus = {v: k for k, v in pid.items()}
-    queries = {v: k for k, v in qid.items()}
+    has_negative = "negative" in df.columns
+    for row in df.itertuples(index=False):
+        q = _stable_id("q", row.anchor)
+        queries[q] = row.anchor
+        p = passage_id(row.positive)
+        if p not in qrels.setdefault(q, []):
+            qrels[q].append(p)
+        if has_negative:
+            given.setdefault((q, p), []).append(passage_id(row.negative))
     # a passage that is some row's positive for this query is never its negative
     for (q, p), negs in given.items():
         given[(q, p)] = [n for n in dict.fromkeys(negs) if n not in qrels[q]]
-    return RetrievalSet(corpus, queries, qrels), given
+    stats.update(queries=len(queries), positives=sum(map(len, qrels.values())))
+    return RetrievalSet(corpus, queries, qrels), given, stats
+
+
+def retrieval_set_from_triplets(df: pd.DataFrame) -> tuple[RetrievalSet, dict[tuple[str, str], list[str]]]:
+    """Triplets as a retrieval set (passages = every distinct positive and negative), with their given negatives."""
+    rs, given, _ = retrieval_set_from_rows(df[list(COLUMNS)])
+    return rs, given
 
 
 def split_groups(keys: list[str], fractions: tuple[float, ...], seed: int) -> list[list[str]]:

@@ -29,8 +29,10 @@ from . import data, hooks
 from .candidates import CandidateList, build_candidates
 from .checkpoint import load_trainable, resume_point
 from .config import StudentConfig
-from .engine import Loop, Stage, best_weights, fresh_state, publish_run, resume_state, total_steps, train_epochs
+from .engine import (Loop, Stage, best_weights, check_resume_settings, fresh_state, publish_run, resume_state, total_steps,
+                     train_epochs)
 from .errors import UsageError
+from .export import export_student, missing_packages, parse_formats
 from .fsutil import EventLog, claimed_output, lock_run, refuse_overlap, releases_run_lock, write_json
 from .fusion import build_soft_labels, parse_fusion
 from .model_card import student_card
@@ -80,13 +82,17 @@ def load_teacher_dir(path: str) -> dict:
 def read_inputs(cfg: StudentConfig) -> StudentInputs:
     """Check and read every input of the run: nothing is written, nothing moved."""
     teacher = load_teacher_dir(cfg.teacher_path)
-    refuse_overlap(cfg.output_dir, "--output_dir", {"--teacher_path": cfg.teacher_path, "--student_name": cfg.student_name})
+    student = resolve_model(cfg.student_name, cfg.query_prefix, cfg.passage_prefix)
+    refuse_overlap(cfg.output_dir, "--output_dir", {"--teacher_path": cfg.teacher_path,
+                                                    "--student_name": student.path if student.is_local else None})
     train = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "train", cfg.data_root)), cfg.max_samples,
                            cfg.seed)
     val = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "val", cfg.data_root)), cfg.max_val_samples,
                          cfg.seed)
     corpus, pool_info = val_pool_passages(cfg.data_root, cfg.data_version, cfg.val_pool)
-    student = resolve_model(cfg.student_name, cfg.query_prefix, cfg.passage_prefix)
+    if parse_formats(cfg.export) and missing_packages():  # refused now, not after the training
+        raise UsageError(f"--export {cfg.export} needs {' and '.join(missing_packages())}: pip install -r "
+                         "requirements-export.txt (or leave --export out)")
     fingerprint = teacher_fingerprint(cfg.teacher_path)
     cfg = replace(cfg,  # the run's resolved settings (a new config; the one given is never changed)
                   score_cache=cfg.score_cache or str(default_cache_path(fingerprint)),
@@ -164,6 +170,8 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
     resume_from, skipped = resume_point(out_dir, cfg.resume, cfg.overwrite, "student")  # decides; touches nothing
     inputs = read_inputs(cfg)
     cfg = inputs.cfg
+    settings = run_settings(inputs)  # what every checkpoint records, and a resume must match
+    check_resume_settings(resume_from, settings)  # a resume with other settings would mix two runs
     hooks.at("step", 0)  # "step 0": before any work
     seed_everything(cfg.seed)
     accelerator = make_accelerator(cfg, out_dir, "student")
@@ -190,17 +198,17 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
         loop = Loop(accelerator, student, model, optimizer, scheduler, out_dir / "checkpoints", events, log,
                     n_items=len(run.lists), global_batch=global_batch, epochs=cfg.epochs, seed=cfg.seed,
                     max_grad_norm=cfg.max_grad_norm, log_steps=cfg.log_steps, save_steps=cfg.save_steps,
-                    settings=run_settings(inputs))
+                    settings=settings)
         if resume_from is not None:
             state = resume_state(loop, resume_from, skipped, cfg.lr, _resume_adjust(cfg))
         else:
             state = fresh_state(cfg.lr, micro_batch_size=cfg.micro_batch_size, guard=None, keep=cfg.keep)
             events.log("start", stage="student", total_steps=loop.total_steps, epochs=cfg.epochs, queries=len(run.lists),
                        **{f"candidates_{k}": v for k, v in run.stats["candidates"].items()})
-        loss = LossSettings.from_args(cfg)  # what every step's loss reads, fixed for the run
+        loss = LossSettings.from_config(cfg)  # what every step's loss reads, fixed for the run
         train_epochs(loop, state, Stage(
             step=lambda idx, step, state: train_step(student, _collate(run, idx), loss, state, step, accelerator, optimizer,
-                                                     cfg.gradient_accumulation_steps, events, log),
+                                                     cfg.micro_batches, events, log),
             evaluate=lambda: evaluate_student(model, run.val, cfg.eval_batch_size, events)[0],
             select=("val_mrr@10",), describe=_fmt, keep_best=cfg.keep == "best",
             evaluate_start=lambda: _start_and_guard(cfg, inputs, model, run, events, log, device),
@@ -279,6 +287,7 @@ def publish_student(loop: Loop, state: dict, cfg: StudentConfig, inputs: Student
 
     def write(staging: Path) -> None:
         model.save(staging)
+        export_student(staging, parse_formats(cfg.export), log=loop.log)  # --export: ONNX beside the weights
         write_json(staging / "training_args.json", {**cfg.to_dict(), "resolved": resolved})
         write_json(staging / "metrics.json", summary)
         (staging / "README.md").write_text(student_card(cfg, summary, cfg.student_name, str(cfg.teacher_path)),

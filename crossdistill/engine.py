@@ -23,6 +23,7 @@ backward on a list of item indices, the validation, the metric that picks the be
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from .training import epoch_order, on_main, shard, track
 # after a NaN rescales the schedule); every other setting is fixed by the checkpoint
 RESUMABLE_CHANGES = frozenset({
     "resume", "overwrite", "output_dir", "data_root", "log_steps", "save_steps", "eval_batch_size", "report_to", "lr",
-    "micro_batch_size", "gradient_accumulation_steps", "gradient_checkpointing", "device", "allow_weaker_teacher",
+    "micro_batch_size", "micro_batches", "gradient_checkpointing", "device", "allow_weaker_teacher",
     "score_cache", "teacher_path", "guard_k",
     "keep"})  # --keep: the student refuses a change itself, with its own message
 
@@ -89,6 +90,7 @@ class Loop:
     save_steps: int
     settings: dict = field(default_factory=dict)  # the run's settings, recorded in every checkpoint
     pending_best: dict | None = None  # a new best model's weights, written into the next checkpoint
+    last_checkpoint: Path | None = None  # the checkpoint this run resumed from or wrote last (its best model carries on)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -100,7 +102,8 @@ class Loop:
 
     def checkpoint(self, state: dict) -> None:
         if self.accelerator.is_main_process:
-            save_checkpoint(self.ckpt_root, self.unwrapped, self.optimizer, self.scheduler, state, best=self.pending_best)
+            self.last_checkpoint = save_checkpoint(self.ckpt_root, self.unwrapped, self.optimizer, self.scheduler, state,
+                                                   best=self.pending_best, previous=self.last_checkpoint)
         self.pending_best = None
 
 
@@ -112,16 +115,15 @@ def fresh_state(lr: float, **extra) -> dict:
 def resume_state(loop: Loop, resume_from: Path, skipped: list[dict], lr: float, adjust=None) -> dict:
     """Load the run state, model, optimizer and schedule from ``resume_from``; the learning rate follows ``lr``
     (a supervisor halves it after a NaN); ``adjust(state) -> dict`` lets the stage check or change the state and
-    returns extra fields of the ``resume`` event. A checkpoint whose position lies outside this run, or whose run used
-    other settings (``--K``, ``--batch_size``, ``--max_samples``, other data ...: all but :data:`RESUMABLE_CHANGES`),
-    is refused: continuing would mix two runs and record the new values for all of it."""
+    returns extra fields of the ``resume`` event. A checkpoint whose position lies outside this run is refused (its
+    settings were compared before any work: :func:`check_resume_settings`)."""
     acc = loop.accelerator
     for s in skipped:
         loop.events.log("checkpoint_skipped", **s)
         loop.log(f"checkpoint {s['checkpoint']} skipped: {s['reason']}")
     state = load_checkpoint(resume_from, loop.unwrapped, loop.optimizer, loop.scheduler)
     _check_position(state, loop, resume_from)
-    _check_settings(state.get("settings"), loop.settings, resume_from)
+    loop.last_checkpoint = resume_from
     extra = adjust(state) if adjust else {}
     if state.get("lr", lr) != lr:
         rescale_lr(loop.optimizer, loop.scheduler, state["lr"], lr)
@@ -145,7 +147,15 @@ def _check_position(state: dict, loop: Loop, folder: Path) -> None:
                          "changed or belongs to other settings; delete that checkpoint folder, or start over with --overwrite")
 
 
-def _check_settings(recorded: dict | None, now: dict, folder: Path) -> None:
+def check_resume_settings(folder: Path | None, now: dict) -> None:
+    """Before any work: refuse to resume the checkpoint ``folder`` with settings other than those it was written with
+    (all but :data:`RESUMABLE_CHANGES`; ``now`` holds the run's settings and the fingerprints of its data and teacher)."""
+    if folder is None:
+        return
+    try:
+        recorded = json.loads((folder / "state.json").read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return  # a damaged state.json is refused when the checkpoint is loaded
     if not isinstance(recorded, dict):
         return  # a checkpoint of an earlier version records none
     changed = [k for k in sorted(set(recorded) & set(now)) if k not in RESUMABLE_CHANGES and recorded[k] != now[k]]
@@ -153,7 +163,7 @@ def _check_settings(recorded: dict | None, now: dict, folder: Path) -> None:
         k = changed[0]
         more = f" (and {', '.join('--' + c for c in changed[1:])})" if len(changed) > 1 else ""
         flag = "the training data (train.csv)" if k == "train_data_sha256" else f"--{k}"
-        raise UsageError(f"{folder} was written with {flag} {recorded[k]!r}, this run has {now[k]!r}{more}; resuming would "
+        raise UsageError(f"checkpoint {folder} was written with {flag} {recorded[k]!r}, this run has {now[k]!r}{more}; resuming would "
                          "mix two runs: resume with the checkpoint's settings, or start over with --overwrite")
 
 
@@ -240,7 +250,7 @@ def _best_key(state: dict, stage: Stage) -> list[float]:
 
 def best_weights(loop: Loop) -> dict:
     """The kept best model of a finished run (``{"trainable", "info"}``), read from its last checkpoint and verified."""
-    latest = _latest_named(loop.ckpt_root)
+    latest = loop.last_checkpoint or _latest_named(loop.ckpt_root)
     if latest is None:
         raise UsageError(f"{loop.ckpt_root} holds no checkpoint to publish from; run again with --resume, or start over "
                          "with --overwrite")

@@ -6,14 +6,13 @@ Every problem a user can fix (bad path, wrong column, bad flag value...) is rais
 
 from __future__ import annotations
 
-import argparse
-import math
 import sys
 from typing import Callable, Sequence
 
 
 EXIT_USAGE = 2       # a user error: the message says what to fix
 EXIT_NONFINITE = 3   # training stopped on a NaN/inf loss: resume from the last checkpoint with a lower lr
+EXIT_OOM = 4         # out of memory outside the student's own retry: resume with smaller passes
 
 
 class UsageError(Exception):
@@ -38,23 +37,33 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - out of memory gets its own exit code (and event); the rest re-raised
+        if not is_oom(exc):
+            raise
+        _fatal_event("oom", str(exc))
+        print(f"error: out of memory ({str(exc).splitlines()[0][:200]}); resume with smaller passes (the monitor does "
+              "this: --micro_batch_size for the student, --micro_batches for the teacher)", file=sys.stderr)
+        sys.exit(EXIT_OOM)
     sys.exit(code or 0)
 
 
-def check_args(args: argparse.Namespace, rules: dict[str, tuple[Callable[[object], bool], str]]) -> None:
-    """Validate parsed arguments: ``rules[name] = (predicate, requirement)``.
-
-    Raises UsageError("--lr must be > 0 (got -1.0); pass a positive value") for the first failure.
-    Arguments that are None (optional and unset) are skipped.
-    """
-    for name, (ok, requirement) in rules.items():
-        value = getattr(args, name, None)
-        if value is not None and not ok(value):
-            raise UsageError(f"--{name} must be {requirement} (got {value!r}); pass a value that is {requirement}")
+def is_oom(exc: BaseException) -> bool:
+    """An out-of-memory error of torch (CUDA, MPS or the CPU allocator)."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
-POSITIVE = (lambda v: math.isfinite(v) and v > 0, "> 0 and finite")
-TEMPERATURE = (lambda v: math.isfinite(v) and 1e-3 <= v <= 1e3, "> 0, at least 0.001 and at most 1000")
-AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
-NON_NEGATIVE = (lambda v: math.isfinite(v) and v >= 0, ">= 0 and finite")
-PROBABILITY = (lambda v: 0 <= v < 1, "in [0, 1)")
+def _fatal_event(kind: str, message: str) -> None:
+    """Append a ``fatal`` event to the events of the folder a monitor watches (its job's environment names it), so the
+    monitor classifies the fault from the run's own record, whichever process of a distributed run died of it."""
+    import json
+    import os
+    import time
+
+    folder = os.environ.get("CROSSDISTILL_MONITOR_DIR")
+    if not folder or not os.path.isdir(folder):
+        return
+    try:
+        with open(os.path.join(folder, "events.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps({"event": "fatal", "time": round(time.time(), 3), "kind": kind, "error": message[:200]}) + "\n")
+    except OSError:
+        pass

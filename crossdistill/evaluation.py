@@ -8,7 +8,6 @@ Dense search encodes the corpus in chunks and keeps a running top-k, so memory s
 from __future__ import annotations
 
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from .data import TripletPool
 from .errors import UsageError
 from .metrics import DEFAULT_METRICS, ranking_metrics
+from .retrieval import qrels_dict
 
 TARGET_MAX_NEGATIVE = 0.15
 TARGET_MIN_MARGIN = 0.7
@@ -141,8 +141,9 @@ def pair_scores(model, prefixes, ts: TripletPool, batch_size: int) -> tuple[np.n
     return pos, neg, qa, pe, speed
 
 
-def evaluate_bi_encoder(model, prefixes: tuple[str, str], ts: TripletPool, batch_size: int, beir=None, k: int = 100) -> dict:
-    """All metrics of one bi-encoder on the test CSV (and the BEIR corpus when given)."""
+def evaluate_bi_encoder(model, prefixes: tuple[str, str], ts: TripletPool, batch_size: int, full=None, k: int = 100) -> dict:
+    """All metrics of one bi-encoder on the test CSV (and over a full corpus, a :class:`~crossdistill.data.RetrievalSet`,
+    when given)."""
     pos, neg, qa, pe, speed = pair_scores(model, prefixes, ts, batch_size)
     out = {"statistics": score_statistics(pos, neg, list(ts.df["anchor"])), "throughput": speed,
            "_pos": pos, "_neg": neg}
@@ -151,19 +152,15 @@ def evaluate_bi_encoder(model, prefixes: tuple[str, str], ts: TripletPool, batch
     top = np.argsort(-cos, axis=1, kind="stable")[:, :kk]
     out["pool_run"] = _run(ts.query_ids(), ts.passage_ids(), top, np.take_along_axis(cos, top, 1))
     out["pool"] = ranking_metrics(ts.qrels, out["pool_run"])
-    if beir is not None:
-        doc_ids = list(beir.corpus)
-        qids_b = list(beir.qrels)
-        idx, sc, speed_b = dense_search(model, [beir.queries[q] for q in qids_b], [beir.corpus[d] for d in doc_ids],
+    if full is not None:
+        doc_ids = list(full.corpus)
+        qids_b = list(full.qrels)
+        idx, sc, speed_b = dense_search(model, [full.queries[q] for q in qids_b], [full.corpus[d] for d in doc_ids],
                                         prefixes[0], prefixes[1], k, batch_size, show_progress=True)
         out["corpus_run"] = _run(qids_b, doc_ids, idx, sc)
-        out["corpus"] = ranking_metrics({q: {d: 1 for d in beir.qrels[q]} for q in qids_b}, out["corpus_run"])
+        out["corpus"] = ranking_metrics(qrels_dict(full.qrels), out["corpus_run"])
         out["throughput"].update({"corpus_passages_per_s": speed_b["passages_per_s"]})
     return out
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def retrieval_table(results: dict[str, dict]) -> str:
@@ -178,4 +175,4 @@ def retrieval_table(results: dict[str, dict]) -> str:
 
 
 __all__ = ["load_bi_encoder", "evaluate_bi_encoder", "score_statistics", "dense_search", "retrieval_table",
-           "peak_rss_mb", "TARGET_MAX_NEGATIVE", "TARGET_MIN_MARGIN"]
+           "TARGET_MAX_NEGATIVE", "TARGET_MIN_MARGIN"]

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import EvalConfig
+from .data import RetrievalSet, TripletPool
 from .errors import UsageError
-from .data import TripletPool
-from .evaluation import evaluate_bi_encoder, load_bi_encoder, peak_rss_mb, retrieval_table
+from .evaluation import evaluate_bi_encoder, load_bi_encoder, retrieval_table
 from .fsutil import atomic_dir, check_output_dir, mark_owner, refuse_overlap, write_json
 from .metrics import ranking_metrics, top_k_run
 from .plots import analysis_figure, comparison_figure
+from .retrieval import qrels_dict
+from .training import peak_memory
 
 RESULTS = "bi_encoder_evaluation_results.json"
 ANALYSIS_PNG = "bi_encoder_evaluation_analysis.png"
@@ -24,20 +27,20 @@ def _prefixes(resolved) -> tuple[str, str]:
     return resolved.query_prefix, resolved.passage_prefix
 
 
-def _bm25(ts: TripletPool, beir) -> dict:
+def _bm25(ts: TripletPool, full: RetrievalSet | None) -> dict:
     from .mining import BM25Miner
     from .retrieval import bm25_run
 
     out = {"pool_run": top_k_run(ts.query_ids(), ts.passage_ids(), BM25Miner(ts.passages).scores(ts.queries), 100)}
     out["pool"] = ranking_metrics(ts.qrels, out["pool_run"])
-    if beir is not None:
-        out["corpus_run"] = bm25_run(beir.corpus, beir.queries, 100)
-        out["corpus"] = ranking_metrics({q: {d: 1 for d in ds} for q, ds in beir.qrels.items()}, out["corpus_run"])
+    if full is not None:
+        out["corpus_run"] = bm25_run(full.corpus, full.queries, 100)
+        out["corpus"] = ranking_metrics(qrels_dict(full.qrels), out["corpus_run"])
     return out
 
 
 def _rerank(teacher, run: dict, queries: dict, corpus: dict, k: int, qrels: dict, batch_size: int):
-    """Teacher reranks the top-k of ``run``; returns (metrics, run, pairs/s, teacher probs, student scores, labels)."""
+    """Teacher reranks the top-k of ``run``; returns (metrics, pairs/s, (teacher probs, student scores, labels))."""
     from .retrieval import rerank
 
     t0 = time.time()
@@ -53,78 +56,135 @@ def _rerank(teacher, run: dict, queries: dict, corpus: dict, k: int, qrels: dict
     return ranking_metrics(qrels, rr), n_pairs / max(secs, 1e-9), (np.array(t_prob), np.array(s_norm), np.array(is_pos))
 
 
-def run_evaluation(args, log=print) -> Path:
-    from .data import load_beir
+def full_corpus(cfg: EvalConfig, ts: TripletPool, log=print) -> tuple[RetrievalSet | None, dict | None]:
+    """The full corpus the test queries are also retrieved over, and what it is: a BEIR folder (``--beir_dir``), your
+    files (``--corpus`` with ``--queries``/``--qrels``, or ``--corpus`` alone with the test CSV's queries and
+    positives), or the prepared version's own ``corpus.jsonl`` (``--data_version``); None without one."""
+    from . import data
+    from .tables import read_qrels_file, read_texts
 
-    model_path = Path(args.model_path)
-    if not model_path.exists() and ("/" in args.model_path or model_path.suffix):
+    if cfg.beir_dir:
+        full = data.load_beir(cfg.beir_dir, cfg.split)
+        return full, {"dir": str(cfg.beir_dir), "split": cfg.split, "corpus_passages": len(full.corpus)}
+    corpus_file = cfg.corpus
+    if corpus_file is None and cfg.data_version:
+        own = Path(cfg.data_root) / cfg.data_version / data.CORPUS_FILE
+        corpus_file = str(own) if own.is_file() else None
+    if corpus_file is None:
+        return None, None
+    corpus = read_texts(corpus_file, "passage")
+    if cfg.queries:  # the user's own queries and relevance judgements over their corpus
+        queries = read_texts(cfg.queries, "query")
+        qrels: dict[str, list[str]] = {}
+        for q, d, score in read_qrels_file(cfg.qrels):
+            if score > 0 and q in queries and d in corpus and d not in qrels.get(q, []):
+                qrels.setdefault(q, []).append(d)
+        if not qrels:
+            raise UsageError(f"{cfg.qrels} has no positive pair whose query ({cfg.queries}) and passage ({corpus_file}) "
+                             "exist; check the ids")
+        full = RetrievalSet(corpus, {q: queries[q] for q in qrels}, qrels)
+        added = 0
+    else:  # the test CSV's queries and positives, ranked over the corpus (a positive it lacks joins it)
+        full, _, stats = data.retrieval_set_from_rows(ts.df[["anchor", "positive"]], corpus)
+        added = stats["passages_added_to_corpus"]
+        if added:
+            log(f"{added} positive passage(s) of the test CSV are not in {corpus_file}: added to the corpus for retrieval")
+    return full, {"dir": str(corpus_file), "split": "test" if not cfg.queries else str(cfg.qrels),
+                  "corpus_passages": len(full.corpus), "positives_added": added}
+
+
+def load_student(cfg: EvalConfig):
+    """The student to evaluate (``--backend``: its PyTorch weights or its exported ONNX model) and its prefixes."""
+    model, resolved = load_bi_encoder(cfg.model_path, cfg.max_len)
+    if cfg.backend == "torch":
+        return model, (resolved.query_prefix, resolved.passage_prefix)
+    from .export import OnnxEncoder, missing_packages
+
+    if missing_packages():
+        raise UsageError(f"--backend {cfg.backend} needs {' and '.join(missing_packages())}: pip install -r "
+                         "requirements-export.txt")
+    encoder = OnnxEncoder(resolved.path, "onnx" if cfg.backend == "onnx" else "onnx-int8", max_len=model.max_seq_length)
+    return encoder, (resolved.query_prefix, resolved.passage_prefix)
+
+
+def run_evaluation(cfg: EvalConfig, log=print) -> Path:
+    model_path = Path(cfg.model_path)
+    if not model_path.exists() and ("/" in cfg.model_path or model_path.suffix):
         raise UsageError(f"--model_path {model_path} does not exist; pass the student folder written by "
                          "train_distillation_pipeline.py")
-    out_dir = check_output_dir(args.output_dir, args.overwrite, "evaluation")
-    ts = TripletPool.from_csv(args.test_data)
-    beir = load_beir(args.beir_dir, args.split) if args.beir_dir else None
-    teacher = None
-    if args.teacher_path:
-        from .distillation import load_teacher_dir
-        from .teacher import CrossEncoderTeacher
-
-        load_teacher_dir(args.teacher_path)
-        teacher = CrossEncoderTeacher.load(args.teacher_path)
-        import torch
-
-        if torch.cuda.is_available():  # reranking thousands of pairs: on the GPU when there is one
-            teacher.model.to("cuda")
-    model, resolved = load_bi_encoder(args.model_path, args.max_len)
-    log(f"evaluating {args.model_path} on {len(ts.df)} test triplets ({len(ts.queries)} queries, {len(ts.passages)} passages)"
-        + (f" and {len(beir.qrels)} queries over {len(beir.corpus)} {args.beir_dir} passages" if beir else ""))
-
-    results: dict[str, dict] = {}
-    student = evaluate_bi_encoder(model, _prefixes(resolved), ts, args.batch_size, beir)
-    results["student"] = student
-    if args.base_model:
-        base, base_resolved = load_bi_encoder(args.base_model, args.max_len)
-        results[f"base model ({args.base_model})"] = evaluate_bi_encoder(base, _prefixes(base_resolved), ts, args.batch_size, beir)
+    refuse_overlap(cfg.output_dir, "--output_dir", {"--model_path": cfg.model_path, "--teacher_path": cfg.teacher_path,
+                                                     "--test_data": cfg.test_data, "--beir_dir": cfg.beir_dir,
+                                                     "--corpus": cfg.corpus})
+    out_dir = check_output_dir(cfg.output_dir, cfg.overwrite, "evaluation")
+    ts = TripletPool.from_csv(cfg.test_data)
+    full, full_info = full_corpus(cfg, ts, log)
+    teacher = _load_teacher(cfg.teacher_path) if cfg.teacher_path else None
+    model, prefixes = load_student(cfg)
+    log(f"evaluating {cfg.model_path} ({cfg.backend}) on {len(ts.df)} test triplets ({len(ts.queries)} queries, "
+        f"{len(ts.passages)} passages)" + (f" and {len(full.qrels)} queries over {len(full.corpus)} passages of "
+                                           f"{full_info['dir']}" if full else ""))
+    results: dict[str, dict] = {"student": evaluate_bi_encoder(model, prefixes, ts, cfg.batch_size, full)}
+    if cfg.base_model:
+        base, base_resolved = load_bi_encoder(cfg.base_model, cfg.max_len)
+        results[f"base model ({cfg.base_model})"] = evaluate_bi_encoder(
+            base, (base_resolved.query_prefix, base_resolved.passage_prefix), ts, cfg.batch_size, full)
         del base
-    if args.bm25:
-        results["BM25"] = _bm25(ts, beir)
-    scatter = None
-    throughput = {"student": student["throughput"]}
+    if cfg.bm25:
+        results["BM25"] = _bm25(ts, full)
+    scatter, throughput = None, {"student": results["student"]["throughput"]}
     if teacher is not None:
-        pool_q = dict(zip(ts.query_ids(), ts.queries))
-        pool_d = dict(zip(ts.passage_ids(), ts.passages))
-        m, pps, scatter = _rerank(teacher, student["pool_run"], pool_q, pool_d, args.rerank_k, ts.qrels, args.batch_size)
-        entry = {"pool": m}
-        if beir is not None:
-            qrels_b = {q: {d: 1 for d in ds} for q, ds in beir.qrels.items()}
-            entry["corpus"], pps, scatter = _rerank(teacher, student["corpus_run"], beir.queries, beir.corpus,
-                                                    args.rerank_k, qrels_b, args.batch_size)
-        results[f"teacher reranks student top-{args.rerank_k}"] = entry
+        student = results["student"]
+        pool_q, pool_d = dict(zip(ts.query_ids(), ts.queries)), dict(zip(ts.passage_ids(), ts.passages))
+        entry = {}
+        entry["pool"], pps, scatter = _rerank(teacher, student["pool_run"], pool_q, pool_d, cfg.rerank_k, ts.qrels,
+                                              cfg.batch_size)
+        if full is not None:
+            entry["corpus"], pps, scatter = _rerank(teacher, student["corpus_run"], full.queries, full.corpus,
+                                                    cfg.rerank_k, qrels_dict(full.qrels), cfg.batch_size)
+        results[f"teacher reranks student top-{cfg.rerank_k}"] = entry
         throughput["teacher_pairs_per_s"] = pps
+    _write(cfg, out_dir, ts, results, throughput, scatter, full_info, log)
+    return out_dir
 
+
+def _load_teacher(path: str):
+    import torch
+
+    from .distillation import load_teacher_dir
+    from .teacher import CrossEncoderTeacher
+
+    load_teacher_dir(path)
+    teacher = CrossEncoderTeacher.load(path)
+    if torch.cuda.is_available():  # reranking thousands of pairs: on the GPU when there is one
+        teacher.model.to("cuda")
+    return teacher
+
+
+def _write(cfg: EvalConfig, out_dir: Path, ts: TripletPool, results: dict, throughput: dict, scatter, full_info, log):
+    """bi_encoder_evaluation_results.json, the two figures and report.md, written into place at once."""
+    student = results["student"]
     comparison = {name: {scope: r[scope] for scope in ("pool", "corpus") if scope in r} for name, r in results.items()}
     stats = student["statistics"]
-    report = {**stats, "retrieval": comparison, "throughput": throughput, "peak_rss_mb": round(peak_rss_mb(), 1),
-              "model_path": str(args.model_path), "test_data": str(args.test_data),
-              "beir": {"dir": str(args.beir_dir), "split": args.split, "corpus_passages": len(beir.corpus)} if beir else None,
-              "baselines": [n for n in results if n != "student"],
+    report = {**stats, "retrieval": comparison, "throughput": throughput, "peak_rss_mib": peak_memory()["peak_rss_mib"],
+              "model_path": str(cfg.model_path), "backend": cfg.backend, "test_data": str(cfg.test_data),
+              "beir": full_info, "baselines": [n for n in results if n != "student"],
               "statistics_by_system": {n: r["statistics"] for n, r in results.items() if "statistics" in r}}
-    table_scope = "corpus" if beir is not None else "pool"
+    table_scope = "corpus" if full_info is not None else "pool"
     table = retrieval_table(comparison)
-    samples = _samples(ts, student["_pos"], student["_neg"], args.num_samples)
-
+    samples = _samples(ts, student["_pos"], student["_neg"], cfg.num_samples)
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / RESULTS, report)
         analysis_figure(student["_pos"], student["_neg"], stats, tmp / ANALYSIS_PNG,
-                        f"Bi-encoder evaluation: {Path(str(args.model_path)).name} ({stats['num_samples']} test triplets)")
-        comparison_figure(student["_pos"], student["_neg"], {n: c[table_scope] for n, c in comparison.items() if table_scope in c},
-                          tmp / COMPARISON_PNG, scatter, "full corpus" if beir is not None else "test pool")
+                        f"Bi-encoder evaluation: {Path(str(cfg.model_path)).name} ({stats['num_samples']} test triplets)")
+        comparison_figure(student["_pos"], student["_neg"], {n: c[table_scope] for n, c in comparison.items()
+                                                             if table_scope in c},
+                          tmp / COMPARISON_PNG, scatter, "full corpus" if full_info is not None else "test pool")
         (tmp / "report.md").write_text(_report_md(report, table, samples), encoding="utf-8")
         mark_owner(tmp, "evaluation")
     log("\n" + _headline(stats) + "\n\n" + table)
     log("\nsample pairs:\n" + "\n".join(f"  [{s['positive_score']:.3f} vs {s['negative_score']:.3f}] {s['anchor'][:90]}"
                                           for s in samples))
-    log(f"\nthroughput: {throughput}  peak RSS {report['peak_rss_mb']} MB\nwrote {out_dir}")
-    return out_dir
+    log(f"\nthroughput: {throughput}  peak RSS {report['peak_rss_mib']} MiB\nwrote {out_dir}")
 
 
 def _samples(ts: TripletPool, pos, neg, n: int) -> list[dict]:
@@ -159,7 +219,7 @@ def _report_md(report: dict, table: str, samples: list[dict]) -> str:
               f"![analysis]({ANALYSIS_PNG})", "", "## Retrieval", "",
               "`pool`: all distinct passages of the test CSV; `corpus`: the full BEIR corpus.", "", table, "",
               f"![comparison]({COMPARISON_PNG})", "", "## Throughput (this machine)", "", "```",
-              json.dumps(s["throughput"], indent=1), f"peak RSS {s['peak_rss_mb']} MB", "```", "", "## Sample pairs", ""]
+              json.dumps(s["throughput"], indent=1), f"peak RSS {s['peak_rss_mib']} MiB", "```", "", "## Sample pairs", ""]
     for x in samples:
         lines.append(f"- **{x['positive_score']:.3f}** vs {x['negative_score']:.3f}: {x['anchor']}")
     return "\n".join(lines) + "\n"

@@ -139,7 +139,7 @@ def lock_run(path: Path) -> None:
     fh.truncate()
     fh.write(f"pid {os.getpid()}")
     fh.flush()
-    _HELD_LOCKS.append(fh)
+    _HELD_LOCKS.append((fh, path / RUN_LOCK))
 
 
 def releases_run_lock(train: Callable) -> Callable:
@@ -152,7 +152,9 @@ def releases_run_lock(train: Callable) -> Callable:
             return train(*args, **kwargs)
         finally:
             while len(_HELD_LOCKS) > held_before:
-                _HELD_LOCKS.pop().close()  # closing the file releases its flock
+                fh, lock_file = _HELD_LOCKS.pop()
+                lock_file.unlink(missing_ok=True)  # a refused run leaves the folder as it found it
+                fh.close()  # closing the file releases its flock
     return run
 
 

@@ -20,11 +20,12 @@ def recovery_command(command: list[str], fault: str, last_micro_batch=lambda: No
         current = flag_value(cmd, "--micro_batch_size") or last_micro_batch() or texts_per_batch(cmd)
         cmd = set_flag(cmd, "--micro_batch_size", str(max(1, int(current) // 2)))
     elif fault == "oom":  # the teacher: the same batch in twice as many forward passes
-        cmd = set_flag(cmd, "--gradient_accumulation_steps", str(2 * int(flag_value(cmd, "--gradient_accumulation_steps") or 1)))
+        splits = flag_value(cmd, "--micro_batches") or flag_value(cmd, "--gradient_accumulation_steps") or 1
+        cmd = set_flag(set_flag(cmd, "--gradient_accumulation_steps", None), "--micro_batches", str(2 * int(splits)))
     if fault == "nonfinite":
-        from .cli import STUDENT_LR, TEACHER_LR
+        from .config import StudentConfig, TeacherConfig
 
-        lr = float(flag_value(cmd, "--lr") or (STUDENT_LR if is_student(cmd) else TEACHER_LR))
+        lr = float(flag_value(cmd, "--lr") or (StudentConfig if is_student(cmd) else TeacherConfig).default("lr"))
         cmd = set_flag(cmd, "--lr", f"{lr / 2:g}")
     return cmd
 
@@ -38,7 +39,16 @@ def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: li
     f = Path(output_dir) / "training_args.json"
     if not f.is_file() or not (Path(output_dir) / "distillation_config.json").is_file():
         return None
-    a = json.loads(f.read_text())
+    try:
+        a = json.loads(f.read_text())
+        if not isinstance(a, dict) or not isinstance(a.get("data_version"), str):
+            raise ValueError("it names no data_version")
+    except ValueError as exc:
+        from .errors import UsageError
+
+        raise UsageError(f"cannot evaluate {output_dir}: its training_args.json is not what train_distillation_pipeline.py "
+                         f"writes ({exc}); run evaluate_final_model.py --model_path {output_dir} --test_data ... "
+                         "yourself") from None
     root = Path(__file__).resolve().parent.parent
     test = Path(a.get("data_root", "preprocessed")) / a["data_version"] / "test.csv"
     out = Path(eval_dir) if eval_dir else Path("evaluation_results") / Path(output_dir).name
@@ -65,7 +75,8 @@ def flag_value(cmd: list[str], name: str) -> str | None:
     return None
 
 
-def set_flag(cmd: list[str], name: str, value: str) -> list[str]:
+def set_flag(cmd: list[str], name: str, value: str | None) -> list[str]:
+    """``cmd`` with ``name`` set to ``value`` (appended), or removed when ``value`` is None."""
     out, skip = [], False
     for i, c in enumerate(cmd):
         if skip:
@@ -77,8 +88,11 @@ def set_flag(cmd: list[str], name: str, value: str) -> list[str]:
         if c.startswith(name + "="):
             continue
         out.append(c)
-    return out + [name, value]
+    return out + ([name, value] if value is not None else [])
 
 
 def texts_per_batch(cmd: list[str]) -> int:
-    return int(flag_value(cmd, "--batch_size") or 16) * (1 + int(flag_value(cmd, "--K") or 16))
+    from .config import StudentConfig
+
+    return int(flag_value(cmd, "--batch_size") or StudentConfig.default("batch_size")) * \
+        (1 + int(flag_value(cmd, "--K") or StudentConfig.default("K")))

@@ -9,33 +9,45 @@ from pathlib import Path
 import pandas as pd
 
 from . import data
+from .config import PrepareConfig
 from .errors import UsageError
 from .fsutil import atomic_dir, check_output_dir, mark_owner, write_json
 from .mining import MiningRule, make_miner, pick_negatives, random_negatives
+from .tables import TABLE_KINDS, labelled_rows, read_table, read_texts
 
 SPLITS = ("train", "val", "test")
 
 
 def detect_kind(source: str) -> str:
+    """``beir`` (a folder with corpus.jsonl, or a BEIR dataset name online), ``squad`` (.json), or a table kind of
+    :mod:`crossdistill.tables` (pairs or triplets: .csv, .tsv, .jsonl, .parquet, a ``datasets`` folder, a hub id)."""
+    from .tables import table_kind
+
     p = Path(source)
-    if p.is_dir():
+    if p.is_dir() and (p / "corpus.jsonl").is_file():
         return "beir"
+    kind = table_kind(source)
+    if kind is not None:
+        return kind
+    if p.is_dir():
+        return "beir"  # a folder without corpus.jsonl: the BEIR loader says what it lacks
     if p.suffix.lower() == ".json":
         return "squad"
-    if p.suffix.lower() in (".csv", ".tsv"):
-        return "csv"
     if not p.exists() and "/" not in source:
         return "beir"  # a BEIR dataset name, fetched when online
     if not p.exists():
-        raise UsageError(f"source {source} does not exist; check the path (a BEIR folder, a SQuAD/KorQuAD .json or a "
-                         "triplet .csv)")
-    raise UsageError(f"cannot tell what {source} is; pass a BEIR folder, a SQuAD/KorQuAD .json or a triplet .csv "
-                     "(or set --source_type)")
+        raise UsageError(f"source {source} does not exist; check the path (a BEIR folder, a SQuAD/KorQuAD .json, or pairs/"
+                         "triplets as .csv/.tsv/.jsonl/.parquet)")
+    raise UsageError(f"cannot tell what {source} is; pass a BEIR folder, a SQuAD/KorQuAD .json, pairs or triplets as "
+                     ".csv/.tsv/.jsonl/.parquet, or a datasets folder (or set --source_type)")
 
 
-def load_splits(source: str, kind: str, val_fraction: float, test_fraction: float, seed: int):
-    """Return ({split: RetrievalSet}, given negatives or None, pool_per_split)."""
-    given = None
+def load_splits(cfg: PrepareConfig, kind: str):
+    """Return ({split: RetrievalSet}, given negatives or None, pool_per_split, stats)."""
+    source, seed = cfg.source, cfg.seed
+    if cfg.corpus and kind in ("beir", "squad"):
+        raise UsageError(f"--corpus goes with your own pairs or triplets; a {kind.upper()} source carries its own passages")
+    given, stats = None, {}
     if kind == "beir":
         train = data.load_beir(source, "train")
         root = Path(source) if Path(source).is_dir() else Path(".cache/beir") / source
@@ -48,26 +60,32 @@ def load_splits(source: str, kind: str, val_fraction: float, test_fraction: floa
             if test is None:
                 raise UsageError(f"{root} has no qrels/test.tsv; BEIR sources need a test split")
         else:
-            fr = (1 - val_fraction, val_fraction) if test is not None else (1 - val_fraction - test_fraction, val_fraction, test_fraction)
+            fr = ((1 - cfg.val_fraction, cfg.val_fraction) if test is not None
+                  else (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction))
             by_part = data.split_groups(list(train.qrels), fr, seed)
             val = train.subset(by_part[1])
             if test is None:
                 test = train.subset(by_part[2])
             train = train.subset(by_part[0])
-        return {"train": train, "val": val, "test": test}, None, False
+        return {"train": train, "val": val, "test": test}, None, False, stats
     if kind == "squad":
         full = data.load_squad(source)
-    elif kind == "csv":
-        full, given = data.retrieval_set_from_triplets(data.read_triplets(source))
+    elif kind in TABLE_KINDS:
+        rows = labelled_rows(read_table(source, kind), source, cfg.columns)
+        corpus = read_texts(cfg.corpus, "passage") if cfg.corpus else None
+        full, given, stats = data.retrieval_set_from_rows(rows, corpus)
+        if cfg.negatives == "keep" and "negative" not in rows.columns:
+            raise UsageError(f"--negatives keep needs triplets (a negative column); {source} holds pairs: mine them with "
+                             "--negatives bm25, model or random")
     else:
-        raise UsageError(f"unknown --source_type {kind}; use beir, squad or csv")
+        raise UsageError(f"unknown --source_type {kind}; use beir, squad or one of {', '.join(TABLE_KINDS)}")
     keys = [full.query_groups.get(q, q) for q in full.qrels]
-    parts = data.split_groups(keys, (1 - val_fraction - test_fraction, val_fraction, test_fraction), seed)
+    parts = data.split_groups(keys, (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction), seed)
     out = {}
     for name, part in zip(SPLITS, parts):
         chosen = set(part)
         out[name] = full.subset([q for q in full.qrels if full.query_groups.get(q, q) in chosen])
-    return out, given, True
+    return out, given, not cfg.corpus, stats
 
 
 def _split_pool(rs: data.RetrievalSet, given=None) -> list[str]:
@@ -80,25 +98,25 @@ def _split_pool(rs: data.RetrievalSet, given=None) -> list[str]:
     return sorted(ids)
 
 
-def mine_split(rs: data.RetrievalSet, pool: list[str], args, given=None, log=print) -> tuple[pd.DataFrame, dict]:
+def mine_split(rs: data.RetrievalSet, pool: list[str], cfg: PrepareConfig, given=None, log=print) -> tuple[pd.DataFrame, dict]:
     """Triplet rows for one split; negatives come from ``pool`` (passage ids)."""
-    rule = MiningRule(args.num_negatives, args.rank_start, args.rank_end, args.fn_margin)
+    rule = MiningRule(cfg.num_negatives, *cfg.rank_range, cfg.fn_margin)
     index = {pid: i for i, pid in enumerate(pool)}
     texts = [rs.corpus[p] for p in pool]
     qids = sorted(rs.qrels)
     stats = {"queries": len(qids), "positives": sum(len(rs.qrels[q]) for q in qids), "pairs_without_negative": 0}
-    rng = random.Random(args.seed)
+    rng = random.Random(cfg.seed)
     rows = []
-    exclude_groups = args.same_group_negatives == "exclude" and bool(rs.groups)
-    if args.negatives == "keep":
+    exclude_groups = cfg.same_group_negatives == "exclude" and bool(rs.groups)
+    if cfg.negatives == "keep":
         if given is None:
             raise UsageError("--negatives keep only applies to a triplet CSV source; use bm25, model or random")
         scores = None
     else:
-        miner = make_miner(args.negatives, texts, args.seed, args.mining_model)
+        miner = make_miner(cfg.negatives, texts, cfg.seed, cfg.mining_model)
         t0 = time.time()
         scores = miner.scores([rs.queries[q] for q in qids])
-        log(f"  mined {len(qids)} queries x {len(pool)} passages with {args.negatives} in {time.time() - t0:.1f}s")
+        log(f"  mined {len(qids)} queries x {len(pool)} passages with {cfg.negatives} in {time.time() - t0:.1f}s")
     for qi, q in enumerate(qids):
         positives = [p for p in rs.qrels[q] if p in index]
         forbidden = {index[p] for p in positives}
@@ -110,8 +128,8 @@ def mine_split(rs: data.RetrievalSet, pool: list[str], args, given=None, log=pri
                 negs = [index[n] for n in given.get((q, p), []) if n in index]
             else:
                 negs = pick_negatives(scores[qi], index[p], forbidden, rule)
-            if args.random_negatives:
-                negs += random_negatives(len(pool), forbidden, args.random_negatives, rng, exclude=set(negs))
+            if cfg.random_negatives:
+                negs += random_negatives(len(pool), forbidden, cfg.random_negatives, rng, exclude=set(negs))
             if not negs:
                 stats["pairs_without_negative"] += 1
                 continue
@@ -121,28 +139,29 @@ def mine_split(rs: data.RetrievalSet, pool: list[str], args, given=None, log=pri
     return df, stats
 
 
-def prepare(args, log=print) -> Path:
+def prepare(cfg: PrepareConfig, log=print) -> Path:
     """Run the whole preparation; returns the written folder."""
-    kind = args.source_type or detect_kind(args.source)
-    out_dir = Path(args.output_root) / args.data_version
-    check_output_dir(out_dir, args.overwrite, "prepared_data")  # refuse early; nothing is deleted here
-    splits, given, per_split_pool = load_splits(args.source, kind, args.val_fraction, args.test_fraction, args.seed)
+    kind = cfg.source_type or detect_kind(cfg.source)
+    out_dir = Path(cfg.data_root) / cfg.data_version
+    check_output_dir(out_dir, cfg.overwrite, "prepared_data")  # refuse early; nothing is deleted here
+    splits, given, per_split_pool, source_stats = load_splits(cfg, kind)
     for name in SPLITS:
         if not splits[name].qrels:
             raise UsageError(f"the {name} split is empty ({len(splits['train'].qrels)} training queries in all); "
                              "use a larger source or change --val_fraction/--test_fraction")
     shared_pool = None if per_split_pool else sorted(splits["train"].corpus)
-    source = Path(args.source).resolve() if Path(args.source).exists() else Path(".cache/beir", args.source).resolve()
-    config = {"source": str(source if kind == "beir" else Path(args.source).resolve()), "source_given": str(args.source),
-              "source_type": kind, "seed": args.seed,
-              "settings": {k: v for k, v in vars(args).items() if k not in ("source", "overwrite")}, "splits": {}}
+    local = Path(cfg.source).exists()
+    source = Path(cfg.source).resolve() if local else Path(".cache/beir", cfg.source).resolve() if kind == "beir" else None
+    config = {"source": str(source) if source else cfg.source, "source_given": str(cfg.source),
+              "source_type": kind, "seed": cfg.seed, **source_stats,
+              "settings": {k: v for k, v in cfg.to_dict().items() if k not in ("source", "overwrite")}, "splits": {}}
     t0 = time.time()
     with atomic_dir(out_dir) as tmp:
         for name in SPLITS:
             rs = splits[name]
             pool = _split_pool(rs, given) if per_split_pool else shared_pool
             log(f"{name}: {len(rs.qrels)} queries, pool of {len(pool)} passages")
-            df, stats = mine_split(rs, pool, args, given, log)
+            df, stats = mine_split(rs, pool, cfg, given, log)
             if df.empty:
                 raise UsageError(f"no {name} triplet could be made (no negatives found); widen --rank_end, lower "
                                  "--fn_margin or add --random_negatives")

@@ -1,6 +1,7 @@
 """Named settings, written once: the student's loss recipes and the whole-pipeline presets.
 
-A recipe fills every loss flag the user left unset (``None``); a flag given on the command line always wins.
+A recipe fills every loss flag the user left unset (``None``; :meth:`crossdistill.config.StudentConfig.resolve`); a flag
+given on the command line always wins.
 
 - ``ranking`` (the default): what moves a bi-encoder's *ranking* — listwise KL from the teacher's logits
   (τ 1) to the student's ``scale · cos`` (scale: the student's pretraining inverse temperature, 100 for e5
@@ -26,17 +27,10 @@ STUDENT_RECIPES: dict[str, dict] = {
 DEFAULT_RECIPE = "ranking"
 
 
-def apply_recipe(args) -> None:
-    """Fill the loss flags left at ``None`` from ``args.recipe`` (in place)."""
-    for key, value in STUDENT_RECIPES[args.recipe].items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-
-
 @dataclass(frozen=True)
 class LossSettings:
     """Every setting one student step's loss reads, resolved (a recipe applied, the scale chosen): built once from
-    the command line (:meth:`from_args`) or by :func:`loss_settings`, never changed during a run."""
+    the run's config (:meth:`from_config`) or by :func:`loss_settings`, never changed during a run."""
 
     soft_labels: str  # what the soft labels are: "logit" (teacher logits) or "prob" (sigmoid of them)
     tau: float  # teacher temperature of the listwise KL
@@ -51,9 +45,9 @@ class LossSettings:
     kl_tau_squared: bool = False  # the KL multiplied by tau^2
 
     @classmethod
-    def from_args(cls, args) -> "LossSettings":
-        """From parsed flags, after :func:`apply_recipe` and the scale's resolution (no setting left ``None``)."""
-        values = {f.name: getattr(args, f.name) for f in fields(cls)}
+    def from_config(cls, cfg) -> "LossSettings":
+        """From a resolved :class:`~crossdistill.config.StudentConfig` (its recipe applied, its scale chosen)."""
+        values = {f.name: getattr(cfg, f.name) for f in fields(cls)}
         unset = [k for k, v in values.items() if v is None]
         if unset:
             raise ValueError(f"loss settings left unset: {', '.join(unset)} (apply the recipe and resolve the scale first)")
@@ -69,11 +63,6 @@ class LossSettings:
 def loss_settings(recipe: str = DEFAULT_RECIPE, **overrides) -> LossSettings:
     """Every loss setting of ``recipe`` (plus ``overrides``; scale 20 unless given), as the training loop reads
     them: for library use, tests and benchmarks."""
-    from argparse import Namespace
-
-    args = Namespace(recipe=recipe, scale=20.0, cross_device_negatives=False, kl_tau_squared=False,
-                     **{k: None for k in STUDENT_RECIPES[recipe]})
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    apply_recipe(args)
-    return LossSettings.from_args(args)
+    values = {**STUDENT_RECIPES[recipe], "scale": 20.0, "cross_device_negatives": False, "kl_tau_squared": False,
+              **overrides}
+    return LossSettings(**{f.name: values[f.name] for f in fields(LossSettings)})

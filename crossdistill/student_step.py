@@ -12,7 +12,7 @@ import torch
 
 from . import hooks
 from .candidates import CandidateList
-from .errors import UsageError
+from .errors import UsageError, is_oom
 from .losses import distillation_loss
 from .recipes import LossSettings
 from .student import BiEncoderStudent
@@ -126,10 +126,6 @@ def forward_backward(student, lists, soft_labels, positive, loss: LossSettings, 
     _rng_restore(end_snap)
     out["loss"] = out["loss"].detach()
     return out
-
-
-def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def n_texts(lists: list[CandidateList]) -> int:

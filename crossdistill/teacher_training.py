@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from . import data, hooks
 from .config import TeacherConfig
 from .checkpoint import load_trainable, resume_point
-from .engine import Loop, Stage, best_weights, fresh_state, publish_run, resume_state, total_steps, train_epochs
+from .engine import (Loop, Stage, best_weights, check_resume_settings, fresh_state, publish_run, resume_state, total_steps,
+                     train_epochs)
 from .errors import UsageError
 from .fsutil import EventLog, claimed_output, lock_run, refuse_overlap, releases_run_lock, write_json
 from .losses import localized_contrastive_loss, pointwise_bce_loss
@@ -143,6 +144,7 @@ def train_teacher(cfg: TeacherConfig, log=print) -> Path:
     out_dir = Path(cfg.output_dir)
     resume_from, skipped = resume_point(out_dir, cfg.resume, cfg.overwrite, "teacher")  # decides; touches nothing
     inputs = read_inputs(cfg)
+    check_resume_settings(resume_from, inputs.settings)  # a resume with other settings would mix two runs
     seed_everything(cfg.seed)
     accelerator = make_accelerator(cfg, out_dir, "teacher")
     main, device = accelerator.is_main_process, accelerator.device
@@ -186,8 +188,8 @@ def train_teacher(cfg: TeacherConfig, log=print) -> Path:
 
 
 def teacher_step(teacher, batch: list, cfg: TeacherConfig, pos_weight, step: int, accelerator) -> dict:
-    """Forward and backward of one batch, in ``--gradient_accumulation_steps`` smaller passes (the same batch)."""
-    parts = [p for p in (batch[i::cfg.gradient_accumulation_steps] for i in range(cfg.gradient_accumulation_steps)) if p]
+    """Forward and backward of one batch, in ``--micro_batches`` smaller passes (the same batch)."""
+    parts = [p for p in (batch[i::cfg.micro_batches] for i in range(cfg.micro_batches)) if p]
     loss = 0.0
     for i, part in enumerate(parts):
         sync = contextlib.nullcontext() if i == len(parts) - 1 else accelerator.no_sync(teacher.model)

@@ -96,11 +96,65 @@ def test_sigkill_then_resume_gives_identical_weights(straight, teacher, tiny_min
     switched = run_in_process("train_distillation_pipeline.py", *cmd[2:], "--resume", "--keep", "last", env=env)
     assert_usage_error(switched, "started with --keep best", "resume it with --keep best")
     assert json.loads((out / "checkpoints" / "latest.json").read_text()) == latest
+    # issue #26 11: settings that change what the run computes are refused, naming the flag and both values
+    for flag, value, old in (("--K", "8", "4"), ("--max_samples", "60", "54"), ("--batch_size", "2", "4")):
+        changed = [*cmd[2:]]
+        changed[changed.index(flag) + 1] = value
+        assert_usage_error(run_in_process("train_distillation_pipeline.py", *changed, "--resume", env=env),
+                           f"written with {flag} {old}", f"this run has {value}")
+    assert json.loads((out / "checkpoints" / "latest.json").read_text()) == latest
+    _damaged_copies_refused_or_skipped(out, cmd, env, ref, tmp_path)
     resumed = run_in_process("train_distillation_pipeline.py", *cmd[2:], "--resume", env=env)  # the monitor test resumes in children
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     a, b = _weights(ref), _weights(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _damaged_copies_refused_or_skipped(out, cmd, env, ref, tmp_path):
+    """Issue #26, on copies of a killed run (checkpoints of steps 2 and 4): 13 a state.json moved to step 99999 (its
+    manifest recomputed) is refused; 17 an rng.pt holding a pickle (manifest recomputed) is refused, not unpickled;
+    16 a best.pt overwritten with zeros fails its manifest: the damaged checkpoint is skipped with a warning and the
+    run resumes from step 2, ending bit-identical to the reference."""
+    import hashlib
+    import pickle
+    import shutil
+
+    def copy_with(name, change):
+        run = tmp_path / name
+        shutil.copytree(out, run)
+        ckpt = run / "checkpoints" / "step-00000004"
+        change(ckpt)
+        manifest = json.loads((ckpt / "manifest.json").read_text())
+        for f in manifest:
+            manifest[f] = {"size": (ckpt / f).stat().st_size, "sha256": hashlib.sha256((ckpt / f).read_bytes()).hexdigest()}
+        (ckpt / "manifest.json").write_text(json.dumps(manifest))
+        return [*cmd[2:cmd.index("--output_dir") + 1], str(run), *cmd[cmd.index("--output_dir") + 2:]]
+
+    def far(ckpt):
+        state = json.loads((ckpt / "state.json").read_text())
+        (ckpt / "state.json").write_text(json.dumps({**state, "step": 99999}))
+
+    proc = run_in_process("train_distillation_pipeline.py", *copy_with("far", far), "--resume", env=env)
+    assert_usage_error(proc, "position outside this run", "step 99999")
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    proc = run_in_process("train_distillation_pipeline.py",
+                          *copy_with("pickled", lambda c: (c / "rng.pt").write_bytes(pickle.dumps({"x": Payload()}))),
+                          "--resume", env=env)
+    assert_usage_error(proc, "refusing to unpickle", "rng.pt")
+    assert not (tmp_path / "pwned").exists()
+    zeros = copy_with("zeros", lambda c: None)
+    best = tmp_path / "zeros" / "checkpoints" / "step-00000004" / "best.pt"
+    best.write_bytes(bytes(best.stat().st_size))  # after the manifest: a damaged file
+    proc = run_in_process("train_distillation_pipeline.py", *zeros, "--resume", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "checkpoint step-00000004 skipped: best.pt does not match its manifest" in proc.stdout
+    a, b = _weights(ref), _weights(tmp_path / "zeros")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_oom_recovered_with_micro_batches_no_sample_skipped(straight, teacher, tiny_minilm, scifact_version, env, tmp_path):

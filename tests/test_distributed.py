@@ -34,7 +34,7 @@ def test_teacher_under_two_processes(tmp_path, tiny_minilm, scifact_version):
     out = tmp_path / "t2"
     proc = launch(29612, "train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
                   "--output_dir", out, "--epochs", "1", "--max_samples", "24", "--max_val_samples", "12", "--max_len", "48",
-                  "--batch_size", "4", "--gradient_accumulation_steps", "2", launcher=TORCHRUN)
+                  "--batch_size", "4", "--micro_batches", "2", launcher=TORCHRUN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 5  # 36 bce pairs (24 rows = 12 whole queries) / (2 processes x 4)

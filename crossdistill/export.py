@@ -1,0 +1,214 @@
+"""A fast student for serving: its ONNX model (fp32) and a dynamically quantised int8 copy, written into the student
+folder in the layout sentence-transformers' ONNX backend reads (``onnx/model.onnx``, ``onnx/model_qint8_avx2.onnx``).
+
+The export runs the student's transformer through ``torch.onnx.export`` (inputs ``input_ids``, ``attention_mask``
+[, ``token_type_ids``], output ``last_hidden_state``, dynamic batch and length: what Optimum's feature-extraction export
+produces) and quantises its weights to int8 with ONNX Runtime's ``quantize_dynamic`` (activations quantised on the fly,
+per row). Pooling and normalisation stay the sentence-transformers modules of the folder, so
+``SentenceTransformer(folder, backend="onnx", model_kwargs={"file_name": "onnx/model_qint8_avx2.onnx"})`` loads either
+where Optimum is installed, and :class:`OnnxEncoder` runs them here with ONNX Runtime alone (sentence-transformers 6's
+own exporter needs optimum-onnx, which does not support transformers 5).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError
+
+FORMATS = ("onnx", "onnx-int8")
+FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8_avx2.onnx"}
+
+
+def parse_formats(spec: str | None) -> list[str]:
+    """``"onnx,onnx-int8"`` → ["onnx", "onnx-int8"]; None or "" → []; anything else is a UsageError."""
+    if not spec:
+        return []
+    out = []
+    for part in (p.strip() for p in str(spec).split(",")):
+        if part not in FORMATS:
+            raise UsageError(f"--export/--formats takes {' or '.join(FORMATS)} (comma-separated); got {spec!r}")
+        if part not in out:
+            out.append(part)
+    return out
+
+
+def missing_packages() -> list[str]:
+    """The packages the export needs that are not installed (onnx, onnxruntime)."""
+    import importlib.util
+
+    return [p for p in ("onnx", "onnxruntime") if importlib.util.find_spec(p) is None]
+
+
+def export_student(folder: str | Path, formats: list[str], log=print) -> dict[str, str]:
+    """Write the requested formats into the student ``folder`` (each file written to a temporary name and renamed into
+    place); returns {format: relative path}. Missing packages are one clear UsageError naming the install."""
+    folder = Path(folder)
+    if not formats:
+        return {}
+    missing = missing_packages()
+    if missing:
+        raise UsageError(f"the ONNX export needs {' and '.join(missing)}: pip install -r requirements-export.txt "
+                         "(or leave --export out)")
+    if not (folder / "modules.json").is_file():
+        raise UsageError(f"{folder} is not a sentence-transformers folder (no modules.json); pass a student folder")
+    ours = json.loads((folder / "export.json").read_text()).values() if (folder / "export.json").is_file() else []
+    for fmt in formats:  # a file of the same name this toolkit did not write is never replaced
+        if (folder / FILES[fmt]).exists() and FILES[fmt] not in ours:
+            raise UsageError(f"{folder / FILES[fmt]} exists and was not written by this toolkit's export; move it away "
+                             "or export into a copy of the folder")
+    (folder / "onnx").mkdir(exist_ok=True)
+    written = {}
+    fp32 = folder / FILES["onnx"]
+    if "onnx" in formats or "onnx-int8" in formats:
+        if "onnx" in formats or not fp32.is_file():
+            _export_fp32(folder, fp32)
+            log(f"exported {fp32}")
+        if "onnx" in formats:
+            written["onnx"] = FILES["onnx"]
+    if "onnx-int8" in formats:
+        _quantize(fp32, folder / FILES["onnx-int8"])
+        log(f"quantised {folder / FILES['onnx-int8']}")
+        written["onnx-int8"] = FILES["onnx-int8"]
+    _record(folder, written)
+    return written
+
+
+def _transformer_dir(folder: Path) -> Path:
+    """Where the folder's Transformer module keeps its config and tokenizer (the folder itself, usually)."""
+    modules = json.loads((folder / "modules.json").read_text())
+    first = next((m for m in modules if m.get("type", "").endswith("Transformer")), modules[0])
+    return folder / first.get("path", "")
+
+
+def _export_fp32(folder: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from .models import refuse_pickled_weights
+
+    src = _transformer_dir(folder)
+    refuse_pickled_weights(src)
+    model = AutoModel.from_pretrained(src, use_safetensors=True, attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(src)
+    sample = tok(["a query", "a longer passage of text"], padding=True, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+
+    class _Wrapped(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs):
+            return self.inner(**dict(zip(names, inputs))).last_hidden_state
+
+    dynamic = {n: {0: "batch", 1: "sequence"} for n in names}
+    dynamic["last_hidden_state"] = {0: "batch", 1: "sequence"}
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model.", suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(_Wrapped(model), tuple(sample[n] for n in names), tmp, input_names=names,
+                              output_names=["last_hidden_state"], dynamic_axes=dynamic, opset_version=17,
+                              dynamo=False, do_constant_folding=True)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _quantize(fp32: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model_qint8.", suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        quantize_dynamic(str(fp32), tmp, weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _record(folder: Path, written: dict[str, str]) -> None:
+    """Name the exported files in the model card and in ``export.json``."""
+    from .fsutil import write_json
+
+    if not written:
+        return
+    info_file = folder / "export.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info.update(written)
+    write_json(info_file, info)
+    card = folder / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8").split("\n## Serving (ONNX)")[0].rstrip("\n")
+        lines = ["", "## Serving (ONNX)", "", "Exported by crossdistill (`export_student.py`):", ""]
+        for fmt, path in sorted(info.items()):
+            lines.append(f"- `{path}` ({'fp32' if fmt == 'onnx' else 'int8 weights, dynamic quantisation'})")
+        lines += ["", "```python", "from sentence_transformers import SentenceTransformer",
+                  f"model = SentenceTransformer(\"<this folder>\", backend=\"onnx\", model_kwargs={{\"file_name\": "
+                  f"\"{info.get('onnx-int8', info.get('onnx'))}\"}})  # needs optimum[onnxruntime]", "```", ""]
+        card.write_text(text + "\n" + "\n".join(lines), encoding="utf-8")
+
+
+class OnnxEncoder:
+    """Encode texts with an exported student's ONNX model and ONNX Runtime, the folder's own pooling and
+    normalisation: the ``encode(texts, batch_size, normalize_embeddings, convert_to_numpy, show_progress_bar)`` the
+    evaluation calls on a SentenceTransformer, with the same length-sorted batches."""
+
+    def __init__(self, folder: str | Path, fmt: str = "onnx", max_len: int | None = None, threads: int | None = None):
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        path = folder / FILES[fmt]
+        if not path.is_file():
+            raise UsageError(f"{folder} has no {FILES[fmt]}; export it first: python export_student.py --model_path "
+                             f"{folder} --formats {fmt}")
+        src = _transformer_dir(folder)
+        self.tokenizer = AutoTokenizer.from_pretrained(src)
+        bert_cfg = json.loads((src / "sentence_bert_config.json").read_text()) if (src / "sentence_bert_config.json").is_file() else {}
+        self.max_seq_length = max_len or bert_cfg.get("max_seq_length") or 512
+        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text()) if (folder / "1_Pooling" / "config.json").is_file() else {}
+        self.pooling = "cls" if pooling.get("pooling_mode_cls_token") else "mean"
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        prompts = json.loads((folder / "config_sentence_transformers.json").read_text()).get("prompts", {}) \
+            if (folder / "config_sentence_transformers.json").is_file() else {}
+        self.prompts = prompts or {}
+
+    def encode(self, texts, batch_size: int = 32, normalize_embeddings: bool = True, convert_to_numpy: bool = True,
+               show_progress_bar: bool = False, **_):
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        parts = []
+        for s in range(0, len(texts), batch_size):
+            idx = order[s:s + batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_seq_length,
+                                 return_tensors="np")
+            feed = {k: v.astype(np.int64) for k, v in enc.items() if k in self.inputs}
+            hidden = self.session.run(["last_hidden_state"], feed)[0]
+            if self.pooling == "cls":
+                emb = hidden[:, 0]
+            else:
+                mask = enc["attention_mask"][..., None].astype(np.float32)
+                emb = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+            if normalize_embeddings:
+                emb = emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
+            parts.append((idx, emb.astype(np.float32)))
+        if parts:
+            out = np.zeros((len(texts), parts[0][1].shape[1]), dtype=np.float32)
+            for idx, emb in parts:
+                out[idx] = emb
+        return out
+

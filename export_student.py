@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Export a student for serving: ONNX (fp32) and ONNX with int8 weights, written into the student folder.
+
+  python export_student.py --model_path models/bi_encoder_distilled                 # both formats
+  python export_student.py --model_path models/bi_encoder_distilled --formats onnx-int8
+
+Then serve it with ONNX Runtime (crossdistill.export.OnnxEncoder), or with sentence-transformers where optimum is
+installed: SentenceTransformer(folder, backend="onnx", model_kwargs={"file_name": "onnx/model_qint8_avx2.onnx"}).
+Evaluate it: evaluate_final_model.py --model_path FOLDER --backend onnx-int8 ... Needs onnx and onnxruntime
+(pip install -r requirements-export.txt).
+"""
+
+
+from crossdistill.config import ExportConfig
+from crossdistill.errors import run_cli
+
+
+def parse_args(argv=None) -> ExportConfig:
+    return ExportConfig.parse(argv, __doc__)
+
+
+def main(argv=None):
+    from pathlib import Path
+
+    from crossdistill.export import export_student, parse_formats
+    from crossdistill.models import resolve_model
+
+    cfg = parse_args(argv)
+    folder = Path(resolve_model(cfg.model_path).path)
+    written = export_student(folder, parse_formats(cfg.formats))
+    print("wrote " + ", ".join(f"{folder / path} ({fmt})" for fmt, path in written.items()))
+
+
+if __name__ == "__main__":
+    run_cli(main)
