@@ -140,7 +140,8 @@ class DataLocation(Config):
     def check(self) -> None:
         from .data import check_version_name
 
-        check_version_name(self.data_version)
+        if self.data_version is not None:
+            check_version_name(self.data_version)
         super().check()
 
 
@@ -382,14 +383,13 @@ class StudentConfig(TrainingConfig, Mining):
 
 # --------------------------------------------------------------------------- evaluate_final_model.py
 @dataclass(frozen=True, kw_only=True)
-class EvalConfig(Replaceable):
+class EvalConfig(DataLocation, Replaceable):
     """``evaluate_final_model.py``'s settings."""
 
     model_path: str = setting(help="student folder (or alias/hub id of any bi-encoder)")
     test_data: str | None = setting(None, "test CSV with anchor,positive,negative (default: <data_root>/<data_version>/"
                                           "test.csv when --data_version is given)")
     output_dir: str = setting(help="folder for bi_encoder_evaluation_results.json, report.md and the figures")
-    data_root: str = setting("preprocessed", "with --data_version: the folder holding prepared data versions")
     data_version: str | None = setting(None, "a prepared data version: its test.csv, and its corpus (corpus.jsonl) as the "
                                              "full-corpus retrieval pool")
     batch_size: int = setting(32, "texts per encoding batch", check=AT_LEAST_1)
@@ -420,10 +420,6 @@ class EvalConfig(Replaceable):
     def check(self) -> None:
         if self.test_data is None:
             raise UsageError("pass --test_data (a test CSV) or --data_version (a prepared version's test.csv)")
-        if self.data_version is not None:
-            from .data import check_version_name
-
-            check_version_name(self.data_version)
         if (self.queries or self.qrels) and not (self.corpus and self.queries and self.qrels):
             raise UsageError("--queries and --qrels go together with --corpus (all three), or leave them out")
         if self.corpus and self.beir_dir:
@@ -495,8 +491,7 @@ class MonitorConfig(DataLocation):
             raise UsageError("--pipeline needs --data_version (prepare one with prepare_data.py)")
         if not self.pipeline and not self.output_dir:
             raise UsageError("pass --output_dir (the run's output folder) with a command after --, or use --pipeline")
-        if self.data_version is not None:
-            super().check()
+        super().check()
 
 
 def flags_of(cls) -> list[str]:

@@ -272,7 +272,7 @@ def publish_student(loop: Loop, state: dict, cfg: StudentConfig, inputs: Student
     settings (the resolved ones included) and metrics; ``done.json`` last."""
     model = loop.unwrapped
     if cfg.keep == "best":
-        best = best_weights(loop)
+        best = best_weights(loop)  # read on every process (a shared folder): each publishes, or waits, with the same
         load_trainable(model, best["trainable"])
         kept_epoch = best["info"]["epoch"]
     else:

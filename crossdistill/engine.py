@@ -102,8 +102,9 @@ class Loop:
 
     def checkpoint(self, state: dict) -> None:
         if self.accelerator.is_main_process:
-            self.last_checkpoint = save_checkpoint(self.ckpt_root, self.unwrapped, self.optimizer, self.scheduler, state,
-                                                   best=self.pending_best, previous=self.last_checkpoint)
+            save_checkpoint(self.ckpt_root, self.unwrapped, self.optimizer, self.scheduler, state, best=self.pending_best,
+                            previous=self.last_checkpoint)
+        self.last_checkpoint = self.ckpt_root / f"step-{state['step']:08d}"  # every process knows where it is
         self.pending_best = None
 
 

@@ -137,7 +137,10 @@ def make_accelerator(cfg, out_dir, stage: str):
             import tensorboard  # noqa: F401 - only checks that it is installed
         except ImportError:
             raise UsageError("--report_to tensorboard needs the tensorboard package; pip install tensorboard") from None
+    # step_scheduler_with_optimizer=False: one schedule step per optimizer step. By default accelerate steps a prepared
+    # scheduler once per process on every step, and the schedule (counted in global steps) ran N times too fast
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), cpu=cfg.device == "cpu",
+                              step_scheduler_with_optimizer=False,
                               log_with="tensorboard" if report == "tensorboard" else None,
                               project_dir=str(Path(out_dir) / "runs") if report == "tensorboard" else None)
     if report == "tensorboard":

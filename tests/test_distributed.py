@@ -30,15 +30,34 @@ def step_losses(folder):
 
 
 def test_teacher_under_two_processes(tmp_path, tiny_minilm, scifact_version):
+    """2 processes x batch 4 (each split into 2 micro-batches) train the teacher exactly as 1 process x batch 8: with
+    dropout off the weights agree to float precision; with the gradient all-reduce broken, rank 0 would step on half
+    of each batch and end far away."""
+    import shutil
+
     root, v = scifact_version
+    model = tmp_path / "no-dropout"  # dropout masks differ per process; without them the runs must agree
+    shutil.copytree(tiny_minilm, model)
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    common = ["--model_name", model, "--data_root", root, "--data_version", v, "--epochs", "1", "--max_samples", "24",
+              "--max_val_samples", "12", "--max_len", "48", "--save_steps", "0"]
     out = tmp_path / "t2"
-    proc = launch(29612, "train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root, "--data_version", v,
-                  "--output_dir", out, "--epochs", "1", "--max_samples", "24", "--max_val_samples", "12", "--max_len", "48",
-                  "--batch_size", "4", "--micro_batches", "2", launcher=TORCHRUN)
+    proc = launch(29612, "train_teacher_model.py", *common, "--output_dir", out, "--batch_size", "4", "--micro_batches", "2",
+                  launcher=TORCHRUN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 5  # 36 bce pairs (24 rows = 12 whole queries) / (2 processes x 4)
     assert (out / "done.json").is_file()
+    one = tmp_path / "t1"
+    single = subprocess.run([sys.executable, str(ROOT / "train_teacher_model.py"), *map(str, common), "--output_dir", str(one),
+                             "--batch_size", "8"], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", **CPU})
+    assert single.returncode == 0, single.stderr[-3000:]
+    a, b, base = model_weights(one), model_weights(out), model_weights(model)
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    moved = max((a[k] - base[k.removeprefix("bert.")]).abs().max().item() for k in a if k.removeprefix("bert.") in base)
+    assert diff < 1e-4 < moved, (diff, moved)  # the same training, and training that did move the weights
 
 
 def test_two_processes_killed_resumed_by_monitor_match_one_process(tmp_path, reference_student, tiny_teacher, tiny_minilm,

@@ -176,7 +176,6 @@ def test_total_ranking_recipe_weights():
 def test_loss_settings_are_typed_resolved_and_fixed():
     """One student step reads a frozen LossSettings (the recipe applied, the scale resolved), not the flags."""
     import dataclasses
-    from argparse import Namespace
 
     from crossdistill.recipes import LossSettings, loss_settings
 
@@ -187,9 +186,13 @@ def test_loss_settings_are_typed_resolved_and_fixed():
     assert original.student_tau is None and (original.tau, original.negative_penalty_weight) == (0.2, 0.4)
     with pytest.raises(dataclasses.FrozenInstanceError):
         ranking.tau = 2.0
-    flags = Namespace(**{**dataclasses.asdict(ranking), "scale": None, "recipe": "ranking", "epochs": 1})
+    from crossdistill.config import StudentConfig
+
+    cfg = StudentConfig.parse(["--teacher_path", "t", "--output_dir", "o"])  # the scale is resolved by the run
     with pytest.raises(ValueError, match="unset: scale"):
-        LossSettings.from_args(flags)
+        LossSettings.from_config(cfg)
+    resolved = LossSettings.from_config(dataclasses.replace(cfg, scale=20.0))
+    assert resolved == loss_settings("ranking")  # the config's recipe gives the same settings as the library's
 
 
 def test_kl_tau_squared_rescales_only_the_kl():
