@@ -7,7 +7,7 @@
 Then serve it with ONNX Runtime (crossdistill.export.OnnxEncoder), or with sentence-transformers where optimum is
 installed: SentenceTransformer(folder, backend="onnx", model_kwargs={"file_name": "onnx/model_qint8_avx2.onnx"}).
 Evaluate it: evaluate_final_model.py --model_path FOLDER --backend onnx-int8 ... Needs onnx and onnxruntime
-(pip install -r requirements-export.txt).
+(pip install onnx onnxruntime).
 """
 
 

@@ -48,7 +48,7 @@ def build_candidates(df, K: int, negative_source: str, seed: int, mining_model: 
             mined[q] = [pool[i] for i in pick_negatives(scores[qi], index[positives[q][0]], forbidden, rule)]
     lists, short = [], 0
     for q in queries:
-        pos = positives[q][:K - 1] if len(positives[q]) >= K else positives[q]
+        pos = positives[q][:K - 1]  # at most K - 1 positives: a negative always fits
         negs = [n for n in negatives[q] if n not in positives[q]] + mined[q]
         passages = (pos + negs)[:K]
         if len(passages) < K:

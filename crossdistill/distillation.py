@@ -91,8 +91,8 @@ def read_inputs(cfg: StudentConfig) -> StudentInputs:
                          cfg.seed)
     corpus, pool_info = val_pool_passages(cfg.data_root, cfg.data_version, cfg.val_pool)
     if parse_formats(cfg.export) and missing_packages():  # refused now, not after the training
-        raise UsageError(f"--export {cfg.export} needs {' and '.join(missing_packages())}: pip install -r "
-                         "requirements-export.txt (or leave --export out)")
+        raise UsageError(f"--export {cfg.export} needs {' and '.join(missing_packages())}: pip install onnx onnxruntime "
+                         "(or leave --export out)")
     fingerprint = teacher_fingerprint(cfg.teacher_path)
     cfg = replace(cfg,  # the run's resolved settings (a new config; the one given is never changed)
                   score_cache=cfg.score_cache or str(default_cache_path(fingerprint)),

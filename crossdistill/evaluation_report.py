@@ -101,8 +101,7 @@ def load_student(cfg: EvalConfig):
     from .export import OnnxEncoder, missing_packages
 
     if missing_packages():
-        raise UsageError(f"--backend {cfg.backend} needs {' and '.join(missing_packages())}: pip install -r "
-                         "requirements-export.txt")
+        raise UsageError(f"--backend {cfg.backend} needs {' and '.join(missing_packages())}: pip install onnx onnxruntime")
     encoder = OnnxEncoder(resolved.path, "onnx" if cfg.backend == "onnx" else "onnx-int8", max_len=model.max_seq_length)
     return encoder, (resolved.query_prefix, resolved.passage_prefix)
 

@@ -33,7 +33,7 @@ def recovery_command(command: list[str], fault: str, last_micro_batch=lambda: No
 def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: list[str] | None = None) -> list[str] | None:
     """``evaluate_final_model.py`` arguments derived from a finished student run's saved configuration.
 
-    Test data: ``<data_root>/<data_version>/test.csv`` of the run; output: ``eval_dir`` or
+    Test data: the run's data version (its test.csv, and its corpus when it has one); output: ``eval_dir`` or
     ``evaluation_results/<run folder name>``; max length: the run's ``--max_len``.
     """
     f = Path(output_dir) / "training_args.json"
@@ -50,7 +50,6 @@ def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: li
                          f"writes ({exc}); run evaluate_final_model.py --model_path {output_dir} --test_data ... "
                          "yourself") from None
     root = Path(__file__).resolve().parent.parent
-    test = Path(a.get("data_root", "preprocessed")) / a["data_version"] / "test.csv"
     out = Path(eval_dir) if eval_dir else Path("evaluation_results") / Path(output_dir).name
     extra = list(extra or [])
     baselines = []  # the starting model and BM25 beside the student, unless the caller chose otherwise
@@ -58,7 +57,9 @@ def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: li
         baselines += ["--base_model", str(a["student_name"])]
     if "--bm25" not in extra:
         baselines.append("--bm25")
-    return [sys.executable, str(root / "evaluate_final_model.py"), "--model_path", str(output_dir), "--test_data", str(test),
+    data = ["--data_root", str(a.get("data_root", "preprocessed")), "--data_version", a["data_version"]]  # test.csv and
+    # the version's corpus (corpus.jsonl) when it has one: the test queries ranked over the full corpus as well
+    return [sys.executable, str(root / "evaluate_final_model.py"), "--model_path", str(output_dir), *data,
             "--output_dir", str(out), "--overwrite", "--max_len", str(a.get("max_len", 256)), *baselines, *extra]
 
 

@@ -169,7 +169,7 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
             config["splits"][name] = {**stats, "pool_passages": len(pool)}
         if shared_pool is not None:  # the corpus every split's queries are ranked against: kept with the data
             data.write_corpus(splits["train"].corpus, tmp / data.CORPUS_FILE)
-            config["corpus_passages"] = len(splits["train"].corpus)
+            config["corpus_written"] = len(splits["train"].corpus)
         config["seconds"] = round(time.time() - t0, 1)
         write_json(tmp / "prepare_config.json", config)
         mark_owner(tmp, "prepared_data")

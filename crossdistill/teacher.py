@@ -25,7 +25,6 @@ from .models import (TEACHER_CONFIG_NAMES, ResolvedModel, attention_dropout_kwar
 
 TEACHER_CONFIG = TEACHER_CONFIG_NAMES[0]
 HEAD_NAMES = ("classifier", "pooler", "score")
-POOLINGS = ("mean", "cls")
 MEAN_LAYER_SCALE = 1000.0
 
 

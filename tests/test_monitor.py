@@ -142,7 +142,7 @@ def test_pipeline_quick_runs_teacher_student_and_evaluation(tmp_path, tiny_minil
     assert (student_args["K"], student_args["batch_size"], student_args["use_lora"]) == (4, 16, True)
     student = tmp_path / "models" / "bi_encoder_distilled_quick"
     ev = [json.loads(x)["command"] for x in (student / "monitor.jsonl").read_text().splitlines() if '"evaluate"' in x][0]
-    assert f"--model_path {student}" in ev and "test.csv" in ev and f"--output_dir {tmp_path / 'eval'}" in ev
+    assert f"--model_path {student}" in ev and f"--data_version {v}" in ev and f"--output_dir {tmp_path / 'eval'}" in ev
     assert "--max_len 32" in ev and "--bm25" in ev and f"--base_model {tiny_minilm}" in ev  # baselines beside the student
     res = json.loads((tmp_path / "eval" / "bi_encoder_evaluation_results.json").read_text())
     assert res["num_samples"] > 0 and "[monitor] evaluation: positive" in proc.stdout

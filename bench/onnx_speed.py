@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Serving speed and quality of a student in three forms, side by side in one run: its PyTorch weights (fp32, what
+``SentenceTransformer.encode`` runs), its ONNX export (fp32) and the ONNX model with int8 weights (dynamic quantisation),
+the last two written by ``crossdistill.export`` and run by ONNX Runtime.
+
+For each: encoding throughput (passages/s over the first ``--passages`` SciFact passages, length-sorted batches; median
+of ``--repeats`` interleaved runs), single-query latency (p50/p99 over ``--queries`` SciFact test claims encoded one at
+a time), nDCG@10 / Recall@100 of SciFact test over the full 5,183-passage corpus, and the embeddings' agreement with
+torch's (cosine, min and mean over the corpus).
+
+  python bench/onnx_speed.py --model_path minilm-l6 --out bench/results/onnx_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", default="minilm-l6", help="a student folder or alias (copied, never written into)")
+    p.add_argument("--beir_dir", default=str(ROOT.parent / "shared" / "data" / "scifact"))
+    p.add_argument("--passages", type=int, default=1024, help="passages per throughput run")
+    p.add_argument("--queries", type=int, default=200, help="single-query latency samples")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--max_len", type=int, default=256)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--out", default="bench/results/onnx_speed.json")
+    a = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from crossdistill.data import load_beir
+    from crossdistill.evaluation import dense_search
+    from crossdistill.export import OnnxEncoder, export_student
+    from crossdistill.metrics import ranking_metrics
+    from crossdistill.models import resolve_model
+    from crossdistill.retrieval import qrels_dict
+
+    torch.set_num_threads(a.threads)
+    resolved = resolve_model(a.model_path)
+    rs = load_beir(a.beir_dir, "test")
+    doc_ids = list(rs.corpus)
+    corpus = [rs.corpus[d] for d in doc_ids]
+    qids = list(rs.qrels)
+    queries = [rs.queries[q] for q in qids]
+    qp, pp = resolved.query_prefix, resolved.passage_prefix
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "student"
+        shutil.copytree(resolved.path, folder, ignore=shutil.ignore_patterns("onnx", "*.onnx"))
+        t0 = time.time()
+        export_student(folder, ["onnx", "onnx-int8"], log=lambda *_: None)
+        export_s = time.time() - t0
+        st = SentenceTransformer(str(folder), device="cpu")
+        st.max_seq_length = a.max_len
+        models = {"torch_fp32": st, "onnx_fp32": OnnxEncoder(folder, "onnx", a.max_len, a.threads),
+                  "onnx_int8": OnnxEncoder(folder, "onnx-int8", a.max_len, a.threads)}
+        sizes = {"torch_fp32": (folder / "model.safetensors").stat().st_size,
+                 "onnx_fp32": (folder / "onnx" / "model.onnx").stat().st_size,
+                 "onnx_int8": (folder / "onnx" / "model_qint8_avx2.onnx").stat().st_size}
+
+        def encode(name, texts, batch_size):
+            return models[name].encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                       show_progress_bar=False)
+
+        sample = [pp + t for t in corpus[:a.passages]]
+        speed = {n: [] for n in models}
+        for _ in range(a.repeats):  # interleaved: a slower machine moment hits every backend alike
+            for n in models:
+                t0 = time.perf_counter()
+                encode(n, sample, a.batch_size)
+                speed[n].append(len(sample) / (time.perf_counter() - t0))
+        latency = {}
+        for n in models:
+            encode(n, [qp + queries[0]], 1)  # warm-up
+            times = []
+            for q in queries[:a.queries]:
+                t0 = time.perf_counter()
+                encode(n, [qp + q], 1)
+                times.append((time.perf_counter() - t0) * 1000)
+            latency[n] = {"p50_ms": round(float(np.percentile(times, 50)), 2), "p99_ms": round(float(np.percentile(times, 99)), 2)}
+        quality, reference = {}, None
+        for n in models:
+            idx, sc, _ = dense_search(models[n], queries, corpus, qp, pp, 100, a.batch_size)
+            run = {q: {doc_ids[j]: float(s) for j, s in zip(idx[r], sc[r])} for r, q in enumerate(qids)}
+            quality[n] = {k: round(v, 4) for k, v in ranking_metrics(qrels_dict(rs.qrels), run, ("ndcg@10", "recall@100")).items()}
+            emb = encode(n, [pp + t for t in corpus[:512]], a.batch_size)
+            if reference is None:
+                reference = emb
+            cos = (emb * reference).sum(1)
+            quality[n]["cosine_vs_torch"] = {"min": round(float(cos.min()), 5), "mean": round(float(cos.mean()), 5)}
+    base = statistics.median(speed["torch_fp32"])
+    result = {
+        "machine": f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {a.threads} threads",
+        "model": a.model_path, "max_len": a.max_len, "batch_size": a.batch_size, "passages_per_run": len(sample),
+        "export_seconds": round(export_s, 1), "file_bytes": sizes,
+        "passages_per_s": {n: {"median": round(statistics.median(v), 2), "runs": [round(x, 2) for x in v]} for n, v in speed.items()},
+        "throughput_vs_torch_fp32": {n: round(statistics.median(v) / base, 2) for n, v in speed.items()},
+        "single_query_latency": latency, "scifact_test": quality,
+        "ndcg10_delta_vs_torch": {n: round(quality[n]["ndcg@10"] - quality["torch_fp32"]["ndcg@10"], 4) for n in models},
+    }
+    print(json.dumps(result, indent=1))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
