@@ -25,10 +25,10 @@ echo "prepare $(( ($(date +%s%N) - t0) / 1000000 ))" > "$work/times"  # millisec
 # evaluation's baselines (BM25 and the starting student are added by the monitor; here also the teacher reranking)
 $PY realtime_monitor.py --pipeline quick --data_version gpu_check --data_root "$work/data" --models_dir "$work/models" \
   --teacher_args "${TEACHER_EXTRA:-}" --student_args "--allow_weaker_teacher ${STUDENT_EXTRA:-}" --eval_output_dir "$work/eval" \
-  --eval_args "--batch_size 128 --beir_dir ../shared/data/scifact --teacher_path $work/models/cross_encoder_teacher_quick --rerank_k 30 ${EVAL_EXTRA:-}" \
+  --eval_args "--batch_size 128 --beir_dir ../shared/data/scifact --teacher_path $work/models/gpu_check/cross_encoder_teacher_quick --rerank_k 30 ${EVAL_EXTRA:-}" \
   > "$work/monitor.log" 2>&1 || { tail -40 "$work/monitor.log"; exit 1; }
-ln -s models/cross_encoder_teacher_quick "$work/teacher"
-ln -s models/bi_encoder_distilled_quick "$work/student"
+ln -s models/gpu_check/cross_encoder_teacher_quick "$work/teacher"
+ln -s models/gpu_check/bi_encoder_distilled_quick "$work/student"
 $PY - "$work" "$OUT" <<'PY'
 import json, sys, pathlib
 work, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])

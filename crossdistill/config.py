@@ -455,7 +455,7 @@ class MonitorConfig(DataLocation):
                                          "'quick'/'full' = the original's settings",
                                    choices=["default", "cpu", "quick", "full"])
     data_version: str | None = setting(None, "with --pipeline: the prepared data version")
-    models_dir: str = setting("models", "with --pipeline: where the teacher and student folders go")
+    models_dir: str = setting("models", "with --pipeline: the teacher and student folders go in <models_dir>/<data_version>/")
     teacher_model: str | None = setting(None, "with --pipeline: base model of the teacher")
     student_name: str | None = setting(None, "with --pipeline: the student model")
     teacher_args: str = setting("", "with --pipeline: extra teacher flags, one quoted string")

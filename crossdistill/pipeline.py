@@ -45,10 +45,11 @@ PRESETS = {
 def pipeline_commands(preset: str, data_version: str, models_dir: str, teacher_model: str | None,
                       student_name: str | None, teacher_extra: list[str], student_extra: list[str],
                       data_root: str = "preprocessed") -> list[tuple[str, Path, list[str]]]:
-    """[(stage, output_dir, command)] for the teacher and the student of ``preset``."""
+    """[(stage, output_dir, command)] for the teacher and the student of ``preset``, in ``<models_dir>/<data_version>/``:
+    a finished teacher of one data version is never taken for another's (the monitor skips a finished stage)."""
     p = PRESETS[preset]
-    teacher_dir = Path(models_dir) / f"cross_encoder_teacher{p['suffix']}"
-    student_dir = Path(models_dir) / f"bi_encoder_distilled{p['suffix']}"
+    teacher_dir = Path(models_dir) / data_version / f"cross_encoder_teacher{p['suffix']}"
+    student_dir = Path(models_dir) / data_version / f"bi_encoder_distilled{p['suffix']}"
     common = ["--data_version", data_version, "--data_root", data_root]
     teacher = [sys.executable, str(ROOT / "train_teacher_model.py"), *common, "--output_dir", str(teacher_dir), *p["teacher"],
                *(["--model_name", teacher_model] if teacher_model else []), *teacher_extra]

@@ -136,11 +136,11 @@ def test_pipeline_quick_runs_teacher_student_and_evaluation(tmp_path, tiny_minil
                       "--student_args", "--max_samples 16 --max_len 32 --max_val_samples 20 --allow_weaker_teacher",
                       "--eval_output_dir", tmp_path / "eval", "--backoff", "0.2", "--poll", "0.3", env=score_cache_env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    teacher_cfg = json.loads((tmp_path / "models" / "cross_encoder_teacher_quick" / "teacher_config.json").read_text())
+    teacher_cfg = json.loads((tmp_path / "models" / v / "cross_encoder_teacher_quick" / "teacher_config.json").read_text())
     assert (teacher_cfg["r"], teacher_cfg["alpha"]) == (16, 32)  # the original's quick LoRA settings
-    student_args = json.loads((tmp_path / "models" / "bi_encoder_distilled_quick" / "training_args.json").read_text())
+    student_args = json.loads((tmp_path / "models" / v / "bi_encoder_distilled_quick" / "training_args.json").read_text())
     assert (student_args["K"], student_args["batch_size"], student_args["use_lora"]) == (4, 16, True)
-    student = tmp_path / "models" / "bi_encoder_distilled_quick"
+    student = tmp_path / "models" / v / "bi_encoder_distilled_quick"
     ev = [json.loads(x)["command"] for x in (student / "monitor.jsonl").read_text().splitlines() if '"evaluate"' in x][0]
     assert f"--model_path {student}" in ev and f"--data_version {v}" in ev and f"--output_dir {tmp_path / 'eval'}" in ev
     assert "--max_len 32" in ev and "--bm25" in ev and f"--base_model {tiny_minilm}" in ev  # baselines beside the student
