@@ -125,6 +125,9 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
     log(f"candidates: {cstats['queries']} queries x K={cfg.K} ({cstats['short_lists']} with fewer than K, "
         f"{cstats['mined_negatives']} mined {cfg.negative_source} negatives); loss recipe {cfg.recipe}, "
         f"similarity scale {cfg.scale:g}")
+    if student is not None:  # every text the steps will encode, tokenised once
+        student.pretokenize([student.query_prefix + c.query for c in lists] +
+                            [student.passage_prefix + p for c in lists for p in c.passages])
     pairs = [(c.query, p) for c in lists for p in c.passages]
     logits, tstats = cached_teacher_logits(cfg.teacher_path, pairs, cfg.score_cache, cfg.eval_batch_size, device=device,
                                            log=log, fingerprint=inputs.teacher_fingerprint,

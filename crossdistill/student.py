@@ -62,9 +62,30 @@ class BiEncoderStudent(torch.nn.Module):
         self.freeze_unused()
         return cfg
 
+    def pretokenize(self, texts: list[str]) -> None:
+        """Tokenise ``texts`` (prefixes applied) once, truncated to the model's max length: :meth:`embed` then only pads
+        the cached ids of each batch (``tokenizer.pad``: the very tensors the tokenizer would give), so a training
+        step no longer tokenises the same passages again every epoch."""
+        cache = self.__dict__.setdefault("_token_ids", {})
+        new = [t for t in dict.fromkeys(texts) if t not in cache]
+        if new:
+            ids = self.st.tokenizer(new, truncation="longest_first", max_length=self.st.max_seq_length)["input_ids"]
+            cache.update(zip(new, ids))
+
+    def _features(self, texts: list[str]) -> dict:
+        cache = self.__dict__.get("_token_ids", {})
+        if not cache or any(t not in cache for t in texts):
+            return self.st.preprocess(texts)
+        tok = self.st.tokenizer
+        features = dict(tok.pad({"input_ids": [cache[t] for t in texts]}, return_tensors="pt"))
+        if "token_type_ids" in tok.model_input_names:
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        features["modality"] = "text"
+        return features
+
     def embed(self, texts: list[str]) -> torch.Tensor:
         """(N, D) L2-normalised embeddings of ``texts`` (prefixes already applied), with gradients."""
-        features = self.st.preprocess(texts)
+        features = self._features(texts)
         device = next(self.parameters()).device
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         emb = self.st(features)["sentence_embedding"]

@@ -351,3 +351,26 @@ def test_one_pass_and_gradient_caching_agree_under_bf16(tiny_minilm, scifact_ver
         AcceleratorState._reset_state(reset_partial_state=True)
     # the embeddings themselves come from bf16 matmuls padded per pass; the loss on them is fp32 in both paths
     assert losses[0] == pytest.approx(losses[1], rel=2e-3, abs=2e-3)
+
+
+def test_pretokenised_batches_are_the_tokenizers_own(tiny_minilm, scifact_version):
+    """Token ids computed once before the loop: a batch padded from the cache is exactly what the tokenizer gives,
+    and the embeddings are bit-identical."""
+    from crossdistill.data import read_triplets
+    from crossdistill.models import resolve_model
+    from crossdistill.student import BiEncoderStudent
+
+    root, v = scifact_version
+    df = read_triplets(root / v / "val.csv").head(20)
+    texts = list(dict.fromkeys(list(df["anchor"]) + list(df["positive"])))
+    student = BiEncoderStudent.load(resolve_model(str(tiny_minilm)), 48)
+    student.eval()
+    plain = student.st.preprocess(texts[:9])
+    with torch.no_grad():
+        before = student.embed(texts[:9])
+    student.pretokenize(texts)
+    cached = student._features(texts[:9])
+    assert cached.keys() == plain.keys() and all(torch.equal(cached[k], plain[k]) for k in plain if k != "modality")
+    with torch.no_grad():
+        assert torch.equal(student.embed(texts[:9]), before)
+    assert student._features(["a text never seen"])["input_ids"].shape[0] == 1  # falls back to the tokenizer
