@@ -53,13 +53,14 @@ def tokens_of(tokenizer, texts, max_len) -> int:
 
 def ours_epoch(lists, teacher, args, epoch: int) -> tuple[float, int]:
     seed_everything(args.seed)
-    student = BiEncoderStudent.load(resolve_model(args.student), args.max_len)
+    cuda = torch.cuda.is_available()  # ours and theirs on the same device, bf16 on a GPU
+    student = BiEncoderStudent.load(resolve_model(args.student), args.max_len, device="cuda" if cuda else "cpu")
     student.train()
     opt = make_optimizer(student, 2e-5, None, ())
     sched = linear_schedule(opt, len(lists) // args.batch_size + 1, 0.1)
     from accelerate import Accelerator
 
-    acc = Accelerator(cpu=True)
+    acc = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no")
     run = DistillData(lists, teacher, None, {})
     ns = loss_settings("original")
     order = epoch_order(len(lists), args.seed, epoch)
@@ -91,13 +92,15 @@ def st_epoch(lists, teacher, args) -> float:
         cols[f"passage_{k}"] = [lists[i].passages[k] for i in full]
     cols["label"] = [teacher[i].tolist() for i in full]
     ds = Dataset.from_dict(cols)
-    model = SentenceTransformer(resolve_model(args.student).path, device="cpu")
+    cuda = torch.cuda.is_available()
+    model = SentenceTransformer(resolve_model(args.student).path, device="cuda" if cuda else "cpu")
     model.max_seq_length = args.max_len
     loss = DistillKLDivLoss(model, similarity_fct=pairwise_cos_sim, temperature=0.2)
     with tempfile.TemporaryDirectory() as tmp:
         targs = SentenceTransformerTrainingArguments(output_dir=tmp, num_train_epochs=1, per_device_train_batch_size=args.batch_size,
                                                      learning_rate=2e-5, warmup_ratio=0.1, save_strategy="no", report_to="none",
-                                                     logging_steps=1000, seed=args.seed, use_cpu=True, dataloader_drop_last=False)
+                                                     logging_steps=1000, seed=args.seed, use_cpu=not cuda, bf16=cuda,
+                                                     dataloader_drop_last=False)
         trainer = SentenceTransformerTrainer(model=model, args=targs, train_dataset=ds, loss=loss)
         t0 = time.perf_counter()
         trainer.train()
@@ -108,6 +111,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--teacher", required=True)
     p.add_argument("--data_version", default="scifact")
+    p.add_argument("--data_root", default="preprocessed")
     p.add_argument("--student", default="minilm-l6")
     p.add_argument("--queries", type=int, default=48)
     p.add_argument("--K", type=int, default=8)
@@ -119,7 +123,7 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 
-    df = data.read_triplets(data.data_file(args.data_version, "train"))
+    df = data.read_triplets(data.data_file(args.data_version, "train", args.data_root))
     keep = list(dict.fromkeys(df["anchor"]))[:args.queries]
     df = df[df["anchor"].isin(keep)].reset_index(drop=True)
     lists, _ = build_candidates(df, args.K, "bm25", args.seed)

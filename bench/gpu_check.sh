@@ -17,7 +17,7 @@ if ! $PY -c "import crossdistill, torch, transformers, peft, sentence_transforme
 fi
 work=$(mktemp -d)
 t0=$(date +%s%N)
-$PY prepare_data.py --source ../shared/data/scifact --data_version gpu_check --output_root "$work/data" \
+$PY prepare_data.py --source ../shared/data/scifact --data_version gpu_check --data_root "$work/data" \
   --num_negatives 4 --random_negatives 3 > "$work/prepare.log" 2>&1 || { tail -30 "$work/prepare.log"; exit 1; }
 echo "prepare $(( ($(date +%s%N) - t0) / 1000000 ))" > "$work/times"  # milliseconds
 # the quick preset as crossdistill/pipeline.py defines it (the one definition), under the monitor, evaluation included;

@@ -45,23 +45,25 @@ def child(a) -> dict:
     import torch
 
     torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the same device for ours and theirs
     pairs, texts = _workload(a.pairs, a.texts)
     if a.stage == "scoring":
         if a.impl == "ours":
             from crossdistill.teacher import CrossEncoderTeacher
 
             model = CrossEncoderTeacher.load(a.teacher, a.max_len)
-            run = lambda: model.score(pairs, batch_size=a.batch_size, activation="sigmoid")  # noqa: E731
+            model.model.to(device)
+            run = lambda: model.score(pairs, batch_size=a.batch_size, activation="sigmoid", device=device)  # noqa: E731
         else:
             from sentence_transformers import CrossEncoder
 
-            model = CrossEncoder(a.teacher, max_length=a.max_len, device="cpu")
+            model = CrossEncoder(a.teacher, max_length=a.max_len, device=device)
             run = lambda: model.predict(pairs, batch_size=a.batch_size, show_progress_bar=False)  # noqa: E731
         n = len(pairs)
     else:
         from crossdistill.evaluation import encode, load_bi_encoder
 
-        model, resolved = load_bi_encoder(a.model, a.max_len, device="cpu")
+        model, resolved = load_bi_encoder(a.model, a.max_len, device=device)
         if a.impl == "ours":
             run = lambda: encode(model, texts, resolved.passage_prefix, a.batch_size)  # noqa: E731
         else:
@@ -72,7 +74,15 @@ def child(a) -> dict:
     out = np.asarray(run(), dtype=np.float32)
     secs = time.perf_counter() - t0
     np.save(a.dump, out)
-    return {"seconds": secs, "per_s": n / secs, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    gib = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    return {"seconds": secs, "per_s": n / secs, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_gpu_gib": gib}
+
+
+def _machine() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{__import__('os').cpu_count()} CPU cores"
 
 
 def make_teacher(folder: Path, max_len: int) -> None:
@@ -108,7 +118,7 @@ def main():
             a.teacher = str(Path(tmp) / "teacher")
             make_teacher(Path(a.teacher), a.max_len)
         report = {"setup": {k: getattr(a, k) for k in ("pairs", "texts", "batch_size", "max_len", "repeats", "model")},
-                  "machine": f"{__import__('os').cpu_count()} CPU cores"}
+                  "machine": _machine()}
         for stage in a.stages.split(","):
             res: dict = {"ours": [], "sentence_transformers": []}
             for r in range(a.repeats):
@@ -122,7 +132,9 @@ def main():
                     print(f"{stage} repeat {r + 1} {key}: {res[key][-1]}", flush=True)
             ours, st = np.load(Path(tmp) / f"{stage}_ours.npy"), np.load(Path(tmp) / f"{stage}_st.npy")
             med = {k: {m: statistics.median(x[m] for x in v) for m in ("per_s", "peak_rss_mib")} for k, v in res.items()}
-            report[stage] = {"runs": res, "median": med,
+            gpu = {k: statistics.median(x["peak_gpu_gib"] for x in v) if v[0].get("peak_gpu_gib") is not None else None
+                   for k, v in res.items()}
+            report[stage] = {"runs": res, "median": med, "median_gpu": gpu,
                              "ratio_speed_ours_over_st": med["ours"]["per_s"] / med["sentence_transformers"]["per_s"],
                              "ratio_rss_ours_over_st": med["ours"]["peak_rss_mib"] / med["sentence_transformers"]["peak_rss_mib"],
                              "max_abs_diff_outputs": float(np.abs(ours.reshape(st.shape) - st).max())}

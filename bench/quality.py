@@ -229,7 +229,7 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     prep_args = ds["prepare"] + cfg.get("prepare", [])
     version = f"{a.dataset}_{_key(prep_args)}"
     data_root = work / "data"
-    _stage("prepare_data.py", ["--source", ds["source"], "--data_version", version, "--output_root", str(data_root),
+    _stage("prepare_data.py", ["--source", ds["source"], "--data_version", version, "--data_root", str(data_root),
                                *prep_args], data_root / version, commands, log)
     common = ["--data_version", version, "--data_root", str(data_root), "--seed", str(seed)]
     teacher_dir = None

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Rerank BM25's top-k of a BEIR split with a trained teacher; print the metrics of both orders and a paired
-t-test of nDCG@10 per query (ranx), with the queries the teacher wins, ties and loses.
+"""Rerank a first stage's top-k of a BEIR split with a trained teacher (BM25's, or a bi-encoder's: the candidates a
+teacher judges in distillation); print the metrics of both orders and a paired t-test of nDCG@10 per query (ranx),
+with the queries the teacher wins, ties and loses.
 
   python bench/teacher_rerank.py --teacher models/teacher --beir_dir ../shared/data/scifact --split test --k 30
-  (--queries_from preprocessed/<v>/val.csv restricts to the queries of a prepared split, e.g. val)
+  python bench/teacher_rerank.py --teacher models/teacher --first_stage minilm-l6 --queries_from preprocessed/scifact/val.csv
+  (--queries_from restricts to the queries of a prepared split, e.g. val: the split choices are made on)
 """
 
 import argparse
@@ -27,6 +29,7 @@ def main():
     p.add_argument("--split", default="test")
     p.add_argument("--queries_from", default=None)
     p.add_argument("--k", type=int, default=30)
+    p.add_argument("--first_stage", default="bm25", help="bm25, or a bi-encoder (folder or alias) whose top-k is reranked")
     p.add_argument("--max_len", type=int, default=None, help="score with another max_len than the teacher was trained with")
     p.add_argument("--out", default=None)
     a = p.parse_args()
@@ -35,12 +38,22 @@ def main():
         keep = set(read_triplets(a.queries_from)["anchor"])
         rs = rs.subset([q for q in rs.qrels if rs.queries[q] in keep])
     qrels = qrels_dict(rs.qrels)
-    run = bm25_run(rs.corpus, rs.queries, 100)
+    if a.first_stage == "bm25":
+        run = bm25_run(rs.corpus, rs.queries, 100)
+    else:
+        from crossdistill.evaluation import dense_search, load_bi_encoder
+
+        model, resolved = load_bi_encoder(a.first_stage, a.max_len)
+        qids, dids = list(rs.queries), list(rs.corpus)
+        idx, sc, _ = dense_search(model, [rs.queries[q] for q in qids], [rs.corpus[d] for d in dids],
+                                  resolved.query_prefix, resolved.passage_prefix, 100, 64)
+        run = {q: {dids[j]: float(v) for j, v in zip(idx[r], sc[r])} for r, q in enumerate(qids)}
     teacher = CrossEncoderTeacher.load(a.teacher, a.max_len)
     t0 = time.time()
     rr = rerank(teacher, run, queries=rs.queries, corpus=rs.corpus, k=a.k, show_progress=True)
     secs = time.time() - t0
-    res = {"queries": len(qrels), "k": a.k, "bm25": ranking_metrics(qrels, run), "teacher_rerank": ranking_metrics(qrels, rr),
+    res = {"queries": len(qrels), "k": a.k, "first_stage": a.first_stage, "first_stage_metrics": ranking_metrics(qrels, run),
+           "teacher_rerank": ranking_metrics(qrels, rr),
            "paired_ndcg@10": paired_comparison(qrels, run, rr, "ndcg@10"),
            "rerank_seconds": round(secs, 1), "pairs_per_s": round(len(qrels) * a.k / secs, 1)}
     print(json.dumps(res, indent=1))

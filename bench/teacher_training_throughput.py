@@ -50,7 +50,8 @@ def ours(a, work: Path) -> dict:
     subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     steps = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines() if '"event": "step"' in x]
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"per_s": steps[-1]["samples_per_s"], "seconds": steps[-1]["elapsed_s"], "peak_rss_mib": metrics["peak_rss_mib"]}
+    return {"per_s": steps[-1]["samples_per_s"], "seconds": steps[-1]["elapsed_s"], "peak_rss_mib": metrics["peak_rss_mib"],
+            "peak_gpu_gib": metrics.get("peak_gpu_memory_gib")}
 
 
 def theirs_child(a, work: Path) -> dict:
@@ -66,18 +67,21 @@ def theirs_child(a, work: Path) -> dict:
     ds = Dataset.from_dict({"query": [e[0] for e in ex], "passage": [e[1] for e in ex], "label": [e[2] for e in ex]})
     torch.manual_seed(a.seed)
     config = {} if a.attention_dropout is None else {"attention_probs_dropout_prob": a.attention_dropout}
-    model = CrossEncoder(resolve_model(a.model).path, num_labels=1, max_length=a.max_len, device="cpu", config_kwargs=config)
+    cuda = torch.cuda.is_available()  # ours runs on the GPU when there is one (--mixed_precision auto: bf16): so does theirs
+    model = CrossEncoder(resolve_model(a.model).path, num_labels=1, max_length=a.max_len, device="cuda" if cuda else "cpu",
+                         config_kwargs=config)
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight))
     with tempfile.TemporaryDirectory() as tmp:
         targs = CrossEncoderTrainingArguments(output_dir=tmp, num_train_epochs=1, per_device_train_batch_size=a.batch_size,
                                               learning_rate=5e-5, warmup_ratio=0.1, weight_decay=0.01, save_strategy="no",
-                                              report_to="none", logging_steps=10_000, seed=a.seed, use_cpu=True,
-                                              dataloader_drop_last=False)
+                                              report_to="none", logging_steps=10_000, seed=a.seed, use_cpu=not cuda,
+                                              bf16=cuda, dataloader_drop_last=False)
         trainer = CrossEncoderTrainer(model=model, args=targs, train_dataset=ds, loss=loss)
         t0 = time.perf_counter()
         trainer.train()
         secs = time.perf_counter() - t0
-    return {"per_s": len(ex) / secs, "seconds": secs, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"per_s": len(ex) / secs, "seconds": secs, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
 
 
 def main():
@@ -99,7 +103,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         subprocess.run([sys.executable, str(ROOT / "prepare_data.py"), "--source", a.source, "--data_version", "bench",
-                        "--output_root", str(work / "data")], check=True, capture_output=True, text=True)
+                        "--data_root", str(work / "data")], check=True, capture_output=True, text=True)
         n_pairs = len(examples_of(work / "data", "bench", a.rows, a.seed)[0])
         runs: dict = {"ours": [], "sentence_transformers": []}
         for r in range(a.repeats):  # interleaved, so that machine noise hits both alike
@@ -116,6 +120,8 @@ def main():
                                                                         "attention_dropout", "repeats", "seed")},
                         "threads": __import__("torch").get_num_threads(), "machine": f"{os.cpu_count()} CPU cores"},
               "runs": runs, "median": med,
+              "median_gpu": {k: statistics.median(x["peak_gpu_gib"] for x in v) if v[0].get("peak_gpu_gib") is not None
+                             else None for k, v in runs.items()},
               "ratio_speed_ours_over_st": med["ours"]["per_s"] / med["sentence_transformers"]["per_s"],
               "ratio_rss_ours_over_st": med["ours"]["peak_rss_mib"] / med["sentence_transformers"]["peak_rss_mib"]}
     print(f"== teacher training: ours {med['ours']['per_s']:.2f} pairs/s vs ST {med['sentence_transformers']['per_s']:.2f} "

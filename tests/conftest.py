@@ -120,7 +120,7 @@ def scifact_version(tmp_path_factory) -> tuple[Path, str]:
     """SciFact prepared once with 2 BM25 negatives per positive (no random ones: small val pools keep the
     student tests fast): (output_root, data_version)."""
     def build(root):
-        proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "sf", "--output_root", root,
+        proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "sf", "--data_root", root,
                               "--num_negatives", "2", "--random_negatives", "0")
         assert proc.returncode == 0, proc.stderr
 

@@ -84,7 +84,7 @@ def test_overwrite_refuses_a_folder_this_toolkit_did_not_write(tmp_path, scifact
     assert_usage_error(proc, "did not write")
     assert untouched(out, files)
     files = user_folder(tmp_path / "prep" / "v1")
-    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "v1", "--output_root", tmp_path / "prep",
+    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "v1", "--data_root", tmp_path / "prep",
                           "--overwrite")
     assert_usage_error(proc, "did not write")
     assert untouched(tmp_path / "prep" / "v1", files)
@@ -96,7 +96,7 @@ def test_prepare_overwrite_with_a_bad_source_keeps_the_old_data(tmp_path):
     (out / "prepare_config.json").write_text("{}")
     (out / "train.csv").write_text("anchor,positive,negative\nq,p,n\n")
     proc = run_in_process("prepare_data.py", "--source", tmp_path / "no-such-source", "--data_version", "v1",
-                          "--output_root", tmp_path / "prep", "--overwrite")
+                          "--data_root", tmp_path / "prep", "--overwrite")
     assert_usage_error(proc, "does not exist")
     assert (out / "train.csv").read_text() == "anchor,positive,negative\nq,p,n\n"
 
@@ -129,7 +129,7 @@ def test_output_paths_that_cannot_work_are_refused_before_any_work(tmp_path, sci
                        "dangling")
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    assert_usage_error(run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "v", "--output_root", a_file),
+    assert_usage_error(run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "v", "--data_root", a_file),
                        "is a file")
     if os.geteuid() != 0:  # root writes anywhere
         ro = tmp_path / "ro"

@@ -80,11 +80,11 @@ def test_prepare_never_replaces_a_model_and_a_version_is_a_name(tmp_path, tiny_t
     models = tmp_path / "models"
     shutil.copytree(tiny_teacher, models / "teacher")
     before = snapshot(models / "teacher")
-    assert_usage_error(run_in_process("prepare_data.py", "--source", SCIFACT, "--output_root", models, "--data_version",
+    assert_usage_error(run_in_process("prepare_data.py", "--source", SCIFACT, "--data_root", models, "--data_version",
                                       "teacher", "--overwrite"), "holds a teacher folder")
     assert snapshot(models / "teacher") == before
     for bad in ("../../../etc", "/tmp/x", "..", "a/b"):
-        assert_usage_error(run_in_process("prepare_data.py", "--source", SCIFACT, "--output_root", models,
+        assert_usage_error(run_in_process("prepare_data.py", "--source", SCIFACT, "--data_root", models,
                                           "--data_version", bad), "must be a name")
     assert_usage_error(run_in_process("train_teacher_model.py", "--data_version", "../x", "--output_dir", tmp_path / "t"),
                        "must be a name")
@@ -295,7 +295,7 @@ def test_flags_that_cannot_train_anything_are_refused(tmp_path, tiny_minilm, tin
     for seed in ("-1", str(2**32)):
         for script, extra in (("train_teacher_model.py", ["--output_dir", tmp_path / "t"]),
                               ("train_distillation_pipeline.py", student),
-                              ("prepare_data.py", ["--source", SCIFACT, "--data_version", "x", "--output_root", tmp_path])):
+                              ("prepare_data.py", ["--source", SCIFACT, "--data_version", "x", "--data_root", tmp_path])):
             assert_usage_error(run_in_process(script, *extra, "--seed", seed), "--seed must be between 0 and 4294967295")
     # a prefix that alone fills --max_len: every query would be the same text
     assert_usage_error(run_in_process("train_distillation_pipeline.py", *student, "--max_len", "16", "--query_prefix",

@@ -9,7 +9,7 @@ from conftest import KORQUAD, run_in_process
 
 def test_korean_mini_pipeline(tmp_path, e5_small):
     env = {"CROSSDISTILL_CACHE": str(e5_small.parent)}
-    proc = run_in_process("prepare_data.py", "--source", KORQUAD, "--data_version", "ko", "--output_root", tmp_path,
+    proc = run_in_process("prepare_data.py", "--source", KORQUAD, "--data_version", "ko", "--data_root", tmp_path,
                           "--num_negatives", "2", "--random_negatives", "0")
     assert proc.returncode == 0, proc.stderr[-2000:]
     for split in ("train", "val"):  # a slice keeps the 12-layer model to a few steps

@@ -45,12 +45,12 @@ def test_beir_splits_columns_and_no_positive_as_negative(scifact_version):
 
 def test_same_seed_same_bytes_other_seed_other_split(tmp_path, scifact_version):
     root, v = scifact_version
-    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "again", "--output_root", tmp_path,
+    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "again", "--data_root", tmp_path,
                           "--num_negatives", "2", "--random_negatives", "0")
     assert proc.returncode == 0, proc.stderr
     for s in ("train", "val", "test"):
         assert (tmp_path / "again" / f"{s}.csv").read_bytes() == (root / v / f"{s}.csv").read_bytes()
-    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "seed7", "--output_root", tmp_path,
+    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "seed7", "--data_root", tmp_path,
                           "--num_negatives", "2", "--random_negatives", "1", "--seed", "7")
     assert proc.returncode == 0
     assert set(_read(tmp_path, "seed7", "val")["anchor"]) != set(_read(root, v, "val")["anchor"])
@@ -72,7 +72,7 @@ def test_same_seed_same_bytes_other_seed_other_split(tmp_path, scifact_version):
 
 
 def test_korquad_split_by_article_and_same_article_guard(tmp_path):
-    proc = run_in_process("prepare_data.py", "--source", KORQUAD, "--data_version", "ko", "--output_root", tmp_path,
+    proc = run_in_process("prepare_data.py", "--source", KORQUAD, "--data_version", "ko", "--data_root", tmp_path,
                           "--num_negatives", "2")
     assert proc.returncode == 0, proc.stderr
     rs = load_squad(KORQUAD)
@@ -95,13 +95,13 @@ def test_csv_source_resplit_keep_and_remine(tmp_path, scifact_version):
     root, v = scifact_version
     src = tmp_path / "mine.csv"
     _read(root, v, "train").head(300).to_csv(src, index=False)
-    proc = run_in_process("prepare_data.py", "--source", src, "--data_version", "keep", "--output_root", tmp_path,
+    proc = run_in_process("prepare_data.py", "--source", src, "--data_version", "keep", "--data_root", tmp_path,
                           "--negatives", "keep", "--val_fraction", "0.2", "--test_fraction", "0.2")
     assert proc.returncode == 0, proc.stderr
     kept = pd.concat([_read(tmp_path, "keep", s) for s in ("train", "val", "test")])
     orig = _read(root, v, "train").head(300)
     assert set(map(tuple, kept.values)) == set(map(tuple, orig.values))
-    proc = run_in_process("prepare_data.py", "--source", src, "--data_version", "remined", "--output_root", tmp_path,
+    proc = run_in_process("prepare_data.py", "--source", src, "--data_version", "remined", "--data_root", tmp_path,
                           "--negatives", "random", "--num_negatives", "1")
     assert proc.returncode == 0, proc.stderr
     df = _read(tmp_path, "remined", "train")
@@ -114,7 +114,7 @@ def test_model_miner(tmp_path, scifact_version, tiny_minilm):
     _read(root, v, "train").head(120).to_csv(src, index=False)
     outs = []
     for name in ("m1", "m2"):
-        proc = run_in_process("prepare_data.py", "--source", src, "--data_version", name, "--output_root", tmp_path,
+        proc = run_in_process("prepare_data.py", "--source", src, "--data_version", name, "--data_root", tmp_path,
                               "--negatives", "model", "--mining_model", tiny_minilm, "--num_negatives", "2")
         assert proc.returncode == 0, proc.stderr
         outs.append((tmp_path / name / "train.csv").read_bytes())
@@ -140,7 +140,7 @@ def test_analyzer_korean_bigrams_english_stopwords():
 
 
 def test_beir_name_offline_fails_clearly(tmp_path):
-    proc = run_script("prepare_data.py", "--source", "nfcorpus", "--data_version", "x", "--output_root", tmp_path,
+    proc = run_script("prepare_data.py", "--source", "nfcorpus", "--data_version", "x", "--data_root", tmp_path,
                       cwd=tmp_path, env={"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"})
     assert_usage_error(proc, "nfcorpus", "offline")
     assert not (tmp_path / "x").exists()
@@ -152,7 +152,7 @@ def test_beir_name_offline_fails_clearly(tmp_path):
     (["--val_fraction", "0.6", "--test_fraction", "0.5"], "must be < 1"),
 ])
 def test_bad_flags(tmp_path, flags, fragment):
-    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "x", "--output_root", tmp_path, *flags)
+    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "x", "--data_root", tmp_path, *flags)
     assert_usage_error(proc, fragment)
     assert not (tmp_path / "x").exists()
 
@@ -160,18 +160,18 @@ def test_bad_flags(tmp_path, flags, fragment):
 def test_existing_version_refused_without_overwrite(scifact_version):
     root, v = scifact_version
     before = (root / v / "train.csv").read_bytes()
-    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", v, "--output_root", root)
+    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", v, "--data_root", root)
     assert_usage_error(proc, "--overwrite")
     assert (root / v / "train.csv").read_bytes() == before
 
 
 def test_missing_source_and_broken_beir(tmp_path):
     assert_usage_error(run_in_process("prepare_data.py", "--source", tmp_path / "nope" / "x.csv", "--data_version", "x",
-                                      "--output_root", tmp_path), "does not exist")
+                                      "--data_root", tmp_path), "does not exist")
     broken = tmp_path / "beir"
     broken.mkdir()
     (broken / "corpus.jsonl").write_text('{"_id": "1", "title": "", "text": "a"}\n')
-    assert_usage_error(run_in_process("prepare_data.py", "--source", broken, "--data_version", "x", "--output_root",
+    assert_usage_error(run_in_process("prepare_data.py", "--source", broken, "--data_version", "x", "--data_root",
                                       tmp_path), "queries.jsonl")
     assert not (tmp_path / "x").exists()
 
