@@ -200,7 +200,7 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """(line number, object) of every non-empty line; a line that is not a JSON object is refused, naming it."""
     rows = []
     try:
@@ -211,10 +211,10 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError:
-                    raise UsageError(f"{path} line {n} is not valid JSON; is this a BEIR folder?") from None
+                    raise UsageError(f"{path} line {n} is not valid JSON; fix that line") from None
                 if not isinstance(obj, dict):
-                    raise UsageError(f"{path} line {n} is a JSON {type(obj).__name__}, not an object with \"_id\" and "
-                                     "\"text\"; fix that line")
+                    raise UsageError(f"{path} line {n} is a JSON {type(obj).__name__}, not an object with named fields; "
+                                     "fix that line")
                 rows.append((n, obj))
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
@@ -227,7 +227,7 @@ def _beir_records(path: Path, what: str) -> dict[str, str]:
     warning that counts them."""
     out: dict[str, str] = {}
     duplicates = 0
-    for n, d in _read_jsonl(path):
+    for n, d in read_jsonl(path):
         pid, text, title = d.get("_id"), d.get("text"), d.get("title", "")
         if isinstance(pid, bool) or not isinstance(pid, (str, int)) or str(pid).strip() == "":
             raise UsageError(f"{path} line {n}: the {what} has no \"_id\" (a string or number); fix that line")

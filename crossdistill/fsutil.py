@@ -121,24 +121,32 @@ def refuse_overlap(output: str | os.PathLike, flag: str, inputs: dict[str, str |
                              f"run: choose another {flag}")
 
 
-def lock_run(path: Path) -> None:
-    """Hold an exclusive lock on ``path`` until the run ends (:func:`releases_run_lock`) or the process dies (two runs
-    writing one folder would destroy each other's checkpoints); a second run is refused with the holder's pid."""
+def take_lock(lock_file: Path, busy: Callable[[str], str]):
+    """Hold an exclusive, non-blocking flock on ``lock_file`` (created if missing; it then holds our pid) and return the
+    open file (closing it releases the lock); if another process holds it: a UsageError with ``busy(its pid)``."""
     import fcntl
 
-    path.mkdir(parents=True, exist_ok=True)
-    fh = open(path / RUN_LOCK, "a+")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock_file, "a+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.seek(0)
-        holder = fh.read().strip() or "unknown pid"
+        holder = fh.read().strip() or "pid unknown"
         fh.close()
-        raise UsageError(f"another run ({holder}) is writing to {path}; wait for it to end or choose another --output_dir") from None
+        raise UsageError(busy(holder)) from None
     fh.seek(0)
     fh.truncate()
     fh.write(f"pid {os.getpid()}")
     fh.flush()
+    return fh
+
+
+def lock_run(path: Path) -> None:
+    """Hold an exclusive lock on ``path`` until the run ends (:func:`releases_run_lock`) or the process dies (two runs
+    writing one folder would destroy each other's checkpoints); a second run is refused with the holder's pid."""
+    fh = take_lock(path / RUN_LOCK, lambda holder: f"another run ({holder}) is writing to {path}; wait for it to end or "
+                                                   "choose another --output_dir")
     _HELD_LOCKS.append((fh, path / RUN_LOCK))
 
 

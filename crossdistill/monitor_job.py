@@ -9,7 +9,6 @@ process: it fails these checks and is never signalled. Nothing read back from th
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shlex
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
-from .fsutil import write_json
+from .fsutil import take_lock, write_json
 
 CHILD_FILE = "monitor_child.json"
 TAG = "CROSSDISTILL_MONITOR_DIR"  # set in every job's environment: the folder its monitor watches
@@ -28,21 +27,8 @@ TAG = "CROSSDISTILL_MONITOR_DIR"  # set in every job's environment: the folder i
 
 def monitor_lock(output_dir: Path):
     """Hold ``monitor.lock`` in ``output_dir`` (one monitor per folder); returns the open file (close to release)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(output_dir / "monitor.lock", "a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "pid unknown"
-        fh.close()
-        raise UsageError(f"another monitor is already watching {output_dir} ({holder}); stop it first or watch another "
-                         "--output_dir") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"pid {os.getpid()}")
-    fh.flush()
-    return fh
+    return take_lock(Path(output_dir) / "monitor.lock", lambda holder: f"another monitor is already watching {output_dir} "
+                                                                       f"({holder}); stop it first or watch another --output_dir")
 
 
 @dataclass

@@ -10,7 +10,6 @@ under a text suffix.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -66,21 +65,10 @@ def read_table(source: str, kind: str) -> pd.DataFrame:
             return pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False, na_values=[],
                                encoding="utf-8")
         if kind == "jsonl":
+            from .data import read_jsonl
+
             _check_text_file(path)
-            rows = []
-            with open(path, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError:
-                        raise UsageError(f"{path} line {n} is not valid JSON; fix that line") from None
-                    if not isinstance(obj, dict):
-                        raise UsageError(f"{path} line {n} is a JSON {type(obj).__name__}, not an object with named "
-                                         "fields; fix that line")
-                    rows.append(obj)
-            return pd.DataFrame(rows)
+            return pd.DataFrame([obj for _, obj in read_jsonl(path)])
         if kind == "parquet":
             if not path.is_file():
                 raise UsageError(f"{path} does not exist or is not a file; check the path")
