@@ -469,7 +469,7 @@ class MonitorConfig(DataLocation):
     poll: float = setting(2.0, "seconds between checks of the run", check=POSITIVE)
     status_every: float = setting(30.0, "seconds between status lines when not on a terminal", check=POSITIVE)
     no_evaluate: bool = setting(False, "do not run evaluate_final_model.py at the end")
-    eval_output_dir: str | None = setting(None, "default: evaluation_results/<run folder name>")
+    eval_output_dir: str | None = setting(None, "default: evaluation_results/<data_version>/<run folder name>")
     eval_args: str = setting("", "extra evaluate_final_model.py flags, one quoted string")
     eval_timeout: float = setting(7200.0, "seconds the final evaluation may take before it is stopped", check=POSITIVE)
     command: tuple[str, ...] = setting((), flag=False)  # the command after --

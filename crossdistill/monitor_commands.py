@@ -34,7 +34,7 @@ def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: li
     """``evaluate_final_model.py`` arguments derived from a finished student run's saved configuration.
 
     Test data: the run's data version (its test.csv, and its corpus when it has one); output: ``eval_dir`` or
-    ``evaluation_results/<run folder name>``; max length: the run's ``--max_len``.
+    ``evaluation_results/<data_version>/<run folder name>``; max length: the run's ``--max_len``.
     """
     f = Path(output_dir) / "training_args.json"
     if not f.is_file() or not (Path(output_dir) / "distillation_config.json").is_file():
@@ -50,7 +50,7 @@ def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: li
                          f"writes ({exc}); run evaluate_final_model.py --model_path {output_dir} --test_data ... "
                          "yourself") from None
     root = Path(__file__).resolve().parent.parent
-    out = Path(eval_dir) if eval_dir else Path("evaluation_results") / Path(output_dir).name
+    out = Path(eval_dir) if eval_dir else Path("evaluation_results") / a["data_version"] / Path(output_dir).name
     extra = list(extra or [])
     baselines = []  # the starting model and BM25 beside the student, unless the caller chose otherwise
     if "--base_model" not in extra and a.get("student_name"):
