@@ -50,9 +50,16 @@ def measure(files: dict[str, str]) -> dict:
                 functions.append((node.end_lineno - node.lineno + 1, f"{path}:{node.name}"))
                 if path.startswith("crossdistill/") and _takes_namespace(node):
                     namespace_takers.append(f"{path}:{node.name}")
-        # flags: add_argument("--x", ...) calls and dataclass fields that become flags (metadata help=)
+        # flags: add_argument("--x", ...) calls, and config fields declared with setting(...) (one flag each), by class
         for m in re.finditer(r"add_argument\(\s*\"(--[a-zA-Z0-9_]+)\"", src):
             flags.setdefault(m.group(1), set()).add(path)
+        for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+            for st in cls.body:
+                if isinstance(st, ast.AnnAssign) and isinstance(st.value, ast.Call) and \
+                        getattr(st.value.func, "id", "") == "setting" and not any(
+                            k.arg == "flag" and isinstance(k.value, ast.Constant) and k.value.value is False
+                            for k in st.value.keywords):
+                    flags.setdefault(f"--{st.target.id}", set()).add(f"{path}:{cls.name}")
     twice = {f: sorted(p) for f, p in flags.items() if len(p) > 1}
     functions.sort(reverse=True)
     modules.sort(reverse=True)

@@ -222,19 +222,16 @@ _MICRO = ("it splits each batch into N exact micro-batches (the same result, les
 
 @dataclass(frozen=True, kw_only=True)
 class TrainingConfig(DataLocation, Seeded, Replaceable):
-    """The settings both training stages share; each stage declares the ones whose meaning or default differ."""
+    """The settings both training stages share; each stage declares the ones whose meaning or default differ
+    (``--output_dir``, ``--batch_size``, ``--lr``, ``--max_len``)."""
 
-    output_dir: str = setting(help="output folder")
     epochs: int = setting(3, "passes over the training data", check=AT_LEAST_1)
-    batch_size: int = setting(16, "items per step and process", check=AT_LEAST_1)
-    lr: float = setting(2e-5, "learning rate", check=POSITIVE)
     use_lora: bool = setting(False, "train LoRA adapters (peft) instead of all weights")
     lora_r: int = setting(32, "LoRA rank (with --use_lora)", check=AT_LEAST_1)
     lora_alpha: int = setting(64, "LoRA scaling alpha (with --use_lora)", check=POSITIVE)
     lora_dropout: float = setting(0.1, "LoRA dropout (with --use_lora)", check=PROBABILITY)
     max_samples: int | None = setting(None, "seeded random subset of the training queries, each with all its rows, up to "
                                             "this many rows", check=AT_LEAST_1)
-    max_len: int = setting(256, "max tokens per input", check=MAX_LEN)
     attention_dropout: float | None = setting(
         None, "dropout on attention probabilities while training (default: the model's own, 0.1 for MiniLM and e5); 0 lets "
               "PyTorch use its fused attention kernel: on CPU 1.2-1.3x faster steps and about a third less memory",

@@ -65,7 +65,7 @@ def test_renamed_flags_keep_working_with_a_warning(capsys):
     cfg = TeacherConfig.parse(["--gradient_accumulation_steps", "4"])
     assert cfg.micro_batches == 4 and not hasattr(cfg, "gradient_accumulation_steps")
     assert "--gradient_accumulation_steps is deprecated" in capsys.readouterr().err
-    p = PrepareConfig.parse(["--source", "s", "--data_version", "v", "--data_root", "elsewhere"])
+    p = PrepareConfig.parse(["--source", "s", "--data_version", "v", "--output_root", "elsewhere"])
     assert p.data_root == "elsewhere" and "use --data_root" in capsys.readouterr().err
 
 
