@@ -131,11 +131,11 @@ def main():
             left = a.deadline_s - (time.time() - t0)
             if left < 30:
                 result["skipped"][name] = "deadline"
-                continue
-            try:
-                result.update(parts[name](a, work, log, left))
-            except Exception as exc:  # noqa: BLE001 - one failed part must not lose the others
-                result["skipped"][name] = str(exc)[-500:]
+            else:
+                try:
+                    result.update(parts[name](a, work, log, left))
+                except Exception as exc:  # noqa: BLE001 - one failed part must not lose the others
+                    result["skipped"][name] = str(exc)[-500:]
             result["seconds"] = round(time.time() - t0, 1)
             Path(a.out).write_text(json.dumps(result, indent=1))  # after every part: a timeout keeps what is done
     print(json.dumps(result, indent=1))
