@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UsageError
+from .fsutil import atomic_file, write_json
 
 FORMATS = ("onnx", "onnx-int8")
 FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8_avx2.onnx"}
@@ -111,26 +110,16 @@ def _export_fp32(folder: Path, target: Path) -> None:
 
     dynamic = {n: {0: "batch", 1: "sequence"} for n in names}
     dynamic["last_hidden_state"] = {0: "batch", 1: "sequence"}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model.", suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on Python-side shapes: expected, nothing to act on
-            torch.onnx.export(_Wrapped(model), tuple(sample[n] for n in names), tmp, input_names=names,
-                              output_names=["last_hidden_state"], dynamic_axes=dynamic, opset_version=17,
-                              dynamo=False, do_constant_folding=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python-side shapes: expected, nothing to act on
+        torch.onnx.export(_Wrapped(model), tuple(sample[n] for n in names), str(tmp), input_names=names,
+                          output_names=["last_hidden_state"], dynamic_axes=dynamic, opset_version=17,
+                          dynamo=False, do_constant_folding=True)
 
 
 def _quantize(fp32: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model_qint8.", suffix=".onnx.tmp")
-    os.close(fd)
     quiet = logging.getLogger()
     level = quiet.level
     try:
@@ -138,20 +127,14 @@ def _quantize(fp32: Path, target: Path) -> None:
         # docs/results.md), the fused int8 graph encoded no faster (1.63x torch fp32 against 1.69x) and lost 0.005
         # nDCG@10 on SciFact (the plain graph: +0.0001), so the plain graph is quantised
         quiet.setLevel(logging.ERROR)
-        quantize_dynamic(str(fp32), tmp, weight_type=QuantType.QInt8, per_channel=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_file(target) as tmp:
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
     finally:
         quiet.setLevel(level)
 
 
 def _record(folder: Path, written: dict[str, str]) -> None:
     """Name the exported files in the model card and in ``export.json``."""
-    from .fsutil import write_json
-
     if not written:
         return
     info_file = folder / "export.json"
