@@ -37,6 +37,7 @@ def main():
 
     import numpy as np
     import torch
+    from accelerate import Accelerator
 
     from crossdistill import data
     from crossdistill.candidates import build_candidates
@@ -80,7 +81,7 @@ def main():
     by_length = sorted(lists, key=lambda c: np.mean([len(student.__dict__["_token_ids"][student.passage_prefix + p])
                                                      for p in c.passages]))
     buckets = [by_length[s:s + a.batch_size] for s in range(0, len(by_length), a.batch_size)]
-    acc = __import__("accelerate").Accelerator(cpu=True)
+    acc = Accelerator(cpu=True)
     soft = torch.rand(a.batch_size, a.K)
     fb = []
     for batch in batches[:2]:

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crossdistill.data import load_beir, read_triplets  # noqa: E402
-from crossdistill.metrics import paired_comparison, ranking_metrics  # noqa: E402
+from crossdistill.metrics import indexed_run, paired_comparison, ranking_metrics  # noqa: E402
 from crossdistill.retrieval import bm25_run, qrels_dict, rerank  # noqa: E402
 from crossdistill.teacher import CrossEncoderTeacher  # noqa: E402
 
@@ -47,7 +47,7 @@ def main():
         qids, dids = list(rs.queries), list(rs.corpus)
         idx, sc, _ = dense_search(model, [rs.queries[q] for q in qids], [rs.corpus[d] for d in dids],
                                   resolved.query_prefix, resolved.passage_prefix, 100, 64)
-        run = {q: {dids[j]: float(v) for j, v in zip(idx[r], sc[r])} for r, q in enumerate(qids)}
+        run = indexed_run(qids, dids, idx, sc)
     teacher = CrossEncoderTeacher.load(a.teacher, a.max_len)
     t0 = time.time()
     rr = rerank(teacher, run, queries=rs.queries, corpus=rs.corpus, k=a.k, show_progress=True)

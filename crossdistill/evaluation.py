@@ -15,7 +15,7 @@ import numpy as np
 
 from .data import TripletPool
 from .errors import UsageError
-from .metrics import DEFAULT_METRICS, ranking_metrics
+from .metrics import DEFAULT_METRICS, indexed_run, ranking_metrics
 from .retrieval import qrels_dict
 
 TARGET_MAX_NEGATIVE = 0.15
@@ -76,10 +76,6 @@ def dense_search(model, queries: list[str], corpus: list[str], q_prefix: str, p_
         keep = np.argsort(-s, axis=1, kind="stable")[:, :k]
         best_s, best_i = np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
     return best_i, best_s, {"queries_per_s": len(queries) / max(tq, 1e-9), "passages_per_s": len(corpus) / max(tp, 1e-9)}
-
-
-def _run(qids: list[str], doc_ids: list[str], idx: np.ndarray, scores: np.ndarray) -> dict:
-    return {q: {doc_ids[j]: float(s) for j, s in zip(idx[r], scores[r])} for r, q in enumerate(qids)}
 
 
 # --------------------------------------------------------------------------- pair statistics
@@ -150,14 +146,14 @@ def evaluate_bi_encoder(model, prefixes: tuple[str, str], ts: TripletPool, batch
     cos = qa @ pe.T
     kk = min(k, cos.shape[1])
     top = np.argsort(-cos, axis=1, kind="stable")[:, :kk]
-    out["pool_run"] = _run(ts.query_ids(), ts.passage_ids(), top, np.take_along_axis(cos, top, 1))
+    out["pool_run"] = indexed_run(ts.query_ids(), ts.passage_ids(), top, np.take_along_axis(cos, top, 1))
     out["pool"] = ranking_metrics(ts.qrels, out["pool_run"])
     if full is not None:
         doc_ids = list(full.corpus)
         qids_b = list(full.qrels)
         idx, sc, speed_b = dense_search(model, [full.queries[q] for q in qids_b], [full.corpus[d] for d in doc_ids],
                                         prefixes[0], prefixes[1], k, batch_size, show_progress=True)
-        out["corpus_run"] = _run(qids_b, doc_ids, idx, sc)
+        out["corpus_run"] = indexed_run(qids_b, doc_ids, idx, sc)
         out["corpus"] = ranking_metrics(qrels_dict(full.qrels), out["corpus_run"])
         out["throughput"].update({"corpus_passages_per_s": speed_b["passages_per_s"]})
     return out

@@ -87,6 +87,11 @@ def top_k_run(query_ids: list[str], doc_ids: list[str], scores: np.ndarray, k: i
     return {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
 
 
+def indexed_run(query_ids: list[str], doc_ids: list[str], idx: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, float]]:
+    """A ranx-style run from a search's (n_queries, k) document indices and their scores (``dense_search``'s output)."""
+    return {q: {doc_ids[j]: float(s) for j, s in zip(idx[r], scores[r])} for r, q in enumerate(query_ids)}
+
+
 def paired_comparison(qrels: dict[str, dict[str, int]], baseline: dict[str, dict[str, float]],
                       system: dict[str, dict[str, float]], metric: str = "ndcg@10",
                       stat_test: str = "student") -> dict:
