@@ -12,7 +12,9 @@ the ceiling of any dynamic-quantisation recipe.
 Variants: ``shipped`` (what ``export_student.py`` writes: dynamic, QInt8 weights per channel), ``per_tensor``,
 ``reduce_range`` (7-bit weights, the non-VNNI advice), ``uint8_weights``, ``fused`` (ONNX Runtime's transformer
 fusions — Attention, SkipLayerNorm, BiasGelu — then dynamic int8, Attention becoming QAttention), ``fused_no_attention``
-and ``matmul_nbits8`` (8-bit block weights, int8 compute, accuracy_level 4; needs ``onnx_ir``).
+and ``matmul_nbits8`` (8-bit block weights, int8 compute, accuracy_level 4; needs ``onnx_ir``); and another runtime,
+OpenVINO, on the same ONNX export: ``openvino_fp32``, ``openvino_int8_static`` (NNCF, activations quantised too,
+calibrated on 64 passages outside the timed set) and ``openvino_int8_weights`` (NNCF int8 weight compression).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import collections
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -32,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _cpu import cpu_description  # noqa: E402  (bench/ is the script's own folder)
 
 
 def _variants(src: Path, out: Path, heads: int, hidden: int) -> dict[str, Path]:
@@ -68,6 +71,24 @@ def _variants(src: Path, out: Path, heads: int, hidden: int) -> dict[str, Path]:
     except ImportError as e:
         print(f"matmul_nbits8 skipped: {e}")
     return made
+
+
+def _openvino_variants(src: Path, calibration: list[dict]) -> dict:
+    """OpenVINO's CPU runtime on the same student: its fp32 graph read from the ONNX export, NNCF's static int8
+    (activations too, calibrated on ``calibration`` — passages outside the timed set) and NNCF's int8 weight
+    compression. Empty, with a note, where ``openvino``/``nncf`` are missing (``requirements-bench.txt``)."""
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as e:
+        print(f"openvino variants skipped: {e} (pip install -r requirements-bench.txt)")
+        return {}
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    fp32 = ov.Core().read_model(str(src))
+    return {"openvino_fp32": fp32,
+            "openvino_int8_static": nncf.quantize(fp32, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
+                                                  subset_size=len(calibration)),
+            "openvino_int8_weights": nncf.compress_weights(fp32.clone(), mode=nncf.CompressWeightsMode.INT8_SYM)}
 
 
 def _profile(session_path: Path, feed: dict, threads: int, runs: int = 3) -> dict:
@@ -115,8 +136,9 @@ def main():
 
     torch.set_num_threads(a.threads)
     resolved = resolve_model(a.model_path)
-    corpus = list(load_beir(a.beir_dir, "test").corpus.values())[:a.passages]
-    texts = sorted((resolved.passage_prefix + t for t in corpus), key=len, reverse=True)
+    corpus = [resolved.passage_prefix + t for t in load_beir(a.beir_dir, "test").corpus.values()]
+    texts = sorted(corpus[:a.passages], key=len, reverse=True)
+    calibration_texts = corpus[a.passages:a.passages + 64]  # static int8's calibration: never timed
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "student"
         shutil.copytree(resolved.path, folder, ignore=shutil.ignore_patterns("onnx", "*.onnx"))
@@ -127,6 +149,10 @@ def main():
         tok = AutoTokenizer.from_pretrained(folder)
         batches = [tok(texts[i:i + a.batch_size], padding=True, truncation=True, max_length=a.max_len,
                        return_tensors="np") for i in range(0, len(texts), a.batch_size)]
+        calibration = [{k: v.astype(np.int64) for k, v in tok(t, truncation=True, max_length=a.max_len,
+                                                                return_tensors="np").items()}
+                       for t in calibration_texts]
+        openvino_models = _openvino_variants(paths["onnx_fp32"], calibration)
         model = AutoModel.from_pretrained(folder).eval()
 
         def torch_run():
@@ -141,7 +167,16 @@ def main():
             names = {i.name for i in s.get_inputs()}
             return lambda: [s.run(None, {k: v.astype(np.int64) for k, v in b.items() if k in names}) for b in batches]
 
-        runs = {"torch_fp32": torch_run, **{n: ort_run(pth) for n, pth in paths.items()}}
+        def openvino_run(ov_model):
+            import openvino as ov
+
+            compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": a.threads,
+                                                                 "PERFORMANCE_HINT": "LATENCY"})
+            names, request = {i.get_any_name() for i in compiled.inputs}, compiled.create_infer_request()
+            return lambda: [request.infer({k: v.astype(np.int64) for k, v in b.items() if k in names}) for b in batches]
+
+        runs = {"torch_fp32": torch_run, **{n: ort_run(pth) for n, pth in paths.items()},
+                **{n: openvino_run(m) for n, m in openvino_models.items()}}
         speed = {n: [] for n in runs}
         for f in runs.values():
             f()  # warm-up
@@ -154,9 +189,7 @@ def main():
         profile = {n: _profile(paths[n], feed, a.threads) for n in ("onnx_fp32", "shipped")}
     base = statistics.median(speed["torch_fp32"])
     result = {
-        "machine": f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {a.threads} threads",
-        "cpu_flags": {f: f in Path("/proc/cpuinfo").read_text() for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
-        if Path("/proc/cpuinfo").is_file() else {},
+        **cpu_description(a.threads),
         "model": a.model_path, "passages": len(texts), "batch_size": a.batch_size, "max_len": a.max_len,
         "passages_per_s": {n: {"median": round(statistics.median(v), 2), "runs": [round(x, 2) for x in v]}
                            for n, v in speed.items()},

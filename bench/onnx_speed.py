@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _cpu import cpu_description  # noqa: E402  (bench/ is the script's own folder)
 
 
 def main():
@@ -104,7 +105,7 @@ def main():
             quality[n]["cosine_vs_torch"] = {"min": round(float(cos.min()), 5), "mean": round(float(cos.mean()), 5)}
     base = statistics.median(speed["torch_fp32"])
     result = {
-        "machine": f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {a.threads} threads",
+        **cpu_description(a.threads),
         "model": a.model_path, "max_len": a.max_len, "batch_size": a.batch_size, "passages_per_run": len(sample),
         "export_seconds": round(export_s, 1), "file_bytes": sizes,
         "passages_per_s": {n: {"median": round(statistics.median(v), 2), "runs": [round(x, 2) for x in v]} for n, v in speed.items()},
