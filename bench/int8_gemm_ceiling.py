@@ -5,7 +5,8 @@ Times, one operator at a time, the six weight GEMMs of one transformer layer of 
 ``--batch_size`` passages of ``--max_len`` tokens gives them (M = batch × tokens rows; K × N = hidden × hidden four
 times — Q, K, V, output — then hidden × intermediate and intermediate × hidden), in three forms:
 
-* ``torch_fp32``: ``torch.nn.functional.linear`` with an ``[N, K]`` weight, what the student's PyTorch forward runs;
+* ``torch_fp32``: ``torch.matmul`` by the transpose of an ``[N, K]`` weight, the product ``nn.Linear`` computes in
+  the student's PyTorch forward;
 * ``onnx_fp32``: a one-``MatMul`` ONNX graph run by ONNX Runtime;
 * ``onnx_int8``: that graph after ``onnxruntime.quantization.quantize_dynamic`` (QInt8 weights per channel, the
   recipe ``crossdistill.export`` ships), which ONNX Runtime runs as one ``DynamicQuantizeMatMul``: quantising the

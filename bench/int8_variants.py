@@ -85,9 +85,9 @@ def _openvino_variants(src: Path, calibration: list[dict]) -> dict:
         return {}
     logging.getLogger("nncf").setLevel(logging.ERROR)
     fp32 = ov.Core().read_model(str(src))
-    return {"openvino_fp32": fp32,
-            "openvino_int8_static": nncf.quantize(fp32, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
-                                                  subset_size=len(calibration)),
+    static = nncf.quantize(fp32.clone(), nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
+                           subset_size=len(calibration))
+    return {"openvino_fp32": fp32, "openvino_int8_static": static,
             "openvino_int8_weights": nncf.compress_weights(fp32.clone(), mode=nncf.CompressWeightsMode.INT8_SYM)}
 
 
