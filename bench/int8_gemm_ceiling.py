@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _cpu import cpu_description  # noqa: E402  (bench/ is the script's own folder)
+from _serving import cpu_description  # noqa: E402  (bench/ is the script's own folder)
 
 
 def _matmul_model(path: Path, weight, k: int, n: int) -> None:

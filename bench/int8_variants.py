@@ -24,7 +24,6 @@ import collections
 import json
 import logging
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _cpu import cpu_description  # noqa: E402  (bench/ is the script's own folder)
+from _serving import add_serving_args, cpu_description, exported_copy  # noqa: E402  (bench/ is the script's own folder)
 
 
 def _variants(src: Path, out: Path, heads: int, hidden: int) -> dict[str, Path]:
@@ -114,14 +113,7 @@ def _profile(session_path: Path, feed: dict, threads: int, runs: int = 3) -> dic
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_path", default="minilm-l6")
-    p.add_argument("--beir_dir", default=str(ROOT.parent / "shared" / "data" / "scifact"))
-    p.add_argument("--passages", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--max_len", type=int, default=256)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--out", default="bench/results/int8_variants.json")
+    add_serving_args(p, passages=256, repeats=5, out="bench/results/int8_variants.json")
     a = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -131,7 +123,7 @@ def main():
     from transformers import AutoModel, AutoTokenizer
 
     from crossdistill.data import load_beir
-    from crossdistill.export import FILES, export_student
+    from crossdistill.export import FILES
     from crossdistill.models import resolve_model
 
     torch.set_num_threads(a.threads)
@@ -140,9 +132,7 @@ def main():
     texts = sorted(corpus[:a.passages], key=len, reverse=True)
     calibration_texts = corpus[a.passages:a.passages + 64]  # static int8's calibration: never timed
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "student"
-        shutil.copytree(resolved.path, folder, ignore=shutil.ignore_patterns("onnx", "*.onnx"))
-        export_student(folder, ["onnx", "onnx-int8"], log=lambda *_: None)
+        folder, _ = exported_copy(resolved.path, tmp)
         paths = {"onnx_fp32": folder / FILES["onnx"], "shipped": folder / FILES["onnx-int8"]}
         cfg = json.loads((folder / "config.json").read_text())
         paths.update(_variants(paths["onnx_fp32"], Path(tmp), cfg["num_attention_heads"], cfg["hidden_size"]))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -26,20 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _cpu import cpu_description  # noqa: E402  (bench/ is the script's own folder)
+from _serving import add_serving_args, cpu_description, exported_copy  # noqa: E402  (bench/ is the script's own folder)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_path", default="minilm-l6", help="a student folder or alias (copied, never written into)")
-    p.add_argument("--beir_dir", default=str(ROOT.parent / "shared" / "data" / "scifact"))
-    p.add_argument("--passages", type=int, default=1024, help="passages per throughput run")
+    add_serving_args(p, passages=1024, repeats=3, out="bench/results/onnx_speed.json")
     p.add_argument("--queries", type=int, default=200, help="single-query latency samples")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--max_len", type=int, default=256)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--out", default="bench/results/onnx_speed.json")
     a = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -49,7 +41,7 @@ def main():
 
     from crossdistill.data import load_beir
     from crossdistill.evaluation import dense_search
-    from crossdistill.export import OnnxEncoder, export_student
+    from crossdistill.export import OnnxEncoder
     from crossdistill.metrics import indexed_run, ranking_metrics
     from crossdistill.models import resolve_model
     from crossdistill.retrieval import qrels_dict
@@ -63,11 +55,7 @@ def main():
     queries = [rs.queries[q] for q in qids]
     qp, pp = resolved.query_prefix, resolved.passage_prefix
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "student"
-        shutil.copytree(resolved.path, folder, ignore=shutil.ignore_patterns("onnx", "*.onnx"))
-        t0 = time.time()
-        export_student(folder, ["onnx", "onnx-int8"], log=lambda *_: None)
-        export_s = time.time() - t0
+        folder, export_s = exported_copy(resolved.path, tmp)
         st = SentenceTransformer(str(folder), device="cpu")
         st.max_seq_length = a.max_len
         models = {"torch_fp32": st, "onnx_fp32": OnnxEncoder(folder, "onnx", a.max_len, a.threads),
