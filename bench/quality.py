@@ -73,6 +73,13 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "fusion_bm25_scale_100": {"student": ["--teacher_fusion", "bm25=0.5", "--scale", "100"]},
     "fusion_bm25_scale_50": {"student": ["--teacher_fusion", "bm25=0.5", "--scale", "50"]},
 }
+# issue #35's CPU-size rows: the `--pipeline cpu` preset exactly as the monitor runs it, and the same with the teacher
+# weighted 0 (its flags come from crossdistill.pipeline, so a change of the preset changes these rows)
+from crossdistill.pipeline import PRESETS as _PRESETS  # noqa: E402
+
+CONFIGS["cpu_default"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "student": list(_PRESETS["cpu"]["student"])}
+CONFIGS["cpu_labels_only"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
+                              "student": [*_PRESETS["cpu"]["student"], "--soft_weight", "0"]}
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 

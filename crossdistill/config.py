@@ -29,11 +29,12 @@ _REQUIRED = dataclasses.MISSING
 
 
 def setting(default=_REQUIRED, help: str = "", *, choices=None, check: tuple | None = None,
-            aliases: dict[str, str] | None = None, flag: bool = True):
+            aliases: dict[str, str] | None = None, flag: bool = True, repeatable: bool = False):
     """A field that is also a flag: its default, ``help``, argparse ``choices``, ``check`` = (predicate, "requirement")
     applied to non-None values, ``aliases`` = {old spelling: deprecation note}; ``flag=False``: resolved by the run,
-    not given on the command line."""
-    meta = {"help": help, "choices": choices, "check": check, "aliases": aliases or {}, "flag": flag}
+    not given on the command line; ``repeatable``: the flag may be given several times, its values joined by commas."""
+    meta = {"help": help, "choices": choices, "check": check, "aliases": aliases or {}, "flag": flag,
+            "repeatable": repeatable}
     return field(default=default, metadata=meta)
 
 
@@ -82,6 +83,8 @@ class Config:
             kw: dict = {"help": m["help"], "dest": f.name}
             if kind is bool:
                 kw["action"] = "store_true"
+            elif m.get("repeatable"):
+                kw.update(action="append", type=kind)
             else:
                 kw["type"] = kind
                 if m["choices"]:
@@ -101,6 +104,9 @@ class Config:
         """Parse ``argv`` (plus ``extra`` settings that are not flags), resolve, check: the config, or a UsageError
         naming the first bad flag."""
         values = vars(cls.parser(description).parse_args(argv))
+        for f in fields(cls):  # a repeatable flag given several times: one comma-joined value
+            if f.metadata.get("repeatable") and isinstance(values.get(f.name), list):
+                values[f.name] = ",".join(values[f.name])
         return cls(**values, **extra).resolve().checked()
 
     def resolve(self):
@@ -278,11 +284,14 @@ class TeacherConfig(TrainingConfig):
     max_len: int = setting(256, "max tokens of the (query, passage) pair", check=MAX_LEN)
     loss: str = setting("bce", "bce: pointwise with pos_weight; listwise: softmax cross-entropy of each positive against "
                                "its negatives (localised contrastive estimation)", choices=["bce", "listwise"])
-    pooling: str = setting("mean", "what the head reads: 'mean' appends one encoder layer initialised to mean pooling "
-                                    "(the saved model stays a standard *ForSequenceClassification); 'cls' = the first "
-                                    "token, as is", choices=["mean", "cls"])
+    pooling: str = setting("auto", "what the head reads: 'auto' keeps a base model's trained one-label classification "
+                                    "head (a reranker: 'cls') and gives a bare encoder 'mean'; 'mean' appends one encoder "
+                                    "layer initialised to mean pooling (the saved model stays a standard "
+                                    "*ForSequenceClassification); 'cls' = the first token, as is",
+                           choices=["auto", "mean", "cls"])
     pos_weight: str = setting("auto", "bce weight of positives: a number or 'auto' (negatives per positive)")
-    head_lr: float = setting(1e-3, "learning rate of the new classification head", check=POSITIVE)
+    head_lr: float | None = setting(None, "learning rate of the classification head (default: 1e-3 for a new head, --lr "
+                                          "for a trained one that --pooling keeps)", check=POSITIVE)
 
     def check(self) -> None:
         if self.pos_weight != "auto":
@@ -299,7 +308,17 @@ class StudentConfig(TrainingConfig, Mining):
     """``train_distillation_pipeline.py``'s settings. The loss settings a flag leaves unset (None) are filled by the
     recipe (:meth:`resolve`); the scale and the score cache are resolved by the run."""
 
-    teacher_path: str = setting(help="folder written by train_teacher_model.py")
+    teacher_path: str | None = setting(None, "the teacher: a cross-encoder folder (train_teacher_model.py's, a "
+                                              "sentence-transformers CrossEncoder, a one-label transformers classifier) "
+                                              "or hub id; several teachers: repeat the flag or give a comma list (their "
+                                              "scores standardised per query and averaged, --teacher_weights)",
+                                       repeatable=True)
+    teacher_weights: str | None = setting(None, "with several --teacher_path: one weight per teacher, e.g. 2,1 "
+                                                "(default equal)")
+    teacher_scores: str | None = setting(None, "train on teacher scores instead of a teacher model: a JSONL in "
+                                               "FlagEmbedding's layout (query, pos, neg, pos_scores, neg_scores), e.g. "
+                                               "written by teacher_scores.py; default without --teacher_path: the data "
+                                               "version's teacher_scores.jsonl (prepared from a scored source)")
     student_name: str = setting("minilm-l6", "student: folder, hub id (e.g. intfloat/multilingual-e5-large-instruct) or "
                                              "alias (minilm-l6, multilingual-e5-small)")
     output_dir: str = setting(help="folder of the published student (checkpoints while training)")
@@ -366,6 +385,13 @@ class StudentConfig(TrainingConfig, Mining):
         from .export import parse_formats
         from .fusion import parse_fusion
 
+        if self.teacher_path and self.teacher_scores:
+            raise UsageError("--teacher_path and --teacher_scores both name the teacher; pass one: the model (its scores "
+                             "are computed and cached) or the scores file (no model needed)")
+        if self.teacher_weights is not None:
+            from .teacher_scores import parse_weights, split_paths
+
+            parse_weights(self.teacher_weights, len(split_paths(self.teacher_path)) or 1)
         if not any((self.soft_weight, self.infonce_weight, self.contrastive_weight, self.negative_penalty_weight)):
             raise UsageError("every loss term is weighted 0 (--soft_weight, --infonce_weight, --contrastive_weight, "
                              "--negative_penalty_weight), so the student would train at loss 0 and learn nothing; give one "
@@ -425,6 +451,24 @@ class EvalConfig(DataLocation, Replaceable):
 
 
 # --------------------------------------------------------------------------- export_student.py
+@dataclass(frozen=True, kw_only=True)
+class ScoresConfig(DataLocation, Seeded, Mining, Replaceable):
+    """``teacher_scores.py``'s settings: the candidate lists the student would build, and the teacher's scores of them."""
+
+    teacher_path: str = setting(help="the teacher: a cross-encoder folder or hub id; several: repeat the flag or give a "
+                                     "comma list (combined as the student combines them)", repeatable=True)
+    teacher_weights: str | None = setting(None, "with several --teacher_path: one weight per teacher, e.g. 2,1")
+    output: str = setting(help="the JSONL file to write (FlagEmbedding's layout: query, pos, neg, pos_scores, neg_scores; "
+                               "the scores are the teacher's logits)")
+    K: int = setting(StudentConfig.default("K"), "candidates per query, as the student's --K",
+                     check=(lambda v: v >= 2, ">= 2"))
+    negative_source: str = setting(StudentConfig.default("negative_source"), "as the student's --negative_source",
+                                   choices=["bm25", "model", "random"])
+    max_samples: int | None = setting(None, "as the student's --max_samples (the same queries)", check=AT_LEAST_1)
+    eval_batch_size: int = setting(64, "pairs per teacher forward", check=AT_LEAST_1)
+    score_cache: str | None = setting(None, "SQLite file of teacher scores (default: per-teacher file in the cache)")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig(Config):
     """``export_student.py``'s settings."""

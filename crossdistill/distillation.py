@@ -36,12 +36,14 @@ from .export import export_student, missing_packages, parse_formats
 from .fsutil import EventLog, claimed_output, lock_run, refuse_overlap, releases_run_lock, write_json
 from .fusion import build_soft_labels, parse_fusion
 from .model_card import student_card
-from .models import ResolvedModel, check_prefixes, resolve_model, similarity_scale, teacher_config_file
+from .models import ResolvedModel, check_prefixes, resolve_model, similarity_scale
 from .recipes import LossSettings
-from .score_cache import cached_teacher_logits, default_cache_path, teacher_fingerprint
+from .score_cache import default_cache_path
 from .student import BiEncoderStudent
 from .student_step import train_step
-from .teacher import read_teacher_config
+from .teacher import inspect_teacher, locate_teacher
+from .teacher_scores import (SCORES_FILE, Teachers, list_logits, lists_from_scores, open_teachers, read_scores_file,
+                             scores_fingerprint)
 from .training import linear_schedule, make_accelerator, make_optimizer, peak_memory, seed_everything
 from .validation import evaluate_student, student_similarities, teacher_guard, val_pool_passages
 
@@ -52,8 +54,10 @@ class StudentInputs:
     """Every input of a student run, read and checked before anything is written (:func:`read_inputs`)."""
 
     cfg: StudentConfig            # with the run's resolved values (scale, score cache)
-    teacher: dict                 # the teacher folder's settings
-    teacher_fingerprint: str      # hashed once per run
+    teachers: Teachers | None     # the teacher model(s), checked and fingerprinted; None: scores from a file
+    scores: list | None           # the scores file's records (no teacher model)
+    scores_path: str | None
+    teacher_fingerprint: str      # hashed once per run (the teachers', or the scores file's)
     student: ResolvedModel
     train: pd.DataFrame
     val: pd.DataFrame
@@ -62,28 +66,32 @@ class StudentInputs:
 
 
 def load_teacher_dir(path: str) -> dict:
-    """A finished teacher folder's settings; anything else (missing, half-published, not a teacher) is refused."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise UsageError(f"--teacher_path {folder} does not exist; train a teacher with train_teacher_model.py first")
-    if not (folder / "config.json").is_file() or teacher_config_file(folder) is None:
-        raise UsageError(f"--teacher_path {folder} is not a teacher folder (needs config.json and teacher_config.json "
-                         "written by train_teacher_model.py)")
-    if not any((folder / w).is_file() for w in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
-        raise UsageError(f"--teacher_path {folder} has a config but no weights (model.safetensors): the teacher was never "
-                         "fully published; resume its training (train_teacher_model.py ... --resume) or train it again")
-    if not (folder / "done.json").is_file():
-        raise UsageError(f"--teacher_path {folder} has weights but no done.json: its training never finished publishing "
-                         "(or the folder was assembled by hand); resume it (train_teacher_model.py ... --resume) or pass a "
-                         "teacher whose run finished")
-    return read_teacher_config(folder)
+    """A teacher folder's settings (``{}`` for a cross-encoder this toolkit did not train); anything that is not a
+    one-label cross-encoder, or a toolkit teacher that never finished publishing, is refused
+    (:func:`~crossdistill.teacher.inspect_teacher`)."""
+    return inspect_teacher(locate_teacher(path)).settings
+
+
+def _teacher_source(cfg: StudentConfig) -> tuple[Teachers | None, list | None, str | None, str]:
+    """(teachers, score records, scores file, fingerprint): the teacher models named by --teacher_path, else the scores
+    of --teacher_scores or of the data version's own teacher_scores.jsonl; neither: refused."""
+    if cfg.teacher_path:
+        teachers = open_teachers(cfg.teacher_path, cfg.teacher_weights)
+        return teachers, None, None, teachers.fingerprint
+    path = cfg.teacher_scores or str(Path(cfg.data_root) / cfg.data_version / SCORES_FILE)
+    if not cfg.teacher_scores and not Path(path).is_file():
+        raise UsageError(f"no teacher: pass --teacher_path (a cross-encoder folder or hub id), or --teacher_scores FILE "
+                         f"(teacher scores in FlagEmbedding's JSONL layout); data version {cfg.data_version} carries no "
+                         f"{SCORES_FILE} of its own")
+    return None, read_scores_file(path), path, scores_fingerprint(path)
 
 
 def read_inputs(cfg: StudentConfig) -> StudentInputs:
     """Check and read every input of the run: nothing is written, nothing moved."""
-    teacher = load_teacher_dir(cfg.teacher_path)
+    teachers, scores, scores_path, fingerprint = _teacher_source(cfg)
     student = resolve_model(cfg.student_name, cfg.query_prefix, cfg.passage_prefix)
-    refuse_overlap(cfg.output_dir, "--output_dir", {"--teacher_path": cfg.teacher_path,
+    refuse_overlap(cfg.output_dir, "--output_dir", {**{"--teacher_path": p for p in (teachers.paths if teachers else [])},
+                                                    "--teacher_scores": scores_path,
                                                     "--student_name": student.path if student.is_local else None})
     train = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "train", cfg.data_root)), cfg.max_samples,
                            cfg.seed)
@@ -93,11 +101,11 @@ def read_inputs(cfg: StudentConfig) -> StudentInputs:
     if parse_formats(cfg.export) and missing_packages():  # refused now, not after the training
         raise UsageError(f"--export {cfg.export} needs {' and '.join(missing_packages())}: pip install onnx onnxruntime "
                          "(or leave --export out)")
-    fingerprint = teacher_fingerprint(cfg.teacher_path)
+    one_teacher = teachers is not None and len(teachers.specs) == 1
     cfg = replace(cfg,  # the run's resolved settings (a new config; the one given is never changed)
-                  score_cache=cfg.score_cache or str(default_cache_path(fingerprint)),
+                  score_cache=cfg.score_cache or (str(default_cache_path(fingerprint)) if one_teacher else None),
                   scale=cfg.scale if cfg.scale is not None else similarity_scale(student))
-    return StudentInputs(cfg, teacher, fingerprint, student, train, val, corpus, pool_info)
+    return StudentInputs(cfg, teachers, scores, scores_path, fingerprint, student, train, val, corpus, pool_info)
 
 
 # --------------------------------------------------------------------------- setup
@@ -120,21 +128,26 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
     log(f"val pool (--val_pool {cfg.val_pool}): {pool['queries']} queries ranked against {pool['passages']} passages "
         + (f"(the corpus {pool['source']})" if pool["kind"] == "corpus" else "(the val CSV's own)"))
     phase = events.log if events is not None else (lambda *a, **k: None)
-    phase("phase", phase="candidates", detail=f"building {cfg.K} candidates per query ({cfg.negative_source} mining)")
-    lists, cstats = build_candidates(inputs.train, cfg.K, cfg.negative_source, cfg.seed, cfg.mining_model)
-    log(f"candidates: {cstats['queries']} queries x K={cfg.K} ({cstats['short_lists']} with fewer than K, "
-        f"{cstats['mined_negatives']} mined {cfg.negative_source} negatives); loss recipe {cfg.recipe}, "
-        f"similarity scale {cfg.scale:g}")
+    if inputs.scores is not None:  # the teacher's judgement from a file: its scored passages are the lists
+        lists, per_list_logits, cstats = lists_from_scores(inputs.scores, list(dict.fromkeys(inputs.train["anchor"])), cfg.K)
+        tstats = {"source": "scores file", "file": str(inputs.scores_path)}
+        log(f"teacher scores from {inputs.scores_path}: {cstats['queries']} training queries x up to K={cfg.K} scored "
+            f"passages ({cstats['train_queries_without_scores']} training queries without a record are left out, "
+            f"{cstats['records_not_in_train']} records of other queries unused); loss recipe {cfg.recipe}, similarity "
+            f"scale {cfg.scale:g}")
+    else:
+        phase("phase", phase="candidates", detail=f"building {cfg.K} candidates per query ({cfg.negative_source} mining)")
+        lists, cstats = build_candidates(inputs.train, cfg.K, cfg.negative_source, cfg.seed, cfg.mining_model)
+        log(f"candidates: {cstats['queries']} queries x K={cfg.K} ({cstats['short_lists']} with fewer than K, "
+            f"{cstats['mined_negatives']} mined {cfg.negative_source} negatives); loss recipe {cfg.recipe}, "
+            f"similarity scale {cfg.scale:g}; teacher {inputs.teachers.describe()}")
+        per_list_logits, tstats = list_logits(inputs.teachers, [c.query for c in lists], [c.passages for c in lists],
+                                              cfg.score_cache, cfg.eval_batch_size, device=device, log=log,
+                                              on_progress=lambda done, total: phase("phase", phase="teacher_scoring",
+                                                                                    done=done, total=total))
     if student is not None:  # every text the steps will encode, tokenised once
         student.pretokenize([student.query_prefix + c.query for c in lists] +
                             [student.passage_prefix + p for c in lists for p in c.passages])
-    pairs = [(c.query, p) for c in lists for p in c.passages]
-    logits, tstats = cached_teacher_logits(cfg.teacher_path, pairs, cfg.score_cache, cfg.eval_batch_size, device=device,
-                                           log=log, fingerprint=inputs.teacher_fingerprint,
-                                           on_progress=lambda done, total: phase("phase", phase="teacher_scoring",
-                                                                                 done=done, total=total))
-    bounds = np.cumsum([0] + [len(c.passages) for c in lists])
-    per_list_logits = [logits[bounds[i]:bounds[i + 1]] for i in range(len(lists))]
     weights = parse_fusion(cfg.teacher_fusion)
     soft = build_soft_labels(
         per_list_logits, [c.query for c in lists], [c.passages for c in lists], cfg.soft_labels, weights,
@@ -143,9 +156,8 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
     if weights:
         log(f"soft labels: teacher fused with {', '.join(f'{k} x{v:g}' for k, v in weights.items())} (per-query z-scores)")
     if cfg.positive_definition == "teacher":
-        probs = torch.sigmoid(torch.from_numpy(logits))
-        for c, lo, hi in zip(lists, bounds[:-1], bounds[1:]):
-            c.positive = [bool(x > 0.5) for x in probs[lo:hi]]
+        for c, lo in zip(lists, per_list_logits):
+            c.positive = [bool(x > 0.5) for x in torch.sigmoid(torch.from_numpy(np.asarray(lo, dtype=np.float32)))]
     return DistillData(lists, [torch.from_numpy(s) for s in soft], val,
                        {"candidates": cstats, "teacher_scores": tstats, "val_pool": pool})
 
@@ -237,9 +249,12 @@ def _start_and_guard(cfg, inputs, model, run, events, log, device) -> dict:
     """Main process, before the first step: the starting student's val metrics and the teacher guard."""
     events.log("phase", phase="guard", detail="validating the starting student and the teacher on the val pool")
     metrics, cos = evaluate_student(model, run.val, cfg.eval_batch_size, events)
-    guard = teacher_guard(cfg.teacher_path, run.val, cos, cfg.score_cache, guard_k=cfg.guard_k,
+    if inputs.teachers is None:  # scores from a file: no model to rerank the student's val top-k with
+        return {"metrics": metrics, "guard": {"skipped": f"no teacher model (scores from {inputs.scores_path}): the guard "
+                                                         "needs one to rerank the val pool", "fused": sorted(parse_fusion(cfg.teacher_fusion))}}
+    guard = teacher_guard(inputs.teachers, run.val, cos, cfg.score_cache, guard_k=cfg.guard_k,
                           batch_size=cfg.eval_batch_size, fusion=parse_fusion(cfg.teacher_fusion),
-                          soft_labels=cfg.soft_labels, log=log, device=device, fingerprint=inputs.teacher_fingerprint)
+                          soft_labels=cfg.soft_labels, log=log, device=device)
     return {"metrics": metrics, "guard": guard}
 
 
@@ -247,6 +262,10 @@ def _accept_start(cfg, start: dict, state: dict, events, log, claim) -> None:
     """Every process: refuse a teacher that ranks the val pool worse than the student it would teach; otherwise the
     run is accepted (the folder's claim is kept from here on, whatever happens)."""
     guard = state["guard"] = start["guard"]
+    if "skipped" in guard:
+        log(f"guard skipped: {guard['skipped']}")
+        claim.commit()
+        return
     fused = f" (fused with {', '.join(guard['fused'])})" if guard["fused"] else ""
     log(f"val MRR@10: starting student {guard['student_mrr@10']:.4f}, teacher{fused} reranking its top-{guard['guard_k']} "
         f"{guard['teacher_rerank_mrr@10']:.4f}")
@@ -293,10 +312,11 @@ def publish_student(loop: Loop, state: dict, cfg: StudentConfig, inputs: Student
         export_student(staging, parse_formats(cfg.export), log=loop.log)  # --export: ONNX beside the weights
         write_json(staging / "training_args.json", {**cfg.to_dict(), "resolved": resolved})
         write_json(staging / "metrics.json", summary)
-        (staging / "README.md").write_text(student_card(cfg, summary, cfg.student_name, str(cfg.teacher_path)),
+        (staging / "README.md").write_text(student_card(cfg, summary, cfg.student_name, _teacher_words(inputs)),
                                            encoding="utf-8")
         write_json(staging / "distillation_config.json", {
-            "teacher_path": str(cfg.teacher_path), "teacher_base_model": inputs.teacher.get("base_model"),
+            "teacher_path": cfg.teacher_path, "teacher_base_model":
+                inputs.teachers.specs[0].base_model if inputs.teachers else None, "teacher_scores": inputs.scores_path,
             "student_name": cfg.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
             "max_len": cfg.max_len, "scale": cfg.scale, "data_version": cfg.data_version, "data_root": cfg.data_root,
             "use_lora": bool(cfg.use_lora), **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
@@ -308,6 +328,13 @@ def publish_student(loop: Loop, state: dict, cfg: StudentConfig, inputs: Student
                 end_event={"best_epoch": kept_epoch, **{f"delta_{k}": v for k, v in summary["val_delta"].items()}})
     loop.log(f"saved student to {cfg.output_dir} ({cfg.keep} epoch {kept_epoch}; val MRR@10 "
              f"{start['val_mrr@10']:.4f} -> {kept_row['val_mrr@10']:.4f})")
+
+
+def _teacher_words(inputs: StudentInputs) -> str:
+    if inputs.teachers is None:
+        return f"the teacher scores of `{inputs.scores_path}` (no teacher model)"
+    return ", ".join(f"`{n}` ({s.kind} cross-encoder{f', weight {w:g}' if len(inputs.teachers.specs) > 1 else ''})"
+                     for n, s, w in zip(inputs.teachers.names, inputs.teachers.specs, inputs.teachers.weights))
 
 
 def _data_source(cfg) -> str | None:

@@ -149,11 +149,9 @@ def run_evaluation(cfg: EvalConfig, log=print) -> Path:
 def _load_teacher(path: str):
     import torch
 
-    from .distillation import load_teacher_dir
-    from .teacher import CrossEncoderTeacher
+    from .teacher import CrossEncoderTeacher, locate_teacher
 
-    load_teacher_dir(path)
-    teacher = CrossEncoderTeacher.load(path)
+    teacher = CrossEncoderTeacher.load(locate_teacher(path))  # any one-label cross-encoder; the rest is refused
     if torch.cuda.is_available():  # reranking thousands of pairs: on the GPU when there is one
         teacher.model.to("cuda")
     return teacher

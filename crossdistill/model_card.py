@@ -34,7 +34,7 @@ p = model.encode(["a passage"], prompt_name="passage")
 ```
 
 - **Started from**: `{base_model}`
-- **Teacher**: `{teacher_path}` (a cross-encoder trained by `train_teacher_model.py`)
+- **Teacher**: {teacher_path}
 - **Data**: `{cfg.data_root}/{cfg.data_version}` ({summary.get('candidates', {}).get('queries', '?')} training queries)
 - **Published**: epoch {summary.get('best_epoch')} (`--keep {cfg.keep}`; epoch 0 is the starting model)
 

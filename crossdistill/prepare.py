@@ -13,7 +13,7 @@ from .config import PrepareConfig
 from .errors import UsageError
 from .fsutil import atomic_dir, check_output_dir, mark_owner, write_json
 from .mining import MiningRule, make_miner, pick_negatives, random_negatives
-from .tables import TABLE_KINDS, labelled_rows, read_table, read_texts
+from .tables import TABLE_KINDS, read_table, read_texts, scored_rows
 
 SPLITS = ("train", "val", "test")
 
@@ -47,7 +47,7 @@ def load_splits(cfg: PrepareConfig, kind: str):
     source, seed = cfg.source, cfg.seed
     if cfg.corpus and kind in ("beir", "squad"):
         raise UsageError(f"--corpus goes with your own pairs or triplets; a {kind.upper()} source carries its own passages")
-    given, stats = None, {}
+    given, stats, scored = None, {}, None
     if kind == "beir":
         train = data.load_beir(source, "train")
         root = Path(source) if Path(source).is_dir() else Path(".cache/beir") / source
@@ -67,11 +67,11 @@ def load_splits(cfg: PrepareConfig, kind: str):
             if test is None:
                 test = train.subset(by_part[2])
             train = train.subset(by_part[0])
-        return {"train": train, "val": val, "test": test}, None, False, stats
+        return {"train": train, "val": val, "test": test}, None, False, stats, None
     if kind == "squad":
         full = data.load_squad(source)
     elif kind in TABLE_KINDS:
-        rows = labelled_rows(read_table(source, kind), source, cfg.columns)
+        rows, scored = scored_rows(read_table(source, kind), source, cfg.columns)
         corpus = read_texts(cfg.corpus, "passage") if cfg.corpus else None
         full, given, stats = data.retrieval_set_from_rows(rows, corpus)
         if cfg.negatives == "keep" and "negative" not in rows.columns:
@@ -85,7 +85,18 @@ def load_splits(cfg: PrepareConfig, kind: str):
     for name, part in zip(SPLITS, parts):
         chosen = set(part)
         out[name] = full.subset([q for q in full.qrels if full.query_groups.get(q, q) in chosen])
-    return out, given, not cfg.corpus, stats
+    return out, given, not cfg.corpus, stats, scored
+
+
+def scores_records(rs: data.RetrievalSet, scored: dict) -> list[dict]:
+    """The teacher's scores of one split's queries as FlagEmbedding-layout records (teacher_scores.jsonl)."""
+    out = []
+    for q in sorted(rs.qrels):
+        entry = scored.get(rs.queries[q])
+        if entry:
+            out.append({"query": rs.queries[q], "pos": list(entry["pos"]), "neg": list(entry["neg"]),
+                        "pos_scores": list(entry["pos"].values()), "neg_scores": list(entry["neg"].values())})
+    return out
 
 
 def _split_pool(rs: data.RetrievalSet, given=None) -> list[str]:
@@ -144,7 +155,7 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
     kind = cfg.source_type or detect_kind(cfg.source)
     out_dir = Path(cfg.data_root) / cfg.data_version
     check_output_dir(out_dir, cfg.overwrite, "prepared_data")  # refuse early; nothing is deleted here
-    splits, given, per_split_pool, source_stats = load_splits(cfg, kind)
+    splits, given, per_split_pool, source_stats, scored = load_splits(cfg, kind)
     for name in SPLITS:
         if not splits[name].qrels:
             raise UsageError(f"the {name} split is empty ({len(splits['train'].qrels)} training queries in all); "
@@ -170,6 +181,15 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
         if shared_pool is not None:  # the corpus every split's queries are ranked against: kept with the data
             data.write_corpus(splits["train"].corpus, tmp / data.CORPUS_FILE)
             config["corpus_written"] = len(splits["train"].corpus)
+        if scored is not None:  # the teacher's judgement the source carried: the training queries' scores, kept
+            from .teacher_scores import SCORES_FILE, write_scores_file
+
+            records = scores_records(splits["train"], scored)
+            write_scores_file(records, tmp / SCORES_FILE)
+            config["teacher_scores"] = {"file": SCORES_FILE, "train_queries": len(records),
+                                        "pairs": sum(len(r["pos"]) + len(r["neg"]) for r in records)}
+            log(f"teacher scores: {config['teacher_scores']['pairs']} scored pairs of {len(records)} training queries "
+                f"-> {SCORES_FILE} (train_distillation_pipeline.py uses them when no --teacher_path is given)")
         config["seconds"] = round(time.time() - t0, 1)
         write_json(tmp / "prepare_config.json", config)
         mark_owner(tmp, "prepared_data")

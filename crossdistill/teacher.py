@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,26 @@ def add_mean_pooling_layer(model, scale: float = MEAN_LAYER_SCALE) -> None:
     model.config.num_hidden_layers = len(layers)
 
 
+def has_trained_head(resolved: ResolvedModel) -> bool:
+    """Whether the base model already carries a trained one-label classification head (a reranker, a CrossEncoder, a
+    teacher this toolkit saved): its config names a ``*ForSequenceClassification`` architecture with one label."""
+    from transformers import AutoConfig
+
+    config = load_or_fail(AutoConfig.from_pretrained, resolved, "base model")
+    archs = getattr(config, "architectures", None) or []
+    return any(str(a).endswith("ForSequenceClassification") for a in archs) and config.num_labels == 1
+
+
+def resolve_pooling(pooling: str, resolved: ResolvedModel) -> tuple[str, str]:
+    """``--pooling`` as the run applies it, and why: ``auto`` keeps a trained classification head as it is (``cls``: the
+    head reads what it was trained on) and gives a bare encoder the mean-pooling layer (``mean``)."""
+    if pooling != "auto":
+        return pooling, f"--pooling {pooling}"
+    if has_trained_head(resolved):
+        return "cls", "auto: the base model has a trained one-label classification head, kept as it is"
+    return "mean", "auto: the base model is a bare encoder; its new head reads the mean of the tokens"
+
+
 class CrossEncoderTeacher:
     """A sequence-classification model plus its tokenizer, max length and prefixes."""
 
@@ -81,6 +102,7 @@ class CrossEncoderTeacher:
         self.max_len = max_len
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
+        self.activation = "sigmoid"  # what turns a logit into the teacher's relevance (a loaded folder says its own)
 
     @classmethod
     def from_base(cls, resolved: ResolvedModel, max_len: int, pooling: str = "mean",
@@ -117,23 +139,22 @@ class CrossEncoderTeacher:
 
     @classmethod
     def load(cls, path: str | Path, max_len: int | None = None) -> "CrossEncoderTeacher":
-        """Load a teacher folder written by :func:`save_teacher` (or any num_labels=1 classifier folder)."""
+        """Load any one-label cross-encoder folder (:func:`inspect_teacher` says which kinds, and refuses the rest):
+        a teacher this toolkit wrote, a sentence-transformers ``CrossEncoder`` folder, or a plain transformers one."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        path = Path(path)
-        if not path.is_dir():
-            raise UsageError(f"teacher folder {path} does not exist; train one with train_teacher_model.py and pass its --output_dir")
-        if not (path / "config.json").is_file():
-            raise UsageError(f"{path} is not a teacher folder (no config.json); pass the --output_dir of train_teacher_model.py")
-        cfg = read_teacher_config(path)
-        refuse_pickled_weights(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
+        spec = inspect_teacher(path)
+        model = AutoModelForSequenceClassification.from_pretrained(spec.path, use_safetensors=True)
         if model.config.num_labels != 1:
             raise UsageError(f"{path} is a classifier with {model.config.num_labels} labels, not a relevance teacher (num_labels=1)")
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(spec.path)
         check_max_len(max_len, model.config, f"teacher {path}")
         check_tokenizer(tok, model.config, f"teacher {path}")
-        return cls(model, tok, max_len or cfg.get("max_len", 256), cfg.get("query_prefix", ""), cfg.get("passage_prefix", ""))
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        teacher = cls(model, tok, max_len or spec.max_len, spec.query_prefix, spec.passage_prefix)
+        teacher.activation = spec.activation
+        return teacher
 
     # ----------------------------------------------------------------- encoding and scoring
     def encode(self, queries: list[str], passages: list[str]):
@@ -177,6 +198,135 @@ class CrossEncoderTeacher:
         return out[[where[p] for p in pairs]]
 
 
+# --------------------------------------------------------------------------- which folders are teachers
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity"}
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """What a teacher folder is and how it scores: ``kind`` is ``crossdistill`` (written by train_teacher_model.py),
+    ``sentence-transformers`` (a ``CrossEncoder`` folder, v2-v6 layouts) or ``transformers`` (a one-label
+    ``*ForSequenceClassification`` folder); ``activation`` turns a logit into its relevance (``sigmoid`` or
+    ``identity``), read from the folder's own config as ``CrossEncoder`` reads it."""
+
+    path: str
+    kind: str
+    activation: str
+    max_len: int
+    query_prefix: str
+    passage_prefix: str
+    settings: dict            # a crossdistill teacher's teacher_config.json; {} for the others
+    base_model: str | None
+
+
+def _json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UsageError(f"{path} is not valid JSON; the model folder is damaged, restore it or save the model again") from None
+    return value if isinstance(value, dict) else {}
+
+
+def _activation(folder: Path, config: dict) -> str:
+    """sentence-transformers' activation of a CrossEncoder folder: ``config_sentence_transformers.json`` (v5+),
+    ``config.json``'s ``sentence_transformers`` block (v4) or ``sbert_ce_default_activation_function`` (v2-v3); a
+    one-label model without any of them gets CrossEncoder's default, the sigmoid."""
+    st = _json(folder / "config_sentence_transformers.json") if (folder / "config_sentence_transformers.json").is_file() else {}
+    block = config.get("sentence_transformers") if isinstance(config.get("sentence_transformers"), dict) else {}
+    name = st.get("activation_fn") or block.get("activation_fn") or config.get("sbert_ce_default_activation_function")
+    if not name:
+        return "sigmoid"
+    short = str(name).rsplit(".", 1)[-1]
+    if short not in _ACTIVATIONS:
+        raise UsageError(f"the cross-encoder {folder} scores with the activation {name}; teachers score with a sigmoid or "
+                         "none (Identity): save it with one of those (CrossEncoder(..., activation_fn=...))")
+    return _ACTIVATIONS[short]
+
+
+def _max_len(folder: Path, config: dict) -> int:
+    """The folder's own maximum length: the tokenizer's ``model_max_length`` (where CrossEncoder keeps ``max_length``)
+    when set, within the position embeddings; else the position limit; 512 at most when neither says."""
+    from .models import position_limit
+
+    class _Cfg:  # position_limit reads two attributes
+        max_position_embeddings = config.get("max_position_embeddings")
+        model_type = config.get("model_type", "")
+
+    limit = position_limit(_Cfg) or 512
+    tok_cfg = folder / "tokenizer_config.json"
+    declared = _json(tok_cfg).get("model_max_length") if tok_cfg.is_file() else None
+    if isinstance(declared, (int, float)) and 8 <= declared < 100_000:
+        return int(min(declared, limit))
+    return int(min(limit, 512))
+
+
+def inspect_teacher(path: str | Path) -> TeacherSpec:
+    """What the folder at ``path`` is as a teacher, or one UsageError that says what it is instead: a folder that is
+    missing, has no config or no weights, a toolkit teacher that never finished publishing, a bi-encoder (an embedding
+    model), a bare encoder without a classification head, or a classifier with more than one label (NLI: 3)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UsageError(f"teacher {folder} does not exist; pass a cross-encoder folder (train one with "
+                         "train_teacher_model.py), or a hub id such as cross-encoder/ms-marco-MiniLM-L6-v2")
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"teacher {folder} holds no config.json, so it is not a model folder; pass a cross-encoder folder")
+    config = _json(folder / "config.json")
+    own = teacher_config_file(folder)
+    if not any((folder / w).is_file() for w in WEIGHT_FILES):
+        advice = ("the teacher was never fully published; resume its training (train_teacher_model.py ... --resume) or "
+                  "train it again") if own else "save the model with its weights (save_pretrained / CrossEncoder.save)"
+        raise UsageError(f"teacher {folder} has a config but no weights (model.safetensors): {advice}")
+    refuse_pickled_weights(folder)
+    if own is not None and not (folder / "done.json").is_file():
+        raise UsageError(f"teacher {folder} has weights but no done.json: its training never finished publishing (or the "
+                         "folder was assembled by hand); resume it (train_teacher_model.py ... --resume) or pass a teacher "
+                         "whose run finished")
+    archs = [str(a) for a in config.get("architectures") or []]
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        modules = folder / "modules.json"
+        pooling = modules.is_file() and "Pooling" in modules.read_text(encoding="utf-8", errors="replace")
+        what = (f"a bi-encoder (a sentence-transformers embedding model: {', '.join(archs) or 'an encoder'} + Pooling)"
+                if pooling else f"an encoder without a classification head ({', '.join(archs) or 'no architecture'})")
+        raise UsageError(f"teacher {folder} is {what}, not a cross-encoder; pass a cross-encoder (one-label "
+                         "*ForSequenceClassification), or train one from it: train_teacher_model.py --model_name "
+                         f"{folder}")
+    labels = len(config["id2label"]) if isinstance(config.get("id2label"), dict) else config.get("num_labels", 2)
+    if labels != 1:
+        names = ", ".join(map(str, (config.get("id2label") or {}).values()))
+        raise UsageError(f"teacher {folder} is a classifier with {labels} labels ({names or 'no label names'}; e.g. an NLI "
+                         "model), not a relevance cross-encoder with one score; pass a one-label cross-encoder (reranker)")
+    if own is not None:
+        settings = read_teacher_config(folder)
+        return TeacherSpec(str(folder), "crossdistill", "sigmoid", int(settings.get("max_len", 256)),
+                           settings.get("query_prefix", ""), settings.get("passage_prefix", ""), settings,
+                           settings.get("base_model"))
+    from .models import resolve_model
+
+    st_layout = (folder / "config_sentence_transformers.json").is_file() or "sentence_transformers" in config or \
+        "sbert_ce_default_activation_function" in config
+    prefixes = resolve_model(str(folder))
+    return TeacherSpec(str(folder), "sentence-transformers" if st_layout else "transformers", _activation(folder, config),
+                       _max_len(folder, config), prefixes.query_prefix, prefixes.passage_prefix, {},
+                       config.get("_name_or_path") or None)
+
+
+def locate_teacher(name: str) -> str:
+    """A local folder for ``--teacher_path``: the folder itself, or a hub id's snapshot (downloaded when online, the local
+    cache offline: ``huggingface_hub.snapshot_download``)."""
+    folder = Path(str(name)).expanduser()
+    if folder.exists() or str(name).startswith((".", "/", "~")) or str(name).count("/") != 1:
+        return str(folder)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(str(name), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.md"])
+    except Exception as exc:  # noqa: BLE001 - offline and not cached, no such repository, ...: one message
+        raise UsageError(f"teacher {name} is neither a folder nor a hub id that could be fetched "
+                         f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); pass a local "
+                         "cross-encoder folder, or run once online to cache it") from None
+
+
 def read_teacher_config(path: str | Path) -> dict:
     f = teacher_config_file(path)
     if f is None:
@@ -209,6 +359,8 @@ def save_teacher(teacher: CrossEncoderTeacher, folder: Path, config: dict) -> No
         model.save_pretrained(folder / "adapter")
     plain = merged_copy(model).to("cpu")
     plain.save_pretrained(folder, safe_serialization=True)
-    teacher.tokenizer.save_pretrained(folder)
+    tokenizer = copy.copy(teacher.tokenizer)
+    tokenizer.model_max_length = teacher.max_len  # where CrossEncoder(folder) reads its max_length: it truncates alike
+    tokenizer.save_pretrained(folder)
     write_json(folder / TEACHER_CONFIG, {**config, "max_len": teacher.max_len,
                                          "query_prefix": teacher.query_prefix, "passage_prefix": teacher.passage_prefix})

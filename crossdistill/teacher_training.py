@@ -33,7 +33,7 @@ from .fsutil import EventLog, claimed_output, lock_run, refuse_overlap, releases
 from .losses import localized_contrastive_loss, pointwise_bce_loss
 from .model_card import teacher_card
 from .models import ResolvedModel, apply_lora, resolve_model
-from .teacher import HEAD_NAMES, CrossEncoderTeacher, save_teacher
+from .teacher import HEAD_NAMES, CrossEncoderTeacher, has_trained_head, resolve_pooling, save_teacher
 from .training import linear_schedule, make_accelerator, make_optimizer, peak_memory, seed_everything
 
 
@@ -101,6 +101,9 @@ class TeacherInputs:
     pos_weight: float | None
     train_rows: int
     settings: dict                # what every checkpoint records and a resume must match
+    pooling: str                  # --pooling as applied: mean or cls (auto resolved by the base model)
+    pooling_reason: str
+    head_lr: float                # --head_lr as applied
 
 
 def read_inputs(cfg: TeacherConfig) -> TeacherInputs:
@@ -116,14 +119,18 @@ def read_inputs(cfg: TeacherConfig) -> TeacherInputs:
         raise UsageError("every negative in the training data equals its positive, so there is nothing to learn; "
                          "re-run prepare_data.py (or fix the CSV's negative column)")
     examples, pos_weight = bce_examples(train, cfg.pos_weight) if cfg.loss == "bce" else (train, None)
-    settings = {**cfg.to_dict(), "train_data_sha256": hashlib.sha256(train_file.read_bytes()).hexdigest()}
-    return TeacherInputs(resolved, train, group_triplets(val_df), examples, pos_weight, len(train_df), settings)
+    pooling, reason = resolve_pooling(cfg.pooling, resolved)
+    head_lr = cfg.head_lr if cfg.head_lr is not None else (cfg.lr if pooling == "cls" and has_trained_head(resolved) else 1e-3)
+    settings = {**cfg.to_dict(), "train_data_sha256": hashlib.sha256(train_file.read_bytes()).hexdigest(),
+                "pooling_applied": pooling, "head_lr_applied": head_lr}
+    return TeacherInputs(resolved, train, group_triplets(val_df), examples, pos_weight, len(train_df), settings, pooling,
+                         reason, head_lr)
 
 
-def build_teacher(cfg: TeacherConfig, resolved: ResolvedModel):
-    """A new teacher on the base model (head and, with ``--pooling mean``, the pooling layer freshly initialised),
-    with LoRA adapters when asked; returns (teacher, LoraConfig or None)."""
-    teacher = CrossEncoderTeacher.from_base(resolved, cfg.max_len, cfg.pooling, cfg.attention_dropout)
+def build_teacher(cfg: TeacherConfig, resolved: ResolvedModel, pooling: str):
+    """A new teacher on the base model (a head it lacks and, with ``pooling`` mean, the pooling layer freshly
+    initialised), with LoRA adapters when asked; returns (teacher, LoraConfig or None)."""
+    teacher = CrossEncoderTeacher.from_base(resolved, cfg.max_len, pooling, cfg.attention_dropout)
     if cfg.gradient_checkpointing:
         teacher.model.gradient_checkpointing_enable()
     if not cfg.use_lora:
@@ -149,9 +156,9 @@ def train_teacher(cfg: TeacherConfig, log=print) -> Path:
     accelerator = make_accelerator(cfg, out_dir, "teacher")
     main, device = accelerator.is_main_process, accelerator.device
     log = log if main else (lambda *a, **k: None)
-    teacher, lora_cfg = build_teacher(cfg, inputs.resolved)
+    teacher, lora_cfg = build_teacher(cfg, inputs.resolved, inputs.pooling)
     global_batch = cfg.batch_size * accelerator.num_processes  # --batch_size per process and step
-    optimizer = make_optimizer(teacher.model, cfg.lr, cfg.head_lr, HEAD_NAMES, cfg.weight_decay)
+    optimizer = make_optimizer(teacher.model, cfg.lr, inputs.head_lr, HEAD_NAMES, cfg.weight_decay)
     scheduler = linear_schedule(optimizer, total_steps(len(inputs.examples), global_batch, cfg.epochs), cfg.warmup_ratio)
     teacher.model, optimizer, scheduler = accelerator.prepare(teacher.model, optimizer, scheduler)
     if accelerator.num_processes > 1:
@@ -175,8 +182,8 @@ def train_teacher(cfg: TeacherConfig, log=print) -> Path:
                    train_rows=inputs.train_rows, val_lists=len(inputs.val))
     log(f"teacher: {inputs.resolved.name} ({inputs.resolved.path}), {inputs.train_rows} train rows -> "
         f"{len(inputs.examples)} {cfg.loss} examples, {loop.total_steps} steps, device {device}, "
-        f"lora={'on' if cfg.use_lora else 'off'}, pooling {cfg.pooling} (the classification head is new, randomly "
-        "initialised: expected)")
+        f"lora={'on' if cfg.use_lora else 'off'}, pooling {inputs.pooling} ({inputs.pooling_reason}), head lr "
+        f"{inputs.head_lr:g}")
     train_epochs(loop, state, Stage(
         step=lambda idx, step, state: teacher_step(teacher, [inputs.examples[i] for i in idx], cfg, inputs.pos_weight, step,
                                                    accelerator),
@@ -212,7 +219,8 @@ def publish_teacher(loop: Loop, state: dict, cfg: TeacherConfig, inputs: Teacher
     resolved = inputs.resolved
     final = CrossEncoderTeacher(plain.float(), teacher.tokenizer, cfg.max_len, resolved.query_prefix, resolved.passage_prefix)
     config = {"use_lora": bool(cfg.use_lora), "base_model": resolved.name, "base_model_path": resolved.path,
-              "loss": cfg.loss, "pooling": cfg.pooling, "activation": "sigmoid"}
+              "loss": cfg.loss, "pooling": inputs.pooling, "pooling_reason": inputs.pooling_reason,
+              "head_lr": inputs.head_lr, "activation": "sigmoid"}
     if lora_cfg is not None:
         config.update(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                       target_modules=sorted(lora_cfg.target_modules), modules_to_save=sorted(set(lora_cfg.modules_to_save or [])))

@@ -16,8 +16,8 @@ from .data import TripletPool
 from .errors import UsageError
 from .fusion import build_soft_labels
 from .metrics import matrix_ranking_metrics
-from .score_cache import cached_teacher_logits
 from .student import BiEncoderStudent
+from .teacher_scores import Teachers, list_logits
 
 
 @torch.no_grad()
@@ -87,21 +87,19 @@ def val_pool_passages(data_root: str, data_version: str, val_pool: str) -> tuple
     return None, {"kind": "csv"}
 
 
-def teacher_guard(teacher_path: str, pool: TripletPool, student_cos: np.ndarray, cache_path: Path | None, *, guard_k: int,
-                  batch_size: int, fusion: dict[str, float], soft_labels: str, log=print, device=None,
-                  fingerprint: str | None = None) -> dict:
+def teacher_guard(teachers: Teachers, pool: TripletPool, student_cos: np.ndarray, cache_path: Path | None, *, guard_k: int,
+                  batch_size: int, fusion: dict[str, float], soft_labels: str, log=print, device=None) -> dict:
     """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``.
 
-    The reranker is what the student will learn from: the teacher's soft labels built by the same
+    The reranker is what the student will learn from: the teachers' combined logits
+    (:func:`~crossdistill.teacher_scores.list_logits`) and the soft labels built from them by the same
     :func:`~crossdistill.fusion.build_soft_labels` as the training lists' (fused with ``fusion``'s sources, BM25's
     IDF over the val pool, which holds the version's corpus when it has one)."""
     k = min(guard_k, len(pool.passages))
     top = np.argsort(-student_cos, axis=1, kind="stable")[:, :k]
-    pairs = [(pool.queries[i], pool.passages[j]) for i in range(len(pool.queries)) for j in top[i]]
-    logits, _ = cached_teacher_logits(teacher_path, pairs, cache_path, batch_size, device=device, log=log,
-                                      fingerprint=fingerprint)
-    logits = logits.reshape(len(pool.queries), k)
-    labels = build_soft_labels(list(logits), pool.queries, [[pool.passages[j] for j in row] for row in top], soft_labels,
+    logits, _ = list_logits(teachers, pool.queries, [[pool.passages[j] for j in row] for row in top], cache_path,
+                            batch_size, device=device, log=log)
+    labels = build_soft_labels(logits, pool.queries, [[pool.passages[j] for j in row] for row in top], soft_labels,
                                fusion, bm25_pool=pool.passages, student_cos=list(np.take_along_axis(student_cos, top, 1)))
     relevant = pool.relevant()
     in_top = [{c for c, j in enumerate(top[i]) if j in relevant[i]} for i in range(len(pool.queries))]

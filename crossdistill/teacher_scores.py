@@ -1,0 +1,298 @@
+"""The teacher's judgement as numbers: one or several cross-encoders' scores, or scores read from a file.
+
+- **Several teachers** (``--teacher_path A --teacher_path B``, weights ``--teacher_weights 2,1``): each teacher's logits
+  over a query's candidates are standardised per query (z-scores, so teachers on different scales add up), averaged
+  with the weights, and put back on the teachers' own scale (the weighted mean of their per-query means and standard
+  deviations), so one teacher, or several identical ones, give exactly that teacher's logits and the temperature of
+  the soft labels keeps its meaning::
+
+      combined = Σ w̃_i m_i + (Σ w̃_i s_i) · Σ w̃_i (t_i - m_i) / s_i,     w̃ = w / Σ w
+
+  (Hofstätter et al. 2020, "Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge
+  Distillation", average an ensemble of cross-encoders the same way, without the standardisation.)
+- **Scores in and out**: a JSONL file in FlagEmbedding's layout, one record per query,
+  ``{"query", "pos": [...], "neg": [...], "pos_scores": [...], "neg_scores": [...]}``; the scores are the teacher's
+  logits (raw scores, before any sigmoid). ``teacher_scores.py`` writes one over a prepared version (the candidate
+  lists exactly as the student builds them); ``prepare_data.py`` keeps a scored source's scores as the version's
+  ``teacher_scores.jsonl``; the student trains on either with no teacher model (``--teacher_scores``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError
+from .teacher import TeacherSpec, inspect_teacher, locate_teacher
+
+SCORES_FILE = "teacher_scores.jsonl"   # a prepared version's scores (prepare_data.py, from a scored source)
+RECORD_KEYS = ("query", "pos", "neg", "pos_scores", "neg_scores")
+
+
+# --------------------------------------------------------------------------- several teachers
+def split_paths(value: str | None) -> list[str]:
+    """``--teacher_path`` given once, several times or as a comma list: the teachers, in order."""
+    return [p.strip() for p in str(value or "").split(",") if p.strip()]
+
+
+def parse_weights(spec: str | None, n: int) -> list[float]:
+    """``--teacher_weights "2,1"`` for ``n`` teachers (default: equal)."""
+    if spec is None or not str(spec).strip():
+        return [1.0] * n
+    parts = [p.strip() for p in str(spec).split(",")]
+    try:
+        weights = [float(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"--teacher_weights takes one number per teacher, comma-separated (e.g. 2,1); got {spec!r}") from None
+    if len(weights) != n:
+        raise UsageError(f"--teacher_weights gives {len(weights)} weights for {n} teacher(s); give one per --teacher_path")
+    if any(not math.isfinite(w) or w < 0 or w > 1e6 for w in weights) or sum(weights) <= 0:
+        raise UsageError(f"--teacher_weights must be finite, between 0 and 1e6, and not all 0; got {spec!r}")
+    return weights
+
+
+@dataclass(frozen=True)
+class Teachers:
+    """The run's teachers: what the user named, the local folders, what each is, its fingerprint, its weight."""
+
+    names: tuple[str, ...]
+    specs: tuple[TeacherSpec, ...]
+    fingerprints: tuple[str, ...]
+    weights: tuple[float, ...]
+
+    @property
+    def paths(self) -> list[str]:
+        return [s.path for s in self.specs]
+
+    @property
+    def fingerprint(self) -> str:
+        """One teacher's own fingerprint; several: a hash of theirs and their weights."""
+        if len(self.specs) == 1:
+            return self.fingerprints[0]
+        return hashlib.sha256(json.dumps([self.fingerprints, self.weights]).encode()).hexdigest()[:24]
+
+    def describe(self) -> str:
+        return " + ".join(f"{n} ({s.kind}{f', weight {w:g}' if len(self.specs) > 1 else ''})"
+                          for n, s, w in zip(self.names, self.specs, self.weights))
+
+
+def open_teachers(teacher_path: str, teacher_weights: str | None = None) -> Teachers:
+    """Every teacher checked (:func:`~crossdistill.teacher.inspect_teacher`) and fingerprinted; nothing is loaded."""
+    from .score_cache import teacher_fingerprint
+
+    names = split_paths(teacher_path)
+    if not names:
+        raise UsageError("--teacher_path is empty; pass a cross-encoder folder or hub id")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--teacher_path names the same teacher twice ({teacher_path}); give each teacher once and weigh "
+                         "it with --teacher_weights")
+    weights = parse_weights(teacher_weights, len(names))
+    specs = tuple(inspect_teacher(locate_teacher(n)) for n in names)
+    return Teachers(tuple(names), specs, tuple(teacher_fingerprint(s.path) for s in specs), tuple(weights))
+
+
+def combine(per_teacher: list[list[np.ndarray]], weights) -> list[np.ndarray]:
+    """Per list, the teachers' logits standardised, averaged with ``weights`` and put back on their mean scale (see the
+    module docstring). One teacher: its logits as they are."""
+    if len(per_teacher) == 1:
+        return [np.asarray(t, dtype=np.float32) for t in per_teacher[0]]
+    w = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
+    out = []
+    for lists in zip(*per_teacher):
+        x = np.stack([np.asarray(t, dtype=np.float64) for t in lists])      # (teachers, K)
+        mean, sd = x.mean(axis=1), x.std(axis=1)
+        z = np.where(sd[:, None] > 1e-12, (x - mean[:, None]) / np.where(sd > 1e-12, sd, 1.0)[:, None], 0.0)
+        out.append((w @ mean + (w @ sd) * (w @ z)).astype(np.float32))
+    return out
+
+
+def list_logits(teachers: Teachers, queries: list[str], lists: list[list[str]], cache_path, batch_size: int,
+                device=None, log=print, on_progress=None) -> tuple[list[np.ndarray], dict]:
+    """Per list the (combined) teachers' logits of ``(queries[i], lists[i][j])``; each teacher scores each pair once
+    (its fingerprinted cache: ``cache_path``, or the teacher's own file in the toolkit's cache when None)."""
+    from .score_cache import cached_teacher_logits
+
+    pairs = [(q, p) for q, ps in zip(queries, lists) for p in ps]
+    bounds = np.cumsum([0] + [len(ps) for ps in lists])
+    per_teacher, stats = [], []
+    for spec, fp, name in zip(teachers.specs, teachers.fingerprints, teachers.names):
+        if len(teachers.specs) > 1:
+            log(f"teacher {name}:")
+        logits, st = cached_teacher_logits(spec.path, pairs, cache_path, batch_size, device=device, log=log,
+                                           on_progress=on_progress, fingerprint=fp)
+        per_teacher.append([logits[bounds[i]:bounds[i + 1]] for i in range(len(lists))])
+        stats.append({"teacher": name, **st})
+    combined = combine(per_teacher, teachers.weights)
+    if len(stats) == 1:
+        return combined, stats[0]
+    return combined, {"teachers": stats, "weights": list(teachers.weights),
+                      "distinct_pairs": stats[0]["distinct_pairs"]}
+
+
+# --------------------------------------------------------------------------- scores files
+@dataclass
+class ScoredList:
+    query: str
+    pos: list[str]
+    neg: list[str]
+    pos_scores: list[float]
+    neg_scores: list[float]
+
+
+def _texts(value, where: str, key: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or any(not isinstance(t, str) or not t.strip() for t in value):
+        raise UsageError(f"{where}: {key!r} must be a list of non-empty texts (got {str(value)[:80]!r}); fix that row")
+    return value
+
+
+def _scores(value, n: int, where: str, key: str, texts_key: str) -> list[float]:
+    if value is None:
+        raise UsageError(f"{where} has no {key!r} but {n} {texts_key!r} text(s); every text needs its teacher score: add "
+                         f"{key!r} (one number per text) or write the file with teacher_scores.py")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        raise UsageError(f"{where}: {key!r} must be a list of numbers (got {type(value).__name__}); fix that row")
+    if len(value) != n:
+        raise UsageError(f"{where}: {key!r} has {len(value)} score(s) for {n} {texts_key!r} text(s); give one score per "
+                         "text, in the same order")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise UsageError(f"{where}: {key!r} holds {v!r}, not a number; scores are the teacher's logits as numbers")
+        if not math.isfinite(v) or abs(v) > 1e6:
+            raise UsageError(f"{where}: {key!r} holds {v!r}; scores must be finite numbers (|score| <= 1e6)")
+        out.append(float(v))
+    return out
+
+
+def check_record(obj, where: str) -> ScoredList:
+    """One FlagEmbedding-layout record, validated: texts are texts, one finite score per text."""
+    if not isinstance(obj, dict):
+        raise UsageError(f"{where} is not a JSON object with {', '.join(RECORD_KEYS)}; fix that row")
+    query = obj.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise UsageError(f"{where} has no query text ('query'); fix that row")
+    pos = _texts(obj.get("pos", []), where, "pos")
+    neg = _texts(obj.get("neg", []), where, "neg")
+    if not pos:
+        raise UsageError(f"{where} has no positive passage ('pos'); every query needs at least one")
+    return ScoredList(query.strip(), pos, neg, _scores(obj.get("pos_scores"), len(pos), where, "pos_scores", "pos"),
+                      _scores(obj.get("neg_scores", [] if not neg else None), len(neg), where, "neg_scores", "neg"))
+
+
+def read_scores_file(path: str | Path) -> list[ScoredList]:
+    """Every record of a scores file, validated (the first bad row is refused, named by its line)."""
+    from .data import read_jsonl
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--teacher_scores {path} does not exist or is not a file; write one with teacher_scores.py, or "
+                         "prepare a scored source with prepare_data.py")
+    records = [check_record(obj, f"{path} line {line}") for line, obj in read_jsonl(path)]
+    if not records:
+        raise UsageError(f"--teacher_scores {path} holds no records; one JSON object per line: {', '.join(RECORD_KEYS)}")
+    seen: dict[str, int] = {}
+    for i, r in enumerate(records):
+        if r.query in seen:
+            raise UsageError(f"{path}: the query {r.query[:60]!r} has two records (lines {seen[r.query] + 1} and {i + 1}); "
+                             "merge them into one record per query")
+        seen[r.query] = i
+    return records
+
+
+def scores_fingerprint(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return "scores-" + h.hexdigest()[:24]
+
+
+def record(query: str, passages: list[str], positive: list[bool], logits) -> dict:
+    """The FlagEmbedding-layout record of one candidate list (positives first, in list order)."""
+    logits = [float(x) for x in logits]
+    return {"query": query,
+            "pos": [p for p, y in zip(passages, positive) if y], "neg": [p for p, y in zip(passages, positive) if not y],
+            "pos_scores": [s for s, y in zip(logits, positive) if y], "neg_scores": [s for s, y in zip(logits, positive) if not y]}
+
+
+def write_scores_file(records: list[dict], path: str | Path) -> None:
+    """Write the records as JSONL, atomically (a temporary file renamed into place)."""
+    from .fsutil import atomic_file
+
+    with atomic_file(Path(path)) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def lists_from_scores(records: list[ScoredList], queries: list[str], K: int) -> tuple[list, list[np.ndarray], dict]:
+    """Candidate lists of the training ``queries`` (their order) from scored records: each query's positives (at most
+    K - 1) then its negatives, K at most, with their scores; queries without a record are left out and counted."""
+    from .candidates import CandidateList
+
+    by_query = {r.query: r for r in records}
+    lists, logits, missing = [], [], 0
+    for q in queries:
+        r = by_query.get(q)
+        if r is None:
+            missing += 1
+            continue
+        pos, pos_s = r.pos[:K - 1], r.pos_scores[:K - 1]
+        neg = [(n, s) for n, s in zip(r.neg, r.neg_scores) if n not in r.pos][:K - len(pos)]
+        lists.append(CandidateList(q, pos + [n for n, _ in neg], [True] * len(pos) + [False] * len(neg)))
+        logits.append(np.asarray(pos_s + [s for _, s in neg], dtype=np.float32))
+    if not lists:
+        raise UsageError(f"none of the {len(queries)} training queries has a record in the scores file (of "
+                         f"{len(records)} records): the file was written for other data; write it over this data version "
+                         "with teacher_scores.py")
+    stats = {"queries": len(lists), "K": K, "short_lists": sum(len(c.passages) < K for c in lists),
+             "negative_source": "scores file", "mean_candidates": round(sum(len(c.passages) for c in lists) / len(lists), 3),
+             "mined_negatives": 0, "train_queries_without_scores": missing,
+             "records_not_in_train": len(set(by_query) - set(queries))}
+    return lists, logits, stats
+
+
+# --------------------------------------------------------------------------- teacher_scores.py
+def export_scores(cfg, log=print) -> Path:
+    """``teacher_scores.py``: the student's candidate lists over ``cfg.data_version`` (built as
+    :func:`~crossdistill.candidates.build_candidates` builds them for the student with the same --K, --negative_source,
+    --seed and --max_samples) and the teachers' (combined) logits, written to ``cfg.output``. An existing file is
+    replaced only with ``--overwrite`` and only when it is a scores file; every input is checked first."""
+    import torch
+
+    from . import data
+    from .candidates import build_candidates
+
+    out = Path(cfg.output)
+    if out.is_dir():
+        raise UsageError(f"--output {out} is a folder; pass a file path such as {out / 'teacher_scores.jsonl'}")
+    if out.exists():
+        if not cfg.overwrite:
+            raise UsageError(f"--output {out} exists; pass --overwrite to replace it (only a teacher-scores file is "
+                             "replaced), or another path")
+        try:
+            read_scores_file(out)
+        except UsageError:
+            raise UsageError(f"--output {out} exists and is not a teacher-scores file; it is left as it is: pass another "
+                             "path") from None
+    teachers = open_teachers(cfg.teacher_path, cfg.teacher_weights)
+    train = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "train", cfg.data_root)), cfg.max_samples,
+                           cfg.seed)
+    lists, stats = build_candidates(train, cfg.K, cfg.negative_source, cfg.seed, cfg.mining_model)
+    log(f"{stats['queries']} training queries x K={cfg.K} candidates ({stats['mined_negatives']} mined "
+        f"{cfg.negative_source} negatives); teacher {teachers.describe()}")
+    device = torch.device("cuda") if torch.cuda.is_available() else None
+    logits, _ = list_logits(teachers, [c.query for c in lists], [c.passages for c in lists], cfg.score_cache,
+                            cfg.eval_batch_size, device=device, log=log)
+    write_scores_file([record(c.query, c.passages, c.positive, lo) for c, lo in zip(lists, logits)], out)
+    log(f"wrote {out}: {len(lists)} records, {sum(len(c.passages) for c in lists)} scored pairs")
+    return out

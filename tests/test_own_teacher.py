@@ -1,0 +1,255 @@
+"""Issue #36, bring your own teacher: any one-label cross-encoder folder is a teacher, --pooling keeps a trained head,
+teacher scores go out (teacher_scores.py) and come back in (--teacher_scores, a scored source), several teachers are
+averaged; everything else is refused with exit 2 and nothing written."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import STUDENT_ARGS, assert_usage_error, run_in_process, same_weights
+
+
+def _texts_and_lists(version, n=6, k=4):
+    from crossdistill import data
+    from crossdistill.candidates import build_candidates
+
+    root, v = version
+    train = data.read_triplets(data.data_file(v, "train", root))
+    lists, _ = build_candidates(train, k, "bm25", 42)
+    return [c.query for c in lists[:n]], [c.passages for c in lists[:n]]
+
+
+@pytest.fixture(scope="module")
+def resaved(tiny_teacher, tmp_path_factory):
+    """The toolkit's teacher re-saved by sentence-transformers' CrossEncoder.save, and as a plain transformers folder:
+    none of the toolkit's files in either."""
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = tmp_path_factory.mktemp("resaved")
+    CrossEncoder(str(tiny_teacher), device="cpu").save(str(base / "ce"))
+    AutoModelForSequenceClassification.from_pretrained(tiny_teacher).save_pretrained(base / "hf")
+    AutoTokenizer.from_pretrained(tiny_teacher).save_pretrained(base / "hf")
+    for folder in (base / "ce", base / "hf"):
+        assert not {"teacher_config.json", "done.json", "lora_config.json"} & {p.name for p in folder.iterdir()}
+    return base
+
+
+def test_crossencoder_and_transformers_folders_score_like_the_toolkit_teacher(tiny_teacher, resaved, scifact_version):
+    from crossdistill.teacher_scores import list_logits, open_teachers
+
+    queries, lists = _texts_and_lists(scifact_version)
+    ours = open_teachers(str(tiny_teacher))
+    ce, hf = open_teachers(str(resaved / "ce")), open_teachers(str(resaved / "hf"))
+    assert (ours.specs[0].kind, ce.specs[0].kind, hf.specs[0].kind) == ("crossdistill", "sentence-transformers", "transformers")
+    assert ce.specs[0].activation == "sigmoid" and ce.specs[0].max_len == hf.specs[0].max_len == 48  # as trained
+    base, _ = list_logits(ours, queries, lists, None, 16)
+    for other in (ce, hf):
+        got, _ = list_logits(other, queries, lists, None, 16)
+        assert all(np.array_equal(a, b) for a, b in zip(base, got))
+
+
+def test_identity_activation_is_read_from_the_folder(resaved, tmp_path):
+    from crossdistill.teacher import inspect_teacher
+
+    folder = tmp_path / "identity"
+    shutil.copytree(resaved / "ce", folder)
+    cfg = json.loads((folder / "config_sentence_transformers.json").read_text())
+    cfg["activation_fn"] = "torch.nn.modules.linear.Identity"
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(cfg))
+    assert inspect_teacher(folder).activation == "identity"
+    (folder / "config_sentence_transformers.json").unlink()  # v4's layout: the block in config.json
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "sentence_transformers": {
+        "activation_fn": "torch.nn.modules.linear.Identity", "version": "4.1.0"}}))
+    assert inspect_teacher(folder).activation == "identity"
+
+
+def test_student_distils_from_a_crossencoder_folder_exactly_as_from_the_toolkit_teacher(
+        reference_student, resaved, tiny_minilm, scifact_version, score_cache_env, tmp_path):
+    ref, _ = reference_student
+    root, v = scifact_version
+    out = tmp_path / "s"
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", resaved / "ce", "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", out, *STUDENT_ARGS, env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sentence-transformers" in proc.stdout
+    assert same_weights(ref, out)
+    card = (out / "README.md").read_text()
+    assert "sentence-transformers cross-encoder" in card
+
+
+def _bad_folders(tmp_path, tiny_minilm, resaved):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    nli = tmp_path / "nli"
+    AutoModelForSequenceClassification.from_pretrained(tiny_minilm, num_labels=3, id2label={
+        0: "entailment", 1: "neutral", 2: "contradiction"}).save_pretrained(nli)
+    AutoTokenizer.from_pretrained(tiny_minilm).save_pretrained(nli)
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(resaved / "ce", no_weights)
+    (no_weights / "model.safetensors").unlink()
+    return [(tiny_minilm, ["is a bi-encoder", "not a cross-encoder"]),
+            (nli, ["3 labels", "entailment", "one-label"]),
+            (no_weights, ["no weights"])]
+
+
+def test_what_is_not_a_one_label_crossencoder_is_refused(tmp_path, tiny_minilm, resaved, scifact_version):
+    root, v = scifact_version
+    for folder, fragments in _bad_folders(tmp_path, tiny_minilm, resaved):
+        out = tmp_path / f"out_{folder.name}"
+        proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", folder, "--student_name", tiny_minilm,
+                              "--data_root", root, "--data_version", v, "--output_dir", out)
+        assert_usage_error(proc, *fragments)
+        assert not out.exists()
+
+
+def test_pooling_auto_keeps_a_trained_head_and_pools_a_bare_encoder(resaved, tiny_minilm, scifact_version):
+    from crossdistill.models import resolve_model
+    from crossdistill.teacher import CrossEncoderTeacher, resolve_pooling
+
+    ce = resolve_model(str(resaved / "ce"))
+    assert resolve_pooling("auto", ce)[0] == "cls"
+    assert resolve_pooling("auto", resolve_model(str(tiny_minilm)))[0] == "mean"
+    assert resolve_pooling("mean", ce)[0] == "mean"  # an explicit choice is kept
+    queries, lists = _texts_and_lists(scifact_version, n=3)
+    pairs = [(q, p) for q, ps in zip(queries, lists) for p in ps]
+    kept = CrossEncoderTeacher.from_base(ce, 48, "cls").score(pairs)  # the head it was trained with, not a new one
+    np.testing.assert_allclose(kept, CrossEncoderTeacher.load(resaved / "ce").score(pairs), atol=1e-6)
+
+
+def test_fine_tuning_a_reranker_says_which_pooling_it_chose(resaved, scifact_version, tmp_path):
+    root, v = scifact_version
+    proc = run_in_process("train_teacher_model.py", "--model_name", resaved / "ce", "--data_root", root, "--data_version", v,
+                          "--output_dir", tmp_path / "t", "--epochs", "1", "--max_samples", "8", "--max_val_samples", "6",
+                          "--max_len", "48")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pooling cls (auto: the base model has a trained one-label classification head" in proc.stdout
+    saved = json.loads((tmp_path / "t" / "teacher_config.json").read_text())
+    assert saved["pooling"] == "cls" and saved["head_lr"] == 5e-5  # a trained head at the encoder's rate
+
+
+def test_exported_scores_train_the_same_student_bit_for_bit(reference_student, tiny_teacher, tiny_minilm,
+                                                            scifact_version, score_cache_env, tmp_path):
+    ref, _ = reference_student
+    root, v = scifact_version
+    scores = tmp_path / "scores.jsonl"
+    proc = run_in_process("teacher_scores.py", "--teacher_path", tiny_teacher, "--data_root", root, "--data_version", v,
+                          "--output", scores, "--K", "4", "--max_samples", "54", env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(x) for x in scores.read_text().splitlines()]
+    assert len(records) == 24 and all(len(r["pos"]) + len(r["neg"]) == 4 for r in records)
+    assert all(len(r["pos_scores"]) == len(r["pos"]) and len(r["neg_scores"]) == len(r["neg"]) for r in records)
+    out = tmp_path / "from_scores"
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_scores", scores, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", out, *STUDENT_ARGS, env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert same_weights(ref, out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["teacher_scores"]["source"] == "scores file" and "skipped" in metrics["guard"]
+    # an existing file is replaced only with --overwrite, and only when it is a scores file
+    again = run_in_process("teacher_scores.py", "--teacher_path", tiny_teacher, "--data_root", root, "--data_version", v,
+                           "--output", scores)
+    assert_usage_error(again, "exists", "--overwrite")
+    mine = tmp_path / "notes.jsonl"
+    mine.write_text('{"my": "notes"}\n')
+    again = run_in_process("teacher_scores.py", "--teacher_path", tiny_teacher, "--data_root", root, "--data_version", v,
+                           "--output", mine, "--overwrite")
+    assert_usage_error(again, "not a teacher-scores file")
+    assert mine.read_text() == '{"my": "notes"}\n'
+
+
+def test_two_identical_teachers_average_to_the_one(tiny_teacher, scifact_version, tmp_path):
+    from crossdistill.teacher_scores import combine, list_logits, open_teachers
+
+    twin = tmp_path / "twin"
+    shutil.copytree(tiny_teacher, twin)
+    queries, lists = _texts_and_lists(scifact_version)
+    one, _ = list_logits(open_teachers(str(tiny_teacher)), queries, lists, None, 16)
+    both, stats = list_logits(open_teachers(f"{tiny_teacher},{twin}", "2,1"), queries, lists, None, 16)
+    assert len(stats["teachers"]) == 2
+    for a, b in zip(one, both):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    # two different teachers: each standardised per list, averaged with the weights, on their mean scale
+    a, b = np.array([0.0, 1.0, 2.0]), np.array([10.0, 30.0, 20.0])
+    (c,) = combine([[a], [b]], [1.0, 1.0])
+    za, zb = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    np.testing.assert_allclose(c, (a.mean() + b.mean()) / 2 + (a.std() + b.std()) / 2 * (za + zb) / 2, rtol=1e-6)
+
+
+def test_several_teachers_from_the_command_line(tiny_teacher):
+    from crossdistill.config import StudentConfig
+    from crossdistill.errors import UsageError
+
+    cfg = StudentConfig.parse(["--teacher_path", "a", "--teacher_path", "b", "--teacher_weights", "2,1", "--output_dir", "o"])
+    assert cfg.teacher_path == "a,b"
+    with pytest.raises(UsageError, match="2 weights for 3 teacher"):
+        StudentConfig.parse(["--teacher_path", "a,b,c", "--teacher_weights", "2,1", "--output_dir", "o"])
+    with pytest.raises(UsageError, match="both name the teacher"):
+        StudentConfig.parse(["--teacher_path", "a", "--teacher_scores", "s.jsonl", "--output_dir", "o"])
+
+
+BAD_SCORES = [
+    ({"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1.0]}, "no 'neg_scores'"),
+    ({"query": "q", "pos": ["p"], "neg": ["n", "m"], "pos_scores": [1.0], "neg_scores": [0.1]}, "1 score(s) for 2"),
+    ({"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [float("nan")], "neg_scores": [0.1]}, "finite"),
+    ({"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": ["high"], "neg_scores": [0.1]}, "not a number"),
+]
+
+
+@pytest.mark.parametrize("bad, fragment", BAD_SCORES)
+def test_bad_scores_files_are_refused_naming_the_row(bad, fragment, tiny_minilm, scifact_version, tmp_path):
+    root, v = scifact_version
+    good = {"query": "a query", "pos": ["a passage"], "neg": ["another"], "pos_scores": [2.0], "neg_scores": [-1.0]}
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    out = tmp_path / "s"
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_scores", scores, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", out)
+    assert_usage_error(proc, "line 2", fragment)
+    assert not out.exists()
+    # the same rows as a source to prepare: refused before anything is written
+    proc = run_in_process("prepare_data.py", "--source", scores, "--data_version", "bad", "--data_root", tmp_path / "data")
+    assert_usage_error(proc, "row 2", fragment)
+    assert not (tmp_path / "data" / "bad").exists()
+
+
+def test_a_scored_source_trains_a_student_with_no_teacher_model(tmp_path, tiny_minilm, score_cache_env):
+    from conftest import SCIFACT
+    from crossdistill import data
+
+    corpus = data.load_beir(str(SCIFACT), "train")
+    rows = []
+    for i, (q, docs) in enumerate(list(corpus.qrels.items())[:60]):
+        pos = [corpus.corpus[d] for d in docs]
+        neg = [corpus.corpus[d] for d in list(corpus.corpus)[i * 3:i * 3 + 3] if d not in docs]
+        rows.append({"query": corpus.queries[q], "pos": pos, "neg": neg, "pos_scores": [3.0 + 0.1 * j for j in range(len(pos))],
+                     "neg_scores": [-1.0 - 0.5 * j for j in range(len(neg))]})
+    src = tmp_path / "scored.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = tmp_path / "data"
+    proc = run_in_process("prepare_data.py", "--source", src, "--data_version", "scored", "--data_root", root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kept = [json.loads(x) for x in (root / "scored" / "teacher_scores.jsonl").read_text().splitlines()]
+    train_queries = set(data.read_triplets(root / "scored" / "train.csv")["anchor"])
+    assert kept and {r["query"] for r in kept} == train_queries
+    by_query = {r["query"]: r for r in rows}
+    assert all(r["neg_scores"] == by_query[r["query"]]["neg_scores"] for r in kept)
+    proc = run_in_process("train_distillation_pipeline.py", "--student_name", tiny_minilm, "--data_root", root,
+                          "--data_version", "scored", "--output_dir", tmp_path / "s", "--epochs", "1", "--batch_size", "8",
+                          "--K", "4", "--max_len", "48", "--val_pool", "csv", env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "teacher scores from" in proc.stdout and "guard skipped" in proc.stdout
+    dc = json.loads((tmp_path / "s" / "distillation_config.json").read_text())
+    assert dc["teacher_path"] is None and dc["teacher_scores"].endswith("teacher_scores.jsonl")
+    # without scores and without a teacher: one clear line
+    proc = run_in_process("prepare_data.py", "--source", src, "--data_version", "plain", "--data_root", root,
+                          "--columns", "anchor=query")
+    assert proc.returncode == 0
+    (root / "plain" / "teacher_scores.jsonl").unlink()
+    proc = run_in_process("train_distillation_pipeline.py", "--student_name", tiny_minilm, "--data_root", root,
+                          "--data_version", "plain", "--output_dir", tmp_path / "s2")
+    assert_usage_error(proc, "no teacher", "--teacher_path", "--teacher_scores")
+    assert not (tmp_path / "s2").exists()
