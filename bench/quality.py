@@ -205,6 +205,47 @@ def teacher_rerank(teacher_dir: Path, sets: dict, runs: dict, k: int = 30) -> di
     return out
 
 
+def fused_teacher_rerank(teacher_dir: Path, sets: dict, run: dict, weights: dict, base_model: str, max_len: int,
+                         k: int = 30) -> dict:
+    """The teacher exactly as the run fuses it for its soft labels (``--teacher_fusion``: z(teacher) + w·z(BM25) +
+    w·z(starting student's cosine), :func:`crossdistill.fusion.build_soft_labels`) reranking ``run``'s test top-k."""
+    import numpy as np
+
+    from crossdistill.evaluation import encode, load_bi_encoder
+    from crossdistill.fusion import build_soft_labels
+    from crossdistill.metrics import ranking_metrics
+    from crossdistill.models import resolve_model
+    from crossdistill.teacher import CrossEncoderTeacher
+
+    queries, corpus, qrels = sets["test"]
+    qids = sorted(run)
+    tops = [sorted(run[q], key=lambda d: (-run[q][d], d))[:k] for q in qids]
+    teacher = CrossEncoderTeacher.load(teacher_dir)
+    logits = teacher.score([(queries[q], corpus[d]) for q, top in zip(qids, tops) for d in top], batch_size=128,
+                           activation="logit")
+    bounds = np.cumsum([0] + [len(t) for t in tops])
+    per_query = [logits[bounds[i]:bounds[i + 1]] for i in range(len(qids))]
+    student_cos = None
+    if "student" in weights:
+        model, _ = load_bi_encoder(base_model, max_len)
+        resolved = resolve_model(base_model)
+        prompts = getattr(model, "prompts", None) or {}
+        texts = list(dict.fromkeys(d for top in tops for d in top))
+        where = {d: i for i, d in enumerate(texts)}
+        p = encode(model, [corpus[d] for d in texts], prompts.get("passage", resolved.passage_prefix), 128)
+        q = encode(model, [queries[x] for x in qids], prompts.get("query", resolved.query_prefix), 128)
+        student_cos = [p[[where[d] for d in top]] @ q[i] for i, top in enumerate(tops)]
+    labels = build_soft_labels(per_query, [queries[q] for q in qids], [[corpus[d] for d in top] for top in tops], "logit",
+                               weights, bm25_pool=list(corpus.values()), student_cos=student_cos)
+    reranked = {q: {d: float(s) for d, s in zip(top, lab)} for q, top, lab in zip(qids, tops, labels)}
+    return {m: round(v, 4) for m, v in ranking_metrics(qrels, reranked, METRICS).items()}
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    """The value of ``name`` in an argv list (its last occurrence), or None."""
+    return next((args[i + 1] for i in range(len(args) - 2, -1, -1) if args[i] == name), None)
+
+
 def _rate(folder: Path) -> float | None:
     """samples/s of a training run's last logged step."""
     if not (folder / "events.jsonl").is_file():  # sentence-transformers' trainer writes no event log
@@ -296,6 +337,13 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     # the teacher reranking its own student's test top-30: is the teacher still ahead of its pupil? (issue #25)
     own = teacher_rerank(teacher_dir, sets, {"student": student_runs["test"]})["rerank_student_top30"]
     row["test"]["teacher_rerank_student"] = {m: own[m] for m in ("ndcg@10", "mrr@10")}
+    from crossdistill.fusion import parse_fusion
+
+    fusion = parse_fusion(_flag(student_args, "--teacher_fusion"))
+    if fusion:  # the teacher the student learned from is the fused one: that is the one that must stay ahead (#35)
+        fused = fused_teacher_rerank(teacher_dir, sets, student_runs["test"], fusion, ds["model"], max_len)
+        row["test"]["teacher_alone_rerank_student"] = row["test"]["teacher_rerank_student"]
+        row["test"]["teacher_rerank_student"] = {m: fused[m] for m in ("ndcg@10", "mrr@10")}
     if a.teacher_rerank and a.dataset == "scifact":
         tr_file = teacher_dir / "rerank_test.json"
         if not tr_file.is_file():

@@ -253,3 +253,14 @@ def test_a_scored_source_trains_a_student_with_no_teacher_model(tmp_path, tiny_m
                           "--data_version", "plain", "--output_dir", tmp_path / "s2")
     assert_usage_error(proc, "no teacher", "--teacher_path", "--teacher_scores")
     assert not (tmp_path / "s2").exists()
+
+
+def test_a_hub_id_that_cannot_be_fetched_is_one_clear_line(monkeypatch, tmp_path):
+    from crossdistill.errors import UsageError
+    from crossdistill.teacher import locate_teacher
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    with pytest.raises(UsageError, match="run once online to cache it"):
+        locate_teacher("cross-encoder/ms-marco-MiniLM-L6-v2")
+    assert locate_teacher(str(tmp_path)) == str(tmp_path)  # a folder is itself

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT, load_script
 
 SCRIPTS = ("prepare_data.py", "train_teacher_model.py", "train_distillation_pipeline.py", "evaluate_final_model.py",
-           "realtime_monitor.py", "export_student.py")
+           "realtime_monitor.py", "export_student.py", "teacher_scores.py")
 
 
 def commands(text: str) -> list[list[str]]:
