@@ -143,7 +143,7 @@ class CrossEncoderTeacher:
         a teacher this toolkit wrote, a sentence-transformers ``CrossEncoder`` folder, or a plain transformers one."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        spec = inspect_teacher(path)
+        spec = inspect_teacher(path, finished=False)  # whether a run may use it is decided before (open_teachers)
         model = AutoModelForSequenceClassification.from_pretrained(spec.path, use_safetensors=True)
         if model.config.num_labels != 1:
             raise UsageError(f"{path} is a classifier with {model.config.num_labels} labels, not a relevance teacher (num_labels=1)")
@@ -261,10 +261,11 @@ def _max_len(folder: Path, config: dict) -> int:
     return int(min(limit, 512))
 
 
-def inspect_teacher(path: str | Path) -> TeacherSpec:
+def inspect_teacher(path: str | Path, finished: bool = True) -> TeacherSpec:
     """What the folder at ``path`` is as a teacher, or one UsageError that says what it is instead: a folder that is
     missing, has no config or no weights, a toolkit teacher that never finished publishing, a bi-encoder (an embedding
-    model), a bare encoder without a classification head, or a classifier with more than one label (NLI: 3)."""
+    model), a bare encoder without a classification head, or a classifier with more than one label (NLI: 3).
+    ``finished=False``: a toolkit teacher need not have published ``done.json`` (a folder being written, in tests)."""
     folder = Path(path)
     if not folder.is_dir():
         raise UsageError(f"teacher {folder} does not exist; pass a cross-encoder folder (train one with "
@@ -278,7 +279,7 @@ def inspect_teacher(path: str | Path) -> TeacherSpec:
                   "train it again") if own else "save the model with its weights (save_pretrained / CrossEncoder.save)"
         raise UsageError(f"teacher {folder} has a config but no weights (model.safetensors): {advice}")
     refuse_pickled_weights(folder)
-    if own is not None and not (folder / "done.json").is_file():
+    if own is not None and finished and not (folder / "done.json").is_file():
         raise UsageError(f"teacher {folder} has weights but no done.json: its training never finished publishing (or the "
                          "folder was assembled by hand); resume it (train_teacher_model.py ... --resume) or pass a teacher "
                          "whose run finished")

@@ -59,8 +59,9 @@ def test_guard_judges_the_fused_teacher_the_student_will_learn_from(monkeypatch)
     passages = ["alpha beta gamma text", "unrelated words here", "delta epsilon zeta text", "other filler words"]
     pool = TripletPool(pd.DataFrame(), queries, passages, [(0, 0, 1), (1, 2, 3)])  # positives: q0 -> d0, q1 -> d2
     student_cos = np.array([[0.2, 0.9, 0.1, 0.0], [0.1, 0.0, 0.3, 0.8]])  # the student ranks the positives second
-    bad = lambda t, pairs, *a, **k: (np.array([-5.0 if "text" in p else 5.0 for _, p in pairs], dtype=np.float32), {})
-    monkeypatch.setattr(validation, "cached_teacher_logits", bad)
+    bad = lambda t, qs, lists, *a, **k: ([np.array([-5.0 if "text" in p else 5.0 for p in ps], dtype=np.float32)
+                                          for ps in lists], {})
+    monkeypatch.setattr(validation, "list_logits", bad)
     guard = lambda fusion: validation.teacher_guard("t", pool, student_cos, None, guard_k=2, batch_size=8, fusion=fusion,
                                                     soft_labels="logit")
     alone = guard({})
