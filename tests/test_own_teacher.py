@@ -264,3 +264,37 @@ def test_a_hub_id_that_cannot_be_fetched_is_one_clear_line(monkeypatch, tmp_path
     with pytest.raises(UsageError, match="run once online to cache it"):
         locate_teacher("cross-encoder/ms-marco-MiniLM-L6-v2")
     assert locate_teacher(str(tmp_path)) == str(tmp_path)  # a folder is itself
+
+
+def test_score_columns_beside_triplets_are_kept_and_checked(tmp_path):
+    from conftest import SCIFACT
+    from crossdistill import data
+
+    beir = data.load_beir(str(SCIFACT), "train")
+    docs = list(beir.corpus)
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["query", "positive", "negative", "positive_score", "negative_score"])
+    for i, (q, rel) in enumerate(list(beir.qrels.items())[:60]):
+        w.writerow([beir.queries[q], beir.corpus[rel[0]], beir.corpus[docs[i + 100]], 4.5, f"{-i / 10:.1f}"])
+    src = tmp_path / "triplets.csv"
+    src.write_text(buf.getvalue())
+    proc = run_in_process("prepare_data.py", "--source", src, "--data_version", "t", "--data_root", tmp_path / "d")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kept = [json.loads(x) for x in (tmp_path / "d" / "t" / "teacher_scores.jsonl").read_text().splitlines()]
+    assert kept and all(r["pos_scores"] == [4.5] and len(r["neg_scores"]) == 1 for r in kept)
+    # one score column of two, or a cell that is not a number: refused, nothing written
+    import pandas as pd
+
+    df = pd.read_csv(src, dtype=str, keep_default_na=False)
+    df.drop(columns=["negative_score"]).to_csv(tmp_path / "half.csv", index=False)
+    proc = run_in_process("prepare_data.py", "--source", tmp_path / "half.csv", "--data_version", "h", "--data_root", tmp_path / "d")
+    assert_usage_error(proc, "only one passage column")
+    df.loc[2, "negative_score"] = "high"
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    proc = run_in_process("prepare_data.py", "--source", tmp_path / "bad.csv", "--data_version", "b", "--data_root", tmp_path / "d")
+    assert_usage_error(proc, "row 3", "negative_score", "not a number")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["t"]
