@@ -113,7 +113,8 @@ def run_evaluation(cfg: EvalConfig, log=print) -> Path:
                          "train_distillation_pipeline.py")
     refuse_overlap(cfg.output_dir, "--output_dir", {"--model_path": cfg.model_path, "--teacher_path": cfg.teacher_path,
                                                      "--test_data": cfg.test_data, "--beir_dir": cfg.beir_dir,
-                                                     "--corpus": cfg.corpus})
+                                                     "--corpus": cfg.corpus, "--queries": cfg.queries,
+                                                     "--qrels": cfg.qrels, "--base_model": cfg.base_model})
     out_dir = check_output_dir(cfg.output_dir, cfg.overwrite, "evaluation")
     ts = TripletPool.from_csv(cfg.test_data)
     full, full_info = full_corpus(cfg, ts, log)

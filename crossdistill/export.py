@@ -143,14 +143,28 @@ def _record(folder: Path, written: dict[str, str]) -> None:
     write_json(info_file, info)
     card = folder / "README.md"
     if card.is_file():
-        text = card.read_text(encoding="utf-8").split("\n## Serving (ONNX)")[0].rstrip("\n")
-        lines = ["", "## Serving (ONNX)", "", "Exported by crossdistill (`export_student.py`):", ""]
+        lines = ["## Serving (ONNX)", "", "Exported by crossdistill (`export_student.py`):", ""]
         for fmt, path in sorted(info.items()):
             lines.append(f"- `{path}` ({'fp32' if fmt == 'onnx' else 'int8 weights, dynamic quantisation'})")
         lines += ["", "```python", "from sentence_transformers import SentenceTransformer",
                   f"model = SentenceTransformer(\"<this folder>\", backend=\"onnx\", model_kwargs={{\"file_name\": "
-                  f"\"{info.get('onnx-int8', info.get('onnx'))}\"}})  # needs optimum[onnxruntime]", "```", ""]
-        card.write_text(text + "\n" + "\n".join(lines), encoding="utf-8")
+                  f"\"{info.get('onnx-int8', info.get('onnx'))}\"}})  # needs optimum[onnxruntime]", "```"]
+        with atomic_file(card) as tmp:
+            tmp.write_text(replace_card_section(card.read_text(encoding="utf-8"), "\n".join(lines)), encoding="utf-8")
+
+
+_SECTION = "## Serving (ONNX)"
+
+
+def replace_card_section(text: str, section: str) -> str:
+    """``text`` with its ``## Serving (ONNX)`` section (up to the next ``## `` heading) replaced by ``section``, or
+    ``section`` appended when there is none: the export's own section only, every other line of the card kept."""
+    start = text.find("\n" + _SECTION)
+    if start < 0:
+        return text.rstrip("\n") + "\n\n" + section + "\n"
+    end = text.find("\n## ", start + 1 + len(_SECTION))
+    rest = text[end:] if end >= 0 else "\n"
+    return text[:start].rstrip("\n") + "\n\n" + section + "\n" + rest
 
 
 class OnnxEncoder:

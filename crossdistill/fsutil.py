@@ -105,9 +105,55 @@ def is_ours(path: str | os.PathLike, kind: str) -> bool:
     return folder_kind(path) == kind
 
 
-def mark_owner(folder: Path, kind: str) -> None:
-    """Write the owner file: ``folder`` is a ``kind`` output of this toolkit."""
-    write_json(Path(folder) / OWNER_FILE, {"tool": "crossdistill", "kind": kind})
+def mark_owner(folder: Path, kind: str, files=None) -> None:
+    """Write the owner file: ``folder`` is a ``kind`` output of this toolkit, and ``files`` (its manifest: the top-level
+    names this toolkit wrote there) are the only entries it will ever replace or remove. ``files`` None: every entry
+    the folder holds now (a folder the toolkit has just built itself), or, for a folder that already has a manifest,
+    that manifest kept as it is."""
+    folder = Path(folder)
+    if files is None:
+        present = {p.name for p in folder.iterdir() if p.name not in (OWNER_FILE, RUN_LOCK)}
+        files = (owned_files(folder) & present) if folder_kind(folder) else present
+        owner = _json(folder / OWNER_FILE)
+        if isinstance(owner, dict) and isinstance(owner.get("files"), list):
+            files = set(owner["files"])
+    write_json(folder / OWNER_FILE, {"tool": "crossdistill", "kind": kind, "files": sorted(set(files))})
+
+
+# the names each kind writes, for folders of earlier versions whose owner file lists no files
+_LEGACY_FILES = {"prepared_data": PREPARED_FILES, "evaluation": EVALUATION_FILES,
+                 "teacher": frozenset({"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                                       "special_tokens_map.json", "vocab.txt", "teacher_config.json", "lora_config.json",
+                                       "adapter", "training_args.json", "metrics.json", "README.md", "done.json",
+                                       "sentencepiece.bpe.model"}),
+                 "student": frozenset({"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                                       "special_tokens_map.json", "vocab.txt", "modules.json", "sentence_bert_config.json",
+                                       "config_sentence_transformers.json", "1_Pooling", "2_Normalize", "onnx",
+                                       "export.json", "training_args.json", "metrics.json", "README.md", "done.json",
+                                       "distillation_config.json", "sentencepiece.bpe.model", "adapter"})}
+
+
+def owned_files(folder: Path) -> set[str]:
+    """The top-level names of ``folder`` this toolkit wrote: its owner file's manifest, or for a folder of an earlier
+    version (an owner file without one, or none) the names its kind writes (:data:`_LEGACY_FILES`). The run's own state
+    (events, checkpoints, staging, the previous result) and the monitor's files are always the toolkit's."""
+    folder = Path(folder)
+    owner = _json(folder / OWNER_FILE)
+    listed = owner.get("files") if isinstance(owner, dict) else None
+    if isinstance(listed, list) and all(isinstance(x, str) for x in listed):
+        names = set(listed)
+    else:
+        names = set(_LEGACY_FILES.get(folder_kind(folder) or "", ()))
+    return names | set(RUN_STATE) | {PREVIOUS, PREVIOUS_DONE, MARKER, RUN_LOCK, OWNER_FILE, "runs", "done.json"}
+
+
+def users_files(folder: Path) -> list[Path]:
+    """What the user keeps in ``folder``: every entry this toolkit did not write (:func:`owned_files`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    mine = owned_files(folder) | MONITOR_FILES
+    return sorted(p for p in folder.iterdir() if p.name not in mine and not p.name.startswith(".tmp-"))
 
 
 def content(path: Path) -> list[Path]:
@@ -312,16 +358,26 @@ def publish(staging: Path, out_dir: Path, done: dict) -> None:
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     new = {item.name for item in staging.iterdir()}
+    owned = owned_files(out_dir)
+    mine = {p.name for p in users_files(out_dir)} & new
+    if mine:  # a file of the user's has the name of one of this run's outputs: refused before anything moves
+        raise UsageError(f"{out_dir} holds {', '.join(sorted(mine))}, which this toolkit did not write, under the name of "
+                         "one of its outputs; move it away and run again with --resume")
+    kind = folder_kind(out_dir)
     for item in staging.iterdir():
         target = out_dir / item.name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(item, target)
     staging.rmdir()
-    for old in out_dir.iterdir():  # stale files of an overwritten run (e.g. its adapter/ when this one has none)
-        if old.name not in new and old.name not in RUN_STATE and old.name not in MONITOR_FILES and \
+    for old in out_dir.iterdir():  # stale files of an overwritten run (e.g. its adapter/ when this one has none); the
+        # user's files (not in the manifest) stay, whenever they were added
+        if old.name in owned and old.name not in new and old.name not in RUN_STATE and old.name not in MONITOR_FILES and \
                 old.name not in (MARKER, RUN_LOCK, OWNER_FILE, PREVIOUS, "runs"):  # runs/: TensorBoard curves
             _remove(old)
+    present = {p.name for p in out_dir.iterdir()}
+    if kind:
+        mark_owner(out_dir, kind, new | {"done.json", "runs"} | (set(RUN_STATE) & present))
     write_json(out_dir / "done.json", done)
     for name in (MARKER, RUN_LOCK, PREVIOUS_DONE):
         _remove(out_dir / name)
@@ -330,24 +386,39 @@ def publish(staging: Path, out_dir: Path, done: dict) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``path`` in one rename.
+    """Yield a temporary sibling folder; on success it replaces what this toolkit wrote in ``path`` in one rename.
 
-    On any exception the temporary folder is removed and ``path`` is left as it was.
+    The user's files in an existing ``path`` (:func:`users_files`: whatever its manifest does not name) are moved into
+    the new folder just before the rename, so they stay; one that has the name of a new output is refused first. On
+    any exception the temporary folder is removed and ``path`` is left as it was (the user's files back in place).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     os.chmod(tmp, 0o755)
+    carried: list[str] = []
     try:
         yield tmp
         if path.exists():
+            keep = users_files(path)
+            clash = sorted(p.name for p in keep if (tmp / p.name).exists() or (tmp / p.name).is_symlink())
+            if clash:
+                raise UsageError(f"{path} holds {', '.join(clash)}, which this toolkit did not write, under the name of "
+                                 "one of its outputs; move it away and run again")
+            for p in keep:
+                os.replace(p, tmp / p.name)
+                carried.append(p.name)
             old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.time_ns()}")
             os.replace(path, old)
             os.replace(tmp, path)
+            carried = []
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except BaseException:
+        for name in carried:  # the user's files go back where they were
+            with contextlib.suppress(OSError):
+                os.replace(tmp / name, path / name)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 

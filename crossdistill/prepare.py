@@ -11,7 +11,7 @@ import pandas as pd
 from . import data
 from .config import PrepareConfig
 from .errors import UsageError
-from .fsutil import atomic_dir, check_output_dir, mark_owner, write_json
+from .fsutil import atomic_dir, check_output_dir, mark_owner, refuse_overlap, write_json
 from .mining import MiningRule, make_miner, pick_negatives, random_negatives
 from .tables import TABLE_KINDS, read_table, read_texts, scored_rows
 
@@ -154,6 +154,7 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
     """Run the whole preparation; returns the written folder."""
     kind = cfg.source_type or detect_kind(cfg.source)
     out_dir = Path(cfg.data_root) / cfg.data_version
+    refuse_overlap(out_dir, "--data_version", {"--source": cfg.source, "--corpus": cfg.corpus})  # never an input replaced
     check_output_dir(out_dir, cfg.overwrite, "prepared_data")  # refuse early; nothing is deleted here
     splits, given, per_split_pool, source_stats, scored = load_splits(cfg, kind)
     for name in SPLITS:
