@@ -3,6 +3,7 @@
 
   python export_student.py --model_path models/bi_encoder_distilled                 # both formats
   python export_student.py --model_path models/bi_encoder_distilled --formats onnx-int8
+  python export_student.py --model_path minilm-l6 --output_dir models/minilm_onnx          # any other model: a copy
 
 Then serve it with ONNX Runtime (crossdistill.export.OnnxEncoder), or with sentence-transformers where optimum is
 installed: SentenceTransformer(folder, backend="onnx", model_kwargs={"file_name": "onnx/model_qint8_avx2.onnx"}).
@@ -20,13 +21,10 @@ def parse_args(argv=None) -> ExportConfig:
 
 
 def main(argv=None):
-    from pathlib import Path
-
-    from crossdistill.export import export_student, parse_formats
-    from crossdistill.models import resolve_model
+    from crossdistill.export import export_student, export_target, parse_formats
 
     cfg = parse_args(argv)
-    folder = Path(resolve_model(cfg.model_path).path)
+    folder = export_target(cfg.model_path, cfg.output_dir)
     written = export_student(folder, parse_formats(cfg.formats))
     print("wrote " + ", ".join(f"{folder / path} ({fmt})" for fmt, path in written.items()))
 

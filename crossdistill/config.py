@@ -46,6 +46,10 @@ PROBABILITY = (lambda v: 0 <= v < 1, "in [0, 1)")
 TEMPERATURE = (lambda v: math.isfinite(v) and 1e-3 <= v <= 1e3, "> 0, at least 0.001 and at most 1000")
 SEED = (lambda v: 0 <= v <= 2**32 - 1, "between 0 and 4294967295 (numpy's and Python's seed range)")
 MAX_LEN = (lambda v: v >= 8, ">= 8")
+# bounded where an absurd value would only surface later as "loss became nan" (and the monitor would halve the lr)
+LOSS_WEIGHT = (lambda v: math.isfinite(v) and 0 <= v <= 1000, "between 0 and 1000")
+SCALE = (lambda v: math.isfinite(v) and 0 < v <= 1000, "> 0 and at most 1000 (MiniLM trained at 20, e5 at 100)")
+WEIGHT_DECAY = (lambda v: math.isfinite(v) and 0 <= v <= 10, "between 0 and 10 (AdamW's default is 0.01)")
 
 
 def _flag_type(annotation: str):
@@ -242,7 +246,7 @@ class TrainingConfig(DataLocation, Seeded, Replaceable):
         None, "dropout on attention probabilities while training (default: the model's own, 0.1 for MiniLM and e5); 0 lets "
               "PyTorch use its fused attention kernel: on CPU 1.2-1.3x faster steps and about a third less memory",
         check=PROBABILITY)
-    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and LayerNorm)", check=NON_NEGATIVE)
+    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and LayerNorm)", check=WEIGHT_DECAY)
     warmup_ratio: float = setting(0.1, "fraction of the steps spent warming the learning rate up", check=PROBABILITY)
     max_grad_norm: float = setting(1.0, "gradient clipping norm", check=POSITIVE)
     eval_batch_size: int = setting(64, "batch size for validation, teacher scoring and encoding", check=AT_LEAST_1)
@@ -333,25 +337,25 @@ class StudentConfig(TrainingConfig, Mining):
     tau: float | None = setting(None, "teacher temperature of the listwise KL (ranking 1.0, original 0.2)",
                                 check=TEMPERATURE)
     contrastive_weight: float | None = setting(None, "weight of the margin term (ranking 0, original 0.3)",
-                                               check=NON_NEGATIVE)
+                                               check=LOSS_WEIGHT)
     negative_penalty_weight: float | None = setting(None, "weight of the negative-score penalty (ranking 0, original 0.4)",
-                                                    check=NON_NEGATIVE)
+                                                    check=LOSS_WEIGHT)
     negative_source: str = setting("bm25", "how lists are filled up to K beyond the CSV's negatives",
                                    choices=["bm25", "model", "random"])
     soft_labels: str | None = setting(None, "teacher scores fed to softmax(./tau): sigmoid probabilities (original) or "
                                             "logits (ranking)", choices=["prob", "logit"])
     soft_loss: str | None = setting(None, "soft-label term: listwise KL, or MarginMSE (Hofstaetter et al.) on scale*cos "
                                           "(default kl)", choices=["kl", "margin_mse"])
-    soft_weight: float | None = setting(None, "weight of the soft-label term (default 1)", check=NON_NEGATIVE)
+    soft_weight: float | None = setting(None, "weight of the soft-label term (default 1)", check=LOSS_WEIGHT)
     kl_student: str | None = setting(None, "the KL's student side: 'scaled' = softmax(scale*cos) (ranking), 'tau' = "
                                            "softmax(((cos+1)/2)/tau) (original)", choices=["scaled", "tau"])
     infonce_weight: float | None = setting(None, "weight of the in-batch InfoNCE on labelled positives, every other "
                                                  "passage of the batch a negative (ranking 1, original 0)",
-                                           check=NON_NEGATIVE)
+                                           check=LOSS_WEIGHT)
     kl_tau_squared: bool = setting(False, "multiply the KL by tau^2 (Hinton et al.; sentence-transformers' "
                                           "DistillKLDivLoss), so its weight against InfoNCE does not move with --tau")
     scale: float | None = setting(None, "inverse temperature on cosines for InfoNCE, MarginMSE and the scaled KL "
-                                        "(default: the student's own, 100 for e5 models, 20 otherwise)", check=POSITIVE)
+                                        "(default: the student's own, 100 for e5 models, 20 otherwise)", check=SCALE)
     teacher_fusion: str | None = setting(None, "soft labels = z(teacher logit) + sum of w*z(source) per query, e.g. "
                                                "'bm25=0.5' or 'bm25=0.5,student=0.2'; 'none' = the teacher alone")
     val_pool: str = setting("auto", "passages the val queries are ranked against: 'corpus' = the corpus prepared with "
@@ -476,6 +480,9 @@ class ExportConfig(Config):
     model_path: str = setting(help="a student folder (sentence-transformers layout, e.g. written by "
                                    "train_distillation_pipeline.py)")
     formats: str = setting("onnx,onnx-int8", "what to write into it: onnx (fp32), onnx-int8 (int8 weights), or both")
+    output_dir: str | None = setting(None, "export into a copy of the model at this new folder instead (needed for a "
+                                           "model this toolkit did not write: an installed alias, a hub cache, your "
+                                           "own folder)")
 
     def check(self) -> None:
         from .export import parse_formats

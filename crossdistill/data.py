@@ -346,6 +346,8 @@ def load_squad(path: str | os.PathLike) -> RetrievalSet:
     names the file and the record (``data[3].paragraphs[1].qas[0]``).
     """
     path = Path(path)
+    if not path.is_file():  # a FIFO or a device (/dev/zero) would block or read without end
+        raise UsageError(f"{path} is not a regular file; pass a SQuAD/KorQuAD .json file")
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)

@@ -309,11 +309,11 @@ def publish_student(loop: Loop, state: dict, cfg: StudentConfig, inputs: Student
 
     def write(staging: Path) -> None:
         model.save(staging)
-        export_student(staging, parse_formats(cfg.export), log=loop.log)  # --export: ONNX beside the weights
         write_json(staging / "training_args.json", {**cfg.to_dict(), "resolved": resolved})
         write_json(staging / "metrics.json", summary)
         (staging / "README.md").write_text(student_card(cfg, summary, cfg.student_name, _teacher_words(inputs)),
                                            encoding="utf-8")
+        export_student(staging, parse_formats(cfg.export), log=loop.log)  # --export: ONNX beside, named in the card
         write_json(staging / "distillation_config.json", {
             "teacher_path": cfg.teacher_path, "teacher_base_model":
                 inputs.teachers.specs[0].base_model if inputs.teachers else None, "teacher_scores": inputs.scores_path,

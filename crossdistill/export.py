@@ -46,6 +46,42 @@ def missing_packages() -> list[str]:
     return [p for p in ("onnx", "onnxruntime") if importlib.util.find_spec(p) is None]
 
 
+def export_target(model_path: str, output_dir: str | None) -> Path:
+    """The folder ``export_student.py`` writes into: the student folder itself when this toolkit wrote it, or with
+    ``--output_dir`` a new copy of any model (an installed alias, a hub cache, the user's own folder are never written
+    into: refused without ``--output_dir``)."""
+    import shutil
+
+    from .fsutil import atomic_dir, check_output_dir, folder_kind, mark_owner, refuse_overlap
+    from .models import resolve_model
+
+    source = Path(resolve_model(model_path).path)
+    if not source.is_dir():
+        raise UsageError(f"--model_path {model_path} is not a local folder; pass a student folder (or any model with "
+                         "--output_dir)")
+    if output_dir is None:
+        if folder_kind(source) != "student":
+            raise UsageError(f"{source} is not a student folder this toolkit wrote (an installed model, a hub cache or "
+                             "your own folder), so the export will not write into it; pass --output_dir NEW_FOLDER to "
+                             "export into a copy")
+        return source
+    refuse_overlap(output_dir, "--output_dir", {"--model_path": str(source)})
+    out = check_output_dir(output_dir, False, "student")
+    with atomic_dir(out) as tmp:
+        for item in source.iterdir():
+            if item.name in ("checkpoints", "events.jsonl", ".staging", ".previous") or item.name.startswith(".run"):
+                continue
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        for name in ("onnx", "export.json", ".crossdistill.json"):  # the copy's export is its own
+            target = tmp / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        mark_owner(tmp, "student")
+    return out
+
+
 def export_student(folder: str | Path, formats: list[str], log=print) -> dict[str, str]:
     """Write the requested formats into the student ``folder`` (each file written to a temporary name and renamed into
     place); returns {format: relative path}. Missing packages are one clear UsageError naming the install."""
@@ -141,6 +177,11 @@ def _record(folder: Path, written: dict[str, str]) -> None:
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     info.update(written)
     write_json(info_file, info)
+    from .fsutil import OWNER_FILE, folder_kind, mark_owner, owned_files
+
+    if (folder / OWNER_FILE).is_file() and folder_kind(folder):  # the export's files join the folder's manifest
+        mark_owner(folder, folder_kind(folder), (owned_files(folder) & {p.name for p in folder.iterdir()}) |
+                   {"onnx", "export.json", "README.md"})
     card = folder / "README.md"
     if card.is_file():
         lines = ["## Serving (ONNX)", "", "Exported by crossdistill (`export_student.py`):", ""]

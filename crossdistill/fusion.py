@@ -31,8 +31,8 @@ def parse_fusion(spec: str | None) -> dict[str, float]:
             w = float(weight)
         except ValueError:
             raise UsageError(f"--teacher_fusion weight of {name} must be a number (got {weight!r}); e.g. bm25=0.5") from None
-        if not np.isfinite(w) or w < 0:
-            raise UsageError(f"--teacher_fusion weight of {name} must be finite and >= 0 (got {weight!r})")
+        if not np.isfinite(w) or w < 0 or w > 1000:
+            raise UsageError(f"--teacher_fusion weight of {name} must be between 0 and 1000 (got {weight!r}); e.g. bm25=0.5")
         out[name] = w
     return out
 

@@ -145,7 +145,9 @@ def pick_negatives(scores: np.ndarray, positive: int, forbidden: set[int], rule:
 
 def random_negatives(n_passages: int, forbidden: set[int], count: int, rng: random.Random,
                      exclude: set[int] = frozenset()) -> list[int]:
-    """``count`` distinct random passage indices outside ``forbidden`` and ``exclude``."""
+    """``count`` distinct random passage indices outside ``forbidden`` and ``exclude`` (at most as many as there are:
+    a count beyond the pool is capped, never searched for)."""
+    count = min(count, max(0, n_passages - len(set(forbidden) | set(exclude))))
     out: list[int] = []
     budget = 50 * (count + 1)
     while len(out) < count and budget:

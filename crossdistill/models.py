@@ -121,6 +121,19 @@ def _folder_prefixes(folder: Path) -> tuple[str, str] | None:
     return None
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
+
+
+def check_tokenizer_files(folder: str | Path, what: str = "model") -> None:
+    """Refuse a model folder that holds no tokenizer: transformers 5 would build a 5-token one from the special tokens
+    alone, every word [UNK], and a run would train and report numbers with exit 0."""
+    folder = Path(folder)
+    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise UsageError(f"the {what} folder {folder} holds no tokenizer files ({', '.join(TOKENIZER_FILES[:3])} ...): "
+                         "without them every word would be an unknown token; save the tokenizer with the model "
+                         "(tokenizer.save_pretrained(folder))")
+
+
 def resolve_model(name: str, query_prefix: str | None = None, passage_prefix: str | None = None) -> ResolvedModel:
     """Resolve a model name (folder, alias or hub id) and its prefixes. See the module docstring."""
     if not name or not str(name).strip():
@@ -139,6 +152,7 @@ def resolve_model(name: str, query_prefix: str | None = None, passage_prefix: st
         if not (folder / "config.json").is_file():
             raise UsageError(f"{folder} is a folder but holds no config.json, so it is not a model folder; "
                              "pass a model folder, a hub id or an alias (" + ", ".join(ALIASES) + ")")
+        check_tokenizer_files(folder)
         path = str(folder)
     elif folder.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UsageError(f"model path {name} does not exist; pass an existing folder, a hub id or an alias ("

@@ -117,7 +117,7 @@ def mine_split(rs: data.RetrievalSet, pool: list[str], cfg: PrepareConfig, given
     qids = sorted(rs.qrels)
     stats = {"queries": len(qids), "positives": sum(len(rs.qrels[q]) for q in qids), "pairs_without_negative": 0}
     rng = random.Random(cfg.seed)
-    rows = []
+    rows, kept = [], set()
     exclude_groups = cfg.same_group_negatives == "exclude" and bool(rs.groups)
     if cfg.negatives == "keep":
         if given is None:
@@ -144,9 +144,11 @@ def mine_split(rs: data.RetrievalSet, pool: list[str], cfg: PrepareConfig, given
             if not negs:
                 stats["pairs_without_negative"] += 1
                 continue
+            kept.add(q)
             rows += [(rs.queries[q], rs.corpus[p], texts[n]) for n in negs]
     df = pd.DataFrame(rows, columns=list(data.COLUMNS))
     stats["rows"] = len(df)
+    stats["queries_without_rows"] = len(qids) - len(kept)
     return df, stats
 
 
@@ -174,6 +176,10 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
             pool = _split_pool(rs, given) if per_split_pool else shared_pool
             log(f"{name}: {len(rs.qrels)} queries, pool of {len(pool)} passages")
             df, stats = mine_split(rs, pool, cfg, given, log)
+            if stats["pairs_without_negative"]:
+                log(f"  warning: {stats['pairs_without_negative']} (query, positive) pairs of {name} had no negative "
+                    + ("(every given negative equals a positive of its query) " if cfg.negatives == "keep" else "")
+                    + f"and were dropped; {stats['queries_without_rows']} queries lost every row")
             if df.empty:
                 raise UsageError(f"no {name} triplet could be made (no negatives found); widen --rank_end, lower "
                                  "--fn_margin or add --random_negatives")

@@ -62,8 +62,11 @@ def read_table(source: str, kind: str) -> pd.DataFrame:
     try:
         if kind in ("csv", "tsv"):
             _check_text_file(path)
+            import csv
+
+            # TSV has no quoting: a cell that starts with '"' is text, not the start of a quoted run of rows
             return pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False, na_values=[],
-                               encoding="utf-8")
+                               encoding="utf-8", **({} if kind == "csv" else {"quoting": csv.QUOTE_NONE}))
         if kind == "jsonl":
             from .data import read_jsonl
 

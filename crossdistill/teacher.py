@@ -22,7 +22,8 @@ import torch
 
 from .errors import UsageError
 from .models import (TEACHER_CONFIG_NAMES, ResolvedModel, attention_dropout_kwargs, check_max_len, check_prefixes,
-                     check_tokenizer, load_or_fail, refuse_pickled_weights, teacher_config_file)
+                     check_tokenizer, check_tokenizer_files, load_or_fail, refuse_pickled_weights,
+                     teacher_config_file)
 
 TEACHER_CONFIG = TEACHER_CONFIG_NAMES[0]
 HEAD_NAMES = ("classifier", "pooler", "score")
@@ -279,6 +280,7 @@ def inspect_teacher(path: str | Path, finished: bool = True) -> TeacherSpec:
                   "train it again") if own else "save the model with its weights (save_pretrained / CrossEncoder.save)"
         raise UsageError(f"teacher {folder} has a config but no weights (model.safetensors): {advice}")
     refuse_pickled_weights(folder)
+    check_tokenizer_files(folder, "teacher")
     if own is not None and finished and not (folder / "done.json").is_file():
         raise UsageError(f"teacher {folder} has weights but no done.json: its training never finished publishing (or the "
                          "folder was assembled by hand); resume it (train_teacher_model.py ... --resume) or pass a teacher "

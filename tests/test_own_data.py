@@ -205,13 +205,18 @@ def test_onnx_and_int8_students_agree_with_torch(tmp_path, tiny_minilm, scifact_
     from crossdistill.export import OnnxEncoder
 
     root, v = scifact_version
+    from crossdistill.fsutil import mark_owner
+
     student = tmp_path / "student"
     shutil.copytree(tiny_minilm, student)
-    (student / "README.md").write_text("# a student\n")
+    (student / "README.md").write_text("# a student\n\n## My notes\n\nkept\n")
+    mark_owner(student, "student")  # as train_distillation_pipeline.py publishes it
     proc = run_in_process("export_student.py", "--model_path", student)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (student / "onnx" / "model.onnx").is_file() and (student / "onnx" / "model_qint8_avx2.onnx").is_file()
     assert "onnx/model_qint8_avx2.onnx" in (student / "README.md").read_text()
+    assert "## My notes\n\nkept" in (student / "README.md").read_text()  # the user's section stays
+    assert {"onnx", "export.json"} <= set(json.loads((student / ".crossdistill.json").read_text())["files"])
     assert json.loads((student / "export.json").read_text()) == {"onnx": "onnx/model.onnx",
                                                                  "onnx-int8": "onnx/model_qint8_avx2.onnx"}
     texts = [json.loads(x)["text"] for x in (SCIFACT / "corpus.jsonl").read_text().splitlines()[:64]]
@@ -231,6 +236,14 @@ def test_onnx_and_int8_students_agree_with_torch(tmp_path, tiny_minilm, scifact_
     assert run_in_process("export_student.py", "--model_path", student, "--formats", "onnx-int8").returncode == 0
     other = tmp_path / "other"
     shutil.copytree(tiny_minilm, other)
+    # a folder this toolkit did not write (an installed model, a hub cache): never written into; a copy is
+    assert_usage_error(run_in_process("export_student.py", "--model_path", other, "--formats", "onnx"),
+                       "not a student folder this toolkit wrote", "--output_dir")
+    assert not (other / "onnx").exists()
+    proc = run_in_process("export_student.py", "--model_path", other, "--formats", "onnx", "--output_dir", tmp_path / "copy")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "copy" / "onnx" / "model.onnx").is_file() and not (other / "onnx").exists()
+    mark_owner(other, "student")
     (other / "onnx").mkdir()
     (other / "onnx" / "model.onnx").write_bytes(b"someone else's")
     assert_usage_error(run_in_process("export_student.py", "--model_path", other, "--formats", "onnx"),

@@ -1,0 +1,97 @@
+"""Issue #38, the third hostile pass: silent wrong results now say so or are refused, unbounded inputs are bounded.
+(Part 1, the ownership of files, is tests/test_ownership.py.)"""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import SCIFACT, assert_usage_error, run_in_process
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path, tiny_minilm, scifact_version):
+    """transformers 5 builds a 5-token tokenizer for such a folder (every word [UNK]); the runs trained with exit 0."""
+    bare = tmp_path / "no_tokenizer"
+    shutil.copytree(tiny_minilm, bare)
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (bare / name).unlink(missing_ok=True)
+    root, v = scifact_version
+    proc = run_in_process("train_teacher_model.py", "--model_name", bare, "--data_root", root, "--data_version", v,
+                          "--output_dir", tmp_path / "t")
+    assert_usage_error(proc, "no tokenizer files", "save the tokenizer")
+    proc = run_in_process("evaluate_final_model.py", "--model_path", bare, "--data_root", root, "--data_version", v,
+                          "--output_dir", tmp_path / "e")
+    assert_usage_error(proc, "no tokenizer files")
+    assert not (tmp_path / "t").exists() and not (tmp_path / "e").exists()
+
+
+def test_a_tsv_cell_starting_with_a_quote_is_text(tmp_path):
+    """pandas' CSV quoting applied to TSV swallowed the rows after such a cell."""
+    from crossdistill.tables import read_table
+
+    rows = ['"quoted" claims about cells\tA passage.', "second query\tSecond passage.", "third query\tThird passage."]
+    path = tmp_path / "pairs.tsv"
+    path.write_text("query\tpassage\n" + "\n".join(rows) + "\n")
+    df = read_table(str(path), "tsv")
+    assert len(df) == 3 and df["query"][0] == '"quoted" claims about cells'
+
+
+@pytest.mark.parametrize("flag, value", [("--weight_decay", "1e300"), ("--scale", "1e300"), ("--soft_weight", "1e300"),
+                                         ("--infonce_weight", "inf"), ("--teacher_fusion", "bm25=1e300")])
+def test_absurd_loss_settings_name_the_flag(flag, value, tmp_path):
+    """At 1e300 these ended as 'loss became nan, lower --lr' and the monitor halved the lr."""
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tmp_path, "--output_dir", tmp_path / "o",
+                          f"{flag}={value}")
+    assert_usage_error(proc, flag.split("=")[0])
+    assert not (tmp_path / "o").exists()
+
+
+def test_random_negatives_are_capped_at_the_pool():
+    import random
+
+    from crossdistill.mining import random_negatives
+
+    got = random_negatives(50, {0, 1}, 1_000_000_000, random.Random(0))  # spun for hours before
+    assert sorted(got) == list(range(2, 50))
+
+
+def test_a_fifo_given_as_squad_json_is_refused_not_read(tmp_path):
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    proc = run_in_process("prepare_data.py", "--source", fifo, "--data_version", "x", "--data_root", tmp_path / "d")
+    assert_usage_error(proc, "not a regular file")
+
+
+def test_dropped_queries_with_kept_negatives_are_said(tmp_path):
+    """--negatives keep with triplets whose negative equals the positive dropped those queries silently."""
+    from crossdistill import data
+
+    beir = data.load_beir(str(SCIFACT), "train")
+    lines = ["query,positive,negative"]
+    for i, (q, rel) in enumerate(list(beir.qrels.items())[:40]):
+        pos = beir.corpus[rel[0]].replace('"', "'")
+        neg = pos if i % 4 == 0 else beir.corpus[list(beir.corpus)[i + 200]].replace('"', "'")
+        lines.append(f'"{beir.queries[q]}","{pos}","{neg}"')
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    proc = run_in_process("prepare_data.py", "--source", tmp_path / "t.csv", "--data_version", "k", "--data_root",
+                          tmp_path / "d", "--negatives", "keep")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "every given negative equals a positive of its query" in proc.stdout
+    config = json.loads((tmp_path / "d" / "k" / "prepare_config.json").read_text())
+    lost = sum(s["queries_without_rows"] for s in config["splits"].values())
+    assert lost == 10
+
+
+def test_export_with_the_student_is_named_in_its_card(tiny_teacher, tiny_minilm, scifact_version, score_cache_env, tmp_path):
+    """--export wrote the ONNX files, but the model card written after it did not name them."""
+    root, v = scifact_version
+    out = tmp_path / "s"
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_teacher, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", out, "--epochs", "1", "--K", "4",
+                          "--max_samples", "24", "--max_val_samples", "20", "--max_len", "32", "--val_pool", "csv",
+                          "--allow_weaker_teacher", "--export", "onnx", env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = (out / "README.md").read_text()
+    assert "## Serving (ONNX)" in card and "onnx/model.onnx" in card and "## Validation" in card
+    assert {"onnx", "export.json", "README.md"} <= set(json.loads((out / ".crossdistill.json").read_text())["files"])
