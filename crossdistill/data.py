@@ -111,6 +111,23 @@ def data_file(data_version: str, split: str, root: str | os.PathLike = "preproce
     return folder / f"{split}.csv"
 
 
+def version_fingerprint(data_root: str | os.PathLike, data_version: str) -> dict[str, str]:
+    """sha256 of each file of a prepared version a run reads (train, val, test, corpus): recorded by every run, so a
+    version prepared again under the same name (a new split) is told apart from the one a model was trained on."""
+    import hashlib
+
+    folder = Path(data_root) / data_version
+    out = {}
+    for name in ("train.csv", "val.csv", "test.csv", "corpus.jsonl"):
+        if (folder / name).is_file():
+            h = hashlib.sha256()
+            with open(folder / name, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            out[name] = h.hexdigest()
+    return out
+
+
 # --------------------------------------------------------------------------- a prepared version's corpus
 CORPUS_FILE = "corpus.jsonl"  # in a prepared version: the passages its val and test queries are ranked against
 

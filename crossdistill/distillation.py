@@ -174,7 +174,9 @@ def _student_list_scores(student: BiEncoderStudent, lists: list[CandidateList], 
 def run_settings(inputs: StudentInputs) -> dict:
     """What a checkpoint records of the run, and a resume must match: the settings, the data and the teacher."""
     train_file = data.data_file(inputs.cfg.data_version, "train", inputs.cfg.data_root)
+    fp = data.version_fingerprint(inputs.cfg.data_root, inputs.cfg.data_version)
     return {**inputs.cfg.to_dict(), "train_data_sha256": hashlib.sha256(train_file.read_bytes()).hexdigest(),
+            "val_data_sha256": fp.get("val.csv"), "corpus_sha256": fp.get("corpus.jsonl"),
             "teacher_fingerprint": inputs.teacher_fingerprint}
 
 
@@ -319,6 +321,7 @@ def publish_student(loop: Loop, state: dict, cfg: StudentConfig, inputs: Student
                 inputs.teachers.specs[0].base_model if inputs.teachers else None, "teacher_scores": inputs.scores_path,
             "student_name": cfg.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
             "max_len": cfg.max_len, "scale": cfg.scale, "data_version": cfg.data_version, "data_root": cfg.data_root,
+            "data_fingerprint": data.version_fingerprint(cfg.data_root, cfg.data_version),
             "use_lora": bool(cfg.use_lora), **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
                                                  "lora_dropout": cfg.lora_dropout,
                                                  "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})

@@ -163,7 +163,8 @@ def check_resume_settings(folder: Path | None, now: dict) -> None:
     if changed:
         k = changed[0]
         more = f" (and {', '.join('--' + c for c in changed[1:])})" if len(changed) > 1 else ""
-        flag = "the training data (train.csv)" if k == "train_data_sha256" else f"--{k}"
+        flag = {"train_data_sha256": "the training data (train.csv)", "val_data_sha256": "the val data (val.csv)",
+                "corpus_sha256": "the version's corpus (corpus.jsonl)"}.get(k, f"--{k}")
         raise UsageError(f"checkpoint {folder} was written with {flag} {recorded[k]!r}, this run has {now[k]!r}{more}; resuming would "
                          "mix two runs: resume with the checkpoint's settings, or start over with --overwrite")
 

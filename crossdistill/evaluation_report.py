@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import EvalConfig
+from . import data
 from .data import RetrievalSet, TripletPool
 from .errors import UsageError
 from .evaluation import evaluate_bi_encoder, load_bi_encoder, retrieval_table
@@ -106,6 +107,36 @@ def load_student(cfg: EvalConfig):
     return encoder, (resolved.query_prefix, resolved.passage_prefix)
 
 
+def check_data_matches(cfg: EvalConfig) -> None:
+    """Refuse an evaluation that would silently score the wrong queries: ``--test_data`` of one prepared version ranked
+    over another version's corpus, or a student scored on a version prepared again (re-split) after it was trained,
+    whose test queries may be among its training queries."""
+    version = (Path(cfg.data_root) / cfg.data_version) if cfg.data_version else None
+    test_parent = Path(cfg.test_data).resolve().parent
+    if version is not None and version.is_dir() and (test_parent / "prepare_config.json").is_file() and \
+            test_parent != version.resolve() and not cfg.corpus and not cfg.beir_dir:
+        raise UsageError(f"--test_data {cfg.test_data} belongs to the data version {test_parent.name}, but --data_version is "
+                         f"{cfg.data_version}: its queries would be ranked over another version's corpus; pass "
+                         f"--data_version {test_parent.name} (or leave --test_data out)")
+    trained = Path(cfg.model_path) / "distillation_config.json"
+    if not trained.is_file() or version is None:
+        return
+    try:
+        recorded = json.loads(trained.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    fingerprint = recorded.get("data_fingerprint") if isinstance(recorded, dict) else None
+    if recorded.get("data_version") != cfg.data_version or not isinstance(fingerprint, dict):
+        return
+    now = data.version_fingerprint(cfg.data_root, cfg.data_version)
+    changed = [n for n in ("train.csv", "test.csv") if n in fingerprint and n in now and fingerprint[n] != now[n]]
+    if changed:
+        raise UsageError(f"data version {cfg.data_version} was prepared again after {cfg.model_path} was trained on it "
+                         f"({' and '.join(changed)} differ): its test queries may be among the student's training "
+                         "queries; evaluate on the version it was trained on (prepare it under a new name next time), or "
+                         "train the student again")
+
+
 def run_evaluation(cfg: EvalConfig, log=print) -> Path:
     model_path = Path(cfg.model_path)
     if not model_path.exists() and ("/" in cfg.model_path or model_path.suffix):
@@ -115,6 +146,7 @@ def run_evaluation(cfg: EvalConfig, log=print) -> Path:
                                                      "--test_data": cfg.test_data, "--beir_dir": cfg.beir_dir,
                                                      "--corpus": cfg.corpus, "--queries": cfg.queries,
                                                      "--qrels": cfg.qrels, "--base_model": cfg.base_model})
+    check_data_matches(cfg)
     out_dir = check_output_dir(cfg.output_dir, cfg.overwrite, "evaluation")
     ts = TripletPool.from_csv(cfg.test_data)
     full, full_info = full_corpus(cfg, ts, log)

@@ -122,6 +122,7 @@ def read_inputs(cfg: TeacherConfig) -> TeacherInputs:
     pooling, reason = resolve_pooling(cfg.pooling, resolved)
     head_lr = cfg.head_lr if cfg.head_lr is not None else (cfg.lr if pooling == "cls" and has_trained_head(resolved) else 1e-3)
     settings = {**cfg.to_dict(), "train_data_sha256": hashlib.sha256(train_file.read_bytes()).hexdigest(),
+                "val_data_sha256": data.version_fingerprint(cfg.data_root, cfg.data_version).get("val.csv"),
                 "pooling_applied": pooling, "head_lr_applied": head_lr}
     return TeacherInputs(resolved, train, group_triplets(val_df), examples, pos_weight, len(train_df), settings, pooling,
                          reason, head_lr)

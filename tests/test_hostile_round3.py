@@ -95,3 +95,43 @@ def test_export_with_the_student_is_named_in_its_card(tiny_teacher, tiny_minilm,
     card = (out / "README.md").read_text()
     assert "## Serving (ONNX)" in card and "onnx/model.onnx" in card and "## Validation" in card
     assert {"onnx", "export.json", "README.md"} <= set(json.loads((out / ".crossdistill.json").read_text())["files"])
+
+
+def test_test_data_of_another_version_is_refused(scifact_version, tiny_minilm, tmp_path):
+    root, v = scifact_version
+    other = tmp_path / "data"
+    shutil.copytree(root / v, other / "other")
+    shutil.copytree(root / v, other / v)
+    proc = run_in_process("evaluate_final_model.py", "--model_path", tiny_minilm, "--data_root", other, "--data_version", v,
+                          "--test_data", other / "other" / "test.csv", "--output_dir", tmp_path / "e")
+    assert_usage_error(proc, "belongs to the data version other", "--data_version other")
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_student_is_not_scored_on_a_version_prepared_again(reference_student, scifact_version, tmp_path):
+    """Its data fingerprint is recorded when it is published; a re-split version of the same name is refused."""
+    student, _ = reference_student
+    recorded = json.loads((student / "distillation_config.json").read_text())["data_fingerprint"]
+    assert {"train.csv", "val.csv", "test.csv"} <= set(recorded)
+    root, v = scifact_version
+    again = tmp_path / "data"
+    shutil.copytree(root / v, again / v)
+    test = again / v / "test.csv"
+    lines = test.read_text().splitlines(keepends=True)
+    test.write_text("".join(lines[:1] + lines[1:][::-1]))  # the same rows in another order: a new split file
+    proc = run_in_process("evaluate_final_model.py", "--model_path", student, "--data_root", again, "--data_version", v,
+                          "--output_dir", tmp_path / "e")
+    assert_usage_error(proc, "was prepared again", "test.csv")
+    assert not (tmp_path / "e").exists()
+
+
+def test_resume_refuses_changed_val_data(tmp_path):
+    from crossdistill.engine import check_resume_settings
+    from crossdistill.errors import UsageError
+
+    ckpt = tmp_path / "step-00000002"
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text(json.dumps({"settings": {"val_data_sha256": "a", "lr": 1e-5}}))
+    check_resume_settings(ckpt, {"val_data_sha256": "a", "lr": 2e-5})  # --lr may change
+    with pytest.raises(UsageError, match=r"the val data \(val.csv\)"):
+        check_resume_settings(ckpt, {"val_data_sha256": "b", "lr": 1e-5})
