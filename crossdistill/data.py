@@ -413,7 +413,7 @@ def _stable_id(prefix: str, text: str) -> str:
     return prefix + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def retrieval_set_from_rows(df: pd.DataFrame, corpus: dict[str, str] | None = None
+def retrieval_set_from_rows(df: pd.DataFrame, corpus: dict[str, str] | None = None, bodies: dict[str, str] | None = None
                             ) -> tuple[RetrievalSet, dict[tuple[str, str], list[str]], dict]:
     """Labelled rows (``anchor, positive[, negative]``: pairs or triplets) as a retrieval set: one query per distinct
     anchor holding all its positives, and the given negatives per (query id, positive id), so they can be kept.
@@ -421,6 +421,8 @@ def retrieval_set_from_rows(df: pd.DataFrame, corpus: dict[str, str] | None = No
     Query ids come from the anchor's text (``q`` + a hash), so the same queries split the same way whether they come as
     pairs or triplets, in any order. With ``corpus`` ({id: text}) the passages are its ids, and a positive or negative
     the corpus lacks joins it (counted in the returned stats); without one the passages are the rows' own texts.
+    ``bodies`` ({id: text without title}): a row's passage that is a titled corpus passage's body alone is that passage
+    (counted as ``matched_by_body``), never a second copy of it.
     """
     given_corpus = corpus or {}
     by_text: dict[str, str] = {}
@@ -428,9 +430,16 @@ def retrieval_set_from_rows(df: pd.DataFrame, corpus: dict[str, str] | None = No
         by_text.setdefault(text, pid)
     corpus = {pid: text for text, pid in by_text.items()}
     stats = {"corpus_passages": len(corpus), "passages_added_to_corpus": 0,
-             "corpus_duplicate_texts": len(given_corpus) - len(corpus)}
+             "corpus_duplicate_texts": len(given_corpus) - len(corpus), "matched_by_body": 0}
+    by_body = {}
+    for pid, body in (bodies or {}).items():
+        if pid in given_corpus:
+            by_body.setdefault(body, by_text.get(given_corpus[pid], pid))
 
     def passage_id(text: str) -> str:
+        if text not in by_text and text in by_body:
+            stats["matched_by_body"] += 1
+            return by_body[text]
         if text not in by_text:
             pid = _stable_id("d" if not stats["corpus_passages"] else "added-", text)
             by_text[text] = pid

@@ -72,8 +72,14 @@ def load_splits(cfg: PrepareConfig, kind: str):
         full = data.load_squad(source)
     elif kind in TABLE_KINDS:
         rows, scored = scored_rows(read_table(source, kind), source, cfg.columns)
-        corpus = read_texts(cfg.corpus, "passage") if cfg.corpus else None
-        full, given, stats = data.retrieval_set_from_rows(rows, corpus)
+        bodies: dict = {}
+        corpus = read_texts(cfg.corpus, "passage", bodies) if cfg.corpus else None
+        full, given, stats = data.retrieval_set_from_rows(rows, corpus, bodies)
+        if corpus:
+            positives = sum(len(v) for v in full.qrels.values())
+            print(f"corpus: {stats['corpus_passages']} passages; of the rows' passages, {stats['matched_by_body']} matched "
+                  f"a titled passage by its body, {stats['passages_added_to_corpus']} were not in the corpus and were "
+                  f"added ({positives} positives in all)", flush=True)
         if cfg.negatives == "keep" and "negative" not in rows.columns:
             raise UsageError(f"--negatives keep needs triplets (a negative column); {source} holds pairs: mine them with "
                              "--negatives bm25, model or random")

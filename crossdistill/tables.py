@@ -175,10 +175,12 @@ def _id_and_text(df: pd.DataFrame, source: str, what: str) -> tuple[str, str, st
     return id_col, text_col, lower.get("title")
 
 
-def read_texts(source: str, what: str = "passage") -> dict[str, str]:
+def read_texts(source: str, what: str = "passage", bodies: dict | None = None) -> dict[str, str]:
     """``{id: text}`` of a corpus (``what="passage"``, ``title + " " + text`` when there is a title) or of queries:
     JSONL/CSV/TSV/Parquet/``datasets`` with an id and a text column, or a ``.txt`` with one text per non-empty line
-    (ids ``line<N>``). An id repeated with the same text is read once; with another text it is refused."""
+    (ids ``line<N>``). An id repeated with the same text is read once; with another text it is refused. ``bodies``: a
+    dict to fill with ``{id: text without its title}`` for the passages that have a title (pairs often hold the body
+    alone)."""
     path = Path(source)
     if path.suffix.lower() == ".txt":
         _check_text_file(path)
@@ -206,6 +208,8 @@ def read_texts(source: str, what: str = "passage") -> dict[str, str]:
         text = _text(row[text_col], f"{where}, column {text_col!r}")
         title = row.get(title_col) if title_col else None
         if isinstance(title, str) and title.strip() and what == "passage":
+            if bodies is not None:
+                bodies[str(raw_id).strip()] = text
             text = f"{title.strip()} {text}"
         pid = str(raw_id).strip()
         if pid in out and out[pid] != text:

@@ -135,3 +135,29 @@ def test_resume_refuses_changed_val_data(tmp_path):
     check_resume_settings(ckpt, {"val_data_sha256": "a", "lr": 2e-5})  # --lr may change
     with pytest.raises(UsageError, match=r"the val data \(val.csv\)"):
         check_resume_settings(ckpt, {"val_data_sha256": "b", "lr": 1e-5})
+
+
+def test_pairs_holding_the_body_of_a_titled_corpus_passage_match_it(tmp_path):
+    """A corpus with a title column never matched pairs that hold the body text: every positive was added a second time
+    and BM25 mined a query's own positive as its negative."""
+    from crossdistill import data
+
+    beir = data.load_beir(str(SCIFACT), "train")
+    raw = {json.loads(x)["_id"]: json.loads(x) for x in (SCIFACT / "corpus.jsonl").read_text().splitlines()[:3000]}
+    pairs, used = [], set()
+    for q, rel in beir.qrels.items():
+        if rel[0] in raw and len(pairs) < 48:
+            pairs.append({"query": beir.queries[q], "passage": raw[rel[0]]["text"]})  # the body, without its title
+            used.add(rel[0])
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": v["title"], "text": v["text"]}) + "\n"
+                                                   for k, v in raw.items()))
+    proc = run_in_process("prepare_data.py", "--source", tmp_path / "pairs.jsonl", "--corpus", tmp_path / "corpus.jsonl",
+                          "--data_version", "titled", "--data_root", tmp_path / "d", "--random_negatives", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = json.loads((tmp_path / "d" / "titled" / "prepare_config.json").read_text())
+    assert config["matched_by_body"] == len(pairs) and config["passages_added_to_corpus"] == 0
+    assert f"{len(pairs)} matched a titled passage by its body" in proc.stdout
+    rows = [data.read_triplets(tmp_path / "d" / "titled" / f"{s}.csv") for s in ("train", "val", "test")]
+    for df in rows:
+        assert not any(p.endswith(n) or n.endswith(p) for p, n in zip(df["positive"], df["negative"]))
