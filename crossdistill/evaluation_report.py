@@ -76,15 +76,16 @@ def full_corpus(cfg: EvalConfig, ts: TripletPool, log=print) -> tuple[RetrievalS
     corpus = read_texts(corpus_file, "passage")
     if cfg.queries:  # the user's own queries and relevance judgements over their corpus
         queries = read_texts(cfg.queries, "query")
-        qrels: dict[str, list[str]] = {}
-        for q, d, score in read_qrels_file(cfg.qrels):
-            if score > 0 and q in queries and d in corpus and d not in qrels.get(q, []):
-                qrels.setdefault(q, []).append(d)
+        qrels, dropped = _read_judgements(cfg.qrels, queries, corpus)
         if not qrels:
             raise UsageError(f"{cfg.qrels} has no positive pair whose query ({cfg.queries}) and passage ({corpus_file}) "
                              "exist; check the ids")
+        said = {k: v for k, v in dropped.items() if v}
+        if said:
+            log(f"qrels {cfg.qrels}: " + "; ".join(f"{v} {k.replace('_', ' ')}" for k, v in said.items()))
         full = RetrievalSet(corpus, {q: queries[q] for q in qrels}, qrels)
-        added = 0
+        return full, {"dir": str(corpus_file), "split": str(cfg.qrels), "corpus_passages": len(full.corpus),
+                      "positives_added": 0, "qrels": dropped}
     else:  # the test CSV's queries and positives, ranked over the corpus (a positive it lacks joins it)
         full, _, stats = data.retrieval_set_from_rows(ts.df[["anchor", "positive"]], corpus)
         added = stats["passages_added_to_corpus"]
@@ -92,6 +93,32 @@ def full_corpus(cfg: EvalConfig, ts: TripletPool, log=print) -> tuple[RetrievalS
             log(f"{added} positive passage(s) of the test CSV are not in {corpus_file}: added to the corpus for retrieval")
     return full, {"dir": str(corpus_file), "split": "test" if not cfg.queries else str(cfg.qrels),
                   "corpus_passages": len(full.corpus), "positives_added": added}
+
+
+def _read_judgements(path: str, queries: dict, corpus: dict) -> tuple[dict[str, list[str]], dict]:
+    """Positive pairs of a qrels file, and what was left out and why: pairs whose query or passage id is unknown,
+    pairs judged 0 or below (not relevant), and graded scores (above 1), which count as relevant alike: the metrics are
+    binary (every score > 0 is one relevant passage). A score that is not a finite number is refused, naming it."""
+    import math
+
+    from .tables import read_qrels_file
+
+    qrels: dict[str, list[str]] = {}
+    dropped = {"pairs_with_unknown_query_id": 0, "pairs_with_unknown_passage_id": 0, "pairs_judged_not_relevant": 0,
+               "graded_pairs_binarised": 0}
+    for q, d, score in read_qrels_file(path):
+        if not math.isfinite(score):
+            raise UsageError(f"{path}: the pair ({q}, {d}) has the score {score!r}; scores must be finite numbers")
+        if q not in queries:
+            dropped["pairs_with_unknown_query_id"] += 1
+        elif d not in corpus:
+            dropped["pairs_with_unknown_passage_id"] += 1
+        elif score <= 0:
+            dropped["pairs_judged_not_relevant"] += 1
+        elif d not in qrels.get(q, []):
+            dropped["graded_pairs_binarised"] += int(score > 1)
+            qrels.setdefault(q, []).append(d)
+    return qrels, dropped
 
 
 def load_student(cfg: EvalConfig):

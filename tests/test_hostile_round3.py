@@ -161,3 +161,18 @@ def test_pairs_holding_the_body_of_a_titled_corpus_passage_match_it(tmp_path):
     rows = [data.read_triplets(tmp_path / "d" / "titled" / f"{s}.csv") for s in ("train", "val", "test")]
     for df in rows:
         assert not any(p.endswith(n) or n.endswith(p) for p, n in zip(df["positive"], df["negative"]))
+
+
+def test_qrels_say_what_they_drop_and_refuse_nan(tmp_path):
+    from crossdistill.errors import UsageError
+    from crossdistill.evaluation_report import _read_judgements
+
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t1\nq2\td1\t1\nq1\td9\t1\nq1\td3\t0\n")
+    got, dropped = _read_judgements(str(qrels), {"q1": "a"}, {"d1": "x", "d2": "y", "d3": "z"})
+    assert got == {"q1": ["d1", "d2"]}
+    assert dropped == {"pairs_with_unknown_query_id": 1, "pairs_with_unknown_passage_id": 1,
+                       "pairs_judged_not_relevant": 1, "graded_pairs_binarised": 1}
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\tnan\n")
+    with pytest.raises(UsageError, match="finite"):
+        _read_judgements(str(qrels), {"q1": "a"}, {"d1": "x"})
