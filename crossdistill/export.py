@@ -94,7 +94,9 @@ def export_student(folder: str | Path, formats: list[str], log=print) -> dict[st
                          "--export out)")
     if not (folder / "modules.json").is_file():
         raise UsageError(f"{folder} is not a sentence-transformers folder (no modules.json); pass a student folder")
-    ours = json.loads((folder / "export.json").read_text()).values() if (folder / "export.json").is_file() else []
+    recorded = _read_export_info(folder)
+    ours = [recorded[f] for f in FILES if f in recorded]
+    _serving_modules(folder)  # a pooling or a module the ONNX encoder cannot reproduce is refused before any work
     for fmt in formats:  # a file of the same name this toolkit did not write is never replaced
         if (folder / FILES[fmt]).exists() and FILES[fmt] not in ours:
             raise UsageError(f"{folder / FILES[fmt]} exists and was not written by this toolkit's export; move it away "
@@ -114,6 +116,61 @@ def export_student(folder: str | Path, formats: list[str], log=print) -> dict[st
         written["onnx-int8"] = FILES["onnx-int8"]
     _record(folder, written)
     return written
+
+
+_POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}
+
+
+def _serving_modules(folder: Path) -> str:
+    """The pooling the ONNX encoder applies, read from the folder's Pooling module (sentence-transformers' current
+    ``pooling_mode`` or the older ``pooling_mode_*`` flags); a module it does not reproduce (``Dense``, another
+    pooling, anything besides Transformer, Pooling and Normalize) is refused: the ONNX student would not be the model."""
+    modules_file = folder / "modules.json"
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8")) if modules_file.is_file() else []
+    except (OSError, ValueError):
+        raise UsageError(f"{modules_file} is not valid JSON; the student folder is damaged, restore it") from None
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise UsageError(f"{modules_file} is not a sentence-transformers module list; the student folder is damaged")
+    pooling = "mean"
+    for m in modules:
+        kind = str(m.get("type", "")).rsplit(".", 1)[-1]
+        if kind in ("Transformer", "Normalize"):
+            continue
+        if kind != "Pooling":
+            raise UsageError(f"{folder} has a {kind} module ({m.get('path')}), which the ONNX export does not include: "
+                             "serving it with ONNX would give other embeddings; evaluate and serve it with --backend torch")
+        cfg_file = folder / str(m.get("path", "")) / "config.json"
+        try:
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
+        except (OSError, ValueError):
+            raise UsageError(f"{cfg_file} is not valid JSON; the student folder is damaged, restore it") from None
+        modes = [cfg["pooling_mode"]] if isinstance(cfg.get("pooling_mode"), str) else \
+            [v for k, v in _POOLING_FLAGS.items() if cfg.get(k)] + [k for k, v in cfg.items()
+                                                                    if k.startswith("pooling_mode_") and v and k not in _POOLING_FLAGS]
+        modes = [str(x).replace("mean_tokens", "mean").replace("max_tokens", "max").replace("cls_token", "cls") for x in modes]
+        if len(modes) != 1 or modes[0] not in ("cls", "mean", "max"):
+            raise UsageError(f"{folder}'s pooling ({', '.join(map(str, modes)) or 'none'}) is not one the ONNX encoder "
+                             "reproduces (cls, mean or max); serve it with --backend torch")
+        pooling = modes[0]
+    return pooling
+
+
+def _check_export(folder: Path, relative: str) -> None:
+    """Refuse an ONNX file that is not the export of this folder's weights: swapped, replaced, or exported before the
+    weights changed (``export.json``'s digests)."""
+    info = _read_export_info(folder)
+    digests = info.get("sha256") if isinstance(info.get("sha256"), dict) else None
+    if not digests or relative not in digests:
+        raise UsageError(f"{folder / relative} has no export record (export.json): nothing says it is this folder's model; "
+                         f"export it again: python export_student.py --model_path {folder}")
+    if _sha256(folder / relative) != digests[relative]:
+        raise UsageError(f"{folder / relative} is not the file the export wrote (it was replaced or changed); export again: "
+                         f"python export_student.py --model_path {folder}")
+    weights = _transformer_dir(folder) / "model.safetensors"
+    if weights.is_file() and "model.safetensors" in digests and _sha256(weights) != digests["model.safetensors"]:
+        raise UsageError(f"{folder / relative} was exported from other weights than the folder's model.safetensors "
+                         f"(retrained or replaced since); export again: python export_student.py --model_path {folder}")
 
 
 def _transformer_dir(folder: Path) -> Path:
@@ -169,14 +226,48 @@ def _quantize(fp32: Path, target: Path) -> None:
         quiet.setLevel(level)
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_export_info(folder: Path) -> dict:
+    """``export.json``: {format: relative path} and ``sha256`` {file: digest} of each exported file and of the weights
+    it was exported from; a damaged file is refused."""
+    f = folder / "export.json"
+    if not f.is_file():
+        return {}
+    try:
+        info = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UsageError(f"{f} is not valid JSON; export again: python export_student.py --model_path {folder}") from None
+    if not isinstance(info, dict) or not all(isinstance(info.get(k, ""), str) for k in FILES):
+        raise UsageError(f"{f} is not an export record of this toolkit; export again: python export_student.py "
+                         f"--model_path {folder}")
+    return info
+
+
 def _record(folder: Path, written: dict[str, str]) -> None:
-    """Name the exported files in the model card and in ``export.json``."""
+    """Name the exported files in the model card and in ``export.json`` (with the digests of the files and of the
+    weights they were exported from: :class:`OnnxEncoder` checks both)."""
     if not written:
         return
     info_file = folder / "export.json"
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info = _read_export_info(folder)
     info.update(written)
+    weights = _transformer_dir(folder) / "model.safetensors"
+    digests = dict(info.get("sha256") or {}) if isinstance(info.get("sha256"), dict) else {}
+    digests.update({path: _sha256(folder / path) for path in written.values()})
+    if weights.is_file():
+        digests["model.safetensors"] = _sha256(weights)
+    info["sha256"] = digests
     write_json(info_file, info)
+    info = {k: v for k, v in info.items() if k in FILES}
     from .fsutil import OWNER_FILE, folder_kind, mark_owner, owned_files
 
     if (folder / OWNER_FILE).is_file() and folder_kind(folder):  # the export's files join the folder's manifest
@@ -223,11 +314,11 @@ class OnnxEncoder:
             raise UsageError(f"{folder} has no {FILES[fmt]}; export it first: python export_student.py --model_path "
                              f"{folder} --formats {fmt}")
         src = _transformer_dir(folder)
+        self.pooling = _serving_modules(folder)
+        _check_export(folder, FILES[fmt])
         self.tokenizer = AutoTokenizer.from_pretrained(src)
         bert_cfg = json.loads((src / "sentence_bert_config.json").read_text()) if (src / "sentence_bert_config.json").is_file() else {}
         self.max_seq_length = max_len or bert_cfg.get("max_seq_length") or 512
-        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text()) if (folder / "1_Pooling" / "config.json").is_file() else {}
-        self.pooling = "cls" if pooling.get("pooling_mode_cls_token") else "mean"
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -251,6 +342,9 @@ class OnnxEncoder:
             hidden = self.session.run(["last_hidden_state"], feed)[0]
             if self.pooling == "cls":
                 emb = hidden[:, 0]
+            elif self.pooling == "max":
+                mask = enc["attention_mask"][..., None].astype(bool)
+                emb = np.where(mask, hidden, -1e9).max(1)
             else:
                 mask = enc["attention_mask"][..., None].astype(np.float32)
                 emb = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)

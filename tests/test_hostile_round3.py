@@ -176,3 +176,47 @@ def test_qrels_say_what_they_drop_and_refuse_nan(tmp_path):
     qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\tnan\n")
     with pytest.raises(UsageError, match="finite"):
         _read_judgements(str(qrels), {"q1": "a"}, {"d1": "x"})
+
+
+def test_onnx_serving_follows_the_folders_pooling_and_refuses_what_it_is_not(tmp_path, tiny_minilm):
+    """The ONNX backend ignored max/cls pooling in sentence-transformers' current layout and any Dense module, and
+    nothing checked that onnx/model.onnx was the folder's model."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from crossdistill.errors import UsageError
+    from crossdistill.export import OnnxEncoder, export_student
+    from crossdistill.fsutil import mark_owner
+
+    student = tmp_path / "student"
+    shutil.copytree(tiny_minilm, student)
+    (student / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 384, "pooling_mode": "max"}))
+    mark_owner(student, "student")
+    export_student(student, ["onnx"])
+    texts = [json.loads(x)["text"] for x in (SCIFACT / "corpus.jsonl").read_text().splitlines()[:16]]
+    ref = SentenceTransformer(str(student), device="cpu").encode(texts, normalize_embeddings=True)
+    got = OnnxEncoder(student, "onnx").encode(texts, batch_size=8)
+    assert float((ref * got).sum(1).min()) > 0.9999  # max pooling, as the torch model pools
+    # a swapped ONNX file, or weights changed after the export: refused
+    onnx = student / "onnx" / "model.onnx"
+    original = onnx.read_bytes()
+    onnx.write_bytes(original[:-16] + b"\0" * 16)
+    with pytest.raises(UsageError, match="replaced or changed"):
+        OnnxEncoder(student, "onnx")
+    onnx.write_bytes(original)
+    weights = student / "model.safetensors"
+    kept = weights.read_bytes()
+    weights.write_bytes(kept + b" ")
+    with pytest.raises(UsageError, match="exported from other weights"):
+        OnnxEncoder(student, "onnx")
+    weights.write_bytes(kept)
+    OnnxEncoder(student, "onnx")
+    # a Dense module after pooling is not in the ONNX graph: refused before any export or encoding
+    modules = json.loads((student / "modules.json").read_text())
+    modules.insert(2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    (student / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(UsageError, match="Dense module"):
+        OnnxEncoder(student, "onnx")
+    with pytest.raises(UsageError, match="Dense module"):
+        export_student(student, ["onnx"])
+    assert np.isfinite(got).all()

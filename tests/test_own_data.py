@@ -217,8 +217,9 @@ def test_onnx_and_int8_students_agree_with_torch(tmp_path, tiny_minilm, scifact_
     assert "onnx/model_qint8_avx2.onnx" in (student / "README.md").read_text()
     assert "## My notes\n\nkept" in (student / "README.md").read_text()  # the user's section stays
     assert {"onnx", "export.json"} <= set(json.loads((student / ".crossdistill.json").read_text())["files"])
-    assert json.loads((student / "export.json").read_text()) == {"onnx": "onnx/model.onnx",
-                                                                 "onnx-int8": "onnx/model_qint8_avx2.onnx"}
+    info = json.loads((student / "export.json").read_text())
+    assert {k: info[k] for k in ("onnx", "onnx-int8")} == {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8_avx2.onnx"}
+    assert set(info["sha256"]) == {"onnx/model.onnx", "onnx/model_qint8_avx2.onnx", "model.safetensors"}
     texts = [json.loads(x)["text"] for x in (SCIFACT / "corpus.jsonl").read_text().splitlines()[:64]]
     reference = SentenceTransformer(str(student), device="cpu").encode(texts, normalize_embeddings=True)
     for fmt, floor in (("onnx", 0.9999), ("onnx-int8", 0.99)):
