@@ -20,6 +20,7 @@ import dataclasses
 import math
 import shlex
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
@@ -514,7 +515,8 @@ class MonitorConfig(DataLocation):
     max_restarts: int = setting(5, "give up after this many restarts within --restart_window", check=NON_NEGATIVE)
     restart_window: float = setting(3600.0, "seconds over which --max_restarts is counted", check=POSITIVE)
     backoff: float = setting(10.0, "first restart delay in seconds (doubles each time)", check=NON_NEGATIVE)
-    poll: float = setting(2.0, "seconds between checks of the run", check=POSITIVE)
+    poll: float = setting(2.0, "seconds between checks of the run", check=(lambda v: math.isfinite(v) and 0 < v <= 3600,
+                                                                          "> 0 and at most 3600"))
     status_every: float = setting(30.0, "seconds between status lines when not on a terminal", check=POSITIVE)
     no_evaluate: bool = setting(False, "do not run evaluate_final_model.py at the end")
     eval_output_dir: str | None = setting(None, "default: evaluation_results/<data_version>/<run folder name>")
@@ -535,6 +537,18 @@ class MonitorConfig(DataLocation):
                                  "quotes") from None
         if self.pipeline and self.command:
             raise UsageError("give either --pipeline or a command after --, not both")
+        extra = self.split("eval_args")
+        if any(a == "--output_dir" or a.startswith("--output_dir=") for a in extra):
+            raise UsageError("--eval_args sets --output_dir, so the monitor would read another folder's results; name the "
+                             "evaluation's folder with --eval_output_dir")
+        if self.command and self.output_dir:
+            from .monitor_commands import flag_value
+
+            theirs = flag_value(list(self.command), "--output_dir")
+            if theirs is not None and Path(theirs).expanduser().resolve() != Path(self.output_dir).expanduser().resolve():
+                raise UsageError(f"the command writes --output_dir {theirs} but the monitor watches --output_dir "
+                                 f"{self.output_dir}: its progress and its done.json would never be seen; pass the same folder "
+                                 "to both")
         if self.pipeline and not self.data_version:
             raise UsageError("--pipeline needs --data_version (prepare one with prepare_data.py)")
         if not self.pipeline and not self.output_dir:

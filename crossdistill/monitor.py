@@ -222,6 +222,10 @@ class Supervisor:
             if (self.output_dir / "done.json").is_file() and "--overwrite" not in command:
                 self.decide("already-complete", "done.json exists")
                 return self._evaluate() if self.evaluate else 0
+            if resumable(self.output_dir, command):  # the same monitor command, run again after a stop: continue the run
+                command = self.command = [c for c in command if c != "--overwrite"] + ["--resume"]
+                self.decide("resume", "the folder holds an unfinished run's checkpoints: continuing it with --resume",
+                            command=shlex.join(command))
             job = self._launch(command)
         while True:
             self.job = job
@@ -288,6 +292,14 @@ class Supervisor:
 
 
 # --------------------------------------------------------------------------- helpers
+def resumable(output_dir: Path, command: list[str]) -> bool:
+    """A training command of this toolkit, without --resume or --overwrite, for a folder that holds an unfinished run of
+    it (checkpoints, no done.json): what a rerun of the monitor after Ctrl-C finds."""
+    training = any(c.endswith(("train_distillation_pipeline.py", "train_teacher_model.py")) for c in command)
+    return training and "--resume" not in command and "--overwrite" not in command and \
+        not (output_dir / "done.json").is_file() and (output_dir / "checkpoints" / "latest.json").is_file()
+
+
 def _tail(path: Path, lines: int) -> str:
     try:
         with open(path, "rb") as f:

@@ -1,10 +1,12 @@
 """The monitor's process control: launch a command in its own process group, re-attach to one an earlier monitor
 started, verify it is that process before every signal, stop its group; one monitor per folder (a lock).
 
-A job is identified by what the monitor recorded when it launched it (``monitor_child.json``): pid, start time, the
-exact command line, and a tag in its environment (``CROSSDISTILL_MONITOR_DIR`` = the watched folder) — and it must
-lead its own process group (the monitor started it with a new session). A pid planted in that file names some other
-process: it fails these checks and is never signalled. Nothing read back from the file is ever executed.
+A job is identified by what cannot change while it runs (``monitor_child.json``): its pid with the process's start
+time, and that it leads its own process group (the monitor started it with a new session); a job found again by a
+later monitor must also carry the tag in its environment (``CROSSDISTILL_MONITOR_DIR`` = the watched folder). Its
+command line is recorded but never checked: a command that execs (``env FOO=1 python ...``, ``nice``, ``bash -c``, a
+wrapper ending in ``exec``) changes it, and the monitor must still stop what it started. A pid planted in that file
+names some other process: it fails these checks and is never signalled. Nothing read back from the file is executed.
 """
 
 from __future__ import annotations
@@ -86,8 +88,6 @@ class Job:
                 return "it ended"
             if abs(p.create_time() - self.create_time) >= 1.0:
                 return f"pid {self.pid} now belongs to another process (started at another time)"
-            if p.cmdline() != self.command:
-                return f"pid {self.pid} runs another command line"
             if os.getpgid(self.pid) != self.pid:
                 return f"pid {self.pid} does not lead its own process group"
             if self.popen is None and p.environ().get(TAG) != self.tag:

@@ -31,38 +31,68 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "resume": {"step": (int,)},
     "end": {},
 }
+# fields the status line reads when they are there: if present, of this type
+OPTIONAL: dict[str, dict[str, tuple]] = {
+    "start": {"total_steps": (int,)},
+    "step": {"samples_per_s": _NUM, "lr": _NUM},
+    "phase": {"done": (int,), "total": (int,), "detail": (str,)},
+}
+_BOUND = 1e15  # a number the status line computes with: finite and of a sane size
+
+
+def _typed(value, types: tuple) -> bool:
+    if isinstance(value, bool) or not isinstance(value, types):
+        return False
+    return not isinstance(value, (int, float)) or (value == value and abs(value) < _BOUND)
 
 
 def valid_event(e) -> bool:
     """True if ``e`` is an event object of a known kind with the fields its kind needs, of the right types (a bool is
-    not a number here); every event needs a numeric ``time``."""
+    not a number here; numbers finite and below 1e15), and the optional fields the status line reads well-typed too;
+    every event needs a numeric ``time``."""
     if not isinstance(e, dict) or e.get("event") not in SCHEMA:
         return False
     need = {"time": _NUM, **SCHEMA[e["event"]]}
-    return all(k in e and isinstance(e[k], t) and not isinstance(e[k], bool) for k, t in need.items())
+    if not all(k in e and _typed(e[k], t) for k, t in need.items()):
+        return False
+    return all(_typed(e[k], t) for k, t in OPTIONAL.get(e["event"], {}).items() if k in e and e[k] is not None)
 
 
 class Tail:
-    """New complete lines of a file since the last read; starts over when the file is replaced or truncated."""
+    """New complete lines of a file since the last read; starts over when the file is replaced or truncated. At most
+    ``limit`` bytes are read per call, and a line longer than that is skipped (counted in ``oversize``), never read
+    again at every poll."""
 
-    def __init__(self, path: Path, from_end: bool = True):
+    def __init__(self, path: Path, from_end: bool = True, limit: int = 4 << 20):
         self.path = Path(path)
         st = _stat(self.path)
         self.inode = st.st_ino if st else None
         self.offset = st.st_size if (st and from_end) else 0
+        self.limit = limit
+        self.skipping = False   # inside a line longer than the limit
+        self.oversize = 0
 
     def read(self) -> list[bytes]:
         st = _stat(self.path)
         if st is None:
             return []
         if st.st_ino != self.inode or st.st_size < self.offset:  # a new file in its place: read it from its start
-            self.inode, self.offset = st.st_ino, 0
+            self.inode, self.offset, self.skipping = st.st_ino, 0, False
         with open(self.path, "rb") as f:
             f.seek(self.offset)
-            chunk = f.read()
+            chunk = f.read(self.limit)
         end = chunk.rfind(b"\n") + 1
+        if end == 0:
+            if len(chunk) >= self.limit:  # no newline in a whole chunk: a line too long to be an event, skipped
+                self.offset += len(chunk)
+                self.oversize += not self.skipping
+                self.skipping = True
+            return []
         self.offset += end
-        return chunk[:end].splitlines()
+        lines = chunk[:end].splitlines()
+        if self.skipping:  # the end of the over-long line
+            lines, self.skipping = lines[1:], False
+        return lines
 
 
 def _stat(path: Path):
@@ -98,6 +128,8 @@ class Watcher:
                 out.append(e)
             else:
                 self.malformed += 1
+        self.malformed += self.events.oversize
+        self.events.oversize = 0
         if out or self.log.read():
             self.last_progress = time.time()
         if out:

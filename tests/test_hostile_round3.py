@@ -220,3 +220,78 @@ def test_onnx_serving_follows_the_folders_pooling_and_refuses_what_it_is_not(tmp
     with pytest.raises(UsageError, match="Dense module"):
         export_student(student, ["onnx"])
     assert np.isfinite(got).all()
+
+
+# --------------------------------------------------------------------------- 3: the monitor
+@pytest.mark.parametrize("command", [["bash", "-c", "exec sleep 60"], ["env", "FOO=1", "sleep", "60"],
+                                     ["nice", "-n", "1", "sleep", "60"]])
+def test_the_monitor_stops_a_job_that_execs(command, tmp_path):
+    """A command that execs changes its command line; the identity check failed and no signal was ever sent."""
+    import time
+
+    from crossdistill.monitor_job import Job
+
+    job = Job.launch(command, tmp_path)
+    time.sleep(0.5)  # the exec has happened: the process now runs `sleep`
+    assert job.verify() is None
+    again, why = Job.reattach(tmp_path)  # a later monitor finds it too
+    assert again is not None, why
+    job.kill_group(grace=5)
+    assert job.wait(10) is not None
+
+
+def test_running_the_same_monitor_command_again_resumes(tmp_path):
+    """After Ctrl-C the rerun launched the original command without --resume and was rejected."""
+    import sys
+
+    from crossdistill.monitor import Policy, Supervisor
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest.json").write_text("{}")
+    script = tmp_path / "train_distillation_pipeline.py"  # stands in for the real script: records its argv, finishes
+    script.write_text("import json, sys, pathlib\nout = pathlib.Path(sys.argv[sys.argv.index('--output_dir') + 1])\n"
+                      "(out / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n(out / 'done.json').write_text('{}')\n")
+    command = [sys.executable, str(script), "--output_dir", str(out)]
+    code = Supervisor(command, out, Policy(poll=0.1), evaluate=False).run()
+    assert code == 0
+    assert json.loads((out / "argv.json").read_text()) == ["--output_dir", str(out), "--resume"]
+
+
+def test_monitor_refuses_folders_that_do_not_match(tmp_path):
+    from crossdistill.config import MonitorConfig
+    from crossdistill.errors import UsageError
+
+    with pytest.raises(UsageError, match="--eval_output_dir"):
+        MonitorConfig.parse(["--output_dir", "a", "--eval_args", "--output_dir x"], command=("python", "t.py"))
+    with pytest.raises(UsageError, match="never be seen"):
+        MonitorConfig.parse(["--output_dir", str(tmp_path / "a")],
+                            command=("python", "train_distillation_pipeline.py", "--output_dir", str(tmp_path / "b")))
+    with pytest.raises(UsageError, match="--poll"):
+        MonitorConfig.parse(["--output_dir", "a", "--poll", "1e300"], command=("python", "t.py"))
+
+
+def test_events_the_status_line_reads_are_checked_and_huge_lines_bounded(tmp_path):
+    from crossdistill.monitor_status import StatusLine
+    from crossdistill.monitor_watch import Tail, Watcher, valid_event
+
+    good = {"event": "step", "time": 1.0, "step": 1, "loss": 0.5, "epoch": 1, "samples_per_s": 3.0}
+    assert valid_event(good)
+    for bad in ({**good, "samples_per_s": "fast"}, {**good, "loss": float("inf")}, {**good, "step": 10**30},
+                {"event": "start", "time": 1.0, "stage": "student", "total_steps": "many"},
+                {"event": "phase", "time": 1.0, "phase": "x", "done": "1", "total": 5}):
+        assert not valid_event(bad), bad
+    status = StatusLine(open(os.devnull, "w"))
+    status.update([good, {"event": "start", "time": 1.0, "stage": "student", "total_steps": 9}])
+    assert "step 1/9" in status.text(os.getpid())
+    # a 300 MB line without a newline was read again at every poll: now skipped once, counted
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"")
+    watcher = Watcher(tmp_path)
+    watcher.events = Tail(events, from_end=False, limit=1024)
+    with open(events, "ab") as f:
+        f.write(b"x" * 5000)
+    assert [watcher.poll() for _ in range(6)] == [[]] * 6  # 1 KiB a poll: never the whole line at once
+    with open(events, "ab") as f:
+        f.write(b"yyy\n" + json.dumps(good).encode() + b"\n")
+    assert watcher.poll() == [good] and watcher.malformed == 1
