@@ -102,7 +102,10 @@ def _sha256(path: Path) -> str:
 
 def _save_torch(obj, path: Path) -> None:
     with open(path, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as exc:  # torch's writer reports a failed write (a full disk) as a RuntimeError
+            raise OSError(f"writing {path.name} failed: {str(exc).splitlines()[0][:160]}") from None
         f.flush()
         os.fsync(f.fileno())
 

@@ -94,6 +94,23 @@ def export_student(folder: str | Path, formats: list[str], log=print) -> dict[st
                          "--export out)")
     if not (folder / "modules.json").is_file():
         raise UsageError(f"{folder} is not a sentence-transformers folder (no modules.json); pass a student folder")
+    if (folder / "onnx").exists() and not (folder / "onnx").is_dir():
+        raise UsageError(f"{folder / 'onnx'} is a file, where the export writes its folder; move it away")
+    src = _transformer_dir(folder)
+    if not any((src / w).is_file() for w in ("model.safetensors", "model.safetensors.index.json")):
+        raise UsageError(f"cannot export {folder}: it has no weights (model.safetensors), a half-written folder; export a "
+                         "complete student folder (one whose training finished: done.json)")
+    try:
+        return _export(folder, formats, log)
+    except OSError as exc:  # a read-only folder, a full disk: each file was written to a temporary name, so none is half
+        raise UsageError(f"could not export into {folder} ({exc.strerror or str(exc).splitlines()[0][:160]}); free disk "
+                         "space or fix permissions and export again") from None
+    except (RuntimeError, ValueError) as exc:  # a half-written or damaged model folder
+        raise UsageError(f"cannot export {folder}: its model does not load ({str(exc).splitlines()[0][:200]}); export a "
+                         "complete student folder (one whose training finished: done.json)") from None
+
+
+def _export(folder: Path, formats: list[str], log) -> dict[str, str]:
     recorded = _read_export_info(folder)
     ours = [recorded[f] for f in FILES if f in recorded]
     _serving_modules(folder)  # a pooling or a module the ONNX encoder cannot reproduce is refused before any work
@@ -125,15 +142,8 @@ def _serving_modules(folder: Path) -> str:
     """The pooling the ONNX encoder applies, read from the folder's Pooling module (sentence-transformers' current
     ``pooling_mode`` or the older ``pooling_mode_*`` flags); a module it does not reproduce (``Dense``, another
     pooling, anything besides Transformer, Pooling and Normalize) is refused: the ONNX student would not be the model."""
-    modules_file = folder / "modules.json"
-    try:
-        modules = json.loads(modules_file.read_text(encoding="utf-8")) if modules_file.is_file() else []
-    except (OSError, ValueError):
-        raise UsageError(f"{modules_file} is not valid JSON; the student folder is damaged, restore it") from None
-    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
-        raise UsageError(f"{modules_file} is not a sentence-transformers module list; the student folder is damaged")
     pooling = "mean"
-    for m in modules:
+    for m in _modules(folder):
         kind = str(m.get("type", "")).rsplit(".", 1)[-1]
         if kind in ("Transformer", "Normalize"):
             continue
@@ -173,11 +183,23 @@ def _check_export(folder: Path, relative: str) -> None:
                          f"(retrained or replaced since); export again: python export_student.py --model_path {folder}")
 
 
+def _modules(folder: Path) -> list[dict]:
+    """The folder's ``modules.json``, checked: a damaged file is one UsageError."""
+    modules_file = folder / "modules.json"
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8")) if modules_file.is_file() else []
+    except (OSError, ValueError):
+        raise UsageError(f"{modules_file} is not valid JSON; the student folder is damaged, restore it") from None
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise UsageError(f"{modules_file} is not a sentence-transformers module list; the student folder is damaged")
+    return modules
+
+
 def _transformer_dir(folder: Path) -> Path:
     """Where the folder's Transformer module keeps its config and tokenizer (the folder itself, usually)."""
-    modules = json.loads((folder / "modules.json").read_text())
-    first = next((m for m in modules if m.get("type", "").endswith("Transformer")), modules[0])
-    return folder / first.get("path", "")
+    modules = _modules(folder)
+    first = next((m for m in modules if str(m.get("type", "")).endswith("Transformer")), modules[0] if modules else {})
+    return folder / str(first.get("path", ""))
 
 
 def _export_fp32(folder: Path, target: Path) -> None:

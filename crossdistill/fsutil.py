@@ -415,11 +415,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         for name in carried:  # the user's files go back where they were
             with contextlib.suppress(OSError):
                 os.replace(tmp / name, path / name)
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, a read-only folder: one line, nothing left behind
+            raise UsageError(f"could not write {path} ({exc.strerror or str(exc).splitlines()[0][:160]}); free disk "
+                             "space or fix permissions and run again (nothing was changed)") from None
         raise
 
 

@@ -295,3 +295,74 @@ def test_events_the_status_line_reads_are_checked_and_huge_lines_bounded(tmp_pat
     with open(events, "ab") as f:
         f.write(b"yyy\n" + json.dumps(good).encode() + b"\n")
     assert watcher.poll() == [good] and watcher.malformed == 1
+
+
+# --------------------------------------------------------------------------- 5: tracebacks become one line
+def _student_copy(tmp_path, tiny_minilm, name="student"):
+    from crossdistill.fsutil import mark_owner
+
+    folder = tmp_path / name
+    shutil.copytree(tiny_minilm, folder)
+    mark_owner(folder, "student")
+    return folder
+
+
+def test_export_of_a_damaged_folder_is_one_line(tmp_path, tiny_minilm):
+    half = _student_copy(tmp_path, tiny_minilm, "half")
+    (half / "model.safetensors").unlink()
+    assert_usage_error(run_in_process("export_student.py", "--model_path", half, "--formats", "onnx"), "cannot export")
+    broken = _student_copy(tmp_path, tiny_minilm, "broken")
+    (broken / "export.json").write_text("{not json")
+    assert_usage_error(run_in_process("export_student.py", "--model_path", broken, "--formats", "onnx"), "export.json")
+    (broken / "export.json").unlink()
+    (broken / "modules.json").write_text("[1, 2")
+    assert_usage_error(run_in_process("export_student.py", "--model_path", broken, "--formats", "onnx"), "modules.json")
+    filed = _student_copy(tmp_path, tiny_minilm, "filed")
+    (filed / "onnx").write_text("a file where the folder goes")
+    assert_usage_error(run_in_process("export_student.py", "--model_path", filed, "--formats", "onnx"), "is a file")
+
+
+def test_a_garbage_onnx_model_in_evaluation_is_one_line(tmp_path, tiny_minilm, scifact_version):
+    student = _student_copy(tmp_path, tiny_minilm)
+    (student / "onnx").mkdir()
+    (student / "onnx" / "model.onnx").write_bytes(b"not a model")
+    root, v = scifact_version
+    proc = run_in_process("evaluate_final_model.py", "--model_path", student, "--data_root", root, "--data_version", v,
+                          "--output_dir", tmp_path / "e", "--backend", "onnx")
+    assert_usage_error(proc, "model.onnx", "export it again")
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_full_disk_while_preparing_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """A full disk cannot be made for real in a test: the write that would fail raises what the kernel raises."""
+    import errno
+
+    from crossdistill import data
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(data, "write_corpus", full)
+    proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "v", "--data_root", tmp_path / "d",
+                          "--num_negatives", "1", "--random_negatives", "0")
+    assert_usage_error(proc, "No space left on device", "free disk space")
+    assert not [p for p in (tmp_path / "d").iterdir()]
+
+
+def test_a_failed_checkpoint_write_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    import torch
+
+    from crossdistill import checkpoint
+    from crossdistill.errors import UsageError
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+    def failing(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(checkpoint.torch, "save", failing)
+    with pytest.raises(UsageError, match="cannot write the checkpoint of step 3"):
+        checkpoint.save_checkpoint(tmp_path / "ck", model, opt, sched, {"step": 3})
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "ck").iterdir())
