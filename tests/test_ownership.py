@@ -105,3 +105,21 @@ def test_the_export_replaces_its_own_card_section_only():
     assert new == "# Student\n\nintro\n\n## Serving (ONNX)\n\nnew export\n\n## My deployment notes\n\nkeep me\n"
     assert replace_card_section(new, "## Serving (ONNX)\n\nnew export") == new  # idempotent
     assert replace_card_section("# Student\n", "## Serving (ONNX)\n\nx") == "# Student\n\n## Serving (ONNX)\n\nx\n"
+
+
+def test_evaluation_overwrite_keeps_the_users_notes(tmp_path, tiny_minilm, scifact_version):
+    """The monitor always passes --overwrite to its evaluation: a user's notes or plots in that folder stay."""
+    root, v = scifact_version
+    small = tmp_path / "test.csv"
+    import pandas as pd
+
+    pd.read_csv(root / v / "test.csv").head(40).to_csv(small, index=False)
+    out = tmp_path / "eval"
+    args = ["--model_path", tiny_minilm, "--test_data", small, "--data_root", tmp_path / "none", "--output_dir", out,
+            "--max_len", "32"]
+    assert run_in_process("evaluate_final_model.py", *args).returncode == 0
+    (out / "notes.md").write_text("compare with last week")
+    proc = run_in_process("evaluate_final_model.py", *args, "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "notes.md").read_text() == "compare with last week"
+    assert (out / "bi_encoder_evaluation_results.json").is_file()
