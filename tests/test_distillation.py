@@ -248,8 +248,8 @@ def test_weaker_teacher_is_refused(teacher, tiny_minilm, scifact_version, env, t
 
 @pytest.mark.parametrize("flags, fragment", [
     (["--K", "1"], "--K must be >= 2"), (["--tau=0"], "--tau must be > 0"), (["--tau=-1"], "--tau must be > 0"),
-    (["--contrastive_weight=-0.1"], "--contrastive_weight must be >= 0"),
-    (["--negative_penalty_weight=-1"], "--negative_penalty_weight must be >= 0"),
+    (["--contrastive_weight=-0.1"], "--contrastive_weight must be between 0 and 1000"),
+    (["--negative_penalty_weight=-1"], "--negative_penalty_weight must be between 0 and 1000"),
 ])
 def test_bad_numbers(tmp_path, flags, fragment):
     proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tmp_path, "--output_dir", tmp_path / "o", *flags)

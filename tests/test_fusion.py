@@ -12,7 +12,7 @@ def test_parse_fusion_specs_and_errors():
     assert parse_fusion("bm25=0.5") == {"bm25": 0.5}
     assert parse_fusion("bm25=0.5, student=0.25") == {"bm25": 0.5, "student": 0.25}
     for bad, fragment in [("bm25", "source=weight"), ("tfidf=1", "source=weight"), ("bm25=x", "must be a number"),
-                          ("bm25=-1", ">= 0"), ("bm25=inf", "finite")]:
+                          ("bm25=-1", "between 0 and 1000"), ("bm25=inf", "between 0 and 1000")]:
         with pytest.raises(UsageError, match=fragment):
             parse_fusion(bad)
 
