@@ -81,9 +81,11 @@ CONFIGS["cpu_default"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "student"
 CONFIGS["cpu_labels_only"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
                               "student": [*_PRESETS["cpu"]["student"], "--soft_weight", "0"]}
 # issue #35's CPU levers, each beside its own labels-only twin (the teacher weighted 0 in the same preset)
-for _name, _extra in {"K8": ["--K", "8"], "K8_margin_mse": ["--K", "8", "--soft_loss", "margin_mse"]}.items():
-    CONFIGS[f"cpu_{_name}"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "student": [*CONFIGS["cpu_default"]["student"], *_extra]}
-    CONFIGS[f"cpu_labels_only_{_name}"] = {"teacher": CONFIGS["cpu_default"]["teacher"],
+for _name, _extra, _prep in (("K8", ["--K", "8"], []), ("K8_margin_mse", ["--K", "8", "--soft_loss", "margin_mse"], []),
+                              ("dense", [], ["--negatives", "model"]), ("K8_dense", ["--K", "8"], ["--negatives", "model"])):
+    CONFIGS[f"cpu_{_name}"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": _prep,
+                               "student": [*CONFIGS["cpu_default"]["student"], *_extra]}
+    CONFIGS[f"cpu_labels_only_{_name}"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": _prep,
                                           "student": [*CONFIGS["cpu_labels_only"]["student"], *_extra]}
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 

@@ -93,11 +93,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    from .fsutil import file_sha256
+
+    return file_sha256(path)
 
 
 def _save_torch(obj, path: Path) -> None:

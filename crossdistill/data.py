@@ -114,18 +114,11 @@ def data_file(data_version: str, split: str, root: str | os.PathLike = "preproce
 def version_fingerprint(data_root: str | os.PathLike, data_version: str) -> dict[str, str]:
     """sha256 of each file of a prepared version a run reads (train, val, test, corpus): recorded by every run, so a
     version prepared again under the same name (a new split) is told apart from the one a model was trained on."""
-    import hashlib
+    from .fsutil import file_sha256
 
     folder = Path(data_root) / data_version
-    out = {}
-    for name in ("train.csv", "val.csv", "test.csv", "corpus.jsonl"):
-        if (folder / name).is_file():
-            h = hashlib.sha256()
-            with open(folder / name, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            out[name] = h.hexdigest()
-    return out
+    return {name: file_sha256(folder / name) for name in ("train.csv", "val.csv", "test.csv", "corpus.jsonl")
+            if (folder / name).is_file()}
 
 
 # --------------------------------------------------------------------------- a prepared version's corpus

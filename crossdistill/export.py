@@ -249,13 +249,9 @@ def _quantize(fp32: Path, target: Path) -> None:
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
+    from .fsutil import file_sha256
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def _read_export_info(folder: Path) -> dict:

@@ -33,6 +33,17 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, read 1 MiB at a time (the one digest of files: checkpoints, exports, data versions, scores)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (:func:`atomic_file`), flushed to disk before the rename."""
     with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:

@@ -209,11 +209,9 @@ def read_scores_file(path: str | Path) -> list[ScoredList]:
 
 
 def scores_fingerprint(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return "scores-" + h.hexdigest()[:24]
+    from .fsutil import file_sha256
+
+    return "scores-" + file_sha256(path)[:24]
 
 
 def record(query: str, passages: list[str], positive: list[bool], logits) -> dict:
