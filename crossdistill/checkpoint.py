@@ -24,7 +24,6 @@ with one message (:func:`load_tensors`), never loaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle

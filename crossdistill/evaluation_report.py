@@ -62,7 +62,7 @@ def full_corpus(cfg: EvalConfig, ts: TripletPool, log=print) -> tuple[RetrievalS
     files (``--corpus`` with ``--queries``/``--qrels``, or ``--corpus`` alone with the test CSV's queries and
     positives), or the prepared version's own ``corpus.jsonl`` (``--data_version``); None without one."""
     from . import data
-    from .tables import read_qrels_file, read_texts
+    from .tables import read_texts
 
     if cfg.beir_dir:
         full = data.load_beir(cfg.beir_dir, cfg.split)

@@ -48,7 +48,6 @@ def test_bm25_candidate_scores_rank_the_lexical_match_first(scifact_version):
 def test_guard_judges_the_fused_teacher_the_student_will_learn_from(monkeypatch):
     """With --teacher_fusion the guard reranks with the fused scores: a teacher that ranks every list backwards
     still passes when BM25 (weight 2) puts the lexical match first."""
-    from types import SimpleNamespace
 
     import pandas as pd
 
