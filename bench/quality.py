@@ -80,6 +80,10 @@ from crossdistill.pipeline import PRESETS as _PRESETS  # noqa: E402
 CONFIGS["cpu_default"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "student": list(_PRESETS["cpu"]["student"])}
 CONFIGS["cpu_labels_only"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
                               "student": [*_PRESETS["cpu"]["student"], "--soft_weight", "0"]}
+# issue #35's lever "a dense member of the teacher": round one trains the student on the labels alone
+# (cpu_labels_only), round two distils a fresh student from the cross-encoder fused with BM25 and that student
+CONFIGS["cpu_dense_member"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "dense_member": "cpu_labels_only",
+                               "student": [*_PRESETS["cpu"]["student"], "--teacher_fusion", "bm25=1,dense=1"]}
 # issue #35's CPU levers, each beside its own labels-only twin (the teacher weighted 0 in the same preset)
 for _name, _extra, _prep in (("K8", ["--K", "8"], []), ("K8_margin_mse", ["--K", "8", "--soft_loss", "margin_mse"], []),
                               ("dense", [], ["--negatives", "model"]), ("K8_dense", ["--K", "8"], ["--negatives", "model"])):
@@ -213,9 +217,10 @@ def teacher_rerank(teacher_dir: Path, sets: dict, runs: dict, k: int = 30) -> di
 
 
 def fused_teacher_rerank(teacher_dir: Path, sets: dict, run: dict, weights: dict, base_model: str, max_len: int,
-                         k: int = 30) -> dict:
+                         k: int = 30, fusion_model: str | None = None) -> dict:
     """The teacher exactly as the run fuses it for its soft labels (``--teacher_fusion``: z(teacher) + w·z(BM25) +
-    w·z(starting student's cosine), :func:`crossdistill.fusion.build_soft_labels`) reranking ``run``'s test top-k."""
+    w·z(starting student's cosine) + w·z(``--fusion_model``'s cosine), :func:`crossdistill.fusion.build_soft_labels`)
+    reranking ``run``'s test top-k."""
     import numpy as np
 
     from crossdistill.evaluation import encode, load_bi_encoder
@@ -232,18 +237,21 @@ def fused_teacher_rerank(teacher_dir: Path, sets: dict, run: dict, weights: dict
                            activation="logit")
     bounds = np.cumsum([0] + [len(t) for t in tops])
     per_query = [logits[bounds[i]:bounds[i + 1]] for i in range(len(qids))]
-    student_cos = None
-    if "student" in weights:
-        model, _ = load_bi_encoder(base_model, max_len)
-        resolved = resolve_model(base_model)
+
+    def cosines(path):
+        model, _ = load_bi_encoder(path, max_len)
+        resolved = resolve_model(path)
         prompts = getattr(model, "prompts", None) or {}
         texts = list(dict.fromkeys(d for top in tops for d in top))
         where = {d: i for i, d in enumerate(texts)}
         p = encode(model, [corpus[d] for d in texts], prompts.get("passage", resolved.passage_prefix), 128)
         q = encode(model, [queries[x] for x in qids], prompts.get("query", resolved.query_prefix), 128)
-        student_cos = [p[[where[d] for d in top]] @ q[i] for i, top in enumerate(tops)]
+        return [p[[where[d] for d in top]] @ q[i] for i, top in enumerate(tops)]
+
     labels = build_soft_labels(per_query, [queries[q] for q in qids], [[corpus[d] for d in top] for top in tops], "logit",
-                               weights, bm25_pool=list(corpus.values()), student_cos=student_cos)
+                               weights, bm25_pool=list(corpus.values()),
+                               student_cos=cosines(base_model) if "student" in weights else None,
+                               dense_cos=cosines(fusion_model) if "dense" in weights else None)
     reranked = {q: {d: float(s) for d, s in zip(top, lab)} for q, top, lab in zip(qids, tops, labels)}
     return {m: round(v, 4) for m, v in ranking_metrics(qrels, reranked, METRICS).items()}
 
@@ -299,11 +307,22 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
         teacher_dir = work / "teachers" / f"{version}_{_key(teacher_args, seed)}"
         t_teacher = _stage("train_teacher_model.py", [*common, "--output_dir", str(teacher_dir), *teacher_args],
                            teacher_dir, commands, log)
-        student_args = [*(["--student_name", ds["model"]] if a.dataset != "scifact" else []), *a.student_args,
-                        *cfg.get("student", [])]
-        student_dir = work / "students" / f"{version}_{_key(teacher_args, student_args, seed)}"
-        t_student = _stage("train_distillation_pipeline.py", [*common, "--teacher_path", str(teacher_dir), "--output_dir",
-                                                             str(student_dir), *student_args], student_dir, commands, log)
+        base_args = [*(["--student_name", ds["model"]] if a.dataset != "scifact" else []), *a.student_args]
+
+        def student_stage(args):
+            folder = work / "students" / f"{version}_{_key(teacher_args, args, seed)}"
+            seconds = _stage("train_distillation_pipeline.py", [*common, "--teacher_path", str(teacher_dir), "--output_dir",
+                                                               str(folder), *args], folder, commands, log)
+            return folder, seconds
+
+        t_member = 0.0
+        if "dense_member" in cfg:  # a first round (the labels alone) whose student is the teacher's dense member
+            member_dir, t_member = student_stage([*base_args, *CONFIGS[cfg["dense_member"]]["student"]])
+            student_args = [*base_args, *cfg.get("student", []), "--fusion_model", str(member_dir)]
+        else:
+            student_args = [*base_args, *cfg.get("student", [])]
+        student_dir, t_student = student_stage(student_args)
+        t_student += t_member
     max_len = json.loads((student_dir / "distillation_config.json").read_text())["max_len"]
     sets = retrieval_sets(a.dataset, data_root / version, ds["source"])
     key = (version, max_len)
@@ -348,7 +367,8 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
 
     fusion = parse_fusion(_flag(student_args, "--teacher_fusion"))
     if fusion:  # the teacher the student learned from is the fused one: that is the one that must stay ahead (#35)
-        fused = fused_teacher_rerank(teacher_dir, sets, student_runs["test"], fusion, ds["model"], max_len)
+        fused = fused_teacher_rerank(teacher_dir, sets, student_runs["test"], fusion, ds["model"], max_len,
+                                     fusion_model=_flag(student_args, "--fusion_model"))
         row["test"]["teacher_alone_rerank_student"] = row["test"]["teacher_rerank_student"]
         row["test"]["teacher_rerank_student"] = {m: fused[m] for m in ("ndcg@10", "mrr@10")}
     if a.teacher_rerank and a.dataset == "scifact":

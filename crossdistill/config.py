@@ -359,6 +359,8 @@ class StudentConfig(TrainingConfig, Mining):
                                         "(default: the student's own, 100 for e5 models, 20 otherwise)", check=SCALE)
     teacher_fusion: str | None = setting(None, "soft labels = z(teacher logit) + sum of w*z(source) per query, e.g. "
                                                "'bm25=0.5' or 'bm25=0.5,student=0.2'; 'none' = the teacher alone")
+    fusion_model: str | None = setting(None, "with --teacher_fusion dense=W: the bi-encoder (folder or alias) whose cosines "
+                                             "are the dense source, e.g. a student trained on the labels alone")
     val_pool: str = setting("auto", "passages the val queries are ranked against: 'corpus' = the corpus prepared with "
                                     "the data (BEIR, or prepare_data.py --corpus), 'csv' = the val CSV's passages, "
                                     "'auto' = corpus when the data has one, else csv", choices=["auto", "csv", "corpus"])
@@ -401,6 +403,9 @@ class StudentConfig(TrainingConfig, Mining):
             raise UsageError("every loss term is weighted 0 (--soft_weight, --infonce_weight, --contrastive_weight, "
                              "--negative_penalty_weight), so the student would train at loss 0 and learn nothing; give one "
                              "a weight > 0")
+        if ("dense" in parse_fusion(self.teacher_fusion)) != bool(self.fusion_model):
+            raise UsageError("--teacher_fusion dense=W and --fusion_model go together: the dense source is the cosine of "
+                             "the --fusion_model bi-encoder")
         if parse_fusion(self.teacher_fusion) and self.soft_labels == "prob":  # a malformed spec is refused there
             raise UsageError("--teacher_fusion fuses the teacher's logits (per-query z-scores), so it cannot be combined "
                              "with --soft_labels prob (the original recipe's default); pass --soft_labels logit, or leave "

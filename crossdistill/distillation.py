@@ -90,7 +90,8 @@ def read_inputs(cfg: StudentConfig) -> StudentInputs:
     """Check and read every input of the run: nothing is written, nothing moved."""
     teachers, scores, scores_path, fingerprint = _teacher_source(cfg)
     student = resolve_model(cfg.student_name, cfg.query_prefix, cfg.passage_prefix)
-    refuse_overlap(cfg.output_dir, "--output_dir", {**{"--teacher_path": p for p in (teachers.paths if teachers else [])},
+    dense = resolve_model(cfg.fusion_model) if cfg.fusion_model else None  # a missing fusion model is refused now
+    refuse_overlap(cfg.output_dir, "--output_dir", {"--fusion_model": dense.path if dense and dense.is_local else None,**{"--teacher_path": p for p in (teachers.paths if teachers else [])},
                                                     "--teacher_scores": scores_path,
                                                     "--student_name": student.path if student.is_local else None})
     train = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "train", cfg.data_root)), cfg.max_samples,
@@ -152,7 +153,9 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
     soft = build_soft_labels(
         per_list_logits, [c.query for c in lists], [c.passages for c in lists], cfg.soft_labels, weights,
         bm25_pool=inputs.corpus or list(dict.fromkeys([*inputs.train["positive"], *inputs.train["negative"]])),
-        student_cos=_student_list_scores(student, lists, cfg.eval_batch_size) if "student" in weights else None)
+        student_cos=_student_list_scores(student, lists, cfg.eval_batch_size) if "student" in weights else None,
+        dense_cos=fusion_model_scores(cfg, [c.query for c in lists], [c.passages for c in lists], device)
+        if "dense" in weights else None)
     if weights:
         log(f"soft labels: teacher fused with {', '.join(f'{k} x{v:g}' for k, v in weights.items())} (per-query z-scores)")
     if cfg.positive_definition == "teacher":
@@ -164,11 +167,24 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
 
 def _student_list_scores(student: BiEncoderStudent, lists: list[CandidateList], batch_size: int) -> list[np.ndarray]:
     """The starting student's cosine of each query with each of its candidates (each text encoded once)."""
-    queries = [c.query for c in lists]
-    passages = list(dict.fromkeys(p for c in lists for p in c.passages))
+    return list_cosines(student, [c.query for c in lists], [c.passages for c in lists], batch_size)
+
+
+def list_cosines(model: BiEncoderStudent, queries: list[str], lists: list[list[str]], batch_size: int) -> list[np.ndarray]:
+    """A bi-encoder's cosine of each query with each passage of its list (each distinct text encoded once)."""
+    passages = list(dict.fromkeys(p for ps in lists for p in ps))
     where = {p: i for i, p in enumerate(passages)}
-    cos = student_similarities(student, queries, passages, batch_size)
-    return [cos[i, [where[p] for p in c.passages]] for i, c in enumerate(lists)]
+    cos = student_similarities(model, queries, passages, batch_size)
+    return [cos[i, [where[p] for p in ps]] for i, ps in enumerate(lists)]
+
+
+def fusion_model_scores(cfg: StudentConfig, queries: list[str], lists: list[list[str]], device=None) -> list[np.ndarray]:
+    """The ``--fusion_model``'s cosines over the lists (the ``dense`` fusion source), at the student's --max_len."""
+    model = BiEncoderStudent.load(resolve_model(cfg.fusion_model), cfg.max_len, device=str(device) if device else None)
+    try:
+        return list_cosines(model, queries, lists, cfg.eval_batch_size)
+    finally:
+        del model
 
 
 def run_settings(inputs: StudentInputs) -> dict:
@@ -254,9 +270,10 @@ def _start_and_guard(cfg, inputs, model, run, events, log, device) -> dict:
     if inputs.teachers is None:  # scores from a file: no model to rerank the student's val top-k with
         return {"metrics": metrics, "guard": {"skipped": f"no teacher model (scores from {inputs.scores_path}): the guard "
                                                          "needs one to rerank the val pool", "fused": sorted(parse_fusion(cfg.teacher_fusion))}}
+    fusion = parse_fusion(cfg.teacher_fusion)
     guard = teacher_guard(inputs.teachers, run.val, cos, cfg.score_cache, guard_k=cfg.guard_k,
-                          batch_size=cfg.eval_batch_size, fusion=parse_fusion(cfg.teacher_fusion),
-                          soft_labels=cfg.soft_labels, log=log, device=device)
+                          batch_size=cfg.eval_batch_size, fusion=fusion, soft_labels=cfg.soft_labels, log=log, device=device,
+                          dense=(lambda qs, ls: fusion_model_scores(cfg, qs, ls, device)) if "dense" in fusion else None)
     return {"metrics": metrics, "guard": guard}
 
 

@@ -2,9 +2,11 @@
 
 ``--teacher_fusion "bm25=0.5"`` gives each candidate the score z(teacher) + 0.5 · z(BM25), where z
 standardises a score over the query's own candidate list (mean 0, standard deviation 1), so rankers on
-different scales add up. Sources: ``bm25`` (lexical, bm25s over the training passages) and ``student`` (the
-starting student's cosine — the zero-shot model's own view). The student then learns an order that holds the
-lexical signal it lacks on its own.
+different scales add up. Sources: ``bm25`` (lexical, bm25s over the training passages), ``student`` (the
+starting student's cosine — the zero-shot model's own view) and ``dense`` (the cosine of another bi-encoder,
+``--fusion_model``: e.g. a student trained on the labels alone, the strongest ranker a first round gives — hybrid
+lexical + dense fusion is ahead of either alone). The student then learns an order that holds the signals it lacks
+on its own.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 
 from .errors import UsageError
 
-SOURCES = ("bm25", "student")
+SOURCES = ("bm25", "student", "dense")
 
 
 def parse_fusion(spec: str | None) -> dict[str, float]:
@@ -73,7 +75,8 @@ def bm25_candidate_scores(queries: list[str], candidates: list[list[str]], pool:
 
 def build_soft_labels(logits: list[np.ndarray], queries: list[str], candidates: list[list[str]], kind: str,
                       weights: dict[str, float], *, bm25_pool: list[str] | None = None,
-                      student_cos: list[np.ndarray] | None = None) -> list[np.ndarray]:
+                      student_cos: list[np.ndarray] | None = None,
+                      dense_cos: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """The soft labels of candidate lists — the one builder the training lists and the teacher guard share, so the
     guard judges exactly what the student will learn from.
 
@@ -86,6 +89,7 @@ def build_soft_labels(logits: list[np.ndarray], queries: list[str], candidates: 
         bm25_pool: the collection BM25's IDF is computed over: the prepared version's corpus when it has one (for the
             training lists and the guard alike), else the pool the lists are drawn from.
         student_cos: per list (K_i,) the starting student's cosines, needed when ``weights`` has ``student``.
+        dense_cos: per list (K_i,) the ``--fusion_model``'s cosines, needed when ``weights`` has ``dense``.
 
     Returns:
         per list a float32 (K_i,) array.
@@ -100,6 +104,10 @@ def build_soft_labels(logits: list[np.ndarray], queries: list[str], candidates: 
             if student_cos is None:
                 raise ValueError("fusion with 'student' needs the starting student's cosines")
             others["student"] = student_cos
+        if "dense" in weights:
+            if dense_cos is None:
+                raise ValueError("fusion with 'dense' needs the fusion model's cosines")
+            others["dense"] = dense_cos
         return fuse(logits, others, weights)
     if kind == "logit":
         return [np.asarray(t, dtype=np.float32).copy() for t in logits]

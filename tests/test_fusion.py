@@ -98,3 +98,31 @@ def test_soft_labels_prob_with_fusion_is_refused():
     with pytest.raises(UsageError, match="--soft_labels prob"):
         parse(["--teacher_path", "t", "--output_dir", "o", "--teacher_fusion", "bm25=1", "--recipe", "original"])
     assert parse(["--teacher_path", "t", "--output_dir", "o", "--teacher_fusion", "bm25=1"]).soft_labels == "logit"
+
+
+def test_a_dense_member_joins_the_teacher(tiny_teacher, tiny_minilm, scifact_version, score_cache_env, tmp_path):
+    """Issue #35's lever: --teacher_fusion dense=W fuses the cosines of --fusion_model (e.g. a student trained on the
+    labels alone) into the soft labels, for the training lists and the guard alike; one without the other is refused."""
+    import json
+
+    from conftest import assert_usage_error, run_in_process
+
+    root, v = scifact_version
+    args = ["--teacher_path", tiny_teacher, "--student_name", tiny_minilm, "--data_root", root, "--data_version", v,
+            "--epochs", "1", "--K", "4", "--max_samples", "24", "--max_val_samples", "20", "--max_len", "32",
+            "--val_pool", "csv", "--allow_weaker_teacher"]
+    proc = run_in_process("train_distillation_pipeline.py", *args, "--output_dir", tmp_path / "x",
+                          "--teacher_fusion", "bm25=1,dense=1")
+    assert_usage_error(proc, "--fusion_model")
+    proc = run_in_process("train_distillation_pipeline.py", *args, "--output_dir", tmp_path / "s",
+                          "--teacher_fusion", "bm25=1,dense=1", "--fusion_model", tiny_minilm, env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "teacher fused with bm25 x1, dense x1" in proc.stdout
+    guard = json.loads((tmp_path / "s" / "metrics.json").read_text())["guard"]
+    assert guard["fused"] == ["bm25", "dense"]
+    # the dense member is the starting student here, so the guard's fused labels equal those of `student=1`
+    proc = run_in_process("train_distillation_pipeline.py", *args, "--output_dir", tmp_path / "t",
+                          "--teacher_fusion", "bm25=1,student=1", env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    same = json.loads((tmp_path / "t" / "metrics.json").read_text())["guard"]
+    assert abs(same["teacher_rerank_mrr@10"] - guard["teacher_rerank_mrr@10"]) < 1e-9
