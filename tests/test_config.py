@@ -6,13 +6,13 @@ import dataclasses
 import pytest
 from conftest import load_script
 
-from crossdistill.config import (EvalConfig, ExportConfig, MonitorConfig, PrepareConfig, StudentConfig, TeacherConfig,
-                                 flags_of)
+from crossdistill.config import (EvalConfig, ExportConfig, MonitorConfig, PrepareConfig, ScoresConfig, StudentConfig,
+                                 TeacherConfig, flags_of)
 from crossdistill.errors import UsageError
 
 SCRIPTS = {"prepare_data.py": PrepareConfig, "train_teacher_model.py": TeacherConfig,
            "train_distillation_pipeline.py": StudentConfig, "evaluate_final_model.py": EvalConfig,
-           "realtime_monitor.py": MonitorConfig, "export_student.py": ExportConfig}
+           "realtime_monitor.py": MonitorConfig, "export_student.py": ExportConfig, "teacher_scores.py": ScoresConfig}
 
 
 def test_each_script_parses_into_its_config_and_every_flag_is_a_field():
