@@ -41,7 +41,6 @@ from .recipes import LossSettings
 from .score_cache import default_cache_path
 from .student import BiEncoderStudent
 from .student_step import train_step
-from .teacher import inspect_teacher, locate_teacher
 from .teacher_scores import (SCORES_FILE, Teachers, list_logits, lists_from_scores, open_teachers, read_scores_file,
                              scores_fingerprint)
 from .training import linear_schedule, make_accelerator, make_optimizer, peak_memory, seed_everything
@@ -65,13 +64,6 @@ class StudentInputs:
     pool_info: dict
 
 
-def load_teacher_dir(path: str) -> dict:
-    """A teacher folder's settings (``{}`` for a cross-encoder this toolkit did not train); anything that is not a
-    one-label cross-encoder, or a toolkit teacher that never finished publishing, is refused
-    (:func:`~crossdistill.teacher.inspect_teacher`)."""
-    return inspect_teacher(locate_teacher(path)).settings
-
-
 def _teacher_source(cfg: StudentConfig) -> tuple[Teachers | None, list | None, str | None, str]:
     """(teachers, score records, scores file, fingerprint): the teacher models named by --teacher_path, else the scores
     of --teacher_scores or of the data version's own teacher_scores.jsonl; neither: refused."""
@@ -91,9 +83,12 @@ def read_inputs(cfg: StudentConfig) -> StudentInputs:
     teachers, scores, scores_path, fingerprint = _teacher_source(cfg)
     student = resolve_model(cfg.student_name, cfg.query_prefix, cfg.passage_prefix)
     dense = resolve_model(cfg.fusion_model) if cfg.fusion_model else None  # a missing fusion model is refused now
-    refuse_overlap(cfg.output_dir, "--output_dir", {"--fusion_model": dense.path if dense and dense.is_local else None,**{"--teacher_path": p for p in (teachers.paths if teachers else [])},
-                                                    "--teacher_scores": scores_path,
-                                                    "--student_name": student.path if student.is_local else None})
+    paths = teachers.paths if teachers else []
+    refuse_overlap(cfg.output_dir, "--output_dir", {
+        **{"--teacher_path" + (f" #{i + 1}" if len(paths) > 1 else ""): p for i, p in enumerate(paths)},
+        "--teacher_scores": scores_path,
+        "--fusion_model": dense.path if dense and dense.is_local else None,
+        "--student_name": student.path if student.is_local else None})
     train = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "train", cfg.data_root)), cfg.max_samples,
                            cfg.seed)
     val = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "val", cfg.data_root)), cfg.max_val_samples,

@@ -435,14 +435,14 @@ def test_monitor_with_a_command_that_cannot_start(tmp_path):
 
 
 def test_a_half_published_teacher_is_refused_by_name(tmp_path):
-    from crossdistill.distillation import load_teacher_dir
+    from crossdistill.teacher import inspect_teacher
 
     t = tmp_path / "teacher"
     t.mkdir()
     (t / "config.json").write_text("{}")
     (t / "lora_config.json").write_text("{}")
     with pytest.raises(UsageError, match="no weights"):
-        load_teacher_dir(str(t))
+        inspect_teacher(t)
 
 
 def test_fault_injectors_sit_at_the_hooks_only_when_enabled(monkeypatch):
