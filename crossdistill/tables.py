@@ -267,16 +267,15 @@ def _plain(value):
 
 
 def _score(value, where: str) -> float:
-    import math
+    """A score cell (CSV cells are strings) as a checked number (:func:`~crossdistill.teacher_scores.check_score`)."""
+    from .teacher_scores import check_score
 
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
-            raise UsageError(f"{where} holds {value!r}, not a number; teacher scores are numbers (the teacher's logits)") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > 1e6:
-        raise UsageError(f"{where} holds {value!r}; teacher scores must be finite numbers (|score| <= 1e6)")
-    return float(value)
+            pass  # refused below, naming the cell
+    return check_score(value, where)
 
 
 def _add_score(scored: dict, query: str, role: str, text: str, score: float, where: str) -> None:
@@ -308,13 +307,9 @@ def _flagembedding_rows(df: pd.DataFrame, source: str, pos_col: str) -> tuple[pd
                   if has_scores else {})}
         if obj["neg"] is None:
             obj["neg"] = []
-        if has_scores:
-            if not obj["neg"] and obj["neg_scores"] is None:
-                obj["neg_scores"] = []
-            rec = check_record(obj, where)
-        else:
-            rec = check_record({**obj, "pos_scores": [0.0] * len(obj["pos"] or []) if _listish(obj["pos"]) else 0.0,
-                                "neg_scores": [0.0] * len(obj["neg"]) if _listish(obj["neg"]) else 0.0}, where)
+        if has_scores and not obj["neg"] and obj["neg_scores"] is None:
+            obj["neg_scores"] = []
+        rec = check_record(obj, where, scored=has_scores)
         pos = [_text(t, f"{where}, column 'pos'") for t in rec.pos]
         neg = [_text(t, f"{where}, column 'neg'") for t in rec.neg]
         for p in pos:

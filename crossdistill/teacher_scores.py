@@ -163,18 +163,21 @@ def _scores(value, n: int, where: str, key: str, texts_key: str) -> list[float]:
     if len(value) != n:
         raise UsageError(f"{where}: {key!r} has {len(value)} score(s) for {n} {texts_key!r} text(s); give one score per "
                          "text, in the same order")
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise UsageError(f"{where}: {key!r} holds {v!r}, not a number; scores are the teacher's logits as numbers")
-        if not math.isfinite(v) or abs(v) > 1e6:
-            raise UsageError(f"{where}: {key!r} holds {v!r}; scores must be finite numbers (|score| <= 1e6)")
-        out.append(float(v))
-    return out
+    return [check_score(v, f"{where}: {key!r}") for v in value]
 
 
-def check_record(obj, where: str) -> ScoredList:
-    """One FlagEmbedding-layout record, validated: texts are texts, one finite score per text."""
+def check_score(value, where: str) -> float:
+    """One teacher score (a logit): a finite number of a sane size; anything else is refused, naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{where} holds {value!r}, not a number; scores are the teacher's logits as numbers")
+    if not math.isfinite(value) or abs(value) > 1e6:
+        raise UsageError(f"{where} holds {value!r}; scores must be finite numbers (|score| <= 1e6)")
+    return float(value)
+
+
+def check_record(obj, where: str, scored: bool = True) -> ScoredList:
+    """One FlagEmbedding-layout record, validated: texts are texts, one finite score per text (``scored`` False: a
+    record of training data without scores, whose scores are left empty)."""
     if not isinstance(obj, dict):
         raise UsageError(f"{where} is not a JSON object with {', '.join(RECORD_KEYS)}; fix that row")
     query = obj.get("query")
@@ -184,6 +187,8 @@ def check_record(obj, where: str) -> ScoredList:
     neg = _texts(obj.get("neg", []), where, "neg")
     if not pos:
         raise UsageError(f"{where} has no positive passage ('pos'); every query needs at least one")
+    if not scored:
+        return ScoredList(query.strip(), pos, neg, [], [])
     return ScoredList(query.strip(), pos, neg, _scores(obj.get("pos_scores"), len(pos), where, "pos_scores", "pos"),
                       _scores(obj.get("neg_scores", [] if not neg else None), len(neg), where, "neg_scores", "neg"))
 
