@@ -11,8 +11,8 @@ Examples:
 """
 
 
-from crossdistill.config import EvalConfig
-from crossdistill.errors import run_cli
+from crossdistill.core.errors import run_cli
+from crossdistill.evaluate.config import EvalConfig
 
 
 def parse_args(argv=None) -> EvalConfig:
@@ -20,7 +20,7 @@ def parse_args(argv=None) -> EvalConfig:
 
 
 def main(argv=None):
-    from crossdistill.evaluation_report import run_evaluation
+    from crossdistill.evaluate.report import run_evaluation
 
     run_evaluation(parse_args(argv))
 

@@ -12,8 +12,8 @@ Evaluate it: evaluate_final_model.py --model_path FOLDER --backend onnx-int8 ...
 """
 
 
-from crossdistill.config import ExportConfig
-from crossdistill.errors import run_cli
+from crossdistill.core.errors import run_cli
+from crossdistill.models.config import ExportConfig
 
 
 def parse_args(argv=None) -> ExportConfig:
@@ -21,7 +21,7 @@ def parse_args(argv=None) -> ExportConfig:
 
 
 def main(argv=None):
-    from crossdistill.export import export_student, export_target, parse_formats
+    from crossdistill.models.export import export_student, export_target, parse_formats
 
     cfg = parse_args(argv)
     folder = export_target(cfg.model_path, cfg.output_dir)

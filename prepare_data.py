@@ -10,8 +10,8 @@ Examples:
 """
 
 
-from crossdistill.config import PrepareConfig
-from crossdistill.errors import run_cli
+from crossdistill.core.errors import run_cli
+from crossdistill.data.config import PrepareConfig
 
 
 def parse_args(argv=None) -> PrepareConfig:
@@ -19,7 +19,7 @@ def parse_args(argv=None) -> PrepareConfig:
 
 
 def main(argv=None):
-    from crossdistill.prepare import prepare
+    from crossdistill.data.prepare import prepare
 
     prepare(parse_args(argv))
 

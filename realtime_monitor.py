@@ -16,9 +16,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from crossdistill.cli import join_passthrough
-from crossdistill.config import MonitorConfig
-from crossdistill.errors import run_cli
+from crossdistill.core.cli import join_passthrough
+from crossdistill.core.errors import run_cli
+from crossdistill.monitor.config import MonitorConfig
 
 
 def parse_args(argv=None) -> MonitorConfig:
@@ -35,8 +35,8 @@ def parse_args(argv=None) -> MonitorConfig:
 
 
 def main(argv=None):
-    from crossdistill.monitor import Policy, Supervisor
-    from crossdistill.pipeline import pipeline_commands
+    from crossdistill.monitor.pipeline import pipeline_commands
+    from crossdistill.monitor.supervisor import Policy, Supervisor
 
     cfg = parse_args(argv)
     policy = Policy(cfg.stall_timeout, cfg.max_restarts, cfg.restart_window, cfg.backoff, poll=cfg.poll,

@@ -10,8 +10,8 @@ Example:
       --output scores/scifact_teacher.jsonl
 """
 
-from crossdistill.config import ScoresConfig
-from crossdistill.errors import run_cli
+from crossdistill.core.errors import run_cli
+from crossdistill.teach.config import ScoresConfig
 
 
 def parse_args(argv=None) -> ScoresConfig:
@@ -19,7 +19,7 @@ def parse_args(argv=None) -> ScoresConfig:
 
 
 def main(argv=None):
-    from crossdistill.teacher_scores import export_scores
+    from crossdistill.teach.scores import export_scores
 
     export_scores(parse_args(argv))
 

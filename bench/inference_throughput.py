@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from crossdistill.data import sources
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -30,9 +32,8 @@ sys.path.insert(0, str(ROOT))
 def _workload(n_pairs: int, n_texts: int) -> tuple[list[tuple[str, str]], list[str]]:
     """SciFact test: the first ``n_pairs`` (query, passage) pairs of its qrels crossed with the corpus order, and
     the first ``n_texts`` corpus passages — real lengths, deterministic."""
-    from crossdistill import data
 
-    beir = data.load_beir(str(ROOT.parent / "shared" / "data" / "scifact"), "test")
+    beir = sources.load_beir(str(ROOT.parent / "shared" / "data" / "scifact"), "test")
     passages = list(beir.corpus.values())
     queries = list(beir.queries.values())
     pairs = [(queries[i % len(queries)], passages[(7 * i) % len(passages)]) for i in range(n_pairs)]
@@ -49,7 +50,7 @@ def child(a) -> dict:
     pairs, texts = _workload(a.pairs, a.texts)
     if a.stage == "scoring":
         if a.impl == "ours":
-            from crossdistill.teacher import CrossEncoderTeacher
+            from crossdistill.models.teacher import CrossEncoderTeacher
 
             model = CrossEncoderTeacher.load(a.teacher, a.max_len)
             model.model.to(device)
@@ -61,7 +62,7 @@ def child(a) -> dict:
             run = lambda: model.predict(pairs, batch_size=a.batch_size, show_progress_bar=False)  # noqa: E731
         n = len(pairs)
     else:
-        from crossdistill.evaluation import encode, load_bi_encoder
+        from crossdistill.evaluate.bi_encoder import encode, load_bi_encoder
 
         model, resolved = load_bi_encoder(a.model, a.max_len, device=device)
         if a.impl == "ours":
@@ -88,8 +89,8 @@ def _machine() -> str:
 def make_teacher(folder: Path, max_len: int) -> None:
     """A MiniLM-L6 cross-encoder as the teacher script builds it (mean-pooling head), saved as a teacher folder:
     scoring speed does not depend on training."""
-    from crossdistill.models import resolve_model
-    from crossdistill.teacher import CrossEncoderTeacher, save_teacher
+    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.teacher import CrossEncoderTeacher, save_teacher
 
     save_teacher(CrossEncoderTeacher.from_base(resolve_model("minilm-l6"), max_len), folder, {"base_model": "minilm-l6"})
 

@@ -75,7 +75,7 @@ def main():
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from crossdistill.models import resolve_model
+    from crossdistill.models.resolve import resolve_model
 
     logging.getLogger().setLevel(logging.ERROR)
     torch.set_num_threads(a.threads)

@@ -122,9 +122,9 @@ def main():
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from crossdistill.data import load_beir
-    from crossdistill.export import FILES
-    from crossdistill.models import resolve_model
+    from crossdistill.data.sources import load_beir
+    from crossdistill.models.onnx import FILES
+    from crossdistill.models.resolve import resolve_model
 
     torch.set_num_threads(a.threads)
     resolved = resolve_model(a.model_path)

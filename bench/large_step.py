@@ -58,7 +58,7 @@ def make_model_folder(folder: Path, shape: dict) -> None:
 
 
 def _workload(n: int):
-    from crossdistill.data import load_beir
+    from crossdistill.data.sources import load_beir
 
     rs = load_beir(str(ROOT.parent / "shared" / "data" / "scifact"), "test")
     passages, queries = list(rs.corpus.values()), list(rs.queries.values())
@@ -78,9 +78,9 @@ def measure(stage: str, folder: Path, batch: int, lora: bool, a, shape: dict) ->
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from crossdistill.config import StudentConfig, TeacherConfig
-    from crossdistill.models import apply_lora, resolve_model
-    from crossdistill.training import make_optimizer
+    from crossdistill.core.training import make_optimizer
+    from crossdistill.models.resolve import apply_lora, resolve_model
+    from crossdistill.teach.config import TeacherConfig
 
     AcceleratorState._reset_state(reset_partial_state=True)
     cuda = torch.cuda.is_available()
@@ -91,8 +91,8 @@ def measure(stage: str, folder: Path, batch: int, lora: bool, a, shape: dict) ->
     queries, passages = _workload(batch)
     resolved = resolve_model(str(folder))
     if stage == "teacher":
-        from crossdistill.teacher import HEAD_NAMES, CrossEncoderTeacher
-        from crossdistill.teacher_training import teacher_step
+        from crossdistill.models.teacher import HEAD_NAMES, CrossEncoderTeacher
+        from crossdistill.teach.train import teacher_step
 
         teacher = CrossEncoderTeacher.from_base(resolved, a.max_len, "mean")
         if lora:
@@ -109,10 +109,10 @@ def measure(stage: str, folder: Path, batch: int, lora: bool, a, shape: dict) ->
         def run():
             teacher_step(teacher, examples, cfg, 1.0, 1, acc)
     else:
-        from crossdistill.candidates import CandidateList
-        from crossdistill.recipes import loss_settings
-        from crossdistill.student import BiEncoderStudent
-        from crossdistill.student_step import forward_backward
+        from crossdistill.data.candidates import CandidateList
+        from crossdistill.distill.recipes import loss_settings
+        from crossdistill.distill.step import forward_backward
+        from crossdistill.models.student import BiEncoderStudent
 
         student = BiEncoderStudent.load(resolved, a.max_len, device=str(acc.device))
         if lora:

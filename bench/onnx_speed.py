@@ -39,12 +39,12 @@ def main():
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from crossdistill.data import load_beir
-    from crossdistill.evaluation import dense_search
-    from crossdistill.export import OnnxEncoder
-    from crossdistill.metrics import indexed_run, ranking_metrics
-    from crossdistill.models import resolve_model
-    from crossdistill.retrieval import qrels_dict
+    from crossdistill.data.sources import load_beir
+    from crossdistill.evaluate.bi_encoder import dense_search
+    from crossdistill.evaluate.metrics import indexed_run, ranking_metrics
+    from crossdistill.evaluate.retrieval import qrels_dict
+    from crossdistill.models.onnx import OnnxEncoder
+    from crossdistill.models.resolve import resolve_model
 
     torch.set_num_threads(a.threads)
     resolved = resolve_model(a.model_path)

@@ -75,7 +75,8 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
 }
 # issue #35's CPU-size rows: the `--pipeline cpu` preset exactly as the monitor runs it, and the same with the teacher
 # weighted 0 (its flags come from crossdistill.pipeline, so a change of the preset changes these rows)
-from crossdistill.pipeline import PRESETS as _PRESETS  # noqa: E402
+from crossdistill.data import sources
+from crossdistill.monitor.pipeline import PRESETS as _PRESETS  # noqa: E402
 
 CONFIGS["cpu_default"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "student": list(_PRESETS["cpu"]["student"])}
 CONFIGS["cpu_labels_only"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
@@ -133,11 +134,11 @@ def _stage(script: str, argv: list[str], out: Path, commands: list[str], log) ->
 # --------------------------------------------------------------------------- retrieval sets and metrics
 def retrieval_sets(dataset: str, data_dir: Path, source: str) -> dict:
     """{"val"|"test": (queries {qid: text}, corpus {did: text}, qrels {qid: {did: 1}})}."""
-    from crossdistill import data
+    from crossdistill.data import versions as data
 
     out = {}
     if DATASETS[dataset]["beir"]:
-        test = data.load_beir(source, "test")
+        test = sources.load_beir(source, "test")
         corpus = test.corpus
         out["test"] = (test.queries, corpus, {q: {d: 1 for d in ds} for q, ds in test.qrels.items()})
         by_text = {t: d for d, t in corpus.items()}
@@ -165,9 +166,9 @@ def dense_runs(model_path: str, sets: dict, max_len: int, batch_size: int = 128)
     """{split: run} of a bi-encoder; each distinct passage (the splits may share a corpus) is encoded once."""
     import numpy as np
 
-    from crossdistill.evaluation import encode, load_bi_encoder
-    from crossdistill.metrics import top_k_run
-    from crossdistill.models import resolve_model
+    from crossdistill.evaluate.bi_encoder import encode, load_bi_encoder
+    from crossdistill.evaluate.metrics import top_k_run
+    from crossdistill.models.resolve import resolve_model
 
     model, _ = load_bi_encoder(model_path, max_len)
     resolved = resolve_model(model_path)
@@ -187,13 +188,13 @@ def dense_runs(model_path: str, sets: dict, max_len: int, batch_size: int = 128)
 
 
 def bm25_runs(sets: dict) -> dict:
-    from crossdistill.retrieval import bm25_run
+    from crossdistill.evaluate.retrieval import bm25_run
 
     return {split: bm25_run(corpus, queries, 100) for split, (queries, corpus, _) in sets.items()}
 
 
 def measure(runs: dict, sets: dict) -> dict:
-    from crossdistill.metrics import ranking_metrics
+    from crossdistill.evaluate.metrics import ranking_metrics
 
     return {split: {m: round(v, 4) for m, v in ranking_metrics(sets[split][2], run, METRICS).items()}
             for split, run in runs.items()}
@@ -203,9 +204,9 @@ def teacher_rerank(teacher_dir: Path, sets: dict, runs: dict, k: int = 30) -> di
     """nDCG@10 of the teacher reranking each named run's top-k on test: the diagnosis of issue #13."""
     import torch
 
-    from crossdistill.metrics import ranking_metrics
-    from crossdistill.retrieval import rerank
-    from crossdistill.teacher import CrossEncoderTeacher
+    from crossdistill.evaluate.metrics import ranking_metrics
+    from crossdistill.evaluate.retrieval import rerank
+    from crossdistill.models.teacher import CrossEncoderTeacher
 
     queries, corpus, qrels = sets["test"]
     teacher = CrossEncoderTeacher.load(teacher_dir)
@@ -225,11 +226,11 @@ def fused_teacher_rerank(teacher_dir: Path, sets: dict, run: dict, weights: dict
     reranking ``run``'s test top-k."""
     import numpy as np
 
-    from crossdistill.evaluation import encode, load_bi_encoder
-    from crossdistill.fusion import build_soft_labels
-    from crossdistill.metrics import ranking_metrics
-    from crossdistill.models import resolve_model
-    from crossdistill.teacher import CrossEncoderTeacher
+    from crossdistill.distill.fusion import build_soft_labels
+    from crossdistill.evaluate.bi_encoder import encode, load_bi_encoder
+    from crossdistill.evaluate.metrics import ranking_metrics
+    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.teacher import CrossEncoderTeacher
 
     queries, corpus, qrels = sets["test"]
     qids = sorted(run)
@@ -284,7 +285,7 @@ def machine() -> str:
 
 # --------------------------------------------------------------------------- one row
 def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
-    from crossdistill.metrics import paired_comparison
+    from crossdistill.evaluate.metrics import paired_comparison
 
     ds = DATASETS[a.dataset]
     cfg = CONFIGS[name]
@@ -365,7 +366,7 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     # the teacher reranking its own student's test top-30: is the teacher still ahead of its pupil? (issue #25)
     own = teacher_rerank(teacher_dir, sets, {"student": student_runs["test"]})["rerank_student_top30"]
     row["test"]["teacher_rerank_student"] = {m: own[m] for m in ("ndcg@10", "mrr@10")}
-    from crossdistill.fusion import parse_fusion
+    from crossdistill.distill.fusion import parse_fusion
 
     fusion = parse_fusion(_flag(student_args, "--teacher_fusion"))
     if fusion:  # the teacher the student learned from is the fused one: that is the one that must stay ahead (#35)
@@ -394,7 +395,7 @@ def compare(rows: list[dict], dataset: str, system: str, baselines: list[str], m
     import numpy as np
     from scipy.stats import ttest_rel
 
-    from crossdistill.metrics import per_query_metric
+    from crossdistill.evaluate.metrics import per_query_metric
 
     def per_query(name):
         chosen = [r for r in rows if r["dataset"] == dataset and r["name"] == name and r.get("test_run")]
@@ -435,7 +436,7 @@ def main():
     p.add_argument("--compare", nargs="+", default=None, metavar="NAME",
                    help="run nothing: compare the rows of --out named NAME[0] against each other NAME (mean over seeds, "
                         "paired t-test over queries), e.g. --compare default labels_only st_mnrl")
-    from crossdistill.cli import join_passthrough
+    from crossdistill.core.cli import join_passthrough
 
     a = p.parse_args(join_passthrough(sys.argv[1:], ("--teacher_args", "--student_args", "--st_args")))
     a.teacher_args, a.student_args, a.st_args = shlex.split(a.teacher_args), shlex.split(a.student_args), shlex.split(a.st_args)

@@ -39,7 +39,7 @@ def child(width: int, raw: bool) -> dict:
             ndcg = evaluate(Qrels(qrels), Run(run), ["ndcg@10"], make_comparable=True)
     else:
         sys.path.insert(0, str(ROOT))
-        from crossdistill.metrics import ranking_metrics
+        from crossdistill.evaluate.metrics import ranking_metrics
 
         ndcg = ranking_metrics(qrels, run, ("ndcg@10",))["ndcg@10"]
     return {"id_length": width, "seconds": round(time.perf_counter() - t0, 1), "ndcg@10": float(ndcg)}

@@ -33,9 +33,8 @@ VARIANTS = {"sdpa": ("sdpa", False), "eager": ("eager", False), "sdpa + sentence
 
 def child(folder: str, attn: str, import_st: bool, batch_size: int, max_len: int) -> dict:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from inference_throughput import _workload
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if import_st:
         import sentence_transformers  # noqa: F401

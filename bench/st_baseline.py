@@ -19,11 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+from crossdistill.data import eval_sets
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _val_mrr(model, pool, batch_size: int, prefixes: tuple[str, str]) -> dict:
-    from crossdistill.metrics import matrix_ranking_metrics
+    from crossdistill.evaluate.metrics import matrix_ranking_metrics
 
     kw = dict(batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
     cos = (model.encode([prefixes[0] + q for q in pool.queries], **kw)
@@ -40,17 +42,17 @@ def train_st_mnrl(data_root: str, data_version: str, output_dir: str | Path, see
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers, SentenceTransformerTrainingArguments
 
-    from crossdistill import data
-    from crossdistill.fsutil import write_json
-    from crossdistill.models import resolve_model
-    from crossdistill.training import seed_everything
-    from crossdistill.validation import val_pool_passages
+    from crossdistill.core.files import write_json
+    from crossdistill.core.training import seed_everything
+    from crossdistill.data import versions as data
+    from crossdistill.distill.guard import val_pool_passages
+    from crossdistill.models.resolve import resolve_model
 
     out = Path(output_dir)
     train = data.subsample(data.read_triplets(data.data_file(data_version, "train", data_root)), max_samples, seed)
     val_df = data.read_triplets(data.data_file(data_version, "val", data_root))
     corpus, pool_info = val_pool_passages(data_root, data_version, "auto")
-    pool = data.TripletPool.from_df(val_df, corpus)
+    pool = eval_sets.TripletPool.from_df(val_df, corpus)
     seed_everything(seed)
     resolved = resolve_model(model_name)
     prefixes = (resolved.query_prefix, resolved.passage_prefix)  # e5: "query: " / "passage: ", in training and in val

@@ -39,18 +39,17 @@ def main():
     import torch
     from accelerate import Accelerator
 
-    from crossdistill import data
-    from crossdistill.candidates import build_candidates
-    from crossdistill.models import resolve_model
-    from crossdistill.recipes import loss_settings
-    from crossdistill.student import BiEncoderStudent
-    from crossdistill.student_step import forward_backward
-    from crossdistill.training import epoch_order
+    from crossdistill.core.training import epoch_order
+    from crossdistill.data import versions as data
+    from crossdistill.data.candidates import build_candidates
+    from crossdistill.distill.recipes import loss_settings
+    from crossdistill.distill.step import forward_backward
+    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.student import BiEncoderStudent
 
     df = data.read_triplets(data.data_file(a.data_version, "train", a.data_root))
     lists, _ = build_candidates(df, a.K, "bm25", 42)
     student = BiEncoderStudent.load(resolve_model(a.model), a.max_len)
-    tok = student.st.tokenizer
     order = epoch_order(len(lists), 42, 1)
     batches = [[lists[i] for i in order[s:s + a.batch_size]] for s in range(0, len(order), a.batch_size)]
 

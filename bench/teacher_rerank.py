@@ -16,10 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crossdistill.data import load_beir, read_triplets  # noqa: E402
-from crossdistill.metrics import indexed_run, paired_comparison, ranking_metrics  # noqa: E402
-from crossdistill.retrieval import bm25_run, qrels_dict, rerank  # noqa: E402
-from crossdistill.teacher import CrossEncoderTeacher  # noqa: E402
+from crossdistill.data.sources import load_beir
+from crossdistill.data.versions import read_triplets  # noqa: E402
+from crossdistill.evaluate.metrics import indexed_run, paired_comparison, ranking_metrics  # noqa: E402
+from crossdistill.evaluate.retrieval import bm25_run, qrels_dict, rerank  # noqa: E402
+from crossdistill.models.teacher import CrossEncoderTeacher  # noqa: E402
 
 
 def main():
@@ -41,7 +42,7 @@ def main():
     if a.first_stage == "bm25":
         run = bm25_run(rs.corpus, rs.queries, 100)
     else:
-        from crossdistill.evaluation import dense_search, load_bi_encoder
+        from crossdistill.evaluate.bi_encoder import dense_search, load_bi_encoder
 
         model, resolved = load_bi_encoder(a.first_stage, a.max_len)
         qids, dids = list(rs.queries), list(rs.corpus)

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 def examples_of(data_root: Path, version: str, rows: int, seed: int) -> tuple[list[tuple[str, str, float]], float]:
     """The bce examples and pos_weight ``train_teacher`` builds from the same CSV rows (its own code)."""
-    from crossdistill import data
-    from crossdistill.teacher_training import bce_examples, group_triplets
+    from crossdistill.data import versions as data
+    from crossdistill.teach.train import bce_examples, group_triplets
 
     df = data.subsample(data.read_triplets(data.data_file(version, "train", str(data_root))), rows, seed)
     return bce_examples(group_triplets(df))
@@ -61,7 +61,7 @@ def theirs_child(a, work: Path) -> dict:
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-    from crossdistill.models import resolve_model
+    from crossdistill.models.resolve import resolve_model
 
     ex, pos_weight = examples_of(work / "data", "bench", a.rows, a.seed)
     ds = Dataset.from_dict({"query": [e[0] for e in ex], "passage": [e[1] for e in ex], "label": [e[2] for e in ex]})

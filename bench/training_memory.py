@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from crossdistill.pipeline import PRESETS  # noqa: E402
+from crossdistill.monitor.pipeline import PRESETS  # noqa: E402
 
 VARIANTS = {"model's own (0.1)": [], "--attention_dropout 0": ["--attention_dropout", "0"]}
 

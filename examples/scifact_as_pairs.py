@@ -13,10 +13,7 @@ query, mines negatives from the corpus and keeps the corpus for validation and e
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main():
@@ -24,7 +21,7 @@ def main():
     p.add_argument("--source", default="../shared/data/scifact", help="the BEIR SciFact folder")
     p.add_argument("--out", default="mydata", help="folder for pairs.jsonl and corpus.jsonl")
     a = p.parse_args()
-    from crossdistill.data import load_beir
+    from crossdistill.data.sources import load_beir
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

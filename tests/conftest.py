@@ -51,8 +51,8 @@ def run_in_process(script: str, *args, env: dict | None = None) -> subprocess.Co
     import io
     from unittest import mock
 
-    from crossdistill import faults, hooks
-    from crossdistill.errors import run_cli
+    from crossdistill.core import faults, hooks
+    from crossdistill.core.errors import run_cli
 
     module = load_script(script)
     out, err = io.StringIO(), io.StringIO()
@@ -130,7 +130,7 @@ def scifact_version(tmp_path_factory) -> tuple[Path, str]:
 @pytest.fixture(scope="session")
 def e5_small(tmp_path_factory) -> Path:
     """The offline multilingual-e5-small alias, materialised into a fresh cache folder."""
-    from crossdistill.models import resolve_model
+    from crossdistill.models.resolve import resolve_model
 
     def build(cache):
         os.environ["CROSSDISTILL_CACHE"] = str(cache)

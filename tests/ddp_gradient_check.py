@@ -7,18 +7,15 @@ import sys
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from accelerate import Accelerator  # noqa: E402
-
-from crossdistill.recipes import loss_settings  # noqa: E402
-from crossdistill.candidates import build_candidates  # noqa: E402
-from crossdistill.data import read_triplets  # noqa: E402
-from crossdistill.student_step import forward_backward  # noqa: E402
-from crossdistill.models import resolve_model  # noqa: E402
-from crossdistill.student import BiEncoderStudent  # noqa: E402
-from crossdistill.training import shard  # noqa: E402
+from crossdistill.core.training import shard
+from crossdistill.data.candidates import build_candidates
+from crossdistill.data.versions import read_triplets
+from crossdistill.distill.recipes import loss_settings
+from crossdistill.distill.step import forward_backward
+from crossdistill.models.resolve import resolve_model
+from crossdistill.models.student import BiEncoderStudent
 
 
 def batch(val_csv: str, n: int = 4, k: int = 4):

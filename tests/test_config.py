@@ -4,11 +4,16 @@ checks; shared settings are declared once; a config never changes."""
 import dataclasses
 
 import pytest
-from conftest import load_script
 
-from crossdistill.config import (EvalConfig, ExportConfig, MonitorConfig, PrepareConfig, ScoresConfig, StudentConfig,
-                                 TeacherConfig, flags_of)
-from crossdistill.errors import UsageError
+from conftest import load_script
+from crossdistill.core.errors import UsageError
+from crossdistill.core.settings import flags_of
+from crossdistill.data.config import PrepareConfig
+from crossdistill.distill.config import StudentConfig
+from crossdistill.evaluate.config import EvalConfig
+from crossdistill.models.config import ExportConfig
+from crossdistill.monitor.config import MonitorConfig
+from crossdistill.teach.config import ScoresConfig, TeacherConfig
 
 SCRIPTS = {"prepare_data.py": PrepareConfig, "train_teacher_model.py": TeacherConfig,
            "train_distillation_pipeline.py": StudentConfig, "evaluate_final_model.py": EvalConfig,
@@ -75,7 +80,7 @@ def test_the_val_pool_setting_read_from_a_config(tmp_path, scifact_version):
     import json
     import shutil
 
-    from crossdistill.validation import val_pool_passages
+    from crossdistill.distill.guard import val_pool_passages
 
     root, v = scifact_version
     passages, info = val_pool_passages(str(root), v, "auto")

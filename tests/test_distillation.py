@@ -14,8 +14,6 @@ import torch
 
 from conftest import ROOT, STUDENT_ARGS, assert_usage_error, model_weights, run_in_process
 
-
-
 COMMON = STUDENT_ARGS[:-3]  # without --allow_weaker_teacher --save_steps 2
 
 
@@ -178,15 +176,14 @@ def test_oom_recovered_with_micro_batches_no_sample_skipped(straight, teacher, t
 def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version, recipe, cross_device):
     """Gradient caching: the gradient with 3 texts per forward equals the one-pass gradient (dropout off),
     with and without cross-device (here: in-batch) negatives."""
-    from crossdistill.recipes import loss_settings
-
     from accelerate import Accelerator
 
-    from crossdistill.candidates import build_candidates
-    from crossdistill.data import read_triplets
-    from crossdistill.student_step import forward_backward
-    from crossdistill.models import resolve_model
-    from crossdistill.student import BiEncoderStudent
+    from crossdistill.data.candidates import build_candidates
+    from crossdistill.data.versions import read_triplets
+    from crossdistill.distill.recipes import loss_settings
+    from crossdistill.distill.step import forward_backward
+    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.student import BiEncoderStudent
 
     root, v = scifact_version
     lists, _ = build_candidates(read_triplets(root / v / "val.csv").head(30), 4, "bm25", 0)
@@ -270,11 +267,11 @@ def test_bad_teacher_and_student(tmp_path, teacher, tiny_minilm, scifact_version
 
 
 def test_incompatible_checkpoint_is_refused_clearly(tmp_path, tiny_minilm):
-    from crossdistill.checkpoint import find_latest, load_checkpoint, save_checkpoint
-    from crossdistill.errors import UsageError
-    from crossdistill.models import resolve_model
-    from crossdistill.student import BiEncoderStudent
-    from crossdistill.training import linear_schedule, make_optimizer
+    from crossdistill.core.checkpoint import find_latest, load_checkpoint, save_checkpoint
+    from crossdistill.core.errors import UsageError
+    from crossdistill.core.training import linear_schedule, make_optimizer
+    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.student import BiEncoderStudent
 
     def setup(lora):
         s = BiEncoderStudent.load(resolve_model(str(tiny_minilm)), 32)
@@ -295,8 +292,8 @@ def test_similarities_and_losses_stay_fp32_under_bf16_autocast():
     be the fp32 loss exactly (it was computed in bf16 by the one-pass path, while gradient caching used fp32)."""
     import torch.nn.functional as F
 
-    from crossdistill.recipes import loss_settings
-    from crossdistill.student_step import _loss_from_embeddings
+    from crossdistill.distill.recipes import loss_settings
+    from crossdistill.distill.step import _loss_from_embeddings
 
     g = torch.Generator().manual_seed(0)
     base = torch.randn(1, 384, generator=g)
@@ -324,12 +321,12 @@ def test_one_pass_and_gradient_caching_agree_under_bf16(tiny_minilm, scifact_ver
     """Both exact step paths under CPU bf16 autocast: the same loss (fp32 similarities in both)."""
     from accelerate import Accelerator
 
-    from crossdistill.candidates import build_candidates
-    from crossdistill.data import read_triplets
-    from crossdistill.models import resolve_model
-    from crossdistill.recipes import loss_settings
-    from crossdistill.student import BiEncoderStudent
-    from crossdistill.student_step import forward_backward
+    from crossdistill.data.candidates import build_candidates
+    from crossdistill.data.versions import read_triplets
+    from crossdistill.distill.recipes import loss_settings
+    from crossdistill.distill.step import forward_backward
+    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.student import BiEncoderStudent
 
     root, v = scifact_version
     lists = build_candidates(read_triplets(root / v / "val.csv").head(30), 4, "bm25", 0)[0][:3]
@@ -356,9 +353,9 @@ def test_one_pass_and_gradient_caching_agree_under_bf16(tiny_minilm, scifact_ver
 def test_pretokenised_batches_are_the_tokenizers_own(tiny_minilm, scifact_version):
     """Token ids computed once before the loop: a batch padded from the cache is exactly what the tokenizer gives,
     and the embeddings are bit-identical."""
-    from crossdistill.data import read_triplets
-    from crossdistill.models import resolve_model
-    from crossdistill.student import BiEncoderStudent
+    from crossdistill.data.versions import read_triplets
+    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.student import BiEncoderStudent
 
     root, v = scifact_version
     df = read_triplets(root / v / "val.csv").head(20)

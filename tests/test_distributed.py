@@ -21,7 +21,7 @@ def launch(port, script, *args, env=None, timeout=600, launcher=ACCELERATE):
     port_flag = ["--main_process_port", str(port)] if launcher is ACCELERATE else ["--master_port", str(port)]
     cmd = [*launcher, *port_flag, str(ROOT / script), *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **CPU, **(env or {})})
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **CPU, **(env or {})})
 
 
 def step_losses(folder):
@@ -93,9 +93,7 @@ def test_two_processes_killed_resumed_by_monitor_match_one_process(tmp_path, ref
 def test_cross_device_negatives_two_processes_match_one(tmp_path, tiny_minilm, scifact_version):
     """--cross_device_negatives: 2 processes x 2 queries give the gradient of 1 process x 4 queries, because each
     process's queries see the other process's passages (gathered with gradients) as negatives."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from accelerate import Accelerator
-
     from ddp_gradient_check import gradient
 
     root, v = scifact_version

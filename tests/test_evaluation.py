@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from conftest import SCIFACT, assert_usage_error, run_in_process
-from crossdistill.evaluation import score_statistics
-from crossdistill.metrics import paired_comparison, ranking_metrics
+from crossdistill.evaluate.bi_encoder import score_statistics
+from crossdistill.evaluate.metrics import paired_comparison, ranking_metrics
 
 ORIGINAL_KEYS = {"avg_positive_score", "std_positive_score", "avg_negative_score", "std_negative_score", "avg_margin",
                  "std_margin", "uniformity", "num_samples"}
@@ -35,7 +35,7 @@ def test_matrix_metrics_agree_with_ranx_on_random_matrices_with_ties():
     columns), without ties both equal plain ranx."""
     import numpy as np
 
-    from crossdistill.metrics import matrix_ranking_metrics
+    from crossdistill.evaluate.metrics import matrix_ranking_metrics
 
     rng = np.random.default_rng(0)
     for trial in range(60):
@@ -52,7 +52,7 @@ def test_matrix_metrics_agree_with_ranx_on_random_matrices_with_ties():
 
 
 def test_per_query_metric_names_each_query():
-    from crossdistill.metrics import per_query_metric
+    from crossdistill.evaluate.metrics import per_query_metric
 
     qrels = {"q2": {"d1": 1}, "q10": {"d2": 1}, "q1": {"d9": 1}}  # not in sorted order; q1 absent from the run
     run = {"q10": {"d1": 0.5, "d2": 0.9}, "q2": {"d1": 0.1, "d2": 0.9}}
@@ -123,7 +123,7 @@ def test_full_evaluation_with_baselines(tmp_path, reference_student, tiny_teache
 def test_document_ids_reach_ranx_at_one_width():
     """ranx compiles per string width of the run's document ids; padded to one width, every evaluation after the
     first uses numba's cache (a new pool size used to cost a 50-80 s compile). Same metrics, same ids back."""
-    from crossdistill.metrics import _fixed_width_ids
+    from crossdistill.evaluate.metrics import _fixed_width_ids
 
     qrels, run = {"q1": {"d7": 1}}, {"q1": {"d7": 0.5, "d10000": 0.5, "d8": 0.1}}
     pq, pr = _fixed_width_ids(qrels, run)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from crossdistill.errors import UsageError
-from crossdistill.fusion import bm25_candidate_scores, fuse, parse_fusion, zscore
+from crossdistill.core.errors import UsageError
+from crossdistill.distill.fusion import bm25_candidate_scores, fuse, parse_fusion, zscore
 
 
 def test_parse_fusion_specs_and_errors():
@@ -30,7 +30,7 @@ def test_fuse_hand_values():
 
 
 def test_bm25_candidate_scores_rank_the_lexical_match_first(scifact_version):
-    from crossdistill import data
+    from crossdistill.data import versions as data
 
     root, version = scifact_version
     df = data.read_triplets(root / version / "train.csv")
@@ -51,8 +51,8 @@ def test_guard_judges_the_fused_teacher_the_student_will_learn_from(monkeypatch)
 
     import pandas as pd
 
-    from crossdistill import validation
-    from crossdistill.data import TripletPool
+    from crossdistill.data.eval_sets import TripletPool
+    from crossdistill.distill import guard as validation
 
     queries = ["alpha beta gamma", "delta epsilon zeta"]
     passages = ["alpha beta gamma text", "unrelated words here", "delta epsilon zeta text", "other filler words"]
@@ -72,7 +72,7 @@ def test_guard_judges_the_fused_teacher_the_student_will_learn_from(monkeypatch)
 def test_one_soft_label_builder_bm25_idf_over_the_given_pool():
     """Training lists and the guard build soft labels with one function; BM25's IDF comes from the pool it is given
     (the corpus when there is one), so the same (query, candidates) get the same fused labels on both sides."""
-    from crossdistill.fusion import build_soft_labels
+    from crossdistill.distill.fusion import build_soft_labels
 
     queries = ["rare gene expression"]
     cands = [["rare gene expression in mice", "gene expression in cells"]]

@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from conftest import ROOT, SCIFACT, assert_usage_error, run_in_process
-from crossdistill.checkpoint import find_latest, load_tensors, rescale_lr, resume_point, save_checkpoint
-from crossdistill.errors import UsageError
-from crossdistill.fsutil import claim_output_dir, mark_owner, publish, release_output_dir
+from crossdistill.core.checkpoint import find_latest, load_tensors, rescale_lr, resume_point, save_checkpoint
+from crossdistill.core.errors import UsageError
+from crossdistill.core.ownership import mark_owner
+from crossdistill.core.runs import claim_output_dir, publish, release_output_dir
 
 
 def user_folder(path: Path) -> dict:
@@ -184,7 +185,7 @@ def test_monitor_never_runs_the_command_stored_in_its_files(tmp_path):
 def test_score_cache_keeps_teachers_apart_and_rebuilds_a_corrupt_file(tmp_path):
     import numpy as np
 
-    from crossdistill.score_cache import ScoreCache
+    from crossdistill.teach.score_cache import ScoreCache
 
     path = tmp_path / "scores.sqlite"
     a = ScoreCache(path, "teacher-a")
@@ -244,7 +245,7 @@ def test_rng_state_round_trips_as_tensors():
 
     import numpy as np
 
-    from crossdistill.checkpoint import rng_state, set_rng_state
+    from crossdistill.core.checkpoint import rng_state, set_rng_state
 
     state = rng_state()
     a = (random.random(), np.random.rand(), torch.rand(1).item())
@@ -262,7 +263,7 @@ def test_resume_with_a_lower_lr_rescales_groups_and_schedule():
 
 
 def test_monitor_halves_the_scripts_own_default_lr():
-    from crossdistill.monitor_commands import recovery_command
+    from crossdistill.monitor.commands import recovery_command
 
     teacher = recovery_command(["python", "train_teacher_model.py", "--output_dir", "x"], "nonfinite")
     student = recovery_command(["python", "train_distillation_pipeline.py", "--output_dir", "x"], "nonfinite")
@@ -276,7 +277,7 @@ def test_monitor_halves_the_scripts_own_default_lr():
 
 
 def test_monitor_recovers_from_oom_with_smaller_passes_and_never_overwrites():
-    from crossdistill.monitor_commands import recovery_command
+    from crossdistill.monitor.commands import recovery_command
 
     student = ["python", "train_distillation_pipeline.py", "--output_dir", "x", "--batch_size", "4", "--K", "3", "--overwrite"]
     first = recovery_command(student, "oom")
@@ -337,7 +338,7 @@ def test_sigterm_to_the_monitor_stops_its_run(tmp_path):
 
 # --------------------------------------------------------------------------- also found
 def test_flags_and_cells_that_used_to_slip_through(tmp_path, scifact_version):
-    from crossdistill.data import MAX_TEXT_CHARS, read_triplets
+    from crossdistill.data.versions import MAX_TEXT_CHARS, read_triplets
 
     root, v = scifact_version
     for tau in ("inf", "1e-300", "nan"):
@@ -373,7 +374,7 @@ def test_teacher_whose_negatives_all_equal_their_positives_is_refused(tmp_path, 
 
 
 def test_a_failed_publish_leaves_no_staging_and_says_how_to_continue(tmp_path):
-    from crossdistill.fsutil import staging_dir
+    from crossdistill.core.runs import staging_dir
 
     out = tmp_path / "run"
     out.mkdir()
@@ -385,19 +386,19 @@ def test_a_failed_publish_leaves_no_staging_and_says_how_to_continue(tmp_path):
 
 
 def test_two_runs_cannot_write_one_folder(tmp_path):
-    from crossdistill.fsutil import lock_run
+    from crossdistill.core.runs import lock_run
 
     out = tmp_path / "run"
     lock_run(out)  # held by this process from now on
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from crossdistill.fsutil import lock_run; from pathlib import Path; lock_run(Path({str(out)!r}))"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    code = f"from crossdistill.core.runs import lock_run; from pathlib import Path; lock_run(Path({str(out)!r}))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode != 0 and f"another run (pid {os.getpid()}) is writing to" in proc.stderr
 
 
 def test_a_run_that_ends_releases_its_lock_in_the_same_process(tmp_path):
     """A run refused half-way (after it took the lock) or finished lets the next run in the same Python process take
     the folder; while it runs, a second taker is refused."""
-    from crossdistill.fsutil import lock_run, releases_run_lock
+    from crossdistill.core.runs import lock_run, releases_run_lock
 
     out = tmp_path / "run"
 
@@ -435,7 +436,7 @@ def test_monitor_with_a_command_that_cannot_start(tmp_path):
 
 
 def test_a_half_published_teacher_is_refused_by_name(tmp_path):
-    from crossdistill.teacher import inspect_teacher
+    from crossdistill.models.teacher_folder import inspect_teacher
 
     t = tmp_path / "teacher"
     t.mkdir()
@@ -448,7 +449,7 @@ def test_a_half_published_teacher_is_refused_by_name(tmp_path):
 def test_fault_injectors_sit_at_the_hooks_only_when_enabled(monkeypatch):
     """Training code has hook points, no test code; the recovery tests' injectors are installed there by the
     scripts only under CROSSDISTILL_ALLOW_FAULTS=1."""
-    from crossdistill import faults, hooks
+    from crossdistill.core import faults, hooks
 
     hooks.clear()
     monkeypatch.delenv("CROSSDISTILL_ALLOW_FAULTS", raising=False)

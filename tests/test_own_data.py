@@ -18,7 +18,7 @@ from conftest import SCIFACT, assert_usage_error, run_in_process
 def scifact_pairs(n_queries: int = 60) -> tuple[pd.DataFrame, dict]:
     """(query, passage) pairs of the first ``n_queries`` SciFact train queries (a query may have several positives),
     and the SciFact corpus {id: title + text}."""
-    from crossdistill.data import load_beir
+    from crossdistill.data.sources import load_beir
 
     rs = load_beir(str(SCIFACT), "train")
     flat = {d: " ".join(t.split()) for d, t in rs.corpus.items()}  # one line each (a .txt corpus holds one per line)
@@ -202,10 +202,10 @@ def test_onnx_and_int8_students_agree_with_torch(tmp_path, tiny_minilm, scifact_
     nDCG@10 is within 0.01 with --backend onnx-int8."""
     from sentence_transformers import SentenceTransformer
 
-    from crossdistill.export import OnnxEncoder
+    from crossdistill.models.onnx import OnnxEncoder
 
     root, v = scifact_version
-    from crossdistill.fsutil import mark_owner
+    from crossdistill.core.ownership import mark_owner
 
     student = tmp_path / "student"
     shutil.copytree(tiny_minilm, student)

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import STUDENT_ARGS, assert_usage_error, run_in_process, same_weights
+from crossdistill.data import sources
 
 
 def _texts_and_lists(version, n=6, k=4):
-    from crossdistill import data
-    from crossdistill.candidates import build_candidates
+    from crossdistill.data import versions as data
+    from crossdistill.data.candidates import build_candidates
 
     root, v = version
     train = data.read_triplets(data.data_file(v, "train", root))
@@ -38,7 +39,7 @@ def resaved(tiny_teacher, tmp_path_factory):
 
 
 def test_crossencoder_and_transformers_folders_score_like_the_toolkit_teacher(tiny_teacher, resaved, scifact_version):
-    from crossdistill.teacher_scores import list_logits, open_teachers
+    from crossdistill.teach.scores import list_logits, open_teachers
 
     queries, lists = _texts_and_lists(scifact_version)
     ours = open_teachers(str(tiny_teacher))
@@ -52,7 +53,7 @@ def test_crossencoder_and_transformers_folders_score_like_the_toolkit_teacher(ti
 
 
 def test_identity_activation_is_read_from_the_folder(resaved, tmp_path):
-    from crossdistill.teacher import inspect_teacher
+    from crossdistill.models.teacher_folder import inspect_teacher
 
     folder = tmp_path / "identity"
     shutil.copytree(resaved / "ce", folder)
@@ -107,8 +108,8 @@ def test_what_is_not_a_one_label_crossencoder_is_refused(tmp_path, tiny_minilm, 
 
 
 def test_pooling_auto_keeps_a_trained_head_and_pools_a_bare_encoder(resaved, tiny_minilm, scifact_version):
-    from crossdistill.models import resolve_model
-    from crossdistill.teacher import CrossEncoderTeacher, resolve_pooling
+    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.teacher import CrossEncoderTeacher, resolve_pooling
 
     ce = resolve_model(str(resaved / "ce"))
     assert resolve_pooling("auto", ce)[0] == "cls"
@@ -162,7 +163,7 @@ def test_exported_scores_train_the_same_student_bit_for_bit(reference_student, t
 
 
 def test_two_identical_teachers_average_to_the_one(tiny_teacher, scifact_version, tmp_path):
-    from crossdistill.teacher_scores import combine, list_logits, open_teachers
+    from crossdistill.teach.scores import combine, list_logits, open_teachers
 
     twin = tmp_path / "twin"
     shutil.copytree(tiny_teacher, twin)
@@ -180,8 +181,8 @@ def test_two_identical_teachers_average_to_the_one(tiny_teacher, scifact_version
 
 
 def test_several_teachers_from_the_command_line(tiny_teacher):
-    from crossdistill.config import StudentConfig
-    from crossdistill.errors import UsageError
+    from crossdistill.core.errors import UsageError
+    from crossdistill.distill.config import StudentConfig
 
     cfg = StudentConfig.parse(["--teacher_path", "a", "--teacher_path", "b", "--teacher_weights", "2,1", "--output_dir", "o"])
     assert cfg.teacher_path == "a,b"
@@ -218,9 +219,9 @@ def test_bad_scores_files_are_refused_naming_the_row(bad, fragment, tiny_minilm,
 
 def test_a_scored_source_trains_a_student_with_no_teacher_model(tmp_path, tiny_minilm, score_cache_env):
     from conftest import SCIFACT
-    from crossdistill import data
+    from crossdistill.data import versions as data
 
-    corpus = data.load_beir(str(SCIFACT), "train")
+    corpus = sources.load_beir(str(SCIFACT), "train")
     rows = []
     for i, (q, docs) in enumerate(list(corpus.qrels.items())[:60]):
         pos = [corpus.corpus[d] for d in docs]
@@ -256,8 +257,8 @@ def test_a_scored_source_trains_a_student_with_no_teacher_model(tmp_path, tiny_m
 
 
 def test_a_hub_id_that_cannot_be_fetched_is_one_clear_line(monkeypatch, tmp_path):
-    from crossdistill.errors import UsageError
-    from crossdistill.teacher import locate_teacher
+    from crossdistill.core.errors import UsageError
+    from crossdistill.models.teacher_folder import locate_teacher
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
@@ -268,9 +269,8 @@ def test_a_hub_id_that_cannot_be_fetched_is_one_clear_line(monkeypatch, tmp_path
 
 def test_score_columns_beside_triplets_are_kept_and_checked(tmp_path):
     from conftest import SCIFACT
-    from crossdistill import data
 
-    beir = data.load_beir(str(SCIFACT), "train")
+    beir = sources.load_beir(str(SCIFACT), "train")
     docs = list(beir.corpus)
     import csv
     import io

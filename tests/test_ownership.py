@@ -36,8 +36,8 @@ def test_prepare_overwrite_keeps_the_users_files_and_refuses_an_input_inside(tmp
 
 
 def test_a_users_file_named_like_an_output_is_never_replaced(tmp_path):
-    from crossdistill.errors import UsageError
-    from crossdistill.fsutil import atomic_dir, mark_owner
+    from crossdistill.core.errors import UsageError
+    from crossdistill.core.ownership import atomic_dir, mark_owner
 
     target = tmp_path / "out"
     with atomic_dir(target) as tmp:
@@ -60,7 +60,7 @@ def test_a_users_file_named_like_an_output_is_never_replaced(tmp_path):
 
 
 def test_publishing_keeps_files_the_user_added_even_during_the_run(tmp_path):
-    from crossdistill.fsutil import claim_output_dir, publish
+    from crossdistill.core.runs import claim_output_dir, publish
 
     out = tmp_path / "student"
     claim_output_dir(out, "student")
@@ -98,7 +98,7 @@ def test_evaluation_refuses_queries_or_qrels_inside_its_output(tmp_path, tiny_mi
 
 
 def test_the_export_replaces_its_own_card_section_only():
-    from crossdistill.export import replace_card_section
+    from crossdistill.models.export import replace_card_section
 
     card = "# Student\n\nintro\n\n## Serving (ONNX)\n\nold export\n\n## My deployment notes\n\nkeep me\n"
     new = replace_card_section(card, "## Serving (ONNX)\n\nnew export")

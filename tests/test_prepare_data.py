@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest import KORQUAD, SCIFACT, assert_usage_error, load_script, run_in_process, run_script
-from crossdistill.data import load_beir, load_squad
-from crossdistill.mining import MiningRule, analyze, pick_negatives
+from crossdistill.data.mining import MiningRule, analyze, pick_negatives
+from crossdistill.data.sources import load_beir, load_squad
 
 
 def _read(root, version, split):
@@ -56,7 +56,7 @@ def test_same_seed_same_bytes_other_seed_other_split(tmp_path, scifact_version):
     assert set(_read(tmp_path, "seed7", "val")["anchor"]) != set(_read(root, v, "val")["anchor"])
     # 2 BM25 negatives then 1 random one per (query, positive): the first two come from BM25's top 100 in rank
     # order, the random one is mostly far below it
-    from crossdistill.mining import BM25Miner
+    from crossdistill.data.mining import BM25Miner
     train = load_beir(str(SCIFACT), "train")
     texts = list(train.corpus.values())
     mixed = _read(tmp_path, "seed7", "train")
@@ -189,7 +189,7 @@ def test_default_negatives_mix_hard_and_easy_but_keep_and_random_stay_as_asked()
 def test_triplet_pool_ids_positives_and_extra_passages():
     """The one structure behind the val pool and the test pool: distinct texts in first-seen order, ``q{i}``/``d{j}``
     ids, every positive of a query (a query may have several rows), extra passages appended once."""
-    from crossdistill.data import TripletPool
+    from crossdistill.data.eval_sets import TripletPool
 
     df = pd.DataFrame({"anchor": ["qa", "qa", "qb"], "positive": ["pa", "pa2", "pb"], "negative": ["pb", "n1", "pa"]})
     pool = TripletPool.from_df(df, extra_passages=["n1", "x"])
@@ -204,7 +204,7 @@ def test_triplet_pool_ids_positives_and_extra_passages():
 def test_subsample_takes_whole_queries(scifact_version):
     """--max_samples / --max_val_samples keep every row of each chosen query (a query's other positives never become
     non-relevant passages or mined negatives), at most N rows, the same subset for the same seed."""
-    from crossdistill.data import read_triplets, subsample
+    from crossdistill.data.versions import read_triplets, subsample
 
     root, v = scifact_version
     df = read_triplets(root / v / "train.csv")

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from conftest import assert_usage_error, run_in_process, run_script, same_weights
-from crossdistill.data import read_triplets
-from crossdistill.models import apply_lora, resolve_model
-from crossdistill.teacher import CrossEncoderTeacher, add_mean_pooling_layer, save_teacher
+from crossdistill.data.versions import read_triplets
+from crossdistill.models.resolve import apply_lora, resolve_model
+from crossdistill.models.teacher import CrossEncoderTeacher, add_mean_pooling_layer, save_teacher
+
 
 @pytest.fixture(scope="module")
 def trained_teacher(tiny_teacher):
@@ -97,7 +98,7 @@ def test_a_teacher_folder_as_base_is_continued_not_re_headed(trained_teacher, sc
 def test_mean_pooling_refuses_a_non_bert_encoder():
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    from crossdistill.errors import UsageError
+    from crossdistill.core.errors import UsageError
 
     model = DistilBertForSequenceClassification(DistilBertConfig(n_layers=1, dim=32, hidden_dim=64, n_heads=2, num_labels=1))
     with pytest.raises(UsageError, match="--pooling cls"):

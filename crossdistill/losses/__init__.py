@@ -6,14 +6,14 @@ The in-batch InfoNCE takes raw cosines of each query against every passage of th
 The teacher's losses (pointwise BCE, localised contrastive estimation) take its logits of (query, passage) pairs.
 """
 
-from .contrastive import contrastive_margin_loss
-from .infonce import in_batch_infonce_loss
-from .kl import listwise_kl_loss
-from .localized_contrastive import localized_contrastive_loss
-from .margin_mse import margin_mse_loss
-from .negative_penalty import negative_penalty_loss
-from .pointwise_bce import pointwise_bce_loss
-from .total import SOFT_LOSSES, distillation_loss
+from crossdistill.losses.contrastive import contrastive_margin_loss
+from crossdistill.losses.infonce import in_batch_infonce_loss
+from crossdistill.losses.kl import listwise_kl_loss
+from crossdistill.losses.localized_contrastive import localized_contrastive_loss
+from crossdistill.losses.margin_mse import margin_mse_loss
+from crossdistill.losses.negative_penalty import negative_penalty_loss
+from crossdistill.losses.pointwise_bce import pointwise_bce_loss
+from crossdistill.losses.total import SOFT_LOSSES, distillation_loss
 
 __all__ = ["listwise_kl_loss", "contrastive_margin_loss", "negative_penalty_loss", "in_batch_infonce_loss",
            "margin_mse_loss", "distillation_loss", "SOFT_LOSSES", "localized_contrastive_loss", "pointwise_bce_loss"]

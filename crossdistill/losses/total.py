@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from .contrastive import contrastive_margin_loss
-from .infonce import in_batch_infonce_loss
-from .kl import listwise_kl_loss
-from .margin_mse import margin_mse_loss
-from .negative_penalty import negative_penalty_loss
+from crossdistill.losses.contrastive import contrastive_margin_loss
+from crossdistill.losses.infonce import in_batch_infonce_loss
+from crossdistill.losses.kl import listwise_kl_loss
+from crossdistill.losses.margin_mse import margin_mse_loss
+from crossdistill.losses.negative_penalty import negative_penalty_loss
 
 SOFT_LOSSES = ("kl", "margin_mse")
 

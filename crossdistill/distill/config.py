@@ -1,0 +1,127 @@
+"""``train_distillation_pipeline.py``'s settings. The loss settings a flag leaves unset are filled by the recipe
+(:data:`crossdistill.distill.recipes.STUDENT_RECIPES`), whose values the help texts show."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from crossdistill.core.errors import UsageError
+from crossdistill.core.settings import (
+    AT_LEAST_1,
+    LOSS_WEIGHT,
+    MAX_LEN,
+    POSITIVE,
+    SCALE,
+    TEMPERATURE,
+    TrainingConfig,
+    setting,
+)
+from crossdistill.data.candidates import DEFAULT_K, DEFAULT_NEGATIVE_SOURCE
+from crossdistill.data.config import Mining
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudentConfig(TrainingConfig, Mining):
+    """``train_distillation_pipeline.py``'s settings. The loss settings a flag leaves unset (None) are filled by the
+    recipe (:meth:`resolve`); the scale and the score cache are resolved by the run."""
+
+    teacher_path: str | None = setting(None, "the teacher: a cross-encoder folder (train_teacher_model.py's, a "
+                                              "sentence-transformers CrossEncoder, a one-label transformers classifier) "
+                                              "or hub id; several teachers: repeat the flag or give a comma list (their "
+                                              "scores standardised per query and averaged, --teacher_weights)",
+                                       repeatable=True)
+    teacher_weights: str | None = setting(None, "with several --teacher_path: one weight per teacher, e.g. 2,1 "
+                                                "(default equal)")
+    teacher_scores: str | None = setting(None, "train on teacher scores instead of a teacher model: a JSONL in "
+                                               "FlagEmbedding's layout (query, pos, neg, pos_scores, neg_scores), e.g. "
+                                               "written by teacher_scores.py; default without --teacher_path: the data "
+                                               "version's teacher_scores.jsonl (prepared from a scored source)")
+    student_name: str = setting("minilm-l6", "student: folder, hub id (e.g. intfloat/multilingual-e5-large-instruct) or "
+                                             "alias (minilm-l6, multilingual-e5-small)")
+    output_dir: str = setting(help="folder of the published student (checkpoints while training)")
+    batch_size: int = setting(16, "queries per step and process (each with K candidates); global batch = this x "
+                                  "processes", check=AT_LEAST_1)
+    lr: float = setting(2e-5, "learning rate (AdamW, linear warm-up and decay)", check=POSITIVE)
+    max_len: int = setting(256, "max tokens per query/passage for the student", check=MAX_LEN)
+    K: int = setting(DEFAULT_K, "candidates per query: positives, CSV negatives, mined negatives", check=(lambda v: v >= 2, ">= 2"))
+    recipe: str = setting("ranking", "loss settings every unset loss flag takes: 'ranking' = KL from teacher logits to "
+                                     "scale*cos + in-batch InfoNCE (measured best); 'original' = SPEC.md's KL(prob/0.2) + "
+                                     "0.3 contrastive + 0.4 negative penalty", choices=["ranking", "original"])
+    tau: float | None = setting(None, "teacher temperature of the listwise KL (ranking 1.0, original 0.2)",
+                                check=TEMPERATURE)
+    contrastive_weight: float | None = setting(None, "weight of the margin term (ranking 0, original 0.3)",
+                                               check=LOSS_WEIGHT)
+    negative_penalty_weight: float | None = setting(None, "weight of the negative-score penalty (ranking 0, original 0.4)",
+                                                    check=LOSS_WEIGHT)
+    negative_source: str = setting(DEFAULT_NEGATIVE_SOURCE, "how lists are filled up to K beyond the CSV's negatives",
+                                   choices=["bm25", "model", "random"])
+    soft_labels: str | None = setting(None, "teacher scores fed to softmax(./tau): sigmoid probabilities (original) or "
+                                            "logits (ranking)", choices=["prob", "logit"])
+    soft_loss: str | None = setting(None, "soft-label term: listwise KL, or MarginMSE (Hofstaetter et al.) on scale*cos "
+                                          "(default kl)", choices=["kl", "margin_mse"])
+    soft_weight: float | None = setting(None, "weight of the soft-label term (default 1)", check=LOSS_WEIGHT)
+    kl_student: str | None = setting(None, "the KL's student side: 'scaled' = softmax(scale*cos) (ranking), 'tau' = "
+                                           "softmax(((cos+1)/2)/tau) (original)", choices=["scaled", "tau"])
+    infonce_weight: float | None = setting(None, "weight of the in-batch InfoNCE on labelled positives, every other "
+                                                 "passage of the batch a negative (ranking 1, original 0)",
+                                           check=LOSS_WEIGHT)
+    kl_tau_squared: bool = setting(False, "multiply the KL by tau^2 (Hinton et al.; sentence-transformers' "
+                                          "DistillKLDivLoss), so its weight against InfoNCE does not move with --tau")
+    scale: float | None = setting(None, "inverse temperature on cosines for InfoNCE, MarginMSE and the scaled KL "
+                                        "(default: the student's own, 100 for e5 models, 20 otherwise)", check=SCALE)
+    teacher_fusion: str | None = setting(None, "soft labels = z(teacher logit) + sum of w*z(source) per query, e.g. "
+                                               "'bm25=0.5' or 'bm25=0.5,student=0.2'; 'none' = the teacher alone")
+    fusion_model: str | None = setting(None, "with --teacher_fusion dense=W: the bi-encoder (folder or alias) whose cosines "
+                                             "are the dense source, e.g. a student trained on the labels alone")
+    val_pool: str = setting("auto", "passages the val queries are ranked against: 'corpus' = the corpus prepared with "
+                                    "the data (BEIR, or prepare_data.py --corpus), 'csv' = the val CSV's passages, "
+                                    "'auto' = corpus when the data has one, else csv", choices=["auto", "csv", "corpus"])
+    positive_definition: str = setting("label", "which candidates count as positives in the contrastive, InfoNCE and "
+                                                "MarginMSE terms: ground-truth labels, or teacher prob > 0.5 (original)",
+                                       choices=["label", "teacher"])
+    cross_device_negatives: bool = setting(False, "every other passage of the global batch is also a negative of each "
+                                                  "query, in the contrastive term and the in-batch InfoNCE: gathered "
+                                                  "from all processes with gradients (one process: the batch's own)")
+    allow_weaker_teacher: bool = setting(False, "distil even when the teacher ranks the val pool worse than the starting "
+                                                "student")
+    keep: str = setting("best", "which model to publish: 'best' = highest val MRR@10, the starting student included; "
+                                "'last' = the last epoch's (e.g. when calibrated scores matter more than ranking)",
+                        choices=["best", "last"])
+    guard_k: int = setting(20, "teacher reranks the student's top-k of the val pool for the guard", check=AT_LEAST_1)
+    micro_batch_size: int | None = setting(None, "max texts per forward pass (gradients combined exactly); set "
+                                                 "automatically on out-of-memory", check=AT_LEAST_1)
+    score_cache: str | None = setting(None, "SQLite file of teacher scores (default: per-teacher file in the cache)")
+    export: str | None = setting(None, "also export the published student for serving: 'onnx', 'onnx-int8' or both "
+                                       "('onnx,onnx-int8'); see export_student.py")
+
+    def resolve(self):
+        from crossdistill.distill.recipes import STUDENT_RECIPES
+
+        unset = {k: v for k, v in STUDENT_RECIPES[self.recipe].items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **unset)
+
+    def check(self) -> None:
+        from crossdistill.distill.fusion import parse_fusion
+        from crossdistill.models.export import parse_formats
+
+        if self.teacher_path and self.teacher_scores:
+            raise UsageError("--teacher_path and --teacher_scores both name the teacher; pass one: the model (its scores "
+                             "are computed and cached) or the scores file (no model needed)")
+        if self.teacher_weights is not None:
+            from crossdistill.teach.scores import parse_weights, split_paths
+
+            parse_weights(self.teacher_weights, len(split_paths(self.teacher_path)) or 1)
+        if not any((self.soft_weight, self.infonce_weight, self.contrastive_weight, self.negative_penalty_weight)):
+            raise UsageError("every loss term is weighted 0 (--soft_weight, --infonce_weight, --contrastive_weight, "
+                             "--negative_penalty_weight), so the student would train at loss 0 and learn nothing; give one "
+                             "a weight > 0")
+        if ("dense" in parse_fusion(self.teacher_fusion)) != bool(self.fusion_model):
+            raise UsageError("--teacher_fusion dense=W and --fusion_model go together: the dense source is the cosine of "
+                             "the --fusion_model bi-encoder")
+        if parse_fusion(self.teacher_fusion) and self.soft_labels == "prob":  # a malformed spec is refused there
+            raise UsageError("--teacher_fusion fuses the teacher's logits (per-query z-scores), so it cannot be combined "
+                             "with --soft_labels prob (the original recipe's default); pass --soft_labels logit, or leave "
+                             "fusion out")
+        parse_formats(self.export)
+        super().check()

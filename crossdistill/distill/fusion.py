@@ -1,0 +1,116 @@
+"""Teacher fusion: soft labels that combine the teacher's logits with other rankers' scores.
+
+``--teacher_fusion "bm25=0.5"`` gives each candidate the score z(teacher) + 0.5 · z(BM25), where z
+standardises a score over the query's own candidate list (mean 0, standard deviation 1), so rankers on
+different scales add up. Sources: ``bm25`` (lexical, bm25s over the training passages), ``student`` (the
+starting student's cosine — the zero-shot model's own view) and ``dense`` (the cosine of another bi-encoder,
+``--fusion_model``: e.g. a student trained on the labels alone, the strongest ranker a first round gives — hybrid
+lexical + dense fusion is ahead of either alone). The student then learns an order that holds the signals it lacks
+on its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from crossdistill.core.errors import UsageError
+
+SOURCES = ("bm25", "student", "dense")
+
+
+def parse_fusion(spec: str | None) -> dict[str, float]:
+    """``"bm25=0.5,student=0.2"`` → {"bm25": 0.5, "student": 0.2}; ``none`` / empty → {}."""
+    if spec is None or spec.strip().lower() in ("", "none"):
+        return {}
+    out: dict[str, float] = {}
+    for part in spec.split(","):
+        name, sep, weight = part.partition("=")
+        name = name.strip()
+        if not sep or name not in SOURCES:
+            raise UsageError(f"--teacher_fusion takes source=weight pairs with sources {', '.join(SOURCES)} "
+                             f"(e.g. bm25=0.5); got {spec!r}")
+        try:
+            w = float(weight)
+        except ValueError:
+            raise UsageError(f"--teacher_fusion weight of {name} must be a number (got {weight!r}); e.g. bm25=0.5") from None
+        if not np.isfinite(w) or w < 0 or w > 1000:
+            raise UsageError(f"--teacher_fusion weight of {name} must be between 0 and 1000 (got {weight!r}); e.g. bm25=0.5")
+        out[name] = w
+    return out
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """Standardise one list of scores; a constant list becomes zeros."""
+    x = np.asarray(x, dtype=np.float64)
+    sd = x.std()
+    return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
+
+
+def fuse(teacher: list[np.ndarray], others: dict[str, list[np.ndarray]], weights: dict[str, float]) -> list[np.ndarray]:
+    """Per list: z(teacher) + Σ_s w_s · z(others[s]). Lists are the per-query candidate score arrays."""
+    out = []
+    for i, t in enumerate(teacher):
+        f = zscore(t)
+        for name, w in weights.items():
+            f = f + w * zscore(others[name][i])
+        out.append(f.astype(np.float32))
+    return out
+
+
+def bm25_candidate_scores(queries: list[str], candidates: list[list[str]], pool: list[str] | None = None) -> list[np.ndarray]:
+    """BM25 score of each query's candidates, over an index of ``pool`` (the collection the candidates are drawn from,
+    whose document frequencies give the IDF; every candidate is added to it if missing) or, without one, of all
+    distinct candidate passages."""
+    from crossdistill.data.mining import BM25Miner
+
+    pool = list(dict.fromkeys([*(pool or []), *(p for c in candidates for p in c)]))
+    where = {p: i for i, p in enumerate(pool)}
+    miner = BM25Miner(pool)
+    out = []
+    for s in range(0, len(queries), 256):  # (256, pool) at a time: bounded memory
+        scores = miner.scores(queries[s:s + 256])
+        out += [scores[r, [where[p] for p in c]] for r, c in enumerate(candidates[s:s + 256])]
+    return out
+
+
+def build_soft_labels(logits: list[np.ndarray], queries: list[str], candidates: list[list[str]], kind: str,
+                      weights: dict[str, float], *, bm25_pool: list[str] | None = None,
+                      student_cos: list[np.ndarray] | None = None,
+                      dense_cos: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """The soft labels of candidate lists — the one builder the training lists and the teacher guard share, so the
+    guard judges exactly what the student will learn from.
+
+    Args:
+        logits: per list (K_i,) the teacher's logits of ``(queries[i], candidates[i][j])``.
+        kind: ``"logit"`` (the logits as they are) or ``"prob"`` (sigmoid probabilities, the original's); with
+            ``weights`` only ``"logit"`` (fusion standardises each source per list: probabilities would be refused
+            earlier by the command line).
+        weights: fusion weights per source (``parse_fusion``); empty = the teacher alone.
+        bm25_pool: the collection BM25's IDF is computed over: the prepared version's corpus when it has one (for the
+            training lists and the guard alike), else the pool the lists are drawn from.
+        student_cos: per list (K_i,) the starting student's cosines, needed when ``weights`` has ``student``.
+        dense_cos: per list (K_i,) the ``--fusion_model``'s cosines, needed when ``weights`` has ``dense``.
+
+    Returns:
+        per list a float32 (K_i,) array.
+    """
+    if weights:
+        if kind != "logit":
+            raise ValueError("fusion combines teacher logits; soft labels 'prob' cannot be fused")
+        others = {}
+        if "bm25" in weights:
+            others["bm25"] = bm25_candidate_scores(queries, candidates, bm25_pool)
+        if "student" in weights:
+            if student_cos is None:
+                raise ValueError("fusion with 'student' needs the starting student's cosines")
+            others["student"] = student_cos
+        if "dense" in weights:
+            if dense_cos is None:
+                raise ValueError("fusion with 'dense' needs the fusion model's cosines")
+            others["dense"] = dense_cos
+        return fuse(logits, others, weights)
+    if kind == "logit":
+        return [np.asarray(t, dtype=np.float32).copy() for t in logits]
+    import torch
+
+    return [torch.sigmoid(torch.from_numpy(np.asarray(t, dtype=np.float32).copy())).numpy() for t in logits]
