@@ -201,3 +201,50 @@ def same_weights(a: Path, b: Path) -> bool:
 
     wa, wb = model_weights(a), model_weights(b)
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# --------------------------------------------------------------------------- the hostile-input tests' folders
+def user_folder(path: Path) -> dict:
+    """A folder of a user's own files; returns {name: content} to compare against later."""
+    path.mkdir(parents=True, exist_ok=True)
+    files = {"thesis.tex": "my thesis", "data.csv": "a,b\n1,2\n"}
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return files
+
+
+def untouched(path: Path, files: dict) -> bool:
+    return all((path / n).is_file() and (path / n).read_text() == t for n, t in files.items())
+
+
+def finished_model(path: Path, stage: str) -> dict:
+    """A published result of this toolkit (done.json naming the stage) with its weights."""
+    path.mkdir(parents=True)
+    files = {"model.safetensors": "WEIGHTS", "config.json": "{}", "done.json": json.dumps({"stage": stage})}
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return files
+
+
+def user_folder_with_report(path: Path) -> dict:
+    """A user's folder holding a report.md and a figs/ folder (names an evaluation also writes)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "figs").mkdir(exist_ok=True)
+    files = {"thesis.tex": "my thesis", "figs/plot.png": "PNG", "report.md": "# my own report"}
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return files
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under ``folder`` and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def finished_student(tmp_path, reference_student):
+    """A copy of the reference student (a finished run: done.json, events.jsonl, weights) to overwrite."""
+    ref, _ = reference_student
+    out = tmp_path / "student"
+    shutil.copytree(ref, out)
+    return out

@@ -3,10 +3,12 @@
 import json
 
 import pandas as pd
+import pytest
 
 from conftest import KORQUAD, run_in_process
 
 
+@pytest.mark.slow
 def test_korean_mini_pipeline(tmp_path, e5_small):
     env = {"CROSSDISTILL_CACHE": str(e5_small.parent)}
     proc = run_in_process("prepare_data.py", "--source", KORQUAD, "--data_version", "ko", "--data_root", tmp_path,

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import ROOT, STUDENT_ARGS, model_weights
@@ -29,6 +30,7 @@ def step_losses(folder):
     return [(e["epoch"], e["loss"]) for e in ev if e["event"] == "step"]
 
 
+@pytest.mark.slow
 def test_teacher_under_two_processes(tmp_path, tiny_minilm, scifact_version):
     """2 processes x batch 4 (each split into 2 micro-batches) train the teacher exactly as 1 process x batch 8: with
     dropout off the weights agree to float precision; with the gradient all-reduce broken, rank 0 would step on half
@@ -60,6 +62,7 @@ def test_teacher_under_two_processes(tmp_path, tiny_minilm, scifact_version):
     assert diff < 1e-4 < moved, (diff, moved)  # the same training, and training that did move the weights
 
 
+@pytest.mark.slow
 def test_two_processes_killed_resumed_by_monitor_match_one_process(tmp_path, reference_student, tiny_teacher, tiny_minilm,
                                                                     scifact_version, score_cache_env):
     """2 processes x batch 2 under the monitor, SIGKILLed at step 5 and resumed, vs 1 process x batch 4."""
@@ -90,6 +93,7 @@ def test_two_processes_killed_resumed_by_monitor_match_one_process(tmp_path, ref
     assert diff < 2e-3, diff  # same global batches; only the per-process dropout streams differ
 
 
+@pytest.mark.slow
 def test_cross_device_negatives_two_processes_match_one(tmp_path, tiny_minilm, scifact_version):
     """--cross_device_negatives: 2 processes x 2 queries give the gradient of 1 process x 4 queries, because each
     process's queries see the other process's passages (gathered with gradients) as negatives."""
@@ -98,7 +102,7 @@ def test_cross_device_negatives_two_processes_match_one(tmp_path, tiny_minilm, s
 
     root, v = scifact_version
     val = root / v / "val.csv"
-    proc = launch(29614, "tests/ddp_gradient_check.py", tiny_minilm, val, tmp_path / "g2.pt", launcher=TORCHRUN)
+    proc = launch(29614, "tests/distill/ddp_gradient_check.py", tiny_minilm, val, tmp_path / "g2.pt", launcher=TORCHRUN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = torch.load(tmp_path / "g2.pt")
     one = gradient(str(tiny_minilm), str(val), Accelerator(cpu=True))

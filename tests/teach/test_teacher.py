@@ -47,6 +47,7 @@ def test_teacher_folder_contents(trained_teacher):
     assert (trained_teacher / "adapter" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_crossencoder_and_automodel_load_the_saved_teacher(trained_teacher, scifact_version):
     from sentence_transformers import CrossEncoder
 
@@ -130,6 +131,7 @@ def test_lora_save_load_same_scores_head_included(tmp_path, tiny_minilm, scifact
     assert np.abs(CrossEncoderTeacher.from_base(resolve_model(str(tiny_minilm)), 64).score(pairs) - in_memory).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_and_listwise(tmp_path, tiny_minilm, scifact_version):
     from safetensors.torch import load_file
 
@@ -204,6 +206,7 @@ def test_bad_model_name(tmp_path, scifact_version):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_teacher_sigkill_then_resume_gives_identical_weights(tmp_path, tiny_teacher, tiny_minilm, scifact_version):
     """The tiny_teacher run again, SIGKILLed at step 5 (after the step-4 checkpoint), then --resume: same weights."""
     root, v = scifact_version

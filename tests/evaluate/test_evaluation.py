@@ -15,6 +15,7 @@ ORIGINAL_KEYS = {"avg_positive_score", "std_positive_score", "avg_negative_score
                  "std_margin", "uniformity", "num_samples"}
 
 
+@pytest.mark.slow
 def test_ranking_metrics_hand_checked():
     qrels = {"q1": {"a": 1}, "q2": {"b": 1, "c": 1}}
     run = {"q1": {"x": 0.9, "a": 0.8, "y": 0.1},   # relevant at rank 2
@@ -99,6 +100,7 @@ def small_test_csv(tmp_path_factory, scifact_version):
     return path
 
 
+@pytest.mark.slow
 def test_full_evaluation_with_baselines(tmp_path, reference_student, tiny_teacher, tiny_minilm, small_test_csv):
     student, _ = reference_student
     out = tmp_path / "eval"
@@ -136,6 +138,7 @@ def test_document_ids_reach_ranx_at_one_width():
     assert ranking_metrics(qrels, run) == ranking_metrics(pq, pr)
 
 
+@pytest.mark.slow
 def test_full_corpus_retrieval(tmp_path, tiny_minilm, small_test_csv):
     """Over the whole SciFact corpus (5,183 passages), for the BM25 baseline and a bi-encoder."""
     out = tmp_path / "eval"

@@ -68,6 +68,7 @@ def test_identity_activation_is_read_from_the_folder(resaved, tmp_path):
     assert inspect_teacher(folder).activation == "identity"
 
 
+@pytest.mark.slow
 def test_student_distils_from_a_crossencoder_folder_exactly_as_from_the_toolkit_teacher(
         reference_student, resaved, tiny_minilm, scifact_version, score_cache_env, tmp_path):
     ref, _ = reference_student
@@ -132,6 +133,7 @@ def test_fine_tuning_a_reranker_says_which_pooling_it_chose(resaved, scifact_ver
     assert saved["pooling"] == "cls" and saved["head_lr"] == 5e-5  # a trained head at the encoder's rate
 
 
+@pytest.mark.slow
 def test_exported_scores_train_the_same_student_bit_for_bit(reference_student, tiny_teacher, tiny_minilm,
                                                             scifact_version, score_cache_env, tmp_path):
     ref, _ = reference_student
@@ -217,6 +219,7 @@ def test_bad_scores_files_are_refused_naming_the_row(bad, fragment, tiny_minilm,
     assert not (tmp_path / "data" / "bad").exists()
 
 
+@pytest.mark.slow
 def test_a_scored_source_trains_a_student_with_no_teacher_model(tmp_path, tiny_minilm, score_cache_env):
     from conftest import SCIFACT
     from crossdistill.data import versions as data

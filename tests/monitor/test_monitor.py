@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ROOT, assert_usage_error, load_script, run_in_process, run_script, same_weights, student_command
 from crossdistill.core.checkpoint import find_latest
 
@@ -31,6 +33,7 @@ def steps(out):
     return sorted({json.loads(x)["step"] for x in (out / "events.jsonl").read_text().splitlines() if '"event": "step"' in x})
 
 
+@pytest.mark.slow
 def test_sigkill_in_both_epochs_and_inside_a_checkpoint_same_weights(tmp_path, reference_student, tiny_teacher, tiny_minilm,
                                                                      scifact_version, score_cache_env):
     ref, _ = reference_student
@@ -73,6 +76,7 @@ def test_torn_checkpoint_is_never_latest(tmp_path):
     assert find_latest(root)[0] == good
 
 
+@pytest.mark.slow
 def test_oom_nan_stall_recovered(tmp_path, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
     out = tmp_path / "run"
     faults = {"fatal_oom_at_steps": [2], "nan_at_steps": [5], "stall_at_steps": [8], "once_dir": str(tmp_path / "once")}
@@ -87,6 +91,7 @@ def test_oom_nan_stall_recovered(tmp_path, tiny_teacher, tiny_minilm, scifact_ve
     assert steps(out) == list(range(1, 13))  # no step lost (the evaluation the monitor runs next: the pipeline test)
 
 
+@pytest.mark.slow
 def test_crash_loop_gives_up_after_the_cap(tmp_path, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
     out = tmp_path / "run"
     proc = monitor(out, student_command(out, tiny_teacher, tiny_minilm, scifact_version), {"crash_at_steps": [0]},
@@ -98,6 +103,7 @@ def test_crash_loop_gives_up_after_the_cap(tmp_path, tiny_teacher, tiny_minilm, 
     assert not (out / "done.json").exists()
 
 
+@pytest.mark.slow
 def test_reattach_after_monitor_death_and_second_monitor_refused(tmp_path, tiny_teacher, tiny_minilm, scifact_version,
                                                                  score_cache_env):
     out = tmp_path / "run"
@@ -127,6 +133,7 @@ def test_monitor_bad_usage(tmp_path):
     assert_usage_error(run_script("realtime_monitor.py", "--output_dir", tmp_path / "x"), "no command was given")
 
 
+@pytest.mark.slow
 def test_pipeline_quick_runs_teacher_student_and_evaluation(tmp_path, tiny_minilm, scifact_version, score_cache_env):
     """The README's main job (`--pipeline quick`), made tiny by extra flags that override the preset."""
     root, v = scifact_version

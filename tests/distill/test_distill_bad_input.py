@@ -1,0 +1,141 @@
+"""Hostile input against the student stage: teachers that are not finished, flags that cannot train anything, overwrites
+that must leave the finished run whole. Each test names its issue (#14, #26, #38)."""
+
+import shutil
+
+import pytest
+
+from conftest import SCIFACT, assert_usage_error, run_in_process, snapshot
+from crossdistill.core.errors import UsageError
+
+
+def test_max_len_beyond_the_model_is_refused_at_start(tmp_path, tiny_minilm, scifact_version, tiny_teacher):
+    """Issue #14."""
+    root, v = scifact_version
+    proc = run_in_process("evaluate_final_model.py", "--model_path", tiny_minilm, "--test_data", root / v / "test.csv",
+                      "--output_dir", tmp_path / "e", "--max_len", "4096")
+    assert_usage_error(proc, "--max_len 4096 is longer than", "512")
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_half_published_teacher_is_refused_by_name(tmp_path):
+    """Issue #14."""
+    from crossdistill.models.teacher_folder import inspect_teacher
+
+    t = tmp_path / "teacher"
+    t.mkdir()
+    (t / "config.json").write_text("{}")
+    (t / "lora_config.json").write_text("{}")
+    with pytest.raises(UsageError, match="no weights"):
+        inspect_teacher(t)
+
+
+def test_a_student_is_never_published_over_its_teacher(tmp_path, tiny_teacher, tiny_minilm, scifact_version,
+                                                        score_cache_env):
+    """Issue #26: 4."""
+    root, v = scifact_version
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher, teacher)
+    before = snapshot(teacher)
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", teacher, "--output_dir", teacher,
+                          "--student_name", tiny_minilm, "--data_root", root, "--data_version", v, "--overwrite",
+                          env=score_cache_env)
+    assert_usage_error(proc, "holds a teacher folder", "not a student one")
+    assert snapshot(teacher) == before
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", teacher, "--output_dir", teacher / "student",
+                          "--student_name", tiny_minilm, "--data_root", root, "--data_version", v, env=score_cache_env)
+    assert_usage_error(proc, "--output_dir", "lies inside --teacher_path")
+    assert snapshot(teacher) == before
+
+
+# --------------------------------------------------------------------------- 5, 6: a failed --overwrite changes nothing
+@pytest.mark.slow
+@pytest.mark.parametrize("problem", ["student_name", "csv_cell", "max_len"])
+def test_overwrite_with_a_bad_input_leaves_the_finished_run_whole(tmp_path, finished_student, tiny_teacher, tiny_minilm,
+                                                                  scifact_version, score_cache_env, problem):
+    """Issue #26: 5: every input is validated before the folder is claimed: done.json and events.jsonl stay as they were."""
+    root, v = scifact_version
+    before = snapshot(finished_student)
+    args = ["--teacher_path", tiny_teacher, "--output_dir", finished_student, "--student_name", tiny_minilm, "--data_root",
+            root, "--data_version", v, "--overwrite", "--max_len", "48"]
+    if problem == "student_name":
+        args[args.index("--student_name") + 1] = str(tmp_path / "no-such-model")
+    elif problem == "max_len":
+        args[args.index("--max_len") + 1] = "100000"
+    else:
+        from crossdistill.data.versions import read_triplets, write_triplets
+
+        data = tmp_path / "data"
+        shutil.copytree(root / v, data / v)
+        df = read_triplets(data / v / "train.csv")
+        df.loc[3, "positive"] = " "
+        write_triplets(df, data / v / "train.csv")
+        args[args.index("--data_root") + 1] = str(data)
+    proc = run_in_process("train_distillation_pipeline.py", *args, env=score_cache_env)
+    assert_usage_error(proc)
+    assert snapshot(finished_student) == before
+
+
+@pytest.mark.slow
+def test_guard_refusal_under_overwrite_restores_events_too(finished_student, tiny_teacher, tiny_minilm, scifact_version,
+                                                           score_cache_env):
+    """Issue #26: 6: the weak tiny teacher is refused by the guard after the folder was claimed: the previous result comes back
+    exactly, events.jsonl included, and nothing of the refused run is left."""
+    from conftest import STUDENT_ARGS
+
+    root, v = scifact_version
+    before = snapshot(finished_student)
+    args = [a for a in STUDENT_ARGS if a != "--allow_weaker_teacher"]
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_teacher, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", finished_student, "--overwrite", *args,
+                          env=score_cache_env)
+    assert_usage_error(proc, "teacher ranks worse")
+    assert snapshot(finished_student) == before
+
+
+# --------------------------------------------------------------------------- 12, 14, 19: silent wrongs and ranges
+def test_flags_that_cannot_train_anything_are_refused(tmp_path, tiny_minilm, tiny_teacher, scifact_version):
+    """Issue #26."""
+    root, v = scifact_version
+    student = ["--teacher_path", tiny_teacher, "--output_dir", tmp_path / "s", "--student_name", tiny_minilm, "--data_root",
+               root, "--data_version", v]
+    assert_usage_error(run_in_process("train_distillation_pipeline.py", *student, "--soft_weight", "0", "--infonce_weight",
+                                      "0"), "every loss term is weighted 0")
+    for value in ("nan", "inf", "-inf"):
+        assert_usage_error(run_in_process("train_teacher_model.py", "--output_dir", tmp_path / "t", f"--pos_weight={value}"),
+                           "--pos_weight must be 'auto' or a finite number")
+    for seed in ("-1", str(2**32)):
+        for script, extra in (("train_teacher_model.py", ["--output_dir", tmp_path / "t"]),
+                              ("train_distillation_pipeline.py", student),
+                              ("prepare_data.py", ["--source", SCIFACT, "--data_version", "x", "--data_root", tmp_path])):
+            assert_usage_error(run_in_process(script, *extra, "--seed", seed), "--seed must be between 0 and 4294967295")
+    # a prefix that alone fills --max_len: every query would be the same text
+    assert_usage_error(run_in_process("train_distillation_pipeline.py", *student, "--max_len", "16", "--query_prefix",
+                                      "represent this scientific claim for retrieving the abstracts that support it: ",
+                                      "--allow_weaker_teacher"), "--query_prefix", "nothing of the text would remain")
+    assert_usage_error(run_in_process("train_teacher_model.py", "--model_name", tiny_minilm, "--data_root", root,
+                                      "--data_version", v, "--output_dir", tmp_path / "t", "--max_len", "12",
+                                      "--passage_prefix", "a long passage prefix that fills every token of the input"),
+                       "nothing of the text would remain")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "t").exists()
+
+
+def test_a_teacher_without_done_json_is_refused(tmp_path, tiny_teacher, tiny_minilm, scifact_version):
+    """Issue #26: 14."""
+    root, v = scifact_version
+    half = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher, half)
+    (half / "done.json").unlink()
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", half, "--output_dir", tmp_path / "s",
+                          "--student_name", tiny_minilm, "--data_root", root, "--data_version", v)
+    assert_usage_error(proc, "no done.json", "--resume")
+
+
+@pytest.mark.parametrize("flag, value", [("--weight_decay", "1e300"), ("--scale", "1e300"), ("--soft_weight", "1e300"),
+                                         ("--infonce_weight", "inf"), ("--teacher_fusion", "bm25=1e300")])
+def test_absurd_loss_settings_name_the_flag(flag, value, tmp_path):
+    """Issue #38: At 1e300 these ended as 'loss became nan, lower --lr' and the monitor halved the lr."""
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tmp_path, "--output_dir", tmp_path / "o",
+                          f"{flag}={value}")
+    assert_usage_error(proc, flag.split("=")[0])
+    assert not (tmp_path / "o").exists()
