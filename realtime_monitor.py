@@ -36,11 +36,10 @@ def parse_args(argv=None) -> MonitorConfig:
 
 def main(argv=None):
     from crossdistill.monitor.pipeline import pipeline_commands
-    from crossdistill.monitor.supervisor import Policy, Supervisor
+    from crossdistill.monitor.supervisor import Supervisor
 
     cfg = parse_args(argv)
-    policy = Policy(cfg.stall_timeout, cfg.max_restarts, cfg.restart_window, cfg.backoff, poll=cfg.poll,
-                    status_every=cfg.status_every, startup_timeout=cfg.startup_timeout, eval_timeout=cfg.eval_timeout)
+    policy = cfg  # the supervisor reads its timeouts, restart cap, back-off and poll from the monitor's settings
     eval_dir = Path(cfg.eval_output_dir) if cfg.eval_output_dir else None
     if not cfg.pipeline:
         return Supervisor(list(cfg.command), Path(cfg.output_dir), policy, not cfg.no_evaluate, eval_dir,

@@ -30,10 +30,10 @@ from crossdistill.core.training import (  # noqa: E402
 )
 from crossdistill.data import versions as data  # noqa: E402
 from crossdistill.data.candidates import build_candidates  # noqa: E402
+from crossdistill.distill.batch import collate  # noqa: E402
 from crossdistill.distill.inputs import DistillData
 from crossdistill.distill.recipes import loss_settings  # noqa: E402
 from crossdistill.distill.step import forward_backward  # noqa: E402
-from crossdistill.distill.train import _collate
 from crossdistill.models.resolve import resolve_model  # noqa: E402
 from crossdistill.models.student import BiEncoderStudent  # noqa: E402
 from crossdistill.teach.score_cache import cached_teacher_logits  # noqa: E402
@@ -72,8 +72,10 @@ def ours_epoch(lists, teacher, args, epoch: int) -> tuple[float, int]:
     texts = 0
     t0 = time.perf_counter()
     for s in range(0, len(order), args.batch_size):
-        batch, t, pos = _collate(run, order[s:s + args.batch_size])
-        forward_backward(student, batch, t, pos, ns, None, 1, acc)
+        idx = order[s:s + args.batch_size]
+        batch = collate([run.lists[i] for i in idx], [run.soft_labels[i] for i in idx], student.query_prefix,
+                        student.passage_prefix)
+        forward_backward(student, batch, ns, None, 1, acc)
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
         sched.step()

@@ -3,7 +3,7 @@
 16 heads, FFN 4,096, vocabulary 250,002, two token types for the MiniLM tokenizer's pair ids; random initialisation —
 weights do not change the arithmetic), max_len 256,
 bf16 on a GPU: tokens per second, model FLOP utilisation and peak memory, full fine-tuning and LoRA, at several batch
-sizes, through the toolkit's own step code (``teacher_training.teacher_step``, ``student_step.forward_backward``)
+sizes, through the toolkit's own step code (``teach.train.teacher_step``, ``distill.step.forward_backward``)
 on real SciFact text.
 
 FLOPs per step = 6 x non-embedding parameters x tokens + 12 x layers x hidden x Σ_sequences length² (attention), the
@@ -110,6 +110,7 @@ def measure(stage: str, folder: Path, batch: int, lora: bool, a, shape: dict) ->
             teacher_step(teacher, examples, cfg, 1.0, 1, acc)
     else:
         from crossdistill.data.candidates import CandidateList
+        from crossdistill.distill.batch import collate
         from crossdistill.distill.recipes import loss_settings
         from crossdistill.distill.step import forward_backward
         from crossdistill.models.student import BiEncoderStudent
@@ -122,14 +123,16 @@ def measure(stage: str, folder: Path, batch: int, lora: bool, a, shape: dict) ->
         lists = [CandidateList(queries[i % len(queries)], [passages[(i * a.K + k) % len(passages)] for k in range(a.K)],
                                [True] + [False] * (a.K - 1)) for i in range(batch)]
         soft = torch.randn(batch, a.K)
-        positive = torch.tensor([c.positive for c in lists])
         tok = acc.unwrap_model(student).st.tokenizer
         texts = [c.query for c in lists] + list(dict.fromkeys(p for c in lists for p in c.passages))
         lengths = [len(x) for x in tok(texts, truncation=True, max_length=a.max_len)["input_ids"]]
         settings = loss_settings("ranking")
 
+        unwrapped = acc.unwrap_model(student)
+        prepared = collate(lists, list(soft), unwrapped.query_prefix, unwrapped.passage_prefix)
+
         def run():
-            forward_backward(student, lists, soft, positive, settings, None, 1, acc)
+            forward_backward(student, prepared, settings, None, 1, acc)
 
     model = teacher.model if stage == "teacher" else student
     params = sum(p.numel() for n, p in acc.unwrap_model(model).named_parameters() if "embeddings" not in n)

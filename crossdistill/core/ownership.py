@@ -73,9 +73,6 @@ def folder_kind(path: str | os.PathLike) -> str | None:
     return None
 
 
-def is_ours(path: str | os.PathLike, kind: str) -> bool:
-    """True if ``path`` is a ``kind`` folder this toolkit wrote (:func:`folder_kind`)."""
-    return folder_kind(path) == kind
 
 
 def mark_owner(folder: Path, kind: str, files=None) -> None:

@@ -3,6 +3,9 @@
 Each list holds K passages: the query's positives first (at most K - 1, so a negative always fits),
 its CSV negatives, then negatives mined from the pool of all distinct passages in the CSV
 (``bm25``, ``model`` or ``random``), deduplicated, never one of the query's known positives.
+
+The student still mines here, after prepare_data.py did: K is the student's setting, chosen after a version is
+prepared, so a list the version cannot fill to K (prepare's 4 mined + 3 random negatives per positive) is topped up.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 
 from crossdistill.data import versions as data
 from crossdistill.data.mining import MiningRule, make_miner, pick_negatives
+from crossdistill.data.records import group_rows
 
 DEFAULT_K = 16  # candidates per query (the student's and teacher_scores.py's --K)
 DEFAULT_NEGATIVE_SOURCE = "bm25"  # how lists are filled up to K beyond the CSV's negatives
@@ -28,14 +32,9 @@ def build_candidates(df, K: int, negative_source: str, seed: int, mining_model: 
 
     stats: queries, K, short_lists (fewer than K passages available), mean_candidates, mined_negatives.
     """
-    positives: dict[str, list[str]] = {}
-    negatives: dict[str, list[str]] = {}
-    for a, p, n in df[list(data.COLUMNS)].itertuples(index=False):
-        if p not in positives.setdefault(a, []):
-            positives[a].append(p)
-        negatives.setdefault(a, [])
-        if n not in negatives[a]:
-            negatives[a].append(n)
+    records = group_rows(df[list(data.COLUMNS)])
+    positives = {r.query: r.pos for r in records}
+    negatives = {r.query: r.neg for r in records}
     pool = sorted(set(df["positive"]) | set(df["negative"]))
     index = {p: i for i, p in enumerate(pool)}
     queries = list(positives)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from crossdistill.data.records import group_rows
 from crossdistill.data.versions import COLUMNS, read_triplets
 
 
@@ -27,12 +28,12 @@ class TripletPool:
 
     @classmethod
     def from_df(cls, df: pd.DataFrame, extra_passages: list[str] | None = None) -> "TripletPool":
-        queries = list(dict.fromkeys(df["anchor"]))
-        passages = list(dict.fromkeys(list(df["positive"]) + list(df["negative"]) + list(extra_passages or [])))
-        qi = {q: i for i, q in enumerate(queries)}
+        records = group_rows(df[list(COLUMNS)])
+        passages = list(dict.fromkeys([p for r in records for p in r.pos] + [n for r in records for n in r.neg] +
+                                      list(extra_passages or [])))
         pi = {p: i for i, p in enumerate(passages)}
-        triplets = [(qi[a], pi[p], pi[n]) for a, p, n in df[list(COLUMNS)].itertuples(index=False)]
-        return cls(df, queries, passages, triplets)
+        triplets = [(q, pi[r.pos[i]], pi[r.neg[j]]) for q, r in enumerate(records) for i, j in r.rows]
+        return cls(df, [r.query for r in records], passages, triplets)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike) -> "TripletPool":
@@ -135,8 +136,3 @@ def retrieval_set_from_rows(df: pd.DataFrame, corpus: dict[str, str] | None = No
     stats.update(queries=len(queries), positives=sum(map(len, qrels.values())))
     return RetrievalSet(corpus, queries, qrels), given, stats
 
-
-def retrieval_set_from_triplets(df: pd.DataFrame) -> tuple[RetrievalSet, dict[tuple[str, str], list[str]]]:
-    """Triplets as a retrieval set (passages = every distinct positive and negative), with their given negatives."""
-    rs, given, _ = retrieval_set_from_rows(df[list(COLUMNS)])
-    return rs, given

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossdistill.core.errors import UsageError
+from crossdistill.core.settings import DEFAULT_MAX_LEN
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _CJK = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
@@ -71,7 +72,7 @@ class ModelMiner:
     """Cosine similarity of a sentence-transformers bi-encoder; passages are encoded once."""
 
     def __init__(self, passages: list[str], model_name: str = "minilm-l6", batch_size: int = 64,
-                 max_len: int = 256, device: str | None = None):
+                 max_len: int = DEFAULT_MAX_LEN, device: str | None = None):
         from sentence_transformers import SentenceTransformer
 
         from crossdistill.models.resolve import load_or_fail, resolve_model

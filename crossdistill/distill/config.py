@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from crossdistill.core.errors import UsageError
 from crossdistill.core.settings import (
     AT_LEAST_1,
+    DEFAULT_MAX_LEN,
     LOSS_WEIGHT,
     MAX_LEN,
     POSITIVE,
@@ -19,6 +20,7 @@ from crossdistill.core.settings import (
 )
 from crossdistill.data.candidates import DEFAULT_K, DEFAULT_NEGATIVE_SOURCE
 from crossdistill.data.config import Mining
+from crossdistill.distill.recipes import DEFAULT_RECIPE, STUDENT_RECIPES, recipe_summary, recipe_values
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,28 +45,28 @@ class StudentConfig(TrainingConfig, Mining):
     batch_size: int = setting(16, "queries per step and process (each with K candidates); global batch = this x "
                                   "processes", check=AT_LEAST_1)
     lr: float = setting(2e-5, "learning rate (AdamW, linear warm-up and decay)", check=POSITIVE)
-    max_len: int = setting(256, "max tokens per query/passage for the student", check=MAX_LEN)
+    max_len: int = setting(DEFAULT_MAX_LEN, "max tokens per query/passage for the student", check=MAX_LEN)
     K: int = setting(DEFAULT_K, "candidates per query: positives, CSV negatives, mined negatives", check=(lambda v: v >= 2, ">= 2"))
-    recipe: str = setting("ranking", "loss settings every unset loss flag takes: 'ranking' = KL from teacher logits to "
-                                     "scale*cos + in-batch InfoNCE (measured best); 'original' = SPEC.md's KL(prob/0.2) + "
-                                     "0.3 contrastive + 0.4 negative penalty", choices=["ranking", "original"])
-    tau: float | None = setting(None, "teacher temperature of the listwise KL (ranking 1.0, original 0.2)",
+    recipe: str = setting(DEFAULT_RECIPE, "loss settings every unset loss flag takes: " + "; ".join(
+        f"'{r}' = {recipe_summary(r)}" for r in STUDENT_RECIPES) + " ('ranking': measured best; 'original': SPEC.md's)",
+        choices=list(STUDENT_RECIPES))
+    tau: float | None = setting(None, f"teacher temperature of the listwise KL {recipe_values('tau')}",
                                 check=TEMPERATURE)
-    contrastive_weight: float | None = setting(None, "weight of the margin term (ranking 0, original 0.3)",
+    contrastive_weight: float | None = setting(None, f"weight of the margin term {recipe_values('contrastive_weight')}",
                                                check=LOSS_WEIGHT)
-    negative_penalty_weight: float | None = setting(None, "weight of the negative-score penalty (ranking 0, original 0.4)",
+    negative_penalty_weight: float | None = setting(None, f"weight of the negative-score penalty {recipe_values('negative_penalty_weight')}",
                                                     check=LOSS_WEIGHT)
     negative_source: str = setting(DEFAULT_NEGATIVE_SOURCE, "how lists are filled up to K beyond the CSV's negatives",
                                    choices=["bm25", "model", "random"])
-    soft_labels: str | None = setting(None, "teacher scores fed to softmax(./tau): sigmoid probabilities (original) or "
-                                            "logits (ranking)", choices=["prob", "logit"])
-    soft_loss: str | None = setting(None, "soft-label term: listwise KL, or MarginMSE (Hofstaetter et al.) on scale*cos "
-                                          "(default kl)", choices=["kl", "margin_mse"])
-    soft_weight: float | None = setting(None, "weight of the soft-label term (default 1)", check=LOSS_WEIGHT)
-    kl_student: str | None = setting(None, "the KL's student side: 'scaled' = softmax(scale*cos) (ranking), 'tau' = "
-                                           "softmax(((cos+1)/2)/tau) (original)", choices=["scaled", "tau"])
+    soft_labels: str | None = setting(None, f"teacher scores fed to softmax(./tau): sigmoid probabilities or logits "
+                                            f"{recipe_values('soft_labels')}", choices=["prob", "logit"])
+    soft_loss: str | None = setting(None, f"soft-label term: listwise KL, or MarginMSE (Hofstaetter et al.) on scale*cos "
+                                          f"{recipe_values('soft_loss')}", choices=["kl", "margin_mse"])
+    soft_weight: float | None = setting(None, f"weight of the soft-label term {recipe_values('soft_weight')}", check=LOSS_WEIGHT)
+    kl_student: str | None = setting(None, "the KL's student side: 'scaled' = softmax(scale*cos), 'tau' = "
+                                           f"softmax(((cos+1)/2)/tau) {recipe_values('kl_student')}", choices=["scaled", "tau"])
     infonce_weight: float | None = setting(None, "weight of the in-batch InfoNCE on labelled positives, every other "
-                                                 "passage of the batch a negative (ranking 1, original 0)",
+                                                 f"passage of the batch a negative {recipe_values('infonce_weight')}",
                                            check=LOSS_WEIGHT)
     kl_tau_squared: bool = setting(False, "multiply the KL by tau^2 (Hinton et al.; sentence-transformers' "
                                           "DistillKLDivLoss), so its weight against InfoNCE does not move with --tau")
@@ -96,8 +98,6 @@ class StudentConfig(TrainingConfig, Mining):
                                        "('onnx,onnx-int8'); see export_student.py")
 
     def resolve(self):
-        from crossdistill.distill.recipes import STUDENT_RECIPES
-
         unset = {k: v for k, v in STUDENT_RECIPES[self.recipe].items() if getattr(self, k) is None}
         return dataclasses.replace(self, **unset)
 

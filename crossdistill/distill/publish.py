@@ -11,6 +11,7 @@ from crossdistill.core.engine import (
     publish_run,
 )
 from crossdistill.core.files import write_json
+from crossdistill.core.run_state import RunState
 from crossdistill.core.training import peak_memory
 from crossdistill.data import versions as data
 from crossdistill.distill.config import StudentConfig
@@ -20,7 +21,7 @@ from crossdistill.models.export import export_student, parse_formats
 
 
 # --------------------------------------------------------------------------- publishing
-def publish_student(loop: Loop, state: dict, cfg: StudentConfig, inputs: StudentInputs, run: DistillData, lora_cfg) -> None:
+def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: StudentInputs, run: DistillData, lora_cfg) -> None:
     """The best model (possibly the starting one) or, with ``--keep last``, the last epoch's, with its model card,
     settings (the resolved ones included) and metrics; ``done.json`` last."""
     model = loop.unwrapped
@@ -29,11 +30,11 @@ def publish_student(loop: Loop, state: dict, cfg: StudentConfig, inputs: Student
         load_trainable(model, best["trainable"])
         kept_epoch = best["info"]["epoch"]
     else:
-        kept_epoch = state["history"][-1]["epoch"]
-    start, kept_row = state["history"][0], state["history"][kept_epoch]
-    summary = {**peak_memory(), "kept": cfg.keep, "best_epoch": kept_epoch, "history": state["history"],
-               "guard": state["guard"], "val_delta": {k: kept_row[k] - start[k] for k in start if k.startswith("val_")},
-               "steps": state["step"], "micro_batch_size": state["micro_batch_size"], **run.stats}
+        kept_epoch = state.history[-1]["epoch"]
+    start, kept_row = state.history[0], state.history[kept_epoch]
+    summary = {**peak_memory(), "kept": cfg.keep, "best_epoch": kept_epoch, "history": state.history,
+               "guard": state.stage["guard"], "val_delta": {k: kept_row[k] - start[k] for k in start if k.startswith("val_")},
+               "steps": state.step, "micro_batch_size": state.stage["micro_batch_size"], **run.stats}
     resolved = {"scale": cfg.scale, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
                 "score_cache": cfg.score_cache, "val_pool": run.stats["val_pool"],
                 "data_source": _data_source(cfg), "teacher_fingerprint": inputs.teacher_fingerprint}

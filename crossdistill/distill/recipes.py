@@ -1,11 +1,11 @@
 """Named settings, written once: the student's loss recipes and the whole-pipeline presets.
 
-A recipe fills every loss flag the user left unset (``None``; :meth:`crossdistill.config.StudentConfig.resolve`); a flag
+A recipe fills every loss flag the user left unset (``None``; :meth:`crossdistill.distill.config.StudentConfig.resolve`); a flag
 given on the command line always wins.
 
 - ``ranking`` (the default): what moves a bi-encoder's *ranking* — listwise KL from the teacher's logits
   (τ 1) to the student's ``scale · cos`` (scale: the student's pretraining inverse temperature, 100 for e5
-  and 20 otherwise, see :func:`crossdistill.models.similarity_scale`), plus an in-batch InfoNCE on the labelled positives
+  and 20 otherwise, see :func:`crossdistill.models.resolve.similarity_scale`), plus an in-batch InfoNCE on the labelled positives
   (every other passage of the batch is a negative). Measured in README "Results" (SciFact, KorQuAD).
 - ``original``: the design in SPEC.md — KL between softmax(prob / 0.2) and softmax(((cos + 1) / 2) / 0.2),
   plus 0.3 × contrastive margin and 0.4 × negative penalty. It pushes the *scores* towards the original's
@@ -14,7 +14,9 @@ given on the command line always wins.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
+
+from crossdistill.losses.settings import LossSettings
 
 STUDENT_RECIPES: dict[str, dict] = {
     "ranking": {"soft_labels": "logit", "tau": 1.0, "kl_student": "scaled", "soft_loss": "kl", "soft_weight": 1.0,
@@ -27,37 +29,19 @@ STUDENT_RECIPES: dict[str, dict] = {
 DEFAULT_RECIPE = "ranking"
 
 
-@dataclass(frozen=True)
-class LossSettings:
-    """Every setting one student step's loss reads, resolved (a recipe applied, the scale chosen): built once from
-    the run's config (:meth:`from_config`) or by :func:`loss_settings`, never changed during a run."""
+def recipe_values(name: str) -> str:
+    """What each recipe sets ``name`` to, for a flag's help: "(ranking: 1.0; original: 0.2)" — the help never
+    restates a number the recipes own."""
+    return "(" + "; ".join(f"{recipe}: {values[name]}" for recipe, values in STUDENT_RECIPES.items()) + ")"
 
-    soft_labels: str  # what the soft labels are: "logit" (teacher logits) or "prob" (sigmoid of them)
-    tau: float  # teacher temperature of the listwise KL
-    kl_student: str  # "scaled": student logits scale * cos; "tau": (cos + 1) / 2 / tau
-    soft_loss: str  # "kl" or "margin_mse"
-    soft_weight: float
-    infonce_weight: float  # in-batch InfoNCE on the labelled positives
-    contrastive_weight: float  # the original's margin term
-    negative_penalty_weight: float  # the original's negative-score penalty
-    scale: float  # inverse temperature on cosines (InfoNCE, MarginMSE, scaled KL)
-    cross_device_negatives: bool = False  # other processes' passages as extra negatives
-    kl_tau_squared: bool = False  # the KL multiplied by tau^2
 
-    @classmethod
-    def from_config(cls, cfg) -> "LossSettings":
-        """From a resolved :class:`~crossdistill.config.StudentConfig` (its recipe applied, its scale chosen)."""
-        values = {f.name: getattr(cfg, f.name) for f in fields(cls)}
-        unset = [k for k, v in values.items() if v is None]
-        if unset:
-            raise ValueError(f"loss settings left unset: {', '.join(unset)} (apply the recipe and resolve the scale first)")
-        return cls(**values)
-
-    @property
-    def student_tau(self) -> float | None:
-        """The KL's student temperature on normalised scores: τ itself (original) or 1 / (2 · scale), which
-        turns ``(cos + 1) / 2`` into the logits ``scale · cos`` up to a constant (ranking)."""
-        return None if self.kl_student == "tau" else 1.0 / (2.0 * self.scale)
+def recipe_summary(recipe: str) -> str:
+    """A recipe's loss in one line, from its values: "KL(logit/1.0) x1.0 + InfoNCE x1.0"."""
+    v = STUDENT_RECIPES[recipe]
+    terms = [f"{v['soft_loss'].upper()}({v['soft_labels']}/{v['tau']}) x{v['soft_weight']}"]
+    terms += [f"{name} x{v[key]}" for name, key in (("InfoNCE", "infonce_weight"), ("contrastive", "contrastive_weight"),
+                                                    ("negative penalty", "negative_penalty_weight")) if v[key]]
+    return " + ".join(terms)
 
 
 def loss_settings(recipe: str = DEFAULT_RECIPE, **overrides) -> LossSettings:

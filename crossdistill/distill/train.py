@@ -2,17 +2,17 @@
 
 :func:`train_student` reads top to bottom:
 
-1. :func:`read_inputs` — every input checked (teacher folder, data, val pool, student name), nothing written yet;
+1. :func:`~crossdistill.distill.inputs.read_inputs` — every input checked (teacher, data, val pool, student name),
+   nothing written yet;
 2. the student loaded (its name, ``--max_len`` and prefixes checked), then the output folder claimed — released again,
-   the previous result exactly as it was, if the run fails before it trains (:func:`~crossdistill.fsutil.claimed_output`);
-3. :func:`prepare_run` — candidate lists of K passages per training query (:mod:`crossdistill.candidates`), the
-   teacher's logits for every (query, candidate) pair computed once (:mod:`crossdistill.score_cache`), the soft labels
-   (:func:`~crossdistill.fusion.build_soft_labels`, shared with the guard), the val pool;
-4. the engine's loop (:mod:`crossdistill.engine`): the starting student validated and judged against the teacher (the
-   guard refuses a teacher weaker than the student), then per batch one step of :mod:`crossdistill.student_step`
-   (embed, exact cosine, loss, backward; exact micro-batches after an out-of-memory error), validation every epoch,
-   the best model kept inside the checkpoints (the starting student included; ``--keep last``: the last epoch's);
-5. :func:`publish_student`.
+   the previous result exactly as it was, if the run fails before it trains (:func:`~crossdistill.core.runs.claimed_output`);
+3. :func:`~crossdistill.distill.inputs.prepare_run` — candidate lists of K passages per training query, the teacher's
+   logits for every (query, candidate) pair computed once, the soft labels (shared with the guard), the val pool;
+4. the engine's loop (:mod:`crossdistill.core.engine`) over a :class:`StudentStage`: the starting student validated
+   and judged against the teacher (the guard refuses a teacher weaker than the student), then per batch one
+   :func:`~crossdistill.distill.step.forward_backward` (exact micro-batches after an out-of-memory error), validation
+   every epoch, the best model kept inside the checkpoints (the starting student included; ``--keep last``: the last);
+5. :func:`~crossdistill.distill.publish.publish_student`.
 """
 
 from __future__ import annotations
@@ -23,31 +23,24 @@ import torch
 
 from crossdistill.core import hooks
 from crossdistill.core.checkpoint import resume_point
-from crossdistill.core.engine import (
-    Loop,
-    Stage,
-    check_resume_settings,
-    fresh_state,
-    resume_state,
-    total_steps,
-    train_epochs,
-)
-from crossdistill.core.errors import UsageError
+from crossdistill.core.engine import Loop, Stage, fresh_state, total_steps, train_epochs
+from crossdistill.core.errors import UsageError, is_oom
 from crossdistill.core.events import EventLog
+from crossdistill.core.run_state import check_resume_settings, resume_state
 from crossdistill.core.runs import claimed_output, lock_run, releases_run_lock
 from crossdistill.core.training import linear_schedule, make_accelerator, make_optimizer, seed_everything
+from crossdistill.distill.batch import Batch, collate
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.fusion import parse_fusion
 from crossdistill.distill.guard import evaluate_student, teacher_guard
-from crossdistill.distill.inputs import DistillData, fusion_model_scores, prepare_run, read_inputs, run_settings
+from crossdistill.distill.inputs import DistillData, StudentInputs, fusion_model_scores, prepare_run, read_inputs, run_settings
 from crossdistill.distill.publish import publish_student
-from crossdistill.distill.recipes import LossSettings
-from crossdistill.distill.step import train_step
+from crossdistill.distill.step import forward_backward
+from crossdistill.losses import LossSettings
 from crossdistill.models.resolve import check_prefixes
 from crossdistill.models.student import BiEncoderStudent
 
 
-# --------------------------------------------------------------------------- the run
 @releases_run_lock
 def train_student(cfg: StudentConfig, log=print) -> Path:
     out_dir = Path(cfg.output_dir)
@@ -76,88 +69,117 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
         optimizer = make_optimizer(student, cfg.lr, None, (), cfg.weight_decay)
         scheduler = linear_schedule(optimizer, total_steps(len(run.lists), global_batch, cfg.epochs), cfg.warmup_ratio)
         student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
-        model = accelerator.unwrap_model(student)
         if accelerator.num_processes > 1:  # same weights everywhere (DDP broadcast), different dropout per process
             torch.manual_seed(cfg.seed + accelerator.process_index)
-        loop = Loop(accelerator, student, model, optimizer, scheduler, out_dir / "checkpoints", events, log,
-                    n_items=len(run.lists), global_batch=global_batch, epochs=cfg.epochs, seed=cfg.seed,
+        loop = Loop(accelerator, student, accelerator.unwrap_model(student), optimizer, scheduler, out_dir / "checkpoints",
+                    events, log, n_items=len(run.lists), global_batch=global_batch, epochs=cfg.epochs, seed=cfg.seed,
                     max_grad_norm=cfg.max_grad_norm, log_steps=cfg.log_steps, save_steps=cfg.save_steps,
                     settings=settings)
+        stage = StudentStage(cfg, inputs, run, loop, claim)
         if resume_from is not None:
-            state = resume_state(loop, resume_from, skipped, cfg.lr, _resume_adjust(cfg))
+            state = resume_state(loop, resume_from, skipped, cfg.lr, stage)
         else:
-            state = fresh_state(cfg.lr, micro_batch_size=cfg.micro_batch_size, guard=None, keep=cfg.keep)
+            state = fresh_state(loop, cfg.lr, stage)
             events.log("start", stage="student", total_steps=loop.total_steps, epochs=cfg.epochs, queries=len(run.lists),
                        **{f"candidates_{k}": v for k, v in run.stats["candidates"].items()})
-        loss = LossSettings.from_config(cfg)  # what every step's loss reads, fixed for the run
-        train_epochs(loop, state, Stage(
-            step=lambda idx, step, state: train_step(student, _collate(run, idx), loss, state, step, accelerator, optimizer,
-                                                     cfg.micro_batches, events, log),
-            evaluate=lambda: evaluate_student(model, run.val, cfg.eval_batch_size, events)[0],
-            select=("val_mrr@10",), describe=_fmt, keep_best=cfg.keep == "best",
-            evaluate_start=lambda: _start_and_guard(cfg, inputs, model, run, events, log, device),
-            accept_start=lambda start: _accept_start(cfg, start, state, events, log, claim)))
+        train_epochs(loop, state, stage)
     publish_student(loop, state, cfg, inputs, run, lora_cfg)
     return out_dir
 
 
-def _resume_adjust(cfg: StudentConfig):
-    def adjust(state: dict) -> dict:
-        started_with = state.get("keep", "best")  # checkpoints from before --keep existed kept the best
-        if started_with != cfg.keep:  # with 'last' no best model was kept; switching would publish the wrong model
+class StudentStage(Stage):
+    """The student's part of the engine's loop: its step (with the out-of-memory retry), its validation, the guard."""
+
+    select = ("val_mrr@10",)
+    validates_start = True
+
+    def __init__(self, cfg: StudentConfig, inputs: StudentInputs, run: DistillData, loop: Loop, claim):
+        self.cfg, self.inputs, self.run, self.loop, self.claim = cfg, inputs, run, loop, claim
+        self.model = loop.unwrapped
+        self.loss = LossSettings.from_config(cfg)  # what every step's loss reads, fixed for the run
+        self.keep_best = cfg.keep == "best"
+        self.micro_batch_size = cfg.micro_batch_size  # max texts per forward pass; halved on out-of-memory
+        self.guard: dict | None = None
+
+    def batch(self, items: list[int]) -> Batch:
+        return collate([self.run.lists[i] for i in items], [self.run.soft_labels[i] for i in items],
+                       self.model.query_prefix, self.model.passage_prefix)
+
+    def step(self, items: list[int], step: int) -> dict:
+        """One batch's forward and backward, never skipped: on out-of-memory the same batch is redone in exact
+        micro-batches half as large (kept for the rest of the run and its checkpoints, logged as an ``oom`` event).
+        ``--micro_batches`` > 1 splits every batch into that many exact micro-batches from the start."""
+        batch, loop = self.batch(items), self.loop
+        micro = self.micro_batch_size
+        if micro is None and self.cfg.micro_batches > 1:
+            micro = -(-batch.n_texts // self.cfg.micro_batches)
+        while True:
+            try:
+                return forward_backward(loop.model, batch, self.loss, micro, step, loop.accelerator)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not is_oom(exc):
+                    raise
+                loop.optimizer.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.micro_batch_size = micro = (micro or batch.n_texts) // 2
+                loop.events.log("oom", step=step, micro_batch_size=micro, error=str(exc)[:200])
+                loop.log(f"out of memory at step {step}: retrying with micro-batches of {micro} texts")
+                if micro < 1:
+                    raise UsageError("out of memory even with one text per forward pass; lower --max_len or use a smaller "
+                                     "model") from None
+
+    def validate(self) -> dict:
+        return evaluate_student(self.model, self.run.val, self.cfg.eval_batch_size, self.loop.events)[0]
+
+    def validate_start(self) -> dict:
+        """Main process, before the first step: the starting student's val metrics and the teacher guard."""
+        cfg, events, device = self.cfg, self.loop.events, self.loop.accelerator.device
+        events.log("phase", phase="guard", detail="validating the starting student and the teacher on the val pool")
+        metrics, cos = evaluate_student(self.model, self.run.val, cfg.eval_batch_size, events)
+        fusion = parse_fusion(cfg.teacher_fusion)
+        if self.inputs.teachers is None:  # scores from a file: no model to rerank the student's val top-k with
+            return {"metrics": metrics, "guard": {"skipped": f"no teacher model (scores from {self.inputs.scores_path}): "
+                                                             "the guard needs one to rerank the val pool",
+                                                  "fused": sorted(fusion)}}
+        guard = teacher_guard(self.inputs.teachers, self.run.val, cos, cfg.score_cache, guard_k=cfg.guard_k,
+                              batch_size=cfg.eval_batch_size, fusion=fusion, soft_labels=cfg.soft_labels, log=self.loop.log,
+                              device=device, dense=(lambda qs, ls: fusion_model_scores(cfg, qs, ls, device))
+                              if "dense" in fusion else None)
+        return {"metrics": metrics, "guard": guard}
+
+    def accept_start(self, start: dict) -> None:
+        """Every process: refuse a teacher that ranks the val pool worse than the student it would teach; otherwise
+        the run is accepted (the folder's claim is kept from here on, whatever happens)."""
+        guard = self.guard = start["guard"]
+        log = self.loop.log
+        if "skipped" in guard:
+            log(f"guard skipped: {guard['skipped']}")
+            self.claim.commit()
+            return
+        fused = f" (fused with {', '.join(guard['fused'])})" if guard["fused"] else ""
+        log(f"val MRR@10: starting student {guard['student_mrr@10']:.4f}, teacher{fused} reranking its "
+            f"top-{guard['guard_k']} {guard['teacher_rerank_mrr@10']:.4f}")
+        if guard["teacher_rerank_mrr@10"] < guard["student_mrr@10"] and not self.cfg.allow_weaker_teacher:
+            raise UsageError(f"the teacher ranks worse than the student it would teach (val MRR@10 "
+                             f"{guard['teacher_rerank_mrr@10']:.4f} vs {guard['student_mrr@10']:.4f}); distilling would "
+                             "make the student worse. Train a stronger teacher, or pass --allow_weaker_teacher")
+        self.loop.events.log("guard", **guard)
+        self.claim.commit()
+
+    def describe(self, m: dict) -> str:
+        return (f"val MRR@10 {m['val_mrr@10']:.4f} nDCG@10 {m['val_ndcg@10']:.4f} | mean pos {m['val_mean_positive']:.3f} "
+                f"neg {m['val_mean_negative']:.3f} margin {m['val_margin']:.3f}")
+
+    def carry(self) -> dict:
+        return {"micro_batch_size": self.micro_batch_size, "guard": self.guard, "keep": self.cfg.keep}
+
+    def restore(self, fields: dict) -> dict:
+        started_with = fields.get("keep", "best")  # checkpoints from before --keep existed kept the best
+        if started_with != self.cfg.keep:  # with 'last' no best model was kept; switching would publish the wrong model
             raise UsageError(f"this run was started with --keep {started_with}; resume it with --keep {started_with}, "
                              f"or start a new run with --overwrite")
-        if cfg.micro_batch_size and (state["micro_batch_size"] is None or cfg.micro_batch_size < state["micro_batch_size"]):
-            state["micro_batch_size"] = cfg.micro_batch_size
-        return {"micro_batch_size": state["micro_batch_size"]}
-
-    return adjust
-
-
-def _start_and_guard(cfg, inputs, model, run, events, log, device) -> dict:
-    """Main process, before the first step: the starting student's val metrics and the teacher guard."""
-    events.log("phase", phase="guard", detail="validating the starting student and the teacher on the val pool")
-    metrics, cos = evaluate_student(model, run.val, cfg.eval_batch_size, events)
-    if inputs.teachers is None:  # scores from a file: no model to rerank the student's val top-k with
-        return {"metrics": metrics, "guard": {"skipped": f"no teacher model (scores from {inputs.scores_path}): the guard "
-                                                         "needs one to rerank the val pool", "fused": sorted(parse_fusion(cfg.teacher_fusion))}}
-    fusion = parse_fusion(cfg.teacher_fusion)
-    guard = teacher_guard(inputs.teachers, run.val, cos, cfg.score_cache, guard_k=cfg.guard_k,
-                          batch_size=cfg.eval_batch_size, fusion=fusion, soft_labels=cfg.soft_labels, log=log, device=device,
-                          dense=(lambda qs, ls: fusion_model_scores(cfg, qs, ls, device)) if "dense" in fusion else None)
-    return {"metrics": metrics, "guard": guard}
-
-
-def _accept_start(cfg, start: dict, state: dict, events, log, claim) -> None:
-    """Every process: refuse a teacher that ranks the val pool worse than the student it would teach; otherwise the
-    run is accepted (the folder's claim is kept from here on, whatever happens)."""
-    guard = state["guard"] = start["guard"]
-    if "skipped" in guard:
-        log(f"guard skipped: {guard['skipped']}")
-        claim.commit()
-        return
-    fused = f" (fused with {', '.join(guard['fused'])})" if guard["fused"] else ""
-    log(f"val MRR@10: starting student {guard['student_mrr@10']:.4f}, teacher{fused} reranking its top-{guard['guard_k']} "
-        f"{guard['teacher_rerank_mrr@10']:.4f}")
-    if guard["teacher_rerank_mrr@10"] < guard["student_mrr@10"] and not cfg.allow_weaker_teacher:
-        raise UsageError(f"the teacher ranks worse than the student it would teach (val MRR@10 "
-                         f"{guard['teacher_rerank_mrr@10']:.4f} vs {guard['student_mrr@10']:.4f}); distilling would "
-                         "make the student worse. Train a stronger teacher, or pass --allow_weaker_teacher")
-    events.log("guard", **guard)
-    claim.commit()
-
-
-def _collate(run: DistillData, idx: list[int]):
-    lists = [run.lists[i] for i in idx]
-    width = max(len(c.passages) for c in lists)
-    soft_labels = torch.zeros(len(lists), width)
-    positive = torch.zeros(len(lists), width, dtype=torch.bool)
-    for r, c in enumerate(lists):
-        soft_labels[r, :len(c.passages)] = run.soft_labels[idx[r]]
-        positive[r, :len(c.passages)] = torch.tensor(c.positive)
-    return lists, soft_labels, positive
-
-
-def _fmt(m: dict) -> str:
-    return (f"val MRR@10 {m['val_mrr@10']:.4f} nDCG@10 {m['val_ndcg@10']:.4f} | mean pos {m['val_mean_positive']:.3f} "
-            f"neg {m['val_mean_negative']:.3f} margin {m['val_margin']:.3f}")
+        micro, asked = fields.get("micro_batch_size"), self.cfg.micro_batch_size
+        self.micro_batch_size = asked if asked and (micro is None or asked < micro) else micro
+        self.guard = fields.get("guard")
+        return {"micro_batch_size": self.micro_batch_size}

@@ -26,8 +26,6 @@ ANALYSIS_PNG = "bi_encoder_evaluation_analysis.png"
 COMPARISON_PNG = "bi_encoder_retrieval_comparison.png"
 
 
-def _prefixes(resolved) -> tuple[str, str]:
-    return resolved.query_prefix, resolved.passage_prefix
 
 
 def _bm25(ts: TripletPool, full: RetrievalSet | None) -> dict:

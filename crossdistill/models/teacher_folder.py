@@ -11,6 +11,7 @@ from pathlib import Path
 
 from crossdistill.core.errors import UsageError
 from crossdistill.models.resolve import check_tokenizer_files, refuse_pickled_weights, teacher_config_file
+from crossdistill.core.settings import DEFAULT_MAX_LEN
 
 
 # --------------------------------------------------------------------------- which folders are teachers
@@ -115,7 +116,7 @@ def inspect_teacher(path: str | Path, finished: bool = True) -> TeacherSpec:
                          "model), not a relevance cross-encoder with one score; pass a one-label cross-encoder (reranker)")
     if own is not None:
         settings = read_teacher_config(folder)
-        return TeacherSpec(str(folder), "crossdistill", "sigmoid", int(settings.get("max_len", 256)),
+        return TeacherSpec(str(folder), "crossdistill", "sigmoid", int(settings.get("max_len", DEFAULT_MAX_LEN)),
                            settings.get("query_prefix", ""), settings.get("passage_prefix", ""), settings,
                            settings.get("base_model"))
     from crossdistill.models.resolve import resolve_model

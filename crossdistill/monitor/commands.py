@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from crossdistill.core.settings import DEFAULT_MAX_LEN
+
 
 def recovery_command(command: list[str], fault: str, last_micro_batch=lambda: None) -> list[str]:
     """The command that continues a run after ``fault`` (an :class:`~crossdistill.monitor.Outcome` kind): always
@@ -61,7 +63,7 @@ def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: li
     data = ["--data_root", str(a.get("data_root", "preprocessed")), "--data_version", a["data_version"]]  # test.csv and
     # the version's corpus (corpus.jsonl) when it has one: the test queries ranked over the full corpus as well
     return [sys.executable, str(root / "evaluate_final_model.py"), "--model_path", str(output_dir), *data,
-            "--output_dir", str(out), "--overwrite", "--max_len", str(a.get("max_len", 256)), *baselines, *extra]
+            "--output_dir", str(out), "--overwrite", "--max_len", str(a.get("max_len", DEFAULT_MAX_LEN)), *baselines, *extra]
 
 
 def is_student(cmd: list[str]) -> bool:

@@ -45,21 +45,11 @@ from pathlib import Path
 from crossdistill.core.errors import EXIT_NONFINITE, EXIT_OOM, EXIT_USAGE, UsageError
 from crossdistill.core.events import EventLog, read_events
 from crossdistill.monitor.commands import evaluation_command, recovery_command
+from crossdistill.monitor.config import MonitorConfig
 from crossdistill.monitor.job import Job, monitor_lock
 from crossdistill.monitor.watch import Watcher
 
-
-@dataclass
-class Policy:
-    stall_timeout: float = 900.0
-    max_restarts: int = 5
-    restart_window: float = 3600.0
-    backoff: float = 10.0
-    backoff_max: float = 600.0
-    poll: float = 2.0
-    status_every: float = 30.0
-    startup_timeout: float = 1800.0  # before the run's first event: imports, model loading, first phase
-    eval_timeout: float = 7200.0     # the evaluation of a finished student
+BACKOFF_MAX = 600.0  # seconds: the longest wait before a restart, however many came before
 
 
 @dataclass
@@ -111,7 +101,7 @@ class RestartPolicy:
 class Supervisor:
     command: list[str]
     output_dir: Path
-    policy: Policy = field(default_factory=Policy)
+    policy: MonitorConfig = field(default_factory=MonitorConfig)  # its timeouts, restart cap, back-off and poll
     evaluate: bool = True
     eval_dir: Path | None = None
     eval_extra: list[str] = field(default_factory=list)
@@ -123,7 +113,7 @@ class Supervisor:
             raise UsageError(f"--output_dir {self.output_dir} is a file; pass the run's output folder")
         self.log = EventLog(self.output_dir / "monitor.jsonl")
         self.restarts = RestartPolicy(self.policy.max_restarts, self.policy.restart_window, self.policy.backoff,
-                                      self.policy.backoff_max)
+                                      BACKOFF_MAX)
         self.history: list[dict] = []
         self.job: Job | None = None
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from crossdistill.core.errors import UsageError
 from crossdistill.core.settings import (
     AT_LEAST_1,
+    DEFAULT_MAX_LEN,
     MAX_LEN,
     POSITIVE,
     DataLocation,
@@ -30,7 +31,7 @@ class TeacherConfig(TrainingConfig):
                                                                 "training)")
     batch_size: int = setting(16, "pairs (bce) or lists (listwise) per step and process", check=AT_LEAST_1)
     lr: float = setting(5e-5, "learning rate of the encoder (or of its LoRA adapters)", check=POSITIVE)
-    max_len: int = setting(256, "max tokens of the (query, passage) pair", check=MAX_LEN)
+    max_len: int = setting(DEFAULT_MAX_LEN, "max tokens of the (query, passage) pair", check=MAX_LEN)
     loss: str = setting("bce", "bce: pointwise with pos_weight; listwise: softmax cross-entropy of each positive against "
                                "its negatives (localised contrastive estimation)", choices=["bce", "listwise"])
     pooling: str = setting("auto", "what the head reads: 'auto' keeps a base model's trained one-label classification "

@@ -1,4 +1,4 @@
-"""Stage 1: train the cross-encoder teacher: data, model and loss here; the loop is :mod:`crossdistill.engine`'s.
+"""Stage 1: train the cross-encoder teacher: data, model and loss here; the loop is :mod:`crossdistill.core.engine`'s.
 
 Losses (``--loss``):
 
@@ -25,24 +25,16 @@ import torch.nn.functional as F
 
 from crossdistill.core import hooks
 from crossdistill.core.checkpoint import load_trainable, resume_point
-from crossdistill.core.engine import (
-    Loop,
-    Stage,
-    best_weights,
-    check_resume_settings,
-    fresh_state,
-    publish_run,
-    resume_state,
-    total_steps,
-    train_epochs,
-)
+from crossdistill.core.engine import Loop, Stage, best_weights, fresh_state, publish_run, total_steps, train_epochs
 from crossdistill.core.errors import UsageError
 from crossdistill.core.events import EventLog
 from crossdistill.core.files import write_json
 from crossdistill.core.ownership import refuse_overlap
+from crossdistill.core.run_state import RunState, check_resume_settings, resume_state
 from crossdistill.core.runs import claimed_output, lock_run, releases_run_lock
 from crossdistill.core.training import linear_schedule, make_accelerator, make_optimizer, peak_memory, seed_everything
 from crossdistill.data import versions as data
+from crossdistill.data.records import group_rows
 from crossdistill.losses import localized_contrastive_loss, pointwise_bce_loss
 from crossdistill.models.card import teacher_card
 from crossdistill.models.resolve import ResolvedModel, apply_lora, resolve_model
@@ -51,13 +43,9 @@ from crossdistill.teach.config import TeacherConfig
 
 
 def group_triplets(df) -> list[tuple[str, str, list[str]]]:
-    """[(anchor, positive, [negatives...])] in first-seen order, negatives deduplicated."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for a, p, n in df[list(data.COLUMNS)].itertuples(index=False):
-        negs = groups.setdefault((a, p), [])
-        if n not in negs and n != p:
-            negs.append(n)
-    return [(a, p, negs) for (a, p), negs in groups.items()]
+    """[(anchor, positive, [negatives...])]: each query's record (:func:`~crossdistill.data.records.group_rows`), one
+    group per positive, its negatives deduplicated."""
+    return [(r.query, p, r.negatives_of(i)) for r in group_rows(df[list(data.COLUMNS)]) for i, p in enumerate(r.pos)]
 
 
 def bce_examples(groups, pos_weight: str = "auto") -> tuple[list[tuple[str, str, float]], float]:
@@ -188,24 +176,42 @@ def train_teacher(cfg: TeacherConfig, log=print) -> Path:
                     n_items=len(inputs.examples), global_batch=global_batch, epochs=cfg.epochs, seed=cfg.seed,
                     max_grad_norm=cfg.max_grad_norm, log_steps=cfg.log_steps, save_steps=cfg.save_steps,
                     settings=inputs.settings)
+    stage = TeacherStage(cfg, inputs, teacher, scorer, accelerator)
     if resume_from is not None:
-        state = resume_state(loop, resume_from, skipped, cfg.lr)
+        state = resume_state(loop, resume_from, skipped, cfg.lr, stage)
     else:
-        state = fresh_state(cfg.lr)
+        state = fresh_state(loop, cfg.lr, stage)
         events.log("start", stage="teacher", total_steps=loop.total_steps, epochs=cfg.epochs, examples=len(inputs.examples),
                    train_rows=inputs.train_rows, val_lists=len(inputs.val))
     log(f"teacher: {inputs.resolved.name} ({inputs.resolved.path}), {inputs.train_rows} train rows -> "
         f"{len(inputs.examples)} {cfg.loss} examples, {loop.total_steps} steps, device {device}, "
         f"lora={'on' if cfg.use_lora else 'off'}, pooling {inputs.pooling} ({inputs.pooling_reason}), head lr "
         f"{inputs.head_lr:g}")
-    train_epochs(loop, state, Stage(
-        step=lambda idx, step, state: teacher_step(teacher, [inputs.examples[i] for i in idx], cfg, inputs.pos_weight, step,
-                                                   accelerator),
-        evaluate=lambda: evaluate_teacher(scorer, inputs.val, cfg.eval_batch_size, device),
-        select=("val_mrr", "-val_bce"), row_extra=lambda seconds: {"train_seconds": seconds},
-        describe=lambda row: f"val_mrr {row['val_mrr']:.4f} val_acc {row['val_accuracy']:.4f} val_bce {row['val_bce']:.4f}"))
+    train_epochs(loop, state, stage)
     publish_teacher(loop, state, cfg, inputs, teacher, lora_cfg)
     return out_dir
+
+
+class TeacherStage(Stage):
+    """The teacher's part of the engine's loop: its step and its validation; the best model by val MRR, then val BCE."""
+
+    select = ("val_mrr", "-val_bce")
+
+    def __init__(self, cfg: TeacherConfig, inputs: TeacherInputs, teacher, scorer: CrossEncoderTeacher, accelerator):
+        self.cfg, self.inputs, self.teacher, self.scorer, self.accelerator = cfg, inputs, teacher, scorer, accelerator
+
+    def step(self, items: list[int], step: int) -> dict:
+        return teacher_step(self.teacher, [self.inputs.examples[i] for i in items], self.cfg, self.inputs.pos_weight, step,
+                            self.accelerator)
+
+    def validate(self) -> dict:
+        return evaluate_teacher(self.scorer, self.inputs.val, self.cfg.eval_batch_size, self.accelerator.device)
+
+    def row_extra(self, seconds: float) -> dict:
+        return {"train_seconds": seconds}
+
+    def describe(self, row: dict) -> str:
+        return f"val_mrr {row['val_mrr']:.4f} val_acc {row['val_accuracy']:.4f} val_bce {row['val_bce']:.4f}"
 
 
 def teacher_step(teacher, batch: list, cfg: TeacherConfig, pos_weight, step: int, accelerator) -> dict:
@@ -223,13 +229,13 @@ def teacher_step(teacher, batch: list, cfg: TeacherConfig, pos_weight, step: int
     return {"loss": loss}
 
 
-def publish_teacher(loop: Loop, state: dict, cfg: TeacherConfig, inputs: TeacherInputs, teacher, lora_cfg) -> None:
+def publish_teacher(loop: Loop, state: RunState, cfg: TeacherConfig, inputs: TeacherInputs, teacher, lora_cfg) -> None:
     """The best epoch's teacher (a standard sequence classifier, LoRA merged), its settings, card and metrics;
     ``done.json`` last."""
     plain = loop.unwrapped
     best = best_weights(loop)
     load_trainable(plain, best["trainable"])
-    best_epoch, history = best["info"]["epoch"], state["history"]
+    best_epoch, history = best["info"]["epoch"], state.history
     resolved = inputs.resolved
     final = CrossEncoderTeacher(plain.float(), teacher.tokenizer, cfg.max_len, resolved.query_prefix, resolved.passage_prefix)
     config = {"use_lora": bool(cfg.use_lora), "base_model": resolved.name, "base_model_path": resolved.path,
@@ -239,7 +245,7 @@ def publish_teacher(loop: Loop, state: dict, cfg: TeacherConfig, inputs: Teacher
         config.update(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                       target_modules=sorted(lora_cfg.target_modules), modules_to_save=sorted(set(lora_cfg.modules_to_save or [])))
     summary = {**peak_memory(), "best_epoch": best_epoch, "best": history[best_epoch - 1], "history": history,
-               "train_seconds": round(sum(h["train_seconds"] for h in history), 1), "steps": state["step"]}
+               "train_seconds": round(sum(h["train_seconds"] for h in history), 1), "steps": state.step}
 
     def write(staging: Path) -> None:
         save_teacher(final, staging, config)

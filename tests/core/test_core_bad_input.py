@@ -292,8 +292,8 @@ def test_unwritable_checkpoints_and_a_planted_staging_link(tmp_path):
 
 def test_resume_refuses_changed_val_data(tmp_path):
     """Issue #38."""
-    from crossdistill.core.engine import check_resume_settings
     from crossdistill.core.errors import UsageError
+    from crossdistill.core.run_state import check_resume_settings
 
     ckpt = tmp_path / "step-00000002"
     ckpt.mkdir()

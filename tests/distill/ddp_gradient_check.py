@@ -12,23 +12,23 @@ from accelerate import Accelerator
 from crossdistill.core.training import shard
 from crossdistill.data.candidates import build_candidates
 from crossdistill.data.versions import read_triplets
+from crossdistill.distill.batch import collate
 from crossdistill.distill.recipes import loss_settings
 from crossdistill.distill.step import forward_backward
 from crossdistill.models.resolve import resolve_model
 from crossdistill.models.student import BiEncoderStudent
 
 
-def batch(val_csv: str, n: int = 4, k: int = 4):
+def candidate_lists(val_csv: str, n: int = 4, k: int = 4):
     lists, _ = build_candidates(read_triplets(Path(val_csv)).head(20), k, "bm25", 0)
     lists = lists[:n]
     teacher = torch.Generator().manual_seed(0)
     scores = torch.rand(n, k, generator=teacher)
-    positive = torch.tensor([[c.positive[i] if i < len(c.positive) else False for i in range(k)] for c in lists])
-    return lists, scores, positive
+    return lists, scores
 
 
 def gradient(model_path: str, val_csv: str, accelerator: Accelerator) -> torch.Tensor:
-    lists, scores, positive = batch(val_csv)
+    lists, scores = candidate_lists(val_csv)
     mine = shard(list(range(len(lists))), accelerator.process_index, accelerator.num_processes)
     # negative_penalty_weight 0: that term uses a batch-level mean, which is per process by design
     args = loss_settings("original", negative_penalty_weight=0.0, cross_device_negatives=True)
@@ -36,7 +36,8 @@ def gradient(model_path: str, val_csv: str, accelerator: Accelerator) -> torch.T
     student = BiEncoderStudent.load(resolve_model(model_path), 48)
     student = accelerator.prepare(student)
     student.eval()
-    forward_backward(student, [lists[i] for i in mine], scores[mine], positive[mine], args, None, 1, accelerator)
+    batch = collate([lists[i] for i in mine], [scores[i, :len(lists[i].passages)] for i in mine])
+    forward_backward(student, batch, args, None, 1, accelerator)
     model = accelerator.unwrap_model(student)
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 

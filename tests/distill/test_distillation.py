@@ -183,6 +183,7 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
 
     from crossdistill.data.candidates import build_candidates
     from crossdistill.data.versions import read_triplets
+    from crossdistill.distill.batch import collate
     from crossdistill.distill.recipes import loss_settings
     from crossdistill.distill.step import forward_backward
     from crossdistill.models.resolve import resolve_model
@@ -193,7 +194,6 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
     assert len(lists) >= 3
     lists = lists[:3]
     teacher = torch.rand(3, 4)
-    positive = torch.tensor([[c.positive[i] if i < len(c.positive) else False for i in range(4)] for c in lists])
     args = loss_settings(recipe, cross_device_negatives=cross_device)
     student = BiEncoderStudent.load(resolve_model(str(tiny_minilm)), 48)
     student.eval()
@@ -201,7 +201,7 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
     grads, losses = [], []
     for micro in (None, 3):
         student.zero_grad()
-        out = forward_backward(student, lists, teacher, positive, args, micro, 1, acc)
+        out = forward_backward(student, collate(lists, [t[:len(c.passages)] for t, c in zip(teacher, lists)]), args, micro, 1, acc)
         losses.append(out["loss"].item())
         grads.append(torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None]))
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
@@ -209,7 +209,8 @@ def test_micro_batches_give_the_full_batch_gradient(tiny_minilm, scifact_version
     if cross_device:  # the other queries' passages are extra negatives: the contrastive term changes
         args = dataclasses.replace(args, cross_device_negatives=False)
         student.zero_grad()
-        plain = forward_backward(student, lists, teacher, positive, args, None, 1, acc)
+        plain = forward_backward(student, collate(lists, [t[:len(c.passages)] for t, c in zip(teacher, lists)]), args, None, 1,
+                                 acc)
         assert plain["soft"].item() == pytest.approx(out["soft"].item(), abs=1e-7)
         assert plain["contrastive"].item() != pytest.approx(out["contrastive"].item(), abs=1e-4)
 
@@ -296,8 +297,9 @@ def test_similarities_and_losses_stay_fp32_under_bf16_autocast():
     be the fp32 loss exactly (it was computed in bf16 by the one-pass path, while gradient caching used fp32)."""
     import torch.nn.functional as F
 
+    from crossdistill.distill.batch import Batch
     from crossdistill.distill.recipes import loss_settings
-    from crossdistill.distill.step import _loss_from_embeddings
+    from crossdistill.distill.step import batch_loss
 
     g = torch.Generator().manual_seed(0)
     base = torch.randn(1, 384, generator=g)
@@ -312,10 +314,11 @@ def test_similarities_and_losses_stay_fp32_under_bf16_autocast():
     settings = loss_settings("ranking", scale=100.0)
     cos = q @ p.T
     assert cos.max() - cos.min() < 0.05  # the narrow band of e5's cosines
-    plain = _loss_from_embeddings(q, p, index, mask, soft, positive, settings, keys)
+    batch = Batch([""] * 4, [""] * 12, index, mask, soft, positive)
+    plain = batch_loss(q, p, batch, settings, keys, 1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert (q @ p.T).dtype == torch.bfloat16  # what autocast does to a similarity left inside it
-        mixed = _loss_from_embeddings(q, p, index, mask, soft, positive, settings, keys)
+        mixed = batch_loss(q, p, batch, settings, keys, 1)
     assert mixed["loss"].dtype == torch.float32
     for k in ("loss", "soft", "infonce"):
         assert torch.equal(plain[k], mixed[k]), (k, plain[k], mixed[k])
@@ -327,6 +330,7 @@ def test_one_pass_and_gradient_caching_agree_under_bf16(tiny_minilm, scifact_ver
 
     from crossdistill.data.candidates import build_candidates
     from crossdistill.data.versions import read_triplets
+    from crossdistill.distill.batch import collate
     from crossdistill.distill.recipes import loss_settings
     from crossdistill.distill.step import forward_backward
     from crossdistill.models.resolve import resolve_model
@@ -335,7 +339,6 @@ def test_one_pass_and_gradient_caching_agree_under_bf16(tiny_minilm, scifact_ver
     root, v = scifact_version
     lists = build_candidates(read_triplets(root / v / "val.csv").head(30), 4, "bm25", 0)[0][:3]
     soft = torch.rand(3, 4)
-    positive = torch.tensor([[c.positive[i] if i < len(c.positive) else False for i in range(4)] for c in lists])
     student = BiEncoderStudent.load(resolve_model(str(tiny_minilm)), 48)
     student.eval()
     from accelerate.state import AcceleratorState
@@ -346,8 +349,8 @@ def test_one_pass_and_gradient_caching_agree_under_bf16(tiny_minilm, scifact_ver
         losses = []
         for micro in (None, 3):
             student.zero_grad()
-            losses.append(forward_backward(student, lists, soft, positive, loss_settings("ranking", scale=100.0), micro, 1,
-                                           acc)["loss"].item())
+            batch = collate(lists, [t[:len(c.passages)] for t, c in zip(soft, lists)])
+            losses.append(forward_backward(student, batch, loss_settings("ranking", scale=100.0), micro, 1, acc)["loss"].item())
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     # the embeddings themselves come from bf16 matmuls padded per pass; the loss on them is fp32 in both paths

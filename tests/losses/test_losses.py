@@ -5,10 +5,16 @@ import math
 import pytest
 import torch
 
-from crossdistill.losses import contrastive_margin_loss, distillation_loss, listwise_kl_loss, negative_penalty_loss
+from crossdistill.distill.recipes import loss_settings
+from crossdistill.losses import BatchScores, contrastive_margin_loss, distillation_loss, listwise_kl_loss, negative_penalty_loss
 
 T = torch.tensor
 
+
+
+def total(t, s, mask, pos, extra_negatives=None, in_batch=None, **settings):
+    """The composite loss of these scores with the original recipe's settings (scale 20), ``settings`` overriding."""
+    return distillation_loss(BatchScores(t, s, mask, pos, extra_negatives, in_batch), loss_settings("original", **settings))
 
 def _softmax(xs):
     e = [math.exp(x) for x in xs]
@@ -70,7 +76,7 @@ def test_total_combines_weights():
     s = T([[0.6, 0.4, 0.5]])
     mask = torch.ones(1, 3, dtype=torch.bool)
     pos = T([[True, False, False]])
-    out = distillation_loss(t, s, mask, pos, tau=0.2, contrastive_weight=0.3, negative_penalty_weight=0.4)
+    out = total(t, s, mask, pos, tau=0.2, contrastive_weight=0.3, negative_penalty_weight=0.4)
     kl = listwise_kl_loss(t, s, mask, 0.2)
     con = 0.7 - (0.6 - 0.45)
     pen = (0.45 - 0.15) + 0.5 * (0.45 - 0.15)
@@ -86,8 +92,8 @@ def test_extra_negatives_join_the_contrastive_term_only():
     mask = torch.ones(1, 3, dtype=torch.bool)
     pos = T([[True, False, False]])
     extra = (T([[0.2, 0.9, 0.3]]), T([[True, False, True]]))  # the 0.9 passage is masked (e.g. in its own list)
-    base = distillation_loss(t, s, mask, pos)
-    out = distillation_loss(t, s, mask, pos, extra_negatives=extra)
+    base = total(t, s, mask, pos)
+    out = total(t, s, mask, pos, extra_negatives=extra)
     # negatives 0.4, 0.5, 0.2, 0.3 -> mean 0.35; 0.7 - (0.6 - 0.35) = 0.45
     assert out["contrastive"].item() == pytest.approx(0.45, abs=1e-6)
     assert out["soft"].item() == base["soft"].item() and out["negative_penalty"].item() == base["negative_penalty"].item()
@@ -161,16 +167,16 @@ def test_total_ranking_recipe_weights():
     mask = torch.ones(1, 3, dtype=torch.bool)
     pos = T([[True, False, False]])
     in_batch = (T([[0.6, -0.2, 0.0, 0.1]]), T([[True, False, False, False]]), torch.ones(1, 4, dtype=torch.bool))
-    out = distillation_loss(t, s, mask, pos, tau=1.0, contrastive_weight=0.0, negative_penalty_weight=0.0,
-                            student_tau=1 / 40, infonce_weight=0.5, in_batch=in_batch)
+    out = total(t, s, mask, pos, tau=1.0, contrastive_weight=0.0, negative_penalty_weight=0.0,
+                            kl_student="scaled", scale=20.0, infonce_weight=0.5, in_batch=in_batch)
     kl = listwise_kl_loss(t, s, mask, 1.0, 1 / 40)
     nce = in_batch_infonce_loss(*in_batch, scale=20.0)
     assert out["loss"].item() == pytest.approx(kl.item() + 0.5 * nce.item(), rel=1e-6)
     assert out["contrastive"].item() == 0.0 and out["negative_penalty"].item() == 0.0
-    mm = distillation_loss(t, s, mask, pos, contrastive_weight=0.0, negative_penalty_weight=0.0, soft_loss="margin_mse")
+    mm = total(t, s, mask, pos, contrastive_weight=0.0, negative_penalty_weight=0.0, soft_loss="margin_mse")
     assert mm["soft"].item() == pytest.approx(margin_mse_loss(t, (2 * s - 1) * 20, pos, mask).item(), rel=1e-6)
     with pytest.raises(ValueError):
-        distillation_loss(t, s, mask, pos, infonce_weight=1.0)  # InfoNCE needs the in-batch scores
+        total(t, s, mask, pos, infonce_weight=1.0)  # InfoNCE needs the in-batch scores
 
 
 def test_loss_settings_are_typed_resolved_and_fixed():
@@ -201,10 +207,10 @@ def test_kl_tau_squared_rescales_only_the_kl():
     m = torch.ones(1, 3, dtype=torch.bool)
     pos = T([[True, False, False]])
     cos = T([[0.4, 0.1, -0.2]])
-    kw = dict(tau=2.0, contrastive_weight=0.0, negative_penalty_weight=0.0, student_tau=0.05, infonce_weight=1.0,
+    kw = dict(tau=2.0, contrastive_weight=0.0, negative_penalty_weight=0.0, kl_student="scaled", scale=10.0, infonce_weight=1.0,
               in_batch=(cos, pos, m))
-    plain = distillation_loss(t, s, m, pos, **kw)
-    squared = distillation_loss(t, s, m, pos, kl_tau_squared=True, **kw)
+    plain = total(t, s, m, pos, **kw)
+    squared = total(t, s, m, pos, kl_tau_squared=True, **kw)
     kl = listwise_kl_loss(t, s, m, tau=2.0, student_tau=0.05)
     assert plain["soft"].item() == pytest.approx(kl.item(), rel=1e-6)
     assert squared["soft"].item() == pytest.approx(4 * kl.item(), rel=1e-6)

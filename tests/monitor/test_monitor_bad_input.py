@@ -184,9 +184,10 @@ def test_malformed_events_are_skipped_and_counted(tmp_path):
 def test_the_monitor_stops_its_job_whatever_ends_it(tmp_path, monkeypatch):
     """Issue #26: 9: an error inside the monitor itself (not a signal) still stops the job it started."""
     from crossdistill.monitor import supervisor as monitor
+    from crossdistill.monitor.config import MonitorConfig
 
     out = tmp_path / "run"
-    sup = monitor.Supervisor(["sleep", "300"], out, monitor.Policy(poll=0.1), evaluate=False)
+    sup = monitor.Supervisor(["sleep", "300"], out, MonitorConfig(poll=0.1), evaluate=False)
     started = []
 
     def broken_watch(job):
@@ -241,7 +242,8 @@ def test_running_the_same_monitor_command_again_resumes(tmp_path):
     """Issue #38: After Ctrl-C the rerun launched the original command without --resume and was rejected."""
     import sys
 
-    from crossdistill.monitor.supervisor import Policy, Supervisor
+    from crossdistill.monitor.config import MonitorConfig
+    from crossdistill.monitor.supervisor import Supervisor
 
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
@@ -250,7 +252,7 @@ def test_running_the_same_monitor_command_again_resumes(tmp_path):
     script.write_text("import json, sys, pathlib\nout = pathlib.Path(sys.argv[sys.argv.index('--output_dir') + 1])\n"
                       "(out / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n(out / 'done.json').write_text('{}')\n")
     command = [sys.executable, str(script), "--output_dir", str(out)]
-    code = Supervisor(command, out, Policy(poll=0.1), evaluate=False).run()
+    code = Supervisor(command, out, MonitorConfig(poll=0.1), evaluate=False).run()
     assert code == 0
     assert json.loads((out / "argv.json").read_text()) == ["--output_dir", str(out), "--resume"]
 
