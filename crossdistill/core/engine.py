@@ -39,7 +39,7 @@ from crossdistill.core import hooks
 from crossdistill.core.checkpoint import _latest_named, load_best, save_checkpoint, trainable_state
 from crossdistill.core.errors import NonFiniteLoss, UsageError
 from crossdistill.core.events import EventLog
-from crossdistill.core.run_state import RunState
+from crossdistill.core.run_state import RunState, resume_state
 from crossdistill.core.runs import publish, staging_dir
 from crossdistill.core.training import epoch_order, on_main, shard, track
 
@@ -115,6 +115,16 @@ class Loop:
     pending_best: dict | None = None  # a new best model's weights, written into the next checkpoint
     last_checkpoint: Path | None = None  # the checkpoint this run resumed from or wrote last (its best model carries on)
 
+    @classmethod
+    def for_run(cls, cfg, accelerator, model, optimizer, scheduler, out_dir: Path, events: EventLog, log, n_items: int,
+                settings: dict) -> "Loop":
+        """The loop of a training config (``--epochs``, ``--seed``, ``--max_grad_norm``, ``--log_steps``,
+        ``--save_steps``; ``--batch_size`` items per process and step), checkpoints under ``out_dir/checkpoints``."""
+        return cls(accelerator, model, accelerator.unwrap_model(model), optimizer, scheduler, out_dir / "checkpoints", events,
+                   log, n_items=n_items, global_batch=cfg.batch_size * accelerator.num_processes, epochs=cfg.epochs,
+                   seed=cfg.seed, max_grad_norm=cfg.max_grad_norm, log_steps=cfg.log_steps, save_steps=cfg.save_steps,
+                   settings=settings)
+
     @property
     def steps_per_epoch(self) -> int:
         return -(-self.n_items // self.global_batch)
@@ -132,8 +142,13 @@ class Loop:
         self.pending_best = None
 
 
-def fresh_state(loop: Loop, lr: float, stage: Stage) -> RunState:
-    """The state of a run that starts now."""
+def start_or_resume(loop: Loop, stage: Stage, lr: float, resume_from: Path | None, skipped: list[dict], name: str,
+                    **start: object) -> RunState:
+    """The run state: resumed from ``resume_from`` (:func:`~crossdistill.core.run_state.resume_state`), or a fresh one
+    with its ``start`` event (``name``: the stage, ``start``: its own fields)."""
+    if resume_from is not None:
+        return resume_state(loop, resume_from, skipped, lr, stage)
+    loop.events.log("start", stage=name, total_steps=loop.total_steps, epochs=loop.epochs, **start)
     return RunState(lr=lr, settings=loop.settings, stage=stage.carry())
 
 

@@ -23,10 +23,10 @@ import torch
 
 from crossdistill.core import hooks
 from crossdistill.core.checkpoint import resume_point
-from crossdistill.core.engine import Loop, Stage, fresh_state, total_steps, train_epochs
+from crossdistill.core.engine import Loop, Stage, start_or_resume, total_steps, train_epochs
 from crossdistill.core.errors import UsageError, is_oom
 from crossdistill.core.events import EventLog
-from crossdistill.core.run_state import check_resume_settings, resume_state
+from crossdistill.core.run_state import check_resume_settings
 from crossdistill.core.runs import claimed_output, lock_run, releases_run_lock
 from crossdistill.core.training import linear_schedule, make_accelerator, make_optimizer, seed_everything
 from crossdistill.distill.batch import Batch, collate
@@ -71,17 +71,10 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
         student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
         if accelerator.num_processes > 1:  # same weights everywhere (DDP broadcast), different dropout per process
             torch.manual_seed(cfg.seed + accelerator.process_index)
-        loop = Loop(accelerator, student, accelerator.unwrap_model(student), optimizer, scheduler, out_dir / "checkpoints",
-                    events, log, n_items=len(run.lists), global_batch=global_batch, epochs=cfg.epochs, seed=cfg.seed,
-                    max_grad_norm=cfg.max_grad_norm, log_steps=cfg.log_steps, save_steps=cfg.save_steps,
-                    settings=settings)
+        loop = Loop.for_run(cfg, accelerator, student, optimizer, scheduler, out_dir, events, log, len(run.lists), settings)
         stage = StudentStage(cfg, inputs, run, loop, claim)
-        if resume_from is not None:
-            state = resume_state(loop, resume_from, skipped, cfg.lr, stage)
-        else:
-            state = fresh_state(loop, cfg.lr, stage)
-            events.log("start", stage="student", total_steps=loop.total_steps, epochs=cfg.epochs, queries=len(run.lists),
-                       **{f"candidates_{k}": v for k, v in run.stats["candidates"].items()})
+        state = start_or_resume(loop, stage, cfg.lr, resume_from, skipped, "student", queries=len(run.lists),
+                                **{f"candidates_{k}": v for k, v in run.stats["candidates"].items()})
         train_epochs(loop, state, stage)
     publish_student(loop, state, cfg, inputs, run, lora_cfg)
     return out_dir

@@ -25,12 +25,12 @@ import torch.nn.functional as F
 
 from crossdistill.core import hooks
 from crossdistill.core.checkpoint import load_trainable, resume_point
-from crossdistill.core.engine import Loop, Stage, best_weights, fresh_state, publish_run, total_steps, train_epochs
+from crossdistill.core.engine import Loop, Stage, best_weights, publish_run, start_or_resume, total_steps, train_epochs
 from crossdistill.core.errors import UsageError
 from crossdistill.core.events import EventLog
 from crossdistill.core.files import write_json
 from crossdistill.core.ownership import refuse_overlap
-from crossdistill.core.run_state import RunState, check_resume_settings, resume_state
+from crossdistill.core.run_state import RunState, check_resume_settings
 from crossdistill.core.runs import claimed_output, lock_run, releases_run_lock
 from crossdistill.core.training import linear_schedule, make_accelerator, make_optimizer, peak_memory, seed_everything
 from crossdistill.data import versions as data
@@ -172,17 +172,11 @@ def train_teacher(cfg: TeacherConfig, log=print) -> Path:
     with claimed_output(out_dir, "teacher", fresh=resume_from is None, main=main, wait=accelerator.wait_for_everyone) as claim:
         claim.commit()  # every input checked above: from here a failure leaves a run to resume
         events = EventLog(out_dir / "events.jsonl", enabled=main)
-        loop = Loop(accelerator, teacher.model, plain, optimizer, scheduler, out_dir / "checkpoints", events, log,
-                    n_items=len(inputs.examples), global_batch=global_batch, epochs=cfg.epochs, seed=cfg.seed,
-                    max_grad_norm=cfg.max_grad_norm, log_steps=cfg.log_steps, save_steps=cfg.save_steps,
-                    settings=inputs.settings)
+        loop = Loop.for_run(cfg, accelerator, teacher.model, optimizer, scheduler, out_dir, events, log, len(inputs.examples),
+                            inputs.settings)
     stage = TeacherStage(cfg, inputs, teacher, scorer, accelerator)
-    if resume_from is not None:
-        state = resume_state(loop, resume_from, skipped, cfg.lr, stage)
-    else:
-        state = fresh_state(loop, cfg.lr, stage)
-        events.log("start", stage="teacher", total_steps=loop.total_steps, epochs=cfg.epochs, examples=len(inputs.examples),
-                   train_rows=inputs.train_rows, val_lists=len(inputs.val))
+    state = start_or_resume(loop, stage, cfg.lr, resume_from, skipped, "teacher", examples=len(inputs.examples),
+                            train_rows=inputs.train_rows, val_lists=len(inputs.val))
     log(f"teacher: {inputs.resolved.name} ({inputs.resolved.path}), {inputs.train_rows} train rows -> "
         f"{len(inputs.examples)} {cfg.loss} examples, {loop.total_steps} steps, device {device}, "
         f"lora={'on' if cfg.use_lora else 'off'}, pooling {inputs.pooling} ({inputs.pooling_reason}), head lr "
