@@ -80,7 +80,7 @@ def ours_epoch(lists, teacher, args, epoch: int) -> tuple[float, int]:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        texts += len(batch) + len({p for c in batch for p in c.passages})
+        texts += batch.n_texts
     return time.perf_counter() - t0, texts
 
 
