@@ -17,6 +17,8 @@ from crossdistill.core.settings import (
     setting,
 )
 
+EASY_NEGATIVES = 3  # random negatives beside the mined ones when --random_negatives is left out
+
 
 @dataclass(frozen=True, kw_only=True)
 class Mining(Config):
@@ -42,8 +44,9 @@ class PrepareConfig(DataLocation, Seeded, Mining, Replaceable):
                              choices=["bm25", "model", "random", "keep"])
     num_negatives: int = setting(4, "mined (hard) negatives per (query, positive)", check=AT_LEAST_1)
     random_negatives: int | None = setting(
-        None, "extra random (easy) negatives per (query, positive), after the mined ones (default: 3 with --negatives "
-              "bm25/model, 0 with random/keep); a teacher trained from scratch on hard negatives alone learned far less "
+        None, "extra random (easy) negatives per (query, positive), after the mined ones (default: "
+              f"{EASY_NEGATIVES} with --negatives bm25/model, 0 with random/keep); a teacher trained from scratch on "
+              "hard negatives alone learned far less "
               "here (docs/experiments.md, 'Teacher recipe')", check=NON_NEGATIVE)
     rank_window: str = setting("0:100", "START:END ranks of the miner's list to take negatives from")
     fn_margin: float | None = setting(None, "false-negative guard: skip candidates scoring >= (1 - margin) x the "
@@ -61,7 +64,7 @@ class PrepareConfig(DataLocation, Seeded, Mining, Replaceable):
 
     def resolve(self):
         if self.random_negatives is None:  # easy negatives beside mined hard ones; kept or random ones stay as asked
-            return dataclasses.replace(self, random_negatives=3 if self.negatives in ("bm25", "model") else 0)
+            return dataclasses.replace(self, random_negatives=EASY_NEGATIVES if self.negatives in ("bm25", "model") else 0)
         return self
 
     def check(self) -> None:
