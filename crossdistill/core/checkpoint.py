@@ -36,7 +36,7 @@ import torch
 
 from crossdistill.core import hooks
 from crossdistill.core.errors import UsageError
-from crossdistill.core.files import write_json
+from crossdistill.core.files import file_sha256, write_json
 
 FILES = ("trainable.pt", "optimizer.pt", "scheduler.pt", "rng.pt", "state.json")
 BEST = "best.pt"
@@ -91,12 +91,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _sha256(path: Path) -> str:
-    from crossdistill.core.files import file_sha256
-
-    return file_sha256(path)
-
-
 def _save_torch(obj, path: Path) -> None:
     with open(path, "wb") as f:
         try:
@@ -142,7 +136,7 @@ def _save_checkpoint(root: Path, model, optimizer, scheduler, state: dict, best:
         shutil.copyfile(carried, tmp / BEST)
     write_json(tmp / "state.json", state)
     files = [f for f in (*FILES, BEST) if (tmp / f).is_file()]
-    write_json(tmp / MANIFEST, {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in files})
+    write_json(tmp / MANIFEST, {f: {"size": (tmp / f).stat().st_size, "sha256": file_sha256(tmp / f)} for f in files})
     final = root / name
     if final.exists():
         shutil.rmtree(final)
@@ -184,7 +178,7 @@ def _mismatch(folder: Path, name: str) -> str | None:
     path = folder / name
     if not isinstance(want, dict) or not path.is_file():
         return f"{name} is missing"
-    if path.stat().st_size != want.get("size") or _sha256(path) != want.get("sha256"):
+    if path.stat().st_size != want.get("size") or file_sha256(path) != want.get("sha256"):
         return f"{name} does not match its manifest (truncated or damaged)"
     return None
 

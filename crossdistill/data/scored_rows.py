@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from crossdistill.core.errors import UsageError
-from crossdistill.data.tables import ROLES, _text, labelled_rows
+from crossdistill.data.tables import ROLES, labelled_rows, text_cell
+from crossdistill.data.teacher_scores import check_score
 
 # a teacher's scores carried by your rows: FlagEmbedding's layout (list columns pos/neg with pos_scores/neg_scores), or one
 # score column per passage column of flat pairs/triplets
@@ -26,9 +27,7 @@ def _plain(value):
 
 
 def _score(value, where: str) -> float:
-    """A score cell (CSV cells are strings) as a checked number (:func:`~crossdistill.teacher_scores.check_score`)."""
-    from crossdistill.data.teacher_scores import check_score
-
+    """A score cell (CSV cells are strings) as a checked number (:func:`~crossdistill.data.teacher_scores.check_score`)."""
     if isinstance(value, str):
         try:
             value = float(value)
@@ -59,7 +58,7 @@ def _flagembedding_rows(df: pd.DataFrame, source: str, pos_col: str) -> tuple[pd
     rows, scored = [], ({} if has_scores else None)
     for i, raw in enumerate(df.to_dict("records")):
         where = f"{source} row {i + 1}"
-        obj = {"query": _text(raw.get(q_col), f"{where}, column {q_col!r}"),
+        obj = {"query": text_cell(raw.get(q_col), f"{where}, column {q_col!r}"),
                "pos": _plain(raw.get(pos_col)), "neg": _plain(raw.get(lower.get("neg"))) if "neg" in lower else [],
                **({"pos_scores": _plain(raw.get(lower["pos_scores"])),
                    "neg_scores": _plain(raw.get(lower["neg_scores"])) if "neg_scores" in lower else None}
@@ -69,8 +68,8 @@ def _flagembedding_rows(df: pd.DataFrame, source: str, pos_col: str) -> tuple[pd
         if has_scores and not obj["neg"] and obj["neg_scores"] is None:
             obj["neg_scores"] = []
         rec = check_record(obj, where, scored=has_scores)
-        pos = [_text(t, f"{where}, column 'pos'") for t in rec.pos]
-        neg = [_text(t, f"{where}, column 'neg'") for t in rec.neg]
+        pos = [text_cell(t, f"{where}, column 'pos'") for t in rec.pos]
+        neg = [text_cell(t, f"{where}, column 'neg'") for t in rec.neg]
         for p in pos:
             rows += [(rec.query, p, n) for n in neg] or [(rec.query, p, None)]
         if scored is not None:

@@ -64,7 +64,7 @@ def _beir_records(path: Path, what: str) -> dict[str, str]:
     return out
 
 
-def _read_qrels(path: Path) -> list[tuple[str, str, float]]:
+def read_qrels(path: Path) -> list[tuple[str, str, float]]:
     """(query id, passage id, score) of a BEIR qrels TSV, with or without its header line (a first line whose score
     column is a number is a pair, kept, with a warning); malformed lines are refused, naming them."""
     try:
@@ -147,7 +147,7 @@ def load_beir(source: str, split: str, cache_dir: str | os.PathLike = ".cache/be
     first_id: dict[str, str] = {}  # queries with identical text are merged into the first id
     alias = {q: first_id.setdefault(text, q) for q, text in queries.items()}
     qrels: dict[str, list[str]] = {}
-    for qid, did, score in _read_qrels(root / "qrels" / f"{split}.tsv"):
+    for qid, did, score in read_qrels(root / "qrels" / f"{split}.tsv"):
         if score > 0 and qid in queries and did in corpus and did not in qrels.get(alias[qid], []):
             qrels.setdefault(alias[qid], []).append(did)
     if not qrels:

@@ -109,7 +109,7 @@ def _read_hf(source: str) -> pd.DataFrame:
     return ds.to_pandas()
 
 
-def _text(value, where: str) -> str:
+def text_cell(value, where: str) -> str:
     if value is None or (isinstance(value, float) and value != value) or not isinstance(value, str):
         found = "nothing" if value is None or (isinstance(value, float) and value != value) else type(value).__name__
         raise UsageError(f"{where} holds {found} where a text is needed; fill or drop that row")
@@ -160,7 +160,7 @@ def labelled_rows(df: pd.DataFrame, source: str, columns: str | None = None) -> 
         raise UsageError(f"{source} has a header but no rows; add labelled pairs")
     out = {}
     for role, column in chosen.items():
-        out[role] = [_text(v, f"{source} row {i + 1}, column {column!r}") for i, v in enumerate(df[column].tolist())]
+        out[role] = [text_cell(v, f"{source} row {i + 1}, column {column!r}") for i, v in enumerate(df[column].tolist())]
     return pd.DataFrame(out)
 
 
@@ -188,7 +188,7 @@ def read_texts(source: str, what: str = "passage", bodies: dict | None = None) -
             lines = path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError as exc:
             raise UsageError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
-        out = {f"line{n}": _text(line, f"{path} line {n}") for n, line in enumerate(lines, 1) if line.strip()}
+        out = {f"line{n}": text_cell(line, f"{path} line {n}") for n, line in enumerate(lines, 1) if line.strip()}
         if not out:
             raise UsageError(f"{path} holds no {what}; one {what} per line")
         return out
@@ -205,7 +205,7 @@ def read_texts(source: str, what: str = "passage", bodies: dict | None = None) -
         raw_id = row[id_col]
         if raw_id is None or isinstance(raw_id, bool) or str(raw_id).strip() == "":
             raise UsageError(f"{where} has no {id_col!r}; give every {what} an id")
-        text = _text(row[text_col], f"{where}, column {text_col!r}")
+        text = text_cell(row[text_col], f"{where}, column {text_col!r}")
         title = row.get(title_col) if title_col else None
         if isinstance(title, str) and title.strip() and what == "passage":
             if bodies is not None:
@@ -221,12 +221,12 @@ def read_texts(source: str, what: str = "passage", bodies: dict | None = None) -
 def read_qrels_file(source: str) -> list[tuple[str, str, float]]:
     """(query id, passage id, score) pairs: a BEIR-style TSV (header optional) or a CSV/JSONL/Parquet table with
     query-id, corpus-id and optionally score columns (1 when absent)."""
-    from crossdistill.data.sources import _read_qrels
+    from crossdistill.data.sources import read_qrels
 
     path = Path(source)
     if path.suffix.lower() in (".tsv", ".tab"):
         _check_text_file(path)
-        return _read_qrels(path)
+        return read_qrels(path)
     kind = table_kind(source)
     if kind is None:
         raise UsageError(f"cannot tell what {source} is; pass qrels as .tsv, .csv, .jsonl or .parquet")

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 from pathlib import Path
 from crossdistill.core.errors import UsageError
-from crossdistill.core.files import atomic_file, write_json
-from crossdistill.core.files import atomic_file
+from crossdistill.core.files import file_sha256, atomic_file, write_json
 from crossdistill.models.onnx import (
     FILES,
     FORMATS,
-    _export_fp32,
-    _quantize,
-    _read_export_info,
-    _serving_modules,
-    _sha256,
-    _transformer_dir,
+    export_fp32,
+    quantize,
+    read_export_info,
+    serving_modules,
+    transformer_dir,
 )
 
 
@@ -98,7 +96,7 @@ def export_student(folder: str | Path, formats: list[str], log=print) -> dict[st
         raise UsageError(f"{folder} is not a sentence-transformers folder (no modules.json); pass a student folder")
     if (folder / "onnx").exists() and not (folder / "onnx").is_dir():
         raise UsageError(f"{folder / 'onnx'} is a file, where the export writes its folder; move it away")
-    src = _transformer_dir(folder)
+    src = transformer_dir(folder)
     if not any((src / w).is_file() for w in ("model.safetensors", "model.safetensors.index.json")):
         raise UsageError(f"cannot export {folder}: it has no weights (model.safetensors), a half-written folder; export a "
                          "complete student folder (one whose training finished: done.json)")
@@ -113,9 +111,9 @@ def export_student(folder: str | Path, formats: list[str], log=print) -> dict[st
 
 
 def _export(folder: Path, formats: list[str], log) -> dict[str, str]:
-    recorded = _read_export_info(folder)
+    recorded = read_export_info(folder)
     ours = [recorded[f] for f in FILES if f in recorded]
-    _serving_modules(folder)  # a pooling or a module the ONNX encoder cannot reproduce is refused before any work
+    serving_modules(folder)  # a pooling or a module the ONNX encoder cannot reproduce is refused before any work
     for fmt in formats:  # a file of the same name this toolkit did not write is never replaced
         if (folder / FILES[fmt]).exists() and FILES[fmt] not in ours:
             raise UsageError(f"{folder / FILES[fmt]} exists and was not written by this toolkit's export; move it away "
@@ -125,12 +123,12 @@ def _export(folder: Path, formats: list[str], log) -> dict[str, str]:
     fp32 = folder / FILES["onnx"]
     if "onnx" in formats or "onnx-int8" in formats:
         if "onnx" in formats or not fp32.is_file():
-            _export_fp32(folder, fp32)
+            export_fp32(folder, fp32)
             log(f"exported {fp32}")
         if "onnx" in formats:
             written["onnx"] = FILES["onnx"]
     if "onnx-int8" in formats:
-        _quantize(fp32, folder / FILES["onnx-int8"])
+        quantize(fp32, folder / FILES["onnx-int8"])
         log(f"quantised {folder / FILES['onnx-int8']}")
         written["onnx-int8"] = FILES["onnx-int8"]
     _record(folder, written)
@@ -143,13 +141,13 @@ def _record(folder: Path, written: dict[str, str]) -> None:
     if not written:
         return
     info_file = folder / "export.json"
-    info = _read_export_info(folder)
+    info = read_export_info(folder)
     info.update(written)
-    weights = _transformer_dir(folder) / "model.safetensors"
+    weights = transformer_dir(folder) / "model.safetensors"
     digests = dict(info.get("sha256") or {}) if isinstance(info.get("sha256"), dict) else {}
-    digests.update({path: _sha256(folder / path) for path in written.values()})
+    digests.update({path: file_sha256(folder / path) for path in written.values()})
     if weights.is_file():
-        digests["model.safetensors"] = _sha256(weights)
+        digests["model.safetensors"] = file_sha256(weights)
     info["sha256"] = digests
     write_json(info_file, info)
     info = {k: v for k, v in info.items() if k in FILES}

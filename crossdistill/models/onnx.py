@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from crossdistill.core.errors import UsageError
-from crossdistill.core.files import atomic_file
+from crossdistill.core.files import file_sha256, atomic_file
 import logging
 import warnings
 import numpy as np
-from crossdistill.core.files import atomic_file
 
 FORMATS = ("onnx", "onnx-int8")
 FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8_avx2.onnx"}
@@ -20,7 +19,7 @@ FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8_avx2.onnx"}
 _POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}
 
 
-def _serving_modules(folder: Path) -> str:
+def serving_modules(folder: Path) -> str:
     """The pooling the ONNX encoder applies, read from the folder's Pooling module (sentence-transformers' current
     ``pooling_mode`` or the older ``pooling_mode_*`` flags); a module it does not reproduce (``Dense``, another
     pooling, anything besides Transformer, Pooling and Normalize) is refused: the ONNX student would not be the model."""
@@ -51,16 +50,16 @@ def _serving_modules(folder: Path) -> str:
 def _check_export(folder: Path, relative: str) -> None:
     """Refuse an ONNX file that is not the export of this folder's weights: swapped, replaced, or exported before the
     weights changed (``export.json``'s digests)."""
-    info = _read_export_info(folder)
+    info = read_export_info(folder)
     digests = info.get("sha256") if isinstance(info.get("sha256"), dict) else None
     if not digests or relative not in digests:
         raise UsageError(f"{folder / relative} has no export record (export.json): nothing says it is this folder's model; "
                          f"export it again: python export_student.py --model_path {folder}")
-    if _sha256(folder / relative) != digests[relative]:
+    if file_sha256(folder / relative) != digests[relative]:
         raise UsageError(f"{folder / relative} is not the file the export wrote (it was replaced or changed); export again: "
                          f"python export_student.py --model_path {folder}")
-    weights = _transformer_dir(folder) / "model.safetensors"
-    if weights.is_file() and "model.safetensors" in digests and _sha256(weights) != digests["model.safetensors"]:
+    weights = transformer_dir(folder) / "model.safetensors"
+    if weights.is_file() and "model.safetensors" in digests and file_sha256(weights) != digests["model.safetensors"]:
         raise UsageError(f"{folder / relative} was exported from other weights than the folder's model.safetensors "
                          f"(retrained or replaced since); export again: python export_student.py --model_path {folder}")
 
@@ -77,13 +76,7 @@ def _modules(folder: Path) -> list[dict]:
     return modules
 
 
-def _sha256(path: Path) -> str:
-    from crossdistill.core.files import file_sha256
-
-    return file_sha256(path)
-
-
-def _read_export_info(folder: Path) -> dict:
+def read_export_info(folder: Path) -> dict:
     """``export.json``: {format: relative path} and ``sha256`` {file: digest} of each exported file and of the weights
     it was exported from; a damaged file is refused."""
     f = folder / "export.json"
@@ -99,20 +92,20 @@ def _read_export_info(folder: Path) -> dict:
     return info
 
 
-def _transformer_dir(folder: Path) -> Path:
+def transformer_dir(folder: Path) -> Path:
     """Where the folder's Transformer module keeps its config and tokenizer (the folder itself, usually)."""
     modules = _modules(folder)
     first = next((m for m in modules if str(m.get("type", "")).endswith("Transformer")), modules[0] if modules else {})
     return folder / str(first.get("path", ""))
 
 
-def _export_fp32(folder: Path, target: Path) -> None:
+def export_fp32(folder: Path, target: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     from crossdistill.models.resolve import refuse_pickled_weights
 
-    src = _transformer_dir(folder)
+    src = transformer_dir(folder)
     refuse_pickled_weights(src)
     model = AutoModel.from_pretrained(src, use_safetensors=True, attn_implementation="eager").eval()
     tok = AutoTokenizer.from_pretrained(src)
@@ -136,7 +129,7 @@ def _export_fp32(folder: Path, target: Path) -> None:
                           dynamo=False, do_constant_folding=True)
 
 
-def _quantize(fp32: Path, target: Path) -> None:
+def quantize(fp32: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quiet = logging.getLogger()
@@ -166,8 +159,8 @@ class OnnxEncoder:
         if not path.is_file():
             raise UsageError(f"{folder} has no {FILES[fmt]}; export it first: python export_student.py --model_path "
                              f"{folder} --formats {fmt}")
-        src = _transformer_dir(folder)
-        self.pooling = _serving_modules(folder)
+        src = transformer_dir(folder)
+        self.pooling = serving_modules(folder)
         _check_export(folder, FILES[fmt])
         self.tokenizer = AutoTokenizer.from_pretrained(src)
         bert_cfg = json.loads((src / "sentence_bert_config.json").read_text()) if (src / "sentence_bert_config.json").is_file() else {}
