@@ -73,8 +73,6 @@ def folder_kind(path: str | os.PathLike) -> str | None:
     return None
 
 
-
-
 def mark_owner(folder: Path, kind: str, files=None) -> None:
     """Write the owner file: ``folder`` is a ``kind`` output of this toolkit, and ``files`` (its manifest: the top-level
     names this toolkit wrote there) are the only entries it will ever replace or remove. ``files`` None: every entry

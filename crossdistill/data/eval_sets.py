@@ -135,4 +135,3 @@ def retrieval_set_from_rows(df: pd.DataFrame, corpus: dict[str, str] | None = No
         given[(q, p)] = [n for n in dict.fromkeys(negs) if n not in qrels[q]]
     stats.update(queries=len(queries), positives=sum(map(len, qrels.values())))
     return RetrievalSet(corpus, queries, qrels), given, stats
-

@@ -84,8 +84,6 @@ def subsample(df: pd.DataFrame, max_samples: int | None, seed: int) -> pd.DataFr
     return df[df["anchor"].isin(chosen)].reset_index(drop=True)
 
 
-
-
 def data_file(data_version: str, split: str, root: str | os.PathLike = "preprocessed") -> Path:
     """``preprocessed/<data_version>/<split>.csv``, with a clear error when the version is missing."""
     folder = Path(root) / check_version_name(data_version)

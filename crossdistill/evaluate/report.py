@@ -26,8 +26,6 @@ ANALYSIS_PNG = "bi_encoder_evaluation_analysis.png"
 COMPARISON_PNG = "bi_encoder_retrieval_comparison.png"
 
 
-
-
 def _bm25(ts: TripletPool, full: RetrievalSet | None) -> dict:
     from crossdistill.data.mining import BM25Miner
     from crossdistill.evaluate.retrieval import bm25_run
@@ -61,7 +59,6 @@ def full_corpus(cfg: EvalConfig, ts: TripletPool, log=print) -> tuple[RetrievalS
     """The full corpus the test queries are also retrieved over, and what it is: a BEIR folder (``--beir_dir``), your
     files (``--corpus`` with ``--queries``/``--qrels``, or ``--corpus`` alone with the test CSV's queries and
     positives), or the prepared version's own ``corpus.jsonl`` (``--data_version``); None without one."""
-    from crossdistill.data import versions as data
     from crossdistill.data.tables import read_texts
 
     if cfg.beir_dir:

@@ -30,4 +30,3 @@ def rerank(teacher, run: dict[str, dict[str, float]], *, queries: dict[str, str]
 
 def qrels_dict(qrels: dict[str, list[str]]) -> dict[str, dict[str, int]]:
     return {q: {d: 1 for d in docs} for q, docs in qrels.items()}
-
