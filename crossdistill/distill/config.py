@@ -56,6 +56,10 @@ class StudentConfig(TrainingConfig, Mining):
                                                check=LOSS_WEIGHT)
     negative_penalty_weight: float | None = setting(None, f"weight of the negative-score penalty {recipe_values('negative_penalty_weight')}",
                                                     check=LOSS_WEIGHT)
+    pseudo_queries: int = setting(0, "unlabelled queries cut from the training passages (one sentence each, the rest "
+                                     "of its passage and K-1 BM25 negatives its list) that the teacher labels: they "
+                                     "teach through the soft-label term only (GPL-style); 0 = none",
+                                  check=(lambda v: 0 <= v <= 1_000_000, "between 0 and 1000000"))
     negative_source: str = setting(DEFAULT_NEGATIVE_SOURCE, "how lists are filled up to K beyond the CSV's negatives",
                                    choices=["bm25", "model", "random"])
     soft_labels: str | None = setting(None, f"teacher scores fed to softmax(./tau): sigmoid probabilities or logits "

@@ -16,6 +16,7 @@ from crossdistill.core.ownership import refuse_overlap
 from crossdistill.data import eval_sets
 from crossdistill.data import versions as data
 from crossdistill.data.candidates import CandidateList, build_candidates
+from crossdistill.data.pseudo_queries import pseudo_query_lists
 from crossdistill.data.teacher_scores import SCORES_FILE, lists_from_scores, read_scores_file, scores_fingerprint
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.fusion import build_soft_labels, parse_fusion
@@ -61,6 +62,9 @@ def _teacher_source(cfg: StudentConfig) -> tuple[Teachers | None, list | None, s
 def read_inputs(cfg: StudentConfig) -> StudentInputs:
     """Check and read every input of the run: nothing is written, nothing moved."""
     teachers, scores, scores_path, fingerprint = _teacher_source(cfg)
+    if cfg.pseudo_queries and teachers is None:
+        raise UsageError(f"--pseudo_queries {cfg.pseudo_queries} needs a teacher model to score the new lists, but the "
+                         f"teacher here is a scores file ({scores_path}); pass --teacher_path, or leave --pseudo_queries out")
     student = resolve_model(cfg.student_name, cfg.query_prefix, cfg.passage_prefix)
     dense = resolve_model(cfg.fusion_model) if cfg.fusion_model else None  # a missing fusion model is refused now
     paths = teachers.paths if teachers else []
@@ -114,6 +118,12 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
     else:
         phase("phase", phase="candidates", detail=f"building {cfg.K} candidates per query ({cfg.negative_source} mining)")
         lists, cstats = build_candidates(inputs.train, cfg.K, cfg.negative_source, cfg.seed, cfg.mining_model)
+        if cfg.pseudo_queries:
+            pseudo, cstats["pseudo"] = pseudo_query_lists([*inputs.train["positive"], *inputs.train["negative"]],
+                                                          cfg.pseudo_queries, cfg.K, cfg.seed, {c.query for c in lists})
+            lists = lists + pseudo
+            log(f"pseudo-queries: {len(pseudo)} of {cfg.pseudo_queries} asked, cut from the training passages, each "
+                f"with its remainder and {cfg.K - 1} BM25 negatives; the teacher labels them (soft-label term only)")
         log(f"candidates: {cstats['queries']} queries x K={cfg.K} ({cstats['short_lists']} with fewer than K, "
             f"{cstats['mined_negatives']} mined {cfg.negative_source} negatives); loss recipe {cfg.recipe}, "
             f"similarity scale {cfg.scale:g}; teacher {inputs.teachers.describe()}")
