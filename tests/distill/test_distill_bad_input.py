@@ -1,6 +1,7 @@
 """Hostile input against the student stage: teachers that are not finished, flags that cannot train anything, overwrites
 that must leave the finished run whole. Each test names its issue (#14, #26, #38)."""
 
+import json
 import shutil
 
 import pytest
@@ -139,3 +140,16 @@ def test_absurd_loss_settings_name_the_flag(flag, value, tmp_path):
                           f"{flag}={value}")
     assert_usage_error(proc, flag.split("=")[0])
     assert not (tmp_path / "o").exists()
+
+
+def test_pseudo_queries_without_a_teacher_model_are_refused(tmp_path, tiny_minilm, scifact_version):
+    """Issue #35: pseudo-queries need a model to score their lists; a scores file cannot."""
+    root, v = scifact_version
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text(json.dumps({"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [2.0], "neg_scores": [-1.0]}) + "\n")
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_scores", scores, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", tmp_path / "s", "--pseudo_queries", "8")
+    assert_usage_error(proc, "--pseudo_queries 8 needs a teacher model", "--teacher_path")
+    assert_usage_error(run_in_process("train_distillation_pipeline.py", "--output_dir", tmp_path / "s", "--pseudo_queries",
+                                      "-1"), "--pseudo_queries must be between 0 and 1000000")
+    assert not (tmp_path / "s").exists()

@@ -241,6 +241,25 @@ def test_lora_student_and_teacher_scores_from_cache(straight, teacher, tiny_mini
     assert json.loads((tmp_path / "lora" / "done.json").read_text())["val_mrr@10"] == metrics["history"][1]["val_mrr@10"]
 
 
+@pytest.mark.slow
+def test_pseudo_queries_join_the_lists_and_the_teacher_scores_them(straight, teacher, tiny_minilm, scifact_version, env,
+                                                                   tmp_path):
+    """Issue #35: --pseudo_queries N adds N teacher-labelled lists cut from the training passages."""
+    ref = json.loads((straight[0] / "metrics.json").read_text())
+    proc = distil(tmp_path / "p", teacher, tiny_minilm, scifact_version, env, "--allow_weaker_teacher", "--epochs", "1",
+                  "--recipe", "ranking", "--pseudo_queries", "6")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pseudo-queries: 6 of 6 asked" in proc.stdout + proc.stderr
+    metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert metrics["candidates"]["pseudo"] == {"requested": 6, "pseudo_queries": 6,
+                                              "passages_without_a_query": metrics["candidates"]["pseudo"]["passages_without_a_query"]}
+    # the labelled lists are the reference run's; 6 more lists were scored by the teacher (4 passages each, all new)
+    assert metrics["candidates"]["queries"] == ref["candidates"]["queries"]
+    assert metrics["teacher_scores"]["distinct_pairs"] == ref["teacher_scores"]["distinct_pairs"] + 6 * 4
+    assert metrics["steps"] == -(-(ref["candidates"]["queries"] + 6) // 4)  # one epoch, batch 4
+    assert json.loads((tmp_path / "p" / "training_args.json").read_text())["pseudo_queries"] == 6
+
+
 def test_weaker_teacher_is_refused(teacher, tiny_minilm, scifact_version, env, tmp_path):
     proc = distil(tmp_path / "refused", teacher, tiny_minilm, scifact_version, env)
     # this 1-epoch, 24-row teacher is weaker than a pretrained MiniLM student
