@@ -91,7 +91,7 @@ CONFIGS["cpu_K8_dense_member"] = {"teacher": CONFIGS["cpu_default"]["teacher"], 
 for _name, _extra, _prep in (("K8", ["--K", "8"], []), ("K8_margin_mse", ["--K", "8", "--soft_loss", "margin_mse"], []),
                               ("dense", [], ["--negatives", "model"]), ("K8_dense", ["--K", "8"], ["--negatives", "model"]),
                               ("tau_05", ["--tau", "0.5"], []), ("tau_2", ["--tau", "2"], []),
-                              ("pseudo", ["--pseudo_queries", "725"], [])):
+                              ("pseudo", ["--pseudo_queries", "725"], []), ("bs8", ["--batch_size", "8"], [])):
     CONFIGS[f"cpu_{_name}"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": _prep,
                                "student": [*CONFIGS["cpu_default"]["student"], *_extra]}
     CONFIGS[f"cpu_labels_only_{_name}"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": _prep,
