@@ -73,14 +73,18 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "fusion_bm25_scale_100": {"student": ["--teacher_fusion", "bm25=0.5", "--scale", "100"]},
     "fusion_bm25_scale_50": {"student": ["--teacher_fusion", "bm25=0.5", "--scale", "50"]},
 }
-# issue #35's CPU-size rows: the `--pipeline cpu` preset exactly as the monitor runs it, and the same with the teacher
-# weighted 0 (its flags come from crossdistill.pipeline, so a change of the preset changes these rows)
+# issue #35's CPU-size rows. `cpu_default` is the `--pipeline cpu` preset as it was measured until 2026-12-05 (its
+# flags frozen here, so its rows keep their meaning), `cpu_labels_only` the same with the teacher weighted 0; each lever
+# row adds its flags to them. The preset now is the `pseudo` lever (725 pseudo-queries): `cpu_pseudo` is exactly what
+# the monitor runs (asserted below), `cpu_labels_only_pseudo` its labels-only twin.
 from crossdistill.data import sources
 from crossdistill.monitor.pipeline import PRESETS as _PRESETS  # noqa: E402
 
-CONFIGS["cpu_default"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "student": list(_PRESETS["cpu"]["student"])}
+_CPU_V1_STUDENT = ["--epochs", "1", "--max_len", "128", "--K", "4", "--val_pool", "csv", "--teacher_fusion",
+                   "bm25=1,student=1", "--guard_k", "10", "--attention_dropout", "0"]
+CONFIGS["cpu_default"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "student": list(_CPU_V1_STUDENT)}
 CONFIGS["cpu_labels_only"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
-                              "student": [*_PRESETS["cpu"]["student"], "--soft_weight", "0"]}
+                              "student": [*_CPU_V1_STUDENT, "--soft_weight", "0"]}
 # issue #35's lever "a dense member of the teacher": round one trains the student on the labels alone
 # (cpu_labels_only), round two distils a fresh student from the cross-encoder fused with BM25 and that student
 CONFIGS["cpu_dense_member"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "dense_member": "cpu_labels_only",
@@ -96,6 +100,7 @@ for _name, _extra, _prep in (("K8", ["--K", "8"], []), ("K8_margin_mse", ["--K",
                                "student": [*CONFIGS["cpu_default"]["student"], *_extra]}
     CONFIGS[f"cpu_labels_only_{_name}"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": _prep,
                                           "student": [*CONFIGS["cpu_labels_only"]["student"], *_extra]}
+assert CONFIGS["cpu_pseudo"]["student"] == list(_PRESETS["cpu"]["student"]), "cpu_pseudo must be the cpu preset"
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
