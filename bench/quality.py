@@ -88,9 +88,9 @@ CONFIGS["cpu_labels_only"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
 # issue #35's lever "a dense member of the teacher": round one trains the student on the labels alone
 # (cpu_labels_only), round two distils a fresh student from the cross-encoder fused with BM25 and that student
 CONFIGS["cpu_dense_member"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "dense_member": "cpu_labels_only",
-                               "student": [*_PRESETS["cpu"]["student"], "--teacher_fusion", "bm25=1,dense=1"]}
+                               "student": [*_CPU_V1_STUDENT, "--teacher_fusion", "bm25=1,dense=1"]}
 CONFIGS["cpu_K8_dense_member"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "dense_member": "cpu_labels_only_K8",
-                                  "student": [*_PRESETS["cpu"]["student"], "--K", "8", "--teacher_fusion", "bm25=1,dense=1"]}
+                                  "student": [*_CPU_V1_STUDENT, "--K", "8", "--teacher_fusion", "bm25=1,dense=1"]}
 # issue #35's CPU levers, each beside its own labels-only twin (the teacher weighted 0 in the same preset)
 for _name, _extra, _prep in (("K8", ["--K", "8"], []), ("K8_margin_mse", ["--K", "8", "--soft_loss", "margin_mse"], []),
                               ("dense", [], ["--negatives", "model"]), ("K8_dense", ["--K", "8"], ["--negatives", "model"]),

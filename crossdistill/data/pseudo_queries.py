@@ -50,7 +50,7 @@ def pseudo_query_lists(passages: list[str], n: int, K: int, seed: int,
     labelled query (``known_queries``) or to an earlier pseudo-query is skipped. Deterministic for a given seed.
 
     Returns (lists, stats): stats has ``requested``, ``pseudo_queries`` (made) and ``passages_without_a_query``
-    (passages looked at that had no sentence to cut)."""
+    (passages looked at that gave no new query: no sentence to cut, or the one cut is already a query)."""
     pool = sorted(set(passages))
     order = list(range(len(pool)))
     rng = random.Random(seed)
