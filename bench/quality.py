@@ -100,6 +100,10 @@ for _name, _extra, _prep in (("K8", ["--K", "8"], []), ("K8_margin_mse", ["--K",
                                "student": [*CONFIGS["cpu_default"]["student"], *_extra]}
     CONFIGS[f"cpu_labels_only_{_name}"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": _prep,
                                           "student": [*CONFIGS["cpu_labels_only"]["student"], *_extra]}
+# issue #35's lever "a teacher that never argues with a label": the preset with --positives_first. Its labels-only
+# twin is `cpu_labels_only_pseudo`: with --soft_weight 0 the soft labels never enter the loss, so it is the same run.
+CONFIGS["cpu_pf"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
+                     "student": [*CONFIGS["cpu_pseudo"]["student"], "--positives_first"]}
 assert CONFIGS["cpu_pseudo"]["student"] == list(_PRESETS["cpu"]["student"]), "cpu_pseudo must be the cpu preset"
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 

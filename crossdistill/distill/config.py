@@ -80,6 +80,10 @@ class StudentConfig(TrainingConfig, Mining):
                                                "'bm25=0.5' or 'bm25=0.5,student=0.2'; 'none' = the teacher alone")
     fusion_model: str | None = setting(None, "with --teacher_fusion dense=W: the bi-encoder (folder or alias) whose cosines "
                                              "are the dense source, e.g. a student trained on the labels alone")
+    positives_first: bool = setting(False, "in each labelled list, give the labelled positives the highest soft labels "
+                                           "(the list's own values reassigned, the teacher's order kept among the "
+                                           "negatives): the teacher teaches how the negatives rank, never against a "
+                                           "label")
     val_pool: str = setting("auto", "passages the val queries are ranked against: 'corpus' = the corpus prepared with "
                                     "the data (BEIR, or prepare_data.py --corpus), 'csv' = the val CSV's passages, "
                                     "'auto' = corpus when the data has one, else csv", choices=["auto", "csv", "corpus"])

@@ -57,6 +57,28 @@ def fuse(teacher: list[np.ndarray], others: dict[str, list[np.ndarray]], weights
     return out
 
 
+def positives_first(scores: np.ndarray, positive: list[bool]) -> np.ndarray:
+    """One labelled list's soft labels with the labelled positives moved to the top: the list's own score values are
+    reassigned, the highest ones to the positives and the rest to the negatives, each group keeping the teacher's order.
+    The teacher's judgement among the negatives (and among several positives) stays; where it ranks a negative above a
+    positive, that disagreement with the labels is dropped instead of fighting the label term. A list the teacher
+    already orders this way, or one with no positive (a pseudo-query) or no negative, is returned unchanged.
+
+    The listwise form of Wen et al. 2019's "knowledge adjustment" ("Preparing Lessons: Improve Knowledge Distillation
+    with Better Supervision"), which swaps a wrong teacher's top class with the true one.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    pos = np.flatnonzero(np.asarray(positive, dtype=bool))
+    neg = np.setdiff1d(np.arange(len(scores)), pos)
+    if len(pos) == 0 or len(neg) == 0:
+        return scores.copy()
+    values = np.sort(scores)[::-1]
+    out = np.empty_like(scores)
+    out[pos[np.argsort(-scores[pos], kind="stable")]] = values[:len(pos)]
+    out[neg[np.argsort(-scores[neg], kind="stable")]] = values[len(pos):]
+    return out
+
+
 def bm25_candidate_scores(queries: list[str], candidates: list[list[str]], pool: list[str] | None = None) -> list[np.ndarray]:
     """BM25 score of each query's candidates, over an index of ``pool`` (the collection the candidates are drawn from,
     whose document frequencies give the IDF; every candidate is added to it if missing) or, without one, of all

@@ -19,7 +19,7 @@ from crossdistill.data.candidates import CandidateList, build_candidates
 from crossdistill.data.pseudo_queries import pseudo_query_lists
 from crossdistill.data.teacher_scores import SCORES_FILE, lists_from_scores, read_scores_file, scores_fingerprint
 from crossdistill.distill.config import StudentConfig
-from crossdistill.distill.fusion import build_soft_labels, parse_fusion
+from crossdistill.distill.fusion import build_soft_labels, parse_fusion, positives_first
 from crossdistill.distill.guard import student_similarities, val_pool_passages
 from crossdistill.models.export import missing_packages, parse_formats
 from crossdistill.models.resolve import ResolvedModel, resolve_model, similarity_scale
@@ -141,6 +141,14 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
         student_cos=_student_list_scores(student, lists, cfg.eval_batch_size) if "student" in weights else None,
         dense_cos=fusion_model_scores(cfg, [c.query for c in lists], [c.passages for c in lists], device)
         if "dense" in weights else None)
+    if cfg.positives_first:
+        before = soft
+        soft = [positives_first(s, c.positive) for s, c in zip(soft, lists)]
+        labelled = sum(any(c.positive) and not all(c.positive) for c in lists)
+        moved = sum(not np.array_equal(a, b) for a, b in zip(before, soft))
+        tstats["positives_first"] = {"labelled_lists": labelled, "reordered": moved}
+        log(f"soft labels: positives first in {moved} of {labelled} labelled lists (the teacher ranked a negative above "
+            "a labelled positive there)")
     if weights:
         log(f"soft labels: teacher fused with {', '.join(f'{k} x{v:g}' for k, v in weights.items())} (per-query z-scores)")
     if cfg.positive_definition == "teacher":
