@@ -104,6 +104,11 @@ for _name, _extra, _prep in (("K8", ["--K", "8"], []), ("K8_margin_mse", ["--K",
 # twin is `cpu_labels_only_pseudo`: with --soft_weight 0 the soft labels never enter the loss, so it is the same run.
 CONFIGS["cpu_pf"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
                      "student": [*CONFIGS["cpu_pseudo"]["student"], "--positives_first"]}
+# and "let the labels overfit before the teacher is judged": the preset for two epochs, beside its labels-only twin
+CONFIGS["cpu_pseudo_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
+                            "student": [*CONFIGS["cpu_pseudo"]["student"], "--epochs", "2"]}
+CONFIGS["cpu_labels_only_pseudo_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
+                                        "student": [*CONFIGS["cpu_labels_only_pseudo"]["student"], "--epochs", "2"]}
 assert CONFIGS["cpu_pseudo"]["student"] == list(_PRESETS["cpu"]["student"]), "cpu_pseudo must be the cpu preset"
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 

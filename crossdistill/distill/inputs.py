@@ -141,6 +141,8 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
         student_cos=_student_list_scores(student, lists, cfg.eval_batch_size) if "student" in weights else None,
         dense_cos=fusion_model_scores(cfg, [c.query for c in lists], [c.passages for c in lists], device)
         if "dense" in weights else None)
+    if weights:
+        log(f"soft labels: teacher fused with {', '.join(f'{k} x{v:g}' for k, v in weights.items())} (per-query z-scores)")
     if cfg.positives_first:
         before = soft
         soft = [positives_first(s, c.positive) for s, c in zip(soft, lists)]
@@ -149,8 +151,6 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
         tstats["positives_first"] = {"labelled_lists": labelled, "reordered": moved}
         log(f"soft labels: positives first in {moved} of {labelled} labelled lists (the teacher ranked a negative above "
             "a labelled positive there)")
-    if weights:
-        log(f"soft labels: teacher fused with {', '.join(f'{k} x{v:g}' for k, v in weights.items())} (per-query z-scores)")
     if cfg.positive_definition == "teacher":
         for c, lo in zip(lists, per_list_logits):
             c.positive = [bool(x > 0.5) for x in torch.sigmoid(torch.from_numpy(np.asarray(lo, dtype=np.float32)))]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from crossdistill.core.errors import UsageError
-from crossdistill.distill.fusion import bm25_candidate_scores, fuse, parse_fusion, zscore
+from crossdistill.distill.fusion import bm25_candidate_scores, fuse, parse_fusion, positives_first, zscore
 
 
 def test_parse_fusion_specs_and_errors():
@@ -15,6 +15,22 @@ def test_parse_fusion_specs_and_errors():
                           ("bm25=-1", "between 0 and 1000"), ("bm25=inf", "between 0 and 1000")]:
         with pytest.raises(UsageError, match=fragment):
             parse_fusion(bad)
+
+
+def test_positives_first_reassigns_the_lists_own_values():
+    # the teacher puts negative 1 above the positive (index 2): the positive takes the top value, the negatives keep
+    # their order (1 > 3 > 0) over the values left
+    out = positives_first(np.array([0.5, 3.0, 1.0, 2.0]), [False, False, True, False])
+    np.testing.assert_array_equal(out, np.array([0.5, 2.0, 3.0, 1.0], dtype=np.float32))
+    assert sorted(out) == sorted([0.5, 3.0, 1.0, 2.0])  # the same values: the distribution's shape is kept
+    # two positives: they take the two highest values, in the teacher's order between them
+    out = positives_first(np.array([4.0, -1.0, 0.0, 2.0]), [False, True, True, False])
+    np.testing.assert_array_equal(out, [0.0, 2.0, 4.0, -1.0])
+    # already in order, no positive (a pseudo-query), or no negative: unchanged
+    for scores, pos in [([3.0, 1.0, 2.0], [True, False, False]), ([1.0, 2.0], [False, False]), ([1.0, 2.0], [True, True])]:
+        np.testing.assert_array_equal(positives_first(np.array(scores), pos), scores)
+    # ties keep the given order (stable)
+    np.testing.assert_array_equal(positives_first(np.array([1.0, 1.0, 1.0]), [False, True, False]), [1.0, 1.0, 1.0])
 
 
 def test_fuse_hand_values():
@@ -122,8 +138,13 @@ def test_a_dense_member_joins_the_teacher(tiny_teacher, tiny_minilm, scifact_ver
     guard = json.loads((tmp_path / "s" / "metrics.json").read_text())["guard"]
     assert guard["fused"] == ["bm25", "dense"]
     # the dense member is the starting student here, so the guard's fused labels equal those of `student=1`
+    # --positives_first reorders the training lists' soft labels only: the guard still judges the teacher as it is
     proc = run_in_process("train_distillation_pipeline.py", *args, "--output_dir", tmp_path / "t",
-                          "--teacher_fusion", "bm25=1,student=1", env=score_cache_env)
+                          "--teacher_fusion", "bm25=1,student=1", "--positives_first", env=score_cache_env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    same = json.loads((tmp_path / "t" / "metrics.json").read_text())["guard"]
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    same = metrics["guard"]
     assert abs(same["teacher_rerank_mrr@10"] - guard["teacher_rerank_mrr@10"]) < 1e-9
+    first = metrics["teacher_scores"]["positives_first"]
+    assert first["labelled_lists"] == metrics["candidates"]["queries"] and 0 < first["reordered"] <= first["labelled_lists"]
+    assert f"positives first in {first['reordered']} of {first['labelled_lists']} labelled lists" in proc.stdout
