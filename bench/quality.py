@@ -75,8 +75,8 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
 }
 # issue #35's CPU-size rows. `cpu_default` is the `--pipeline cpu` preset as it was measured until 2026-12-05 (its
 # flags frozen here, so its rows keep their meaning), `cpu_labels_only` the same with the teacher weighted 0; each lever
-# row adds its flags to them. The preset now is the `pseudo` lever (725 pseudo-queries): `cpu_pseudo` is exactly what
-# the monitor runs (asserted below), `cpu_labels_only_pseudo` its labels-only twin.
+# row adds its flags to them. The preset took the `pseudo` lever (725 pseudo-queries), then two epochs: `cpu_pseudo_e2`
+# is what the monitor runs now (its settings asserted equal below), `cpu_labels_only_pseudo_e2` its labels-only twin.
 from crossdistill.data import sources
 from crossdistill.monitor.pipeline import PRESETS as _PRESETS  # noqa: E402
 
@@ -109,7 +109,16 @@ CONFIGS["cpu_pseudo_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepa
                             "student": [*CONFIGS["cpu_pseudo"]["student"], "--epochs", "2"]}
 CONFIGS["cpu_labels_only_pseudo_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
                                         "student": [*CONFIGS["cpu_labels_only_pseudo"]["student"], "--epochs", "2"]}
-assert CONFIGS["cpu_pseudo"]["student"] == list(_PRESETS["cpu"]["student"]), "cpu_pseudo must be the cpu preset"
+
+
+def _student_settings(argv: list[str]):
+    from crossdistill.distill.config import StudentConfig
+
+    return StudentConfig.parse(["--teacher_path", "t", "--output_dir", "o", *argv], "")
+
+
+assert _student_settings(CONFIGS["cpu_pseudo_e2"]["student"]) == _student_settings(_PRESETS["cpu"]["student"]), \
+    "cpu_pseudo_e2 must be the cpu preset"
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
