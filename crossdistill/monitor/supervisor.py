@@ -105,7 +105,7 @@ class Supervisor:
     evaluate: bool = True
     eval_dir: Path | None = None
     eval_extra: list[str] = field(default_factory=list)
-    out = sys.stdout
+    out = None  # where the monitor speaks; None = sys.stdout as it is when it speaks (not when this was imported)
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -124,20 +124,22 @@ class Supervisor:
         self.say(f"[monitor] {decision}: {reason}")
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(text, file=self.out or sys.stdout, flush=True)
 
-    def _launch(self, command: list[str]) -> Job:
+    def _launch(self, command: list[str]) -> tuple[Job, Watcher]:
+        """Start ``command``; its watcher is made first, so it reads every event the job writes, even when the job
+        writes them (or ends) before the monitor looks."""
+        watcher = Watcher(self.output_dir)
         job = Job.launch(command, self.output_dir)
         self.log.log("launch", pid=job.pid, command=shlex.join(command))
         self.say(f"[monitor] started pid {job.pid}; its own log: {self.output_dir / 'train.log'}")
-        return job
+        return job, watcher
 
     # ----------------------------------------------------------------- watching
-    def _watch(self, job: Job) -> Outcome:
+    def _watch(self, job: Job, watcher: Watcher) -> Outcome:
         from crossdistill.monitor.status import StatusLine
 
-        watcher = Watcher(self.output_dir)
-        status = StatusLine(self.out, restarts=len(self.restarts.times))
+        status = StatusLine(self.out or sys.stdout, restarts=len(self.restarts.times))
         seen: list[dict] = []
         while True:
             code = job.returncode()
@@ -205,6 +207,7 @@ class Supervisor:
         command = self.command
         if job is not None:
             self.decide("reattach", f"job pid {job.pid} from an earlier monitor is still running", pid=job.pid)
+            watcher = Watcher(self.output_dir)  # its events so far were an earlier monitor's to read
         else:
             if not command:
                 raise UsageError(f"nothing is running for {self.output_dir} and no command was given; "
@@ -216,10 +219,10 @@ class Supervisor:
                 command = self.command = [c for c in command if c != "--overwrite"] + ["--resume"]
                 self.decide("resume", "the folder holds an unfinished run's checkpoints: continuing it with --resume",
                             command=shlex.join(command))
-            job = self._launch(command)
+            job, watcher = self._launch(command)
         while True:
             self.job = job
-            outcome = self._watch(job)
+            outcome = self._watch(job, watcher)
             if outcome.kind == "completed":
                 self.decide("completed", "done.json written and the run exited cleanly", code=outcome.code)
                 return self._evaluate() if self.evaluate else 0
@@ -242,7 +245,7 @@ class Supervisor:
                         exit_code=outcome.code, attempt=len(self.restarts.times), backoff_s=delay,
                         command=shlex.join(command))
             time.sleep(delay)
-            job = self._launch(command)
+            job, watcher = self._launch(command)
 
     def _summary(self) -> str:
         kinds: dict[str, int] = {}

@@ -181,6 +181,31 @@ def test_malformed_events_are_skipped_and_counted(tmp_path):
     assert "skipped 7 malformed event line(s)" in proc.stdout and "completed" in proc.stdout
 
 
+def test_a_job_that_writes_its_events_before_the_monitor_looks_is_read_in_full(tmp_path, monkeypatch, capsys):
+    """The flake behind the test above (seen twice under load): the watcher took the event log's end as its start after
+    the job was launched, so a job that wrote its events first had them skipped. Here the monitor is made slow on
+    purpose: the launch returns only once the job has ended."""
+    from crossdistill.monitor import supervisor as monitor
+    from crossdistill.monitor.config import MonitorConfig
+
+    out = tmp_path / "run"
+    out.mkdir()
+    job_file = tmp_path / "job.py"
+    job_file.write_text(JOB)
+    launch = monitor.Job.launch
+
+    def slow_launch(*args, **kwargs):
+        job = launch(*args, **kwargs)
+        job.popen.wait(timeout=60)  # the job has written every event and ended before the monitor reads any
+        return job
+
+    monkeypatch.setattr(monitor.Job, "launch", slow_launch)
+    sup = monitor.Supervisor([sys.executable, str(job_file), str(out)], out, MonitorConfig(poll=0.1), evaluate=False)
+    assert sup.run() == 0
+    said = capsys.readouterr().out
+    assert "skipped 7 malformed event line(s)" in said and "completed" in said
+
+
 def test_the_monitor_stops_its_job_whatever_ends_it(tmp_path, monkeypatch):
     """Issue #26: 9: an error inside the monitor itself (not a signal) still stops the job it started."""
     from crossdistill.monitor import supervisor as monitor
@@ -190,7 +215,7 @@ def test_the_monitor_stops_its_job_whatever_ends_it(tmp_path, monkeypatch):
     sup = monitor.Supervisor(["sleep", "300"], out, MonitorConfig(poll=0.1), evaluate=False)
     started = []
 
-    def broken_watch(job):
+    def broken_watch(job, watcher):
         started.append(job)
         raise RuntimeError("a bug in the monitor")
 
