@@ -18,7 +18,7 @@ PRESETS = {
     # (fused val MRR@10 0.700 against the student's 0.664; BM25 alone added to the teacher: 0.650, refused). 725
     # pseudo-queries cut from the training passages join the lists (issue #35: val nDCG@10 over the corpus 0.649 ->
     # 0.669, seed 42; the student's training about 1.7x longer), and the student trains two epochs (issue #35's fourth
-    # CPU session: val 0.669 -> 0.696, seed 42; about 9 of the monitor's 18 minutes)
+    # CPU session: val 0.669 -> 0.696, seed 42; 11 of the monitor's 18.6 minutes)
     "cpu": {
         "teacher": ["--epochs", "1", "--max_len", "128", "--max_samples", "3000", "--max_val_samples", "300",
                     "--attention_dropout", "0"],
