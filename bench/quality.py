@@ -104,7 +104,7 @@ for _name, _extra, _prep in (("K8", ["--K", "8"], []), ("K8_margin_mse", ["--K",
 # twin is `cpu_labels_only_pseudo`: with --soft_weight 0 the soft labels never enter the loss, so it is the same run.
 CONFIGS["cpu_pf"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
                      "student": [*CONFIGS["cpu_pseudo"]["student"], "--positives_first"]}
-# and "let the labels overfit before the teacher is judged": the preset for two epochs, beside its labels-only twin
+# and two epochs for the student (its training doubled), beside its labels-only twin: the cpu preset since then
 CONFIGS["cpu_pseudo_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
                             "student": [*CONFIGS["cpu_pseudo"]["student"], "--epochs", "2"]}
 CONFIGS["cpu_labels_only_pseudo_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
