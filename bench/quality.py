@@ -109,6 +109,12 @@ CONFIGS["cpu_pseudo_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepa
                             "student": [*CONFIGS["cpu_pseudo"]["student"], "--epochs", "2"]}
 CONFIGS["cpu_labels_only_pseudo_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
                                         "student": [*CONFIGS["cpu_labels_only_pseudo"]["student"], "--epochs", "2"]}
+# the dense member again, on the preset as it is now (two epochs): round one is the labels-only twin
+# (cpu_labels_only_pseudo_e2), round two the preset with that student in place of the starting one in the teacher's
+# fusion; its own twin is the round one row (a student trained on the labels alone, as long)
+CONFIGS["cpu_dense_member_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
+                                  "dense_member": "cpu_labels_only_pseudo_e2",
+                                  "student": [*CONFIGS["cpu_pseudo_e2"]["student"], "--teacher_fusion", "bm25=1,dense=1"]}
 
 
 def _student_settings(argv: list[str]):
