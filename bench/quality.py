@@ -117,6 +117,14 @@ CONFIGS["cpu_dense_member_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], 
                                   "student": [*CONFIGS["cpu_pseudo_e2"]["student"], "--teacher_fusion", "bm25=1,dense=1"]}
 
 
+# issue #35's fifth CPU session: the fused teacher's sources put on one scale per run instead of z-scored per list
+# (--fusion_norm run): over K = 4 candidates a per-list z-score stretches any list to unit spread, so three agreeing
+# sources make a one-hot label and a flat one adds noise at full scale. Its labels-only twin is
+# cpu_labels_only_pseudo_e2 (with --soft_weight 0 the soft labels never enter the loss)
+CONFIGS["cpu_run_norm"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
+                           "student": [*CONFIGS["cpu_pseudo_e2"]["student"], "--fusion_norm", "run"]}
+
+
 def _student_settings(argv: list[str]):
     from crossdistill.distill.config import StudentConfig
 
@@ -251,7 +259,7 @@ def teacher_rerank(teacher_dir: Path, sets: dict, runs: dict, k: int = 30) -> di
 
 
 def fused_teacher_rerank(teacher_dir: Path, sets: dict, run: dict, weights: dict, base_model: str, max_len: int,
-                         k: int = 30, fusion_model: str | None = None) -> dict:
+                         k: int = 30, fusion_model: str | None = None, norm: str = "list") -> dict:
     """The teacher exactly as the run fuses it for its soft labels (``--teacher_fusion``: z(teacher) + w·z(BM25) +
     w·z(starting student's cosine) + w·z(``--fusion_model``'s cosine), :func:`crossdistill.fusion.build_soft_labels`)
     reranking ``run``'s test top-k."""
@@ -285,7 +293,7 @@ def fused_teacher_rerank(teacher_dir: Path, sets: dict, run: dict, weights: dict
     labels = build_soft_labels(per_query, [queries[q] for q in qids], [[corpus[d] for d in top] for top in tops], "logit",
                                weights, bm25_pool=list(corpus.values()),
                                student_cos=cosines(base_model) if "student" in weights else None,
-                               dense_cos=cosines(fusion_model) if "dense" in weights else None)
+                               dense_cos=cosines(fusion_model) if "dense" in weights else None, norm=norm)
     reranked = {q: {d: float(s) for d, s in zip(top, lab)} for q, top, lab in zip(qids, tops, labels)}
     return {m: round(v, 4) for m, v in ranking_metrics(qrels, reranked, METRICS).items()}
 
@@ -402,7 +410,8 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     fusion = parse_fusion(_flag(student_args, "--teacher_fusion"))
     if fusion:  # the teacher the student learned from is the fused one: that is the one that must stay ahead (#35)
         fused = fused_teacher_rerank(teacher_dir, sets, student_runs["test"], fusion, ds["model"], max_len,
-                                     fusion_model=_flag(student_args, "--fusion_model"))
+                                     fusion_model=_flag(student_args, "--fusion_model"),
+                                     norm=_flag(student_args, "--fusion_norm") or "list")
         row["test"]["teacher_alone_rerank_student"] = row["test"]["teacher_rerank_student"]
         row["test"]["teacher_rerank_student"] = {m: fused[m] for m in ("ndcg@10", "mrr@10")}
     if a.teacher_rerank and a.dataset == "scifact":

@@ -78,6 +78,11 @@ class StudentConfig(TrainingConfig, Mining):
                                         "(default: the student's own, 100 for e5 models, 20 otherwise)", check=SCALE)
     teacher_fusion: str | None = setting(None, "soft labels = z(teacher logit) + sum of w*z(source) per query, e.g. "
                                                "'bm25=0.5' or 'bm25=0.5,student=0.2'; 'none' = the teacher alone")
+    fusion_norm: str = setting("list", "how --teacher_fusion puts each source on a common scale: 'list' = z-scores "
+                                       "within each query's list (a list whose scores barely differ is stretched to unit "
+                                       "spread); 'run' = each source centred per list and divided by its within-list "
+                                       "standard deviation pooled over all lists (a source unsure of a list stays flat "
+                                       "there)", choices=["list", "run"])
     fusion_model: str | None = setting(None, "with --teacher_fusion dense=W: the bi-encoder (folder or alias) whose cosines "
                                              "are the dense source, e.g. a student trained on the labels alone")
     positives_first: bool = setting(False, "in each labelled list, give the labelled positives the highest soft labels "
@@ -127,6 +132,9 @@ class StudentConfig(TrainingConfig, Mining):
         if ("dense" in parse_fusion(self.teacher_fusion)) != bool(self.fusion_model):
             raise UsageError("--teacher_fusion dense=W and --fusion_model go together: the dense source is the cosine of "
                              "the --fusion_model bi-encoder")
+        if self.fusion_norm != "list" and not parse_fusion(self.teacher_fusion):
+            raise UsageError(f"--fusion_norm {self.fusion_norm} sets how --teacher_fusion scales its sources, but no "
+                             "fusion is asked; add --teacher_fusion (e.g. bm25=1), or leave --fusion_norm out")
         if parse_fusion(self.teacher_fusion) and self.soft_labels == "prob":  # a malformed spec is refused there
             raise UsageError("--teacher_fusion fuses the teacher's logits (per-query z-scores), so it cannot be combined "
                              "with --soft_labels prob (the original recipe's default); pass --soft_labels logit, or leave "

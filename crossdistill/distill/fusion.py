@@ -2,7 +2,9 @@
 
 ``--teacher_fusion "bm25=0.5"`` gives each candidate the score z(teacher) + 0.5 · z(BM25), where z
 standardises a score over the query's own candidate list (mean 0, standard deviation 1), so rankers on
-different scales add up. Sources: ``bm25`` (lexical, bm25s over the training passages), ``student`` (the
+different scales add up (``--fusion_norm run`` instead divides each source by one scale for the whole run —
+its standard deviation within a list, pooled over all the lists — so a source that barely separates a list's
+candidates adds little there, where the per-list z-score would blow its noise up to the full scale). Sources: ``bm25`` (lexical, bm25s over the training passages), ``student`` (the
 starting student's cosine — the zero-shot model's own view) and ``dense`` (the cosine of another bi-encoder,
 ``--fusion_model``: e.g. a student trained on the labels alone, the strongest ranker a first round gives — hybrid
 lexical + dense fusion is ahead of either alone). The student then learns an order that holds the signals it lacks
@@ -46,15 +48,30 @@ def zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
 
 
-def fuse(teacher: list[np.ndarray], others: dict[str, list[np.ndarray]], weights: dict[str, float]) -> list[np.ndarray]:
-    """Per list: z(teacher) + Σ_s w_s · z(others[s]). Lists are the per-query candidate score arrays."""
-    out = []
-    for i, t in enumerate(teacher):
-        f = zscore(t)
-        for name, w in weights.items():
-            f = f + w * zscore(others[name][i])
-        out.append(f.astype(np.float32))
-    return out
+NORMS = ("list", "run")
+
+
+def run_standardised(lists: list[np.ndarray]) -> list[np.ndarray]:
+    """Each list centred on its own mean and divided by one scale for all of them: the within-list standard deviation
+    pooled over the lists, sqrt(Σ_i Σ_j (x_ij − mean_i)² / Σ_i n_i). A list whose scores barely differ stays nearly flat
+    (it is not stretched to unit spread as :func:`zscore` would); all lists constant: zeros."""
+    centred = [np.asarray(x, dtype=np.float64) - np.mean(x) for x in lists]
+    n = sum(len(c) for c in centred)
+    sd = np.sqrt(sum(float((c ** 2).sum()) for c in centred) / n) if n else 0.0
+    return [c / sd if sd > 1e-12 else np.zeros_like(c) for c in centred]
+
+
+def fuse(teacher: list[np.ndarray], others: dict[str, list[np.ndarray]], weights: dict[str, float],
+         norm: str = "list") -> list[np.ndarray]:
+    """Per list: s(teacher) + Σ_s w_s · s(others[s]), where s is :func:`zscore` per list (``norm="list"``) or
+    :func:`run_standardised` over all the lists given (``norm="run"``). Lists are the per-query candidate score arrays."""
+    if norm not in NORMS:
+        raise ValueError(f"fusion norm must be one of {NORMS}, got {norm!r}")
+    scaled = (lambda lists: [zscore(x) for x in lists]) if norm == "list" else run_standardised
+    out = scaled(teacher)
+    for name, w in weights.items():
+        out = [f + w * o for f, o in zip(out, scaled(others[name]))]
+    return [f.astype(np.float32) for f in out]
 
 
 def positives_first(scores: np.ndarray, positive: list[bool]) -> np.ndarray:
@@ -98,7 +115,7 @@ def bm25_candidate_scores(queries: list[str], candidates: list[list[str]], pool:
 def build_soft_labels(logits: list[np.ndarray], queries: list[str], candidates: list[list[str]], kind: str,
                       weights: dict[str, float], *, bm25_pool: list[str] | None = None,
                       student_cos: list[np.ndarray] | None = None,
-                      dense_cos: list[np.ndarray] | None = None) -> list[np.ndarray]:
+                      dense_cos: list[np.ndarray] | None = None, norm: str = "list") -> list[np.ndarray]:
     """The soft labels of candidate lists — the one builder the training lists and the teacher guard share, so the
     guard judges exactly what the student will learn from.
 
@@ -112,6 +129,8 @@ def build_soft_labels(logits: list[np.ndarray], queries: list[str], candidates: 
             training lists and the guard alike), else the pool the lists are drawn from.
         student_cos: per list (K_i,) the starting student's cosines, needed when ``weights`` has ``student``.
         dense_cos: per list (K_i,) the ``--fusion_model``'s cosines, needed when ``weights`` has ``dense``.
+        norm: how each source is put on a common scale before the weighted sum (:func:`fuse`): ``"list"`` (z-scores
+            per list) or ``"run"`` (one scale per source over all ``logits``' lists).
 
     Returns:
         per list a float32 (K_i,) array.
@@ -130,7 +149,7 @@ def build_soft_labels(logits: list[np.ndarray], queries: list[str], candidates: 
             if dense_cos is None:
                 raise ValueError("fusion with 'dense' needs the fusion model's cosines")
             others["dense"] = dense_cos
-        return fuse(logits, others, weights)
+        return fuse(logits, others, weights, norm)
     if kind == "logit":
         return [np.asarray(t, dtype=np.float32).copy() for t in logits]
     import torch

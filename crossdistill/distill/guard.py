@@ -90,14 +90,15 @@ def val_pool_passages(data_root: str, data_version: str, val_pool: str) -> tuple
 
 def teacher_guard(teachers: Teachers, pool: TripletPool, student_cos: np.ndarray, cache_path: Path | None, *, guard_k: int,
                   batch_size: int, fusion: dict[str, float], soft_labels: str, log=print, device=None,
-                  dense=None) -> dict:
+                  dense=None, fusion_norm: str = "list") -> dict:
     """MRR@10 on the val pool of the starting student vs the teacher reranking the student's top ``guard_k``.
 
     The reranker is what the student will learn from: the teachers' combined logits
     (:func:`~crossdistill.teacher_scores.list_logits`) and the soft labels built from them by the same
     :func:`~crossdistill.fusion.build_soft_labels` as the training lists' (fused with ``fusion``'s sources, BM25's
     IDF over the val pool, which holds the version's corpus when it has one; ``dense(queries, lists)``: the fusion
-    model's cosines, when the fusion has a ``dense`` source)."""
+    model's cosines, when the fusion has a ``dense`` source; ``fusion_norm``: ``--fusion_norm``, its run-wide scales
+    taken over these lists)."""
     k = min(guard_k, len(pool.passages))
     top = np.argsort(-student_cos, axis=1, kind="stable")[:, :k]
     logits, _ = list_logits(teachers, pool.queries, [[pool.passages[j] for j in row] for row in top], cache_path,
@@ -105,7 +106,7 @@ def teacher_guard(teachers: Teachers, pool: TripletPool, student_cos: np.ndarray
     lists = [[pool.passages[j] for j in row] for row in top]
     labels = build_soft_labels(logits, pool.queries, lists, soft_labels, fusion, bm25_pool=pool.passages,
                                student_cos=list(np.take_along_axis(student_cos, top, 1)),
-                               dense_cos=dense(pool.queries, lists) if dense is not None else None)
+                               dense_cos=dense(pool.queries, lists) if dense is not None else None, norm=fusion_norm)
     relevant = pool.relevant()
     in_top = [{c for c, j in enumerate(top[i]) if j in relevant[i]} for i in range(len(pool.queries))]
     s = matrix_ranking_metrics(np.take_along_axis(student_cos, top, 1), in_top)["mrr@10"]

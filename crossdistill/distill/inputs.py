@@ -140,9 +140,10 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
         bm25_pool=inputs.corpus or list(dict.fromkeys([*inputs.train["positive"], *inputs.train["negative"]])),
         student_cos=_student_list_scores(student, lists, cfg.eval_batch_size) if "student" in weights else None,
         dense_cos=fusion_model_scores(cfg, [c.query for c in lists], [c.passages for c in lists], device)
-        if "dense" in weights else None)
+        if "dense" in weights else None, norm=cfg.fusion_norm)
     if weights:
-        log(f"soft labels: teacher fused with {', '.join(f'{k} x{v:g}' for k, v in weights.items())} (per-query z-scores)")
+        log(f"soft labels: teacher fused with {', '.join(f'{k} x{v:g}' for k, v in weights.items())} ("
+            + ("per-query z-scores)" if cfg.fusion_norm == "list" else "each source on one scale for the whole run)"))
     if cfg.positives_first:
         before = soft
         soft = [positives_first(s, c.positive) for s, c in zip(soft, lists)]

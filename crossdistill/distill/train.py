@@ -138,7 +138,7 @@ class StudentStage(Stage):
         guard = teacher_guard(self.inputs.teachers, self.run.val, cos, cfg.score_cache, guard_k=cfg.guard_k,
                               batch_size=cfg.eval_batch_size, fusion=fusion, soft_labels=cfg.soft_labels, log=self.loop.log,
                               device=device, dense=(lambda qs, ls: fusion_model_scores(cfg, qs, ls, device))
-                              if "dense" in fusion else None)
+                              if "dense" in fusion else None, fusion_norm=cfg.fusion_norm)
         return {"metrics": metrics, "guard": guard}
 
     def accept_start(self, start: dict) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from crossdistill.core.errors import UsageError
-from crossdistill.distill.fusion import bm25_candidate_scores, fuse, parse_fusion, positives_first, zscore
+from crossdistill.distill.fusion import bm25_candidate_scores, fuse, parse_fusion, positives_first, run_standardised, zscore
 
 
 def test_parse_fusion_specs_and_errors():
@@ -43,6 +43,31 @@ def test_fuse_hand_values():
     np.testing.assert_allclose(out[0], z_t + 0.5 * z_b, rtol=1e-5)
     np.testing.assert_allclose(out[1], [0.5, -0.5], rtol=1e-6)  # constant teacher list -> zeros; bm25 z = [1, -1]
     np.testing.assert_allclose(zscore(np.array([3.0, 3.0])), [0.0, 0.0])
+
+
+def test_run_norm_keeps_an_unsure_list_flat():
+    # list 0: the teacher separates its candidates clearly; list 1: it barely does. Per-list z-scores give both the
+    # same spread; the run-wide scale keeps list 1 nearly flat
+    teacher = [np.array([4.0, 0.0, 0.0, 0.0]), np.array([0.1, 0.0, 0.0, 0.0])]
+    z = fuse(teacher, {}, {}, norm="list")
+    np.testing.assert_allclose(z[0], z[1], rtol=1e-5)
+    r = run_standardised(teacher)
+    # centred: [3, -1, -1, -1] and [0.075, -0.025, -0.025, -0.025]; pooled sd = sqrt((12 + 0.0075) / 8)
+    sd = np.sqrt((12 + 0.0075) / 8)
+    np.testing.assert_allclose(r[0], np.array([3.0, -1, -1, -1]) / sd, rtol=1e-6)
+    np.testing.assert_allclose(r[1], np.array([0.075, -0.025, -0.025, -0.025]) / sd, rtol=1e-6)
+    assert np.ptp(r[1]) < 0.1 < 2 < np.ptp(r[0])
+    # with a second source: each on its own run-wide scale, weighted, summed
+    bm25 = [np.array([0.0, 2.0, 0.0, 0.0]), np.array([0.0, 0.0, 2.0, 0.0])]
+    out = fuse(teacher, {"bm25": bm25}, {"bm25": 0.5}, norm="run")
+    for i in range(2):
+        np.testing.assert_allclose(out[i], r[i] + 0.5 * run_standardised(bm25)[i], rtol=1e-5)
+    assert out[1].argmax() == 2  # where the teacher is unsure, BM25 decides
+    assert fuse(teacher, {"bm25": bm25}, {"bm25": 0.5}, norm="list")[1].argmax() == 0  # z-scores: the teacher's noise wins
+    flat = run_standardised([np.array([1.0, 1.0]), np.array([2.0])])  # every list constant: zeros
+    assert [f.tolist() for f in flat] == [[0.0, 0.0], [0.0]]
+    with pytest.raises(ValueError, match="fusion norm"):
+        fuse(teacher, {}, {}, norm="query")
 
 
 def test_bm25_candidate_scores_rank_the_lexical_match_first(scifact_version):
