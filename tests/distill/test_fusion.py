@@ -139,6 +139,11 @@ def test_soft_labels_prob_with_fusion_is_refused():
     with pytest.raises(UsageError, match="--soft_labels prob"):
         parse(["--teacher_path", "t", "--output_dir", "o", "--teacher_fusion", "bm25=1", "--recipe", "original"])
     assert parse(["--teacher_path", "t", "--output_dir", "o", "--teacher_fusion", "bm25=1"]).soft_labels == "logit"
+    # --fusion_norm scales the fusion's sources: without a fusion it would do nothing, so it is refused
+    with pytest.raises(UsageError, match="--fusion_norm run sets how --teacher_fusion scales"):
+        parse(["--teacher_path", "t", "--output_dir", "o", "--fusion_norm", "run"])
+    assert parse(["--teacher_path", "t", "--output_dir", "o", "--teacher_fusion", "bm25=1", "--fusion_norm",
+                  "run"]).fusion_norm == "run"
 
 
 @pytest.mark.slow
@@ -173,3 +178,12 @@ def test_a_dense_member_joins_the_teacher(tiny_teacher, tiny_minilm, scifact_ver
     first = metrics["teacher_scores"]["positives_first"]
     assert first["labelled_lists"] == metrics["candidates"]["queries"] and 0 < first["reordered"] <= first["labelled_lists"]
     assert f"positives first in {first['reordered']} of {first['labelled_lists']} labelled lists" in proc.stdout
+    # --fusion_norm run: the same sources on one scale per run, for the training lists and the guard alike; the
+    # run records it (a resume with the other norm would mix two teachers)
+    proc = run_in_process("train_distillation_pipeline.py", *args, "--output_dir", tmp_path / "r",
+                          "--teacher_fusion", "bm25=1,student=1", "--fusion_norm", "run", env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "teacher fused with bm25 x1, student x1 (each source on one scale for the whole run)" in proc.stdout
+    run_norm = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert run_norm["guard"]["fused"] == ["bm25", "student"] and 0 <= run_norm["guard"]["teacher_rerank_mrr@10"] <= 1
+    assert json.loads((tmp_path / "r" / "training_args.json").read_text())["fusion_norm"] == "run"
