@@ -75,8 +75,9 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
 }
 # issue #35's CPU-size rows. `cpu_default` is the `--pipeline cpu` preset as it was measured until 2026-12-05 (its
 # flags frozen here, so its rows keep their meaning), `cpu_labels_only` the same with the teacher weighted 0; each lever
-# row adds its flags to them. The preset took the `pseudo` lever (725 pseudo-queries), then two epochs: `cpu_pseudo_e2`
-# is what the monitor runs now (its settings asserted equal below), `cpu_labels_only_pseudo_e2` its labels-only twin.
+# row adds its flags to them. The preset took the `pseudo` lever (725 pseudo-queries), then two epochs (`cpu_pseudo_e2`),
+# then one scale per fused source (`cpu_run_norm`): what the monitor runs now (its settings asserted equal below);
+# `cpu_labels_only_pseudo_e2` is the labels-only twin of both (with the teacher weighted 0 the norm changes nothing).
 from crossdistill.data import sources
 from crossdistill.monitor.pipeline import PRESETS as _PRESETS  # noqa: E402
 
@@ -131,8 +132,8 @@ def _student_settings(argv: list[str]):
     return StudentConfig.parse(["--teacher_path", "t", "--output_dir", "o", *argv], "")
 
 
-assert _student_settings(CONFIGS["cpu_pseudo_e2"]["student"]) == _student_settings(_PRESETS["cpu"]["student"]), \
-    "cpu_pseudo_e2 must be the cpu preset"
+assert _student_settings(CONFIGS["cpu_run_norm"]["student"]) == _student_settings(_PRESETS["cpu"]["student"]), \
+    "cpu_run_norm must be the cpu preset"
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
