@@ -77,7 +77,8 @@ class StudentConfig(TrainingConfig, Mining):
     scale: float | None = setting(None, "inverse temperature on cosines for InfoNCE, MarginMSE and the scaled KL "
                                         "(default: the student's own, 100 for e5 models, 20 otherwise)", check=SCALE)
     teacher_fusion: str | None = setting(None, "soft labels = z(teacher logit) + sum of w*z(source) per query, e.g. "
-                                               "'bm25=0.5' or 'bm25=0.5,student=0.2'; 'none' = the teacher alone")
+                                               "'bm25=0.5' or 'bm25=0.5,student=0.2'; 'none' = the teacher alone (z: see "
+                                               "--fusion_norm)")
     fusion_norm: str = setting("list", "how --teacher_fusion puts each source on a common scale: 'list' = z-scores "
                                        "within each query's list (a list whose scores barely differ is stretched to unit "
                                        "spread); 'run' = each source centred per list and divided by its within-list "

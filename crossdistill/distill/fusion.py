@@ -4,8 +4,10 @@
 standardises a score over the query's own candidate list (mean 0, standard deviation 1), so rankers on
 different scales add up (``--fusion_norm run`` instead divides each source by one scale for the whole run —
 its standard deviation within a list, pooled over all the lists — so a source that barely separates a list's
-candidates adds little there, where the per-list z-score would blow its noise up to the full scale). Sources: ``bm25`` (lexical, bm25s over the training passages), ``student`` (the
-starting student's cosine — the zero-shot model's own view) and ``dense`` (the cosine of another bi-encoder,
+candidates adds little there, where the per-list z-score would blow its noise up to the full scale).
+
+Sources: ``bm25`` (lexical, bm25s over the training passages), ``student`` (the starting student's cosine — the
+zero-shot model's own view) and ``dense`` (the cosine of another bi-encoder,
 ``--fusion_model``: e.g. a student trained on the labels alone, the strongest ranker a first round gives — hybrid
 lexical + dense fusion is ahead of either alone). The student then learns an order that holds the signals it lacks
 on its own.
