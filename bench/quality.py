@@ -299,11 +299,6 @@ def fused_teacher_rerank(teacher_dir: Path, sets: dict, run: dict, weights: dict
     return {m: round(v, 4) for m, v in ranking_metrics(qrels, reranked, METRICS).items()}
 
 
-def _flag(args: list[str], name: str) -> str | None:
-    """The value of ``name`` in an argv list (its last occurrence), or None."""
-    return next((args[i + 1] for i in range(len(args) - 2, -1, -1) if args[i] == name), None)
-
-
 def _rate(folder: Path) -> float | None:
     """samples/s of a training run's last logged step."""
     if not (folder / "events.jsonl").is_file():  # sentence-transformers' trainer writes no event log
@@ -408,11 +403,11 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     row["test"]["teacher_rerank_student"] = {m: own[m] for m in ("ndcg@10", "mrr@10")}
     from crossdistill.distill.fusion import parse_fusion
 
-    fusion = parse_fusion(_flag(student_args, "--teacher_fusion"))
+    settings = _student_settings(student_args)  # the run's own settings, its defaults included
+    fusion = parse_fusion(settings.teacher_fusion)
     if fusion:  # the teacher the student learned from is the fused one: that is the one that must stay ahead (#35)
         fused = fused_teacher_rerank(teacher_dir, sets, student_runs["test"], fusion, ds["model"], max_len,
-                                     fusion_model=_flag(student_args, "--fusion_model"),
-                                     norm=_flag(student_args, "--fusion_norm") or "list")
+                                     fusion_model=settings.fusion_model, norm=settings.fusion_norm)
         row["test"]["teacher_alone_rerank_student"] = row["test"]["teacher_rerank_student"]
         row["test"]["teacher_rerank_student"] = {m: fused[m] for m in ("ndcg@10", "mrr@10")}
     if a.teacher_rerank and a.dataset == "scifact":

@@ -20,6 +20,7 @@ from crossdistill.core.settings import (
 )
 from crossdistill.data.candidates import DEFAULT_K, DEFAULT_NEGATIVE_SOURCE
 from crossdistill.data.config import Mining
+from crossdistill.distill.fusion import NORMS
 from crossdistill.distill.recipes import DEFAULT_RECIPE, STUDENT_RECIPES, recipe_summary, recipe_values
 
 
@@ -83,7 +84,7 @@ class StudentConfig(TrainingConfig, Mining):
                                        "within each query's list (a list whose scores barely differ is stretched to unit "
                                        "spread); 'run' = each source centred per list and divided by its within-list "
                                        "standard deviation pooled over all lists (a source unsure of a list stays flat "
-                                       "there)", choices=["list", "run"])
+                                       "there)", choices=list(NORMS))
     fusion_model: str | None = setting(None, "with --teacher_fusion dense=W: the bi-encoder (folder or alias) whose cosines "
                                              "are the dense source, e.g. a student trained on the labels alone")
     positives_first: bool = setting(False, "in each labelled list, give the labelled positives the highest soft labels "

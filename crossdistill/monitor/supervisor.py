@@ -105,7 +105,6 @@ class Supervisor:
     evaluate: bool = True
     eval_dir: Path | None = None
     eval_extra: list[str] = field(default_factory=list)
-    out = None  # where the monitor speaks; None = sys.stdout as it is when it speaks (not when this was imported)
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -124,7 +123,7 @@ class Supervisor:
         self.say(f"[monitor] {decision}: {reason}")
 
     def say(self, text: str) -> None:
-        print(text, file=self.out or sys.stdout, flush=True)
+        print(text, file=sys.stdout, flush=True)  # sys.stdout as it is now, not when this module was imported
 
     def _launch(self, command: list[str]) -> tuple[Job, Watcher]:
         """Start ``command``; its watcher is made first, so it reads every event the job writes, even when the job
@@ -139,7 +138,7 @@ class Supervisor:
     def _watch(self, job: Job, watcher: Watcher) -> Outcome:
         from crossdistill.monitor.status import StatusLine
 
-        status = StatusLine(self.out or sys.stdout, restarts=len(self.restarts.times))
+        status = StatusLine(sys.stdout, restarts=len(self.restarts.times))
         seen: list[dict] = []
         while True:
             code = job.returncode()
