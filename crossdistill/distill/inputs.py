@@ -45,13 +45,19 @@ class StudentInputs:
     pool_info: dict
 
 
+LABELS_ONLY = "labels-only"  # the teacher fingerprint of a run with no teacher (--soft_weight 0, no teacher named)
+
+
 def _teacher_source(cfg: StudentConfig) -> tuple[Teachers | None, list | None, str | None, str]:
     """(teachers, score records, scores file, fingerprint): the teacher models named by --teacher_path, else the scores
-    of --teacher_scores or of the data version's own teacher_scores.jsonl; neither: refused."""
+    of --teacher_scores or of the data version's own teacher_scores.jsonl; neither: a labels-only run when the
+    soft-label term is weighted 0 (``--soft_weight 0``: the teacher would be read for nothing), else refused."""
     if cfg.teacher_path:
         teachers = open_teachers(cfg.teacher_path, cfg.teacher_weights)
         return teachers, None, None, teachers.fingerprint
     path = cfg.teacher_scores or str(Path(cfg.data_root) / cfg.data_version / SCORES_FILE)
+    if not cfg.teacher_scores and not Path(path).is_file() and cfg.soft_weight == 0:
+        return None, None, None, LABELS_ONLY  # the labels alone: no teacher is read, none is needed
     if not cfg.teacher_scores and not Path(path).is_file():
         raise UsageError(f"no teacher: pass --teacher_path (a cross-encoder folder or hub id), or --teacher_scores FILE "
                          f"(teacher scores in FlagEmbedding's JSONL layout); data version {cfg.data_version} carries no "
@@ -62,7 +68,7 @@ def _teacher_source(cfg: StudentConfig) -> tuple[Teachers | None, list | None, s
 def read_inputs(cfg: StudentConfig) -> StudentInputs:
     """Check and read every input of the run: nothing is written, nothing moved."""
     teachers, scores, scores_path, fingerprint = _teacher_source(cfg)
-    if cfg.pseudo_queries and teachers is None:
+    if cfg.pseudo_queries and teachers is None and fingerprint != LABELS_ONLY:
         raise UsageError(f"--pseudo_queries {cfg.pseudo_queries} needs a teacher model to score the new lists, but the "
                          f"teacher here is a scores file ({scores_path}); pass --teacher_path, or leave --pseudo_queries out")
     student = resolve_model(cfg.student_name, cfg.query_prefix, cfg.passage_prefix)
@@ -126,7 +132,11 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
                 f"with its remainder and {cfg.K - 1} BM25 negatives; the teacher labels them (soft-label term only)")
         log(f"candidates: {cstats['queries']} queries x K={cfg.K} ({cstats['short_lists']} with fewer than K, "
             f"{cstats['mined_negatives']} mined {cfg.negative_source} negatives); loss recipe {cfg.recipe}, "
-            f"similarity scale {cfg.scale:g}; teacher {inputs.teachers.describe()}")
+            f"similarity scale {cfg.scale:g}; teacher "
+            + (inputs.teachers.describe() if inputs.teachers else "none: the labels alone (--soft_weight 0)"))
+    if inputs.scores is None and inputs.teachers is None:  # labels only: the soft-label term is weighted 0
+        per_list_logits, tstats = [np.zeros(len(c.passages), dtype=np.float32) for c in lists], {"source": "none"}
+    elif inputs.scores is None:
         per_list_logits, tstats = list_logits(inputs.teachers, [c.query for c in lists], [c.passages for c in lists],
                                               cfg.score_cache, cfg.eval_batch_size, device=device, log=log,
                                               on_progress=lambda done, total: phase("phase", phase="teacher_scoring",

