@@ -36,7 +36,7 @@ from crossdistill.distill.recipes import loss_settings  # noqa: E402
 from crossdistill.distill.step import forward_backward  # noqa: E402
 from crossdistill.models.resolve import resolve_model  # noqa: E402
 from crossdistill.models.student import BiEncoderStudent  # noqa: E402
-from crossdistill.teach.score_cache import cached_teacher_logits  # noqa: E402
+from crossdistill.teachers.ensemble import open_teachers  # noqa: E402
 
 
 def matmul_flops(n=2048, reps=10) -> float:
@@ -138,10 +138,11 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:  # a cold cache: epoch 1 pays for the teacher once
         t0 = time.perf_counter()
-        logits, tstats = cached_teacher_logits(args.teacher, pairs, Path(tmp) / "c.sqlite", log=lambda *_: None)
+        logits, tstats = open_teachers(args.teacher, score_cache=str(Path(tmp) / "c.sqlite")).members[0].score(
+            pairs, log=lambda *_: None)
         teacher_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cached_teacher_logits(args.teacher, pairs, Path(tmp) / "c.sqlite", log=lambda *_: None)
+        open_teachers(args.teacher, score_cache=str(Path(tmp) / "c.sqlite")).members[0].score(pairs, log=lambda *_: None)
         cache_s = time.perf_counter() - t0
     probs = torch.sigmoid(torch.from_numpy(logits))
     teacher, i = [], 0

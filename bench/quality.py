@@ -73,9 +73,9 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "fusion_bm25_scale_100": {"student": ["--teacher_fusion", "bm25=0.5", "--scale", "100"]},
     "fusion_bm25_scale_50": {"student": ["--teacher_fusion", "bm25=0.5", "--scale", "50"]},
 }
-# issue #35's CPU-size rows. `cpu_default` is the `--pipeline cpu` preset as it was measured until 2026-12-05 (its
-# flags frozen here, so its rows keep their meaning), `cpu_labels_only` the same with the teacher weighted 0; each lever
-# row adds its flags to them. The preset took the `pseudo` lever (725 pseudo-queries), then two epochs (`cpu_pseudo_e2`),
+# issue #35's CPU-size rows. `cpu_v1` is the `--pipeline cpu` preset as it was measured until 2026-12-05 (its flags
+# frozen here, so its rows keep their meaning; rows of it before 2026-12-07 were named `cpu_default`), `cpu_labels_only_v1`
+# the same with the teacher weighted 0; each lever row adds its flags to them. The preset took the `pseudo` lever (725 pseudo-queries), then two epochs (`cpu_pseudo_e2`),
 # then one scale per fused source (`cpu_run_norm`): what the monitor runs now (its settings asserted equal below);
 # `cpu_labels_only_pseudo_e2` is the labels-only twin of both (with the teacher weighted 0 the norm changes nothing).
 from crossdistill.data import sources
@@ -83,37 +83,37 @@ from crossdistill.monitor.pipeline import PRESETS as _PRESETS  # noqa: E402
 
 _CPU_V1_STUDENT = ["--epochs", "1", "--max_len", "128", "--K", "4", "--val_pool", "csv", "--teacher_fusion",
                    "bm25=1,student=1", "--guard_k", "10", "--attention_dropout", "0"]
-CONFIGS["cpu_default"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "student": list(_CPU_V1_STUDENT)}
-CONFIGS["cpu_labels_only"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
-                              "student": [*_CPU_V1_STUDENT, "--soft_weight", "0"]}
+CONFIGS["cpu_v1"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "student": list(_CPU_V1_STUDENT)}
+CONFIGS["cpu_labels_only_v1"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
+                                 "student": [*_CPU_V1_STUDENT, "--soft_weight", "0"]}
 # issue #35's lever "a dense member of the teacher": round one trains the student on the labels alone
-# (cpu_labels_only), round two distils a fresh student from the cross-encoder fused with BM25 and that student
-CONFIGS["cpu_dense_member"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "dense_member": "cpu_labels_only",
+# (cpu_labels_only_v1), round two distils a fresh student from the cross-encoder fused with BM25 and that student
+CONFIGS["cpu_dense_member"] = {"teacher": CONFIGS["cpu_v1"]["teacher"], "dense_member": "cpu_labels_only_v1",
                                "student": [*_CPU_V1_STUDENT, "--teacher_fusion", "bm25=1,dense=1"]}
-CONFIGS["cpu_K8_dense_member"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "dense_member": "cpu_labels_only_K8",
+CONFIGS["cpu_K8_dense_member"] = {"teacher": CONFIGS["cpu_v1"]["teacher"], "dense_member": "cpu_labels_only_K8",
                                   "student": [*_CPU_V1_STUDENT, "--K", "8", "--teacher_fusion", "bm25=1,dense=1"]}
 # issue #35's CPU levers, each beside its own labels-only twin (the teacher weighted 0 in the same preset)
 for _name, _extra, _prep in (("K8", ["--K", "8"], []), ("K8_margin_mse", ["--K", "8", "--soft_loss", "margin_mse"], []),
                               ("dense", [], ["--negatives", "model"]), ("K8_dense", ["--K", "8"], ["--negatives", "model"]),
                               ("tau_05", ["--tau", "0.5"], []), ("tau_2", ["--tau", "2"], []),
                               ("pseudo", ["--pseudo_queries", "725"], []), ("bs8", ["--batch_size", "8"], [])):
-    CONFIGS[f"cpu_{_name}"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": _prep,
-                               "student": [*CONFIGS["cpu_default"]["student"], *_extra]}
-    CONFIGS[f"cpu_labels_only_{_name}"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": _prep,
-                                          "student": [*CONFIGS["cpu_labels_only"]["student"], *_extra]}
+    CONFIGS[f"cpu_{_name}"] = {"teacher": CONFIGS["cpu_v1"]["teacher"], "prepare": _prep,
+                               "student": [*CONFIGS["cpu_v1"]["student"], *_extra]}
+    CONFIGS[f"cpu_labels_only_{_name}"] = {"teacher": CONFIGS["cpu_v1"]["teacher"], "prepare": _prep,
+                                          "student": [*CONFIGS["cpu_labels_only_v1"]["student"], *_extra]}
 # issue #35's lever "a teacher that never argues with a label": the preset with --positives_first. Its labels-only
 # twin is `cpu_labels_only_pseudo`: with --soft_weight 0 the soft labels never enter the loss, so it is the same run.
-CONFIGS["cpu_pf"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
+CONFIGS["cpu_pf"] = {"teacher": CONFIGS["cpu_v1"]["teacher"], "prepare": [],
                      "student": [*CONFIGS["cpu_pseudo"]["student"], "--positives_first"]}
 # and two epochs for the student (its training doubled), beside its labels-only twin: the cpu preset since then
-CONFIGS["cpu_pseudo_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
+CONFIGS["cpu_pseudo_e2"] = {"teacher": CONFIGS["cpu_v1"]["teacher"], "prepare": [],
                             "student": [*CONFIGS["cpu_pseudo"]["student"], "--epochs", "2"]}
-CONFIGS["cpu_labels_only_pseudo_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
+CONFIGS["cpu_labels_only_pseudo_e2"] = {"teacher": CONFIGS["cpu_v1"]["teacher"], "prepare": [],
                                         "student": [*CONFIGS["cpu_labels_only_pseudo"]["student"], "--epochs", "2"]}
 # the dense member again, on the preset as it is now (two epochs): round one is the labels-only twin
 # (cpu_labels_only_pseudo_e2), round two the preset with that student in place of the starting one in the teacher's
 # fusion; its own twin is the round one row (a student trained on the labels alone, as long)
-CONFIGS["cpu_dense_member_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
+CONFIGS["cpu_dense_member_e2"] = {"teacher": CONFIGS["cpu_v1"]["teacher"], "prepare": [],
                                   "dense_member": "cpu_labels_only_pseudo_e2",
                                   "student": [*CONFIGS["cpu_pseudo_e2"]["student"], "--teacher_fusion", "bm25=1,dense=1"]}
 
@@ -122,7 +122,7 @@ CONFIGS["cpu_dense_member_e2"] = {"teacher": CONFIGS["cpu_default"]["teacher"], 
 # (--fusion_norm run): over K = 4 candidates a per-list z-score stretches any list to unit spread, so three agreeing
 # sources make a one-hot label and a flat one adds noise at full scale. Its labels-only twin is
 # cpu_labels_only_pseudo_e2 (with --soft_weight 0 the soft labels never enter the loss)
-CONFIGS["cpu_run_norm"] = {"teacher": CONFIGS["cpu_default"]["teacher"], "prepare": [],
+CONFIGS["cpu_run_norm"] = {"teacher": CONFIGS["cpu_v1"]["teacher"], "prepare": [],
                            "student": [*CONFIGS["cpu_pseudo_e2"]["student"], "--fusion_norm", "run"]}
 
 
@@ -134,6 +134,34 @@ def _student_settings(argv: list[str]):
 
 assert _student_settings(CONFIGS["cpu_run_norm"]["student"]) == _student_settings(_PRESETS["cpu"]["student"]), \
     "cpu_run_norm must be the cpu preset"
+# issue #49: `cpu_default` is always the `--pipeline cpu` preset as the monitor runs it now and `cpu_labels_only` its
+# labels-only twin (the same commands, the teacher weighted 0), both asserted; each new recipe names its twin
+CONFIGS["cpu_default"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "student": list(_PRESETS["cpu"]["student"]),
+                          "twin": "cpu_labels_only"}
+CONFIGS["cpu_labels_only"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
+                              "student": [*_PRESETS["cpu"]["student"], "--soft_weight", "0"]}
+assert _student_settings(CONFIGS["cpu_default"]["student"]) == _student_settings(_PRESETS["cpu"]["student"])
+assert _student_settings(CONFIGS["cpu_labels_only"]["student"]) == \
+    _student_settings([*_PRESETS["cpu"]["student"], "--soft_weight", "0"])
+# issue #49: a teacher that knows more than the labels. nomic-embed-text-v1.5 (137 M, the offline alias) fine-tuned on
+# the labels alone as a bi-encoder — its own contrastive stage (the student script, --soft_weight 0, no teacher), 256
+# tokens, then frozen and shared by every seed (trained once, seed 42) — is the teacher; the student keeps the preset's
+# own training (128 tokens, K 4, pseudo-queries, two epochs) and learns the teacher's scale x cosine instead of the
+# fused cross-encoder. Each row's twin is the same student command with the teacher weighted 0.
+NOMIC_TEACHER = ["--student_name", "nomic-embed-text-v1.5", "--soft_weight", "0", "--K", "2", "--max_len", "256",
+                 "--epochs", "2", "--batch_size", "16", "--val_pool", "csv", "--max_val_samples", "300",
+                 "--mixed_precision", "bf16"]
+_FUSED = ("--teacher_fusion", "--fusion_norm")
+_CPU_STUDENT = [a for i, a in enumerate(_PRESETS["cpu"]["student"])
+                if a not in _FUSED and (i == 0 or _PRESETS["cpu"]["student"][i - 1] not in _FUSED)]
+for _name, _extra in (("cpu_nomic", []), ("cpu_nomic_ib", ["--in_batch_kl_weight", "1"]),
+                      ("cpu_nomic_K8_ib", ["--K", "8", "--in_batch_kl_weight", "1"]),
+                      ("cpu_nomic_ib_t512", ["--in_batch_kl_weight", "1", "--teacher_max_len", "512"]),
+                      ("cpu_nomic_ib_only", ["--in_batch_kl_weight", "1", "--soft_weight", "0"])):
+    _twin = "cpu_labels_only_e2_K8" if "--K" in _extra else "cpu_labels_only"
+    CONFIGS[_name] = {"dense_teacher": NOMIC_TEACHER, "student": [*_CPU_STUDENT, *_extra], "twin": _twin}
+CONFIGS["cpu_labels_only_e2_K8"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
+                                    "student": [*_PRESETS["cpu"]["student"], "--soft_weight", "0", "--K", "8"]}
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
@@ -240,46 +268,39 @@ def measure(runs: dict, sets: dict) -> dict:
             for split, run in runs.items()}
 
 
-def teacher_rerank(teacher_dir: Path, sets: dict, runs: dict, k: int = 30) -> dict:
-    """nDCG@10 of the teacher reranking each named run's top-k on test: the diagnosis of issue #13."""
-    import torch
-
+def teacher_rerank(teacher: str, sets: dict, runs: dict, k: int = 30) -> dict:
+    """nDCG@10 of the teacher(s) (any kind ``--teacher_path`` takes, through their caches) reranking each named run's
+    test top-k: the diagnosis of issue #13."""
     from crossdistill.evaluate.metrics import ranking_metrics
     from crossdistill.evaluate.retrieval import rerank
-    from crossdistill.models.teacher import CrossEncoderTeacher
+    from crossdistill.teachers.ensemble import open_teachers
 
     queries, corpus, qrels = sets["test"]
-    teacher = CrossEncoderTeacher.load(teacher_dir)
-    if torch.cuda.is_available():
-        teacher.model.to("cuda")
+    teachers = open_teachers(str(teacher))
     out = {}
     for name, run in runs.items():
-        rr = rerank(teacher, run, queries=queries, corpus=corpus, k=k, batch_size=128)
+        rr = rerank(teachers, run, queries=queries, corpus=corpus, k=k, batch_size=128)
         out[f"rerank_{name}_top{k}"] = {m: round(v, 4) for m, v in ranking_metrics(qrels, rr, METRICS).items()}
     return out
 
 
-def fused_teacher_rerank(teacher_dir: Path, sets: dict, run: dict, weights: dict, base_model: str, max_len: int,
+def fused_teacher_rerank(teacher: str, sets: dict, run: dict, weights: dict, base_model: str, max_len: int,
                          k: int = 30, fusion_model: str | None = None, norm: str = "list") -> dict:
     """The teacher exactly as the run fuses it for its soft labels (``--teacher_fusion``: z(teacher) + w·z(BM25) +
-    w·z(starting student's cosine) + w·z(``--fusion_model``'s cosine), :func:`crossdistill.fusion.build_soft_labels`)
-    reranking ``run``'s test top-k."""
-    import numpy as np
+    w·z(starting student's cosine) + w·z(``--fusion_model``'s cosine), :func:`crossdistill.teachers.fusion.
+    build_soft_labels`) reranking ``run``'s test top-k."""
 
-    from crossdistill.distill.fusion import build_soft_labels
     from crossdistill.evaluate.bi_encoder import encode, load_bi_encoder
     from crossdistill.evaluate.metrics import ranking_metrics
     from crossdistill.models.resolve import resolve_model
-    from crossdistill.models.teacher import CrossEncoderTeacher
+    from crossdistill.teachers.ensemble import open_teachers
+    from crossdistill.teachers.fusion import build_soft_labels
 
     queries, corpus, qrels = sets["test"]
     qids = sorted(run)
     tops = [sorted(run[q], key=lambda d: (-run[q][d], d))[:k] for q in qids]
-    teacher = CrossEncoderTeacher.load(teacher_dir)
-    logits = teacher.score([(queries[q], corpus[d]) for q, top in zip(qids, tops) for d in top], batch_size=128,
-                           activation="logit")
-    bounds = np.cumsum([0] + [len(t) for t in tops])
-    per_query = [logits[bounds[i]:bounds[i + 1]] for i in range(len(qids))]
+    per_query, _ = open_teachers(str(teacher)).logits([queries[q] for q in qids], [[corpus[d] for d in top]
+                                                                                   for top in tops], batch_size=128)
 
     def cosines(path):
         model, _ = load_bi_encoder(path, max_len)
@@ -297,6 +318,29 @@ def fused_teacher_rerank(teacher_dir: Path, sets: dict, run: dict, weights: dict
                                dense_cos=cosines(fusion_model) if "dense" in weights else None, norm=norm)
     reranked = {q: {d: float(s) for d, s in zip(top, lab)} for q, top, lab in zip(qids, tops, labels)}
     return {m: round(v, 4) for m, v in ranking_metrics(qrels, reranked, METRICS).items()}
+
+
+def dense_teacher_metrics(teacher_dir: Path, sets: dict, work: Path) -> dict:
+    """{split: metrics} of a bi-encoder teacher retrieving over each split's corpus by itself (its own length and
+    precision, its embeddings from the toolkit's cache: each text encoded once across rows), computed once per teacher."""
+    import numpy as np
+
+    from crossdistill.evaluate.metrics import top_k_run
+    from crossdistill.teachers.ensemble import open_teachers
+
+    done = work / "teacher_runs" / f"{teacher_dir.name}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    (dense,) = open_teachers(str(teacher_dir)).members
+    runs = {}
+    for split, (queries, corpus, _) in sets.items():
+        qids, dids = list(queries), list(corpus)
+        scores = dense.matrix([queries[q] for q in qids], [corpus[d] for d in dids], batch_size=64)
+        runs[split] = top_k_run(qids, dids, scores.astype(np.float32), 100)
+    out = measure(runs, sets)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(out))
+    return out
 
 
 def _rate(folder: Path) -> float | None:
@@ -319,6 +363,9 @@ def machine() -> str:
 
 
 # --------------------------------------------------------------------------- one row
+TEACHER_SEED = 42  # a frozen dense teacher is trained once and shared by the rows' seeds
+
+
 def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     from crossdistill.evaluate.metrics import paired_comparison
 
@@ -339,12 +386,18 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
         student_dir = work / "st_mnrl" / f"{version}_{_key(st_args)}"
         t_teacher = 0.0
         t_student = _stage("bench/st_baseline.py", [*st_args, "--output_dir", str(student_dir)], student_dir, commands, log)
+    elif "dense_teacher" in cfg:  # a bi-encoder trained on the labels alone (its own student run), frozen, shared by
+        teacher_args = list(cfg["dense_teacher"])  # every seed: trained once, at TEACHER_SEED
+        teacher_dir = work / "teachers" / f"{version}_{_key(teacher_args, TEACHER_SEED)}"
+        t_teacher = _stage("train_distillation_pipeline.py", [*common[:-1], str(TEACHER_SEED), "--output_dir",
+                                                              str(teacher_dir), *teacher_args], teacher_dir, commands, log)
     else:
         teacher_args = [*(["--model_name", ds["model"]] if a.dataset != "scifact" else []), *a.teacher_args,
                         *cfg.get("teacher", [])]
         teacher_dir = work / "teachers" / f"{version}_{_key(teacher_args, seed)}"
         t_teacher = _stage("train_teacher_model.py", [*common, "--output_dir", str(teacher_dir), *teacher_args],
                            teacher_dir, commands, log)
+    if "st_mnrl" not in cfg:
         base_args = [*(["--student_name", ds["model"]] if a.dataset != "scifact" else []), *a.student_args]
 
         def student_stage(args):
@@ -377,7 +430,7 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
         (a.student_args or a.teacher_args or a.st_args), "seed": seed,
         "test": {s: metrics[s]["test"] for s in ("student", "zero_shot", "bm25")},
         "val": {s: metrics[s]["val"] for s in ("student", "zero_shot", "bm25")},
-        "p_value_vs_zero_shot": None, "wall_s": None, "machine": machine(),
+        "p_value_vs_zero_shot": None, "wall_s": None, "machine": machine(), "twin": cfg.get("twin"),
     }
     cmp = paired_comparison(test_q, base["runs"]["zero_shot"]["test"], student_runs["test"], "ndcg@10")
     # NaN (the student published unchanged: every difference is 0) is written as null, valid JSON
@@ -401,7 +454,7 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     # the teacher reranking its own student's test top-30: is the teacher still ahead of its pupil? (issue #25)
     own = teacher_rerank(teacher_dir, sets, {"student": student_runs["test"]})["rerank_student_top30"]
     row["test"]["teacher_rerank_student"] = {m: own[m] for m in ("ndcg@10", "mrr@10")}
-    from crossdistill.distill.fusion import parse_fusion
+    from crossdistill.teachers.fusion import parse_fusion
 
     settings = _student_settings(student_args)  # the run's own settings, its defaults included
     fusion = parse_fusion(settings.teacher_fusion)
@@ -410,6 +463,9 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
                                      fusion_model=settings.fusion_model, norm=settings.fusion_norm)
         row["test"]["teacher_alone_rerank_student"] = row["test"]["teacher_rerank_student"]
         row["test"]["teacher_rerank_student"] = {m: fused[m] for m in ("ndcg@10", "mrr@10")}
+    if "dense_teacher" in cfg:  # the frozen bi-encoder teacher as a retriever of its own, over the same corpus
+        row["teacher_seed"] = TEACHER_SEED
+        row["teacher_alone"] = dense_teacher_metrics(teacher_dir, sets, work)
     if a.teacher_rerank and a.dataset == "scifact":
         tr_file = teacher_dir / "rerank_test.json"
         if not tr_file.is_file():

@@ -45,7 +45,7 @@ def train_st_mnrl(data_root: str, data_version: str, output_dir: str | Path, see
     from crossdistill.core.files import write_json
     from crossdistill.core.training import seed_everything
     from crossdistill.data import versions as data
-    from crossdistill.distill.guard import val_pool_passages
+    from crossdistill.distill.validation import val_pool_passages
     from crossdistill.models.resolve import resolve_model
 
     out = Path(output_dir)

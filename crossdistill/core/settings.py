@@ -174,13 +174,24 @@ class Replaceable(Config):
                                      "only once every input checked out")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Sampled(Config):
+    max_samples: int | None = setting(None, "seeded random subset of the training queries, each with all its rows, up to "
+                                            "this many rows", check=AT_LEAST_1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batched(Config):
+    eval_batch_size: int = setting(64, "batch size for validation, teacher scoring and encoding", check=AT_LEAST_1)
+
+
 # --------------------------------------------------------------------------- the two training stages
 _MICRO = ("it splits each batch into N exact micro-batches (the same result, less memory), unlike Hugging Face's "
           "gradient accumulation, which enlarges the batch; the new name is --micro_batches")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainingConfig(DataLocation, Seeded, Replaceable):
+class TrainingConfig(DataLocation, Seeded, Sampled, Batched, Replaceable):
     """The settings both training stages share; each stage declares the ones whose meaning or default differ
     (``--output_dir``, ``--batch_size``, ``--lr``, ``--max_len``)."""
 
@@ -189,8 +200,6 @@ class TrainingConfig(DataLocation, Seeded, Replaceable):
     lora_r: int = setting(32, "LoRA rank (with --use_lora)", check=AT_LEAST_1)
     lora_alpha: int = setting(64, "LoRA scaling alpha (with --use_lora)", check=POSITIVE)
     lora_dropout: float = setting(0.1, "LoRA dropout (with --use_lora)", check=PROBABILITY)
-    max_samples: int | None = setting(None, "seeded random subset of the training queries, each with all its rows, up to "
-                                            "this many rows", check=AT_LEAST_1)
     attention_dropout: float | None = setting(
         None, "dropout on attention probabilities while training (default: the model's own, 0.1 for MiniLM and e5); 0 lets "
               "PyTorch use its fused attention kernel: on CPU 1.2-1.3x faster steps and about a third less memory",
@@ -198,7 +207,6 @@ class TrainingConfig(DataLocation, Seeded, Replaceable):
     weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and LayerNorm)", check=WEIGHT_DECAY)
     warmup_ratio: float = setting(0.1, "fraction of the steps spent warming the learning rate up", check=PROBABILITY)
     max_grad_norm: float = setting(1.0, "gradient clipping norm", check=POSITIVE)
-    eval_batch_size: int = setting(64, "batch size for validation, teacher scoring and encoding", check=AT_LEAST_1)
     max_val_samples: int | None = setting(None, "seeded subset of the val queries, each with all its rows, up to this many "
                                                 "rows (faster validation)", check=AT_LEAST_1)
     query_prefix: str | None = setting(None, "text put before each query (default: the model's prompts or family "
@@ -229,4 +237,4 @@ def flags_of(cls) -> list[str]:
     return [f"--{f.name}" for f in fields(cls) if f.metadata.get("flag", False)]
 
 
-__all__ = ["Config", "DataLocation", "Seeded", "Replaceable", "TrainingConfig", "setting", "flags_of", "check_version_name"]
+__all__ = ["Config", "DataLocation", "Seeded", "Sampled", "Batched", "Replaceable", "TrainingConfig", "setting", "flags_of", "check_version_name"]

@@ -80,6 +80,45 @@ def resolve_precision(choice: str) -> str:
     return "no"
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+_NATIVE_BF16 = ("avx512_bf16", "amx_bf16")  # CPU flags (Linux /proc/cpuinfo) of native bf16 matrix arithmetic
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), read from ``/proc/cpuinfo``'s flags."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in _NATIVE_BF16)
+
+
+def encoding_precision(choice: str, device: str = "cpu") -> tuple[str, str]:
+    """The precision of inference-only encoding (a frozen teacher's embeddings, evaluation), and why: ``auto`` is bf16
+    autocast where the hardware multiplies bf16 natively (a GPU that supports it; a CPU with AVX-512 BF16 or AMX:
+    nomic-embed-text-v1.5 at 256 tokens 2.0-2.6x faster on 2 cores, cosine to fp32 >= 0.99997), else fp32."""
+    if choice not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {choice!r}")
+    if choice != "auto":
+        return choice, f"--precision {choice}"
+    if str(device).startswith("cuda"):
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return ("bf16", "auto: the GPU supports bf16") if ok else ("fp32", "auto: the GPU lacks bf16")
+    if cpu_has_native_bf16():
+        return "bf16", "auto: this CPU multiplies bf16 natively (AVX-512 BF16 or AMX)"
+    return "fp32", "auto: this CPU has no native bf16 (no AVX-512 BF16 or AMX flag)"
+
+
+def autocast_for(precision: str, device: str = "cpu"):
+    """The autocast context of an encoding ``precision`` (``bf16``) on ``device``; a no-op for fp32."""
+    import contextlib
+
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
+
+
 def text_keys(texts: list[str]) -> torch.Tensor:
     """(N,) int64 keys of texts (blake2b), equal for equal texts in every process."""
     import hashlib

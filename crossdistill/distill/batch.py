@@ -18,6 +18,7 @@ class Batch:
     mask: torch.Tensor         # (Q, K) bool: real candidates (lists may be shorter than K)
     soft_labels: torch.Tensor  # (Q, K) the teacher's soft labels (logits, probabilities or fused scores)
     positive: torch.Tensor     # (Q, K) bool: labelled (or teacher-judged) positives
+    in_batch_teacher: torch.Tensor | None = None  # (Q, P) the teacher's logits of each query with each passage
 
     @property
     def n_texts(self) -> int:
@@ -26,12 +27,15 @@ class Batch:
 
     def to(self, device) -> "Batch":
         return Batch(self.queries, self.passages, self.index.to(device), self.mask.to(device),
-                     self.soft_labels.to(device), self.positive.to(device))
+                     self.soft_labels.to(device), self.positive.to(device),
+                     None if self.in_batch_teacher is None else self.in_batch_teacher.to(device))
 
 
 def collate(lists: list[CandidateList], soft_labels: list[torch.Tensor], query_prefix: str = "",
-            passage_prefix: str = "") -> Batch:
-    """The batch of ``lists`` with their soft labels (one tensor per list), padded to the longest list."""
+            passage_prefix: str = "", teacher_matrix=None) -> Batch:
+    """The batch of ``lists`` with their soft labels (one tensor per list), padded to the longest list;
+    ``teacher_matrix(queries, passages) -> (Q, P)``: the teacher's logits of every query with every distinct passage
+    of the batch (raw texts), for in-batch distillation."""
     unique = list(dict.fromkeys(p for c in lists for p in c.passages))
     where = {p: i for i, p in enumerate(unique)}
     width = max(len(c.passages) for c in lists)
@@ -45,5 +49,6 @@ def collate(lists: list[CandidateList], soft_labels: list[torch.Tensor], query_p
         mask[i, :n] = True
         soft[i, :n] = s
         positive[i, :n] = torch.tensor(c.positive)
+    matrix = None if teacher_matrix is None else torch.from_numpy(teacher_matrix([c.query for c in lists], unique))
     return Batch([query_prefix + c.query for c in lists], [passage_prefix + p for p in unique], index, mask, soft,
-                 positive)
+                 positive, matrix)

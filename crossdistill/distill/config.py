@@ -18,24 +18,17 @@ from crossdistill.core.settings import (
     TrainingConfig,
     setting,
 )
-from crossdistill.data.candidates import DEFAULT_K, DEFAULT_NEGATIVE_SOURCE
-from crossdistill.data.config import Mining
-from crossdistill.distill.fusion import NORMS
 from crossdistill.distill.recipes import DEFAULT_RECIPE, STUDENT_RECIPES, recipe_summary, recipe_values
+from crossdistill.losses.total import WEIGHTS
+from crossdistill.teachers.config import ListSettings
+from crossdistill.teachers.fusion import NORMS
 
 
 @dataclass(frozen=True, kw_only=True)
-class StudentConfig(TrainingConfig, Mining):
+class StudentConfig(TrainingConfig, ListSettings):
     """``train_distillation_pipeline.py``'s settings. The loss settings a flag leaves unset (None) are filled by the
     recipe (:meth:`resolve`); the scale and the score cache are resolved by the run."""
 
-    teacher_path: str | None = setting(None, "the teacher: a cross-encoder folder (train_teacher_model.py's, a "
-                                              "sentence-transformers CrossEncoder, a one-label transformers classifier) "
-                                              "or hub id; several teachers: repeat the flag or give a comma list (their "
-                                              "scores standardised per query and averaged, --teacher_weights)",
-                                       repeatable=True)
-    teacher_weights: str | None = setting(None, "with several --teacher_path: one weight per teacher, e.g. 2,1 "
-                                                "(default equal)")
     teacher_scores: str | None = setting(None, "train on teacher scores instead of a teacher model: a JSONL in "
                                                "FlagEmbedding's layout (query, pos, neg, pos_scores, neg_scores), e.g. "
                                                "written by teacher_scores.py; default without --teacher_path: the data "
@@ -47,7 +40,6 @@ class StudentConfig(TrainingConfig, Mining):
                                   "processes", check=AT_LEAST_1)
     lr: float = setting(2e-5, "learning rate (AdamW, linear warm-up and decay)", check=POSITIVE)
     max_len: int = setting(DEFAULT_MAX_LEN, "max tokens per query/passage for the student", check=MAX_LEN)
-    K: int = setting(DEFAULT_K, "candidates per query: positives, CSV negatives, mined negatives", check=(lambda v: v >= 2, ">= 2"))
     recipe: str = setting(DEFAULT_RECIPE, "loss settings every unset loss flag takes: " + "; ".join(
         f"'{r}' = {recipe_summary(r)}" for r in STUDENT_RECIPES) + " ('ranking': measured best; 'original': SPEC.md's)",
         choices=list(STUDENT_RECIPES))
@@ -61,8 +53,6 @@ class StudentConfig(TrainingConfig, Mining):
                                      "of its passage and K-1 BM25 negatives its list) that the teacher labels: they "
                                      "teach through the soft-label term only (GPL-style); 0 = none",
                                   check=(lambda v: 0 <= v <= 1_000_000, "between 0 and 1000000"))
-    negative_source: str = setting(DEFAULT_NEGATIVE_SOURCE, "how lists are filled up to K beyond the CSV's negatives",
-                                   choices=["bm25", "model", "random"])
     soft_labels: str | None = setting(None, f"teacher scores fed to softmax(./tau): sigmoid probabilities or logits "
                                             f"{recipe_values('soft_labels')}", choices=["prob", "logit"])
     soft_loss: str | None = setting(None, f"soft-label term: listwise KL, or MarginMSE (Hofstaetter et al.) on scale*cos "
@@ -73,6 +63,10 @@ class StudentConfig(TrainingConfig, Mining):
     infonce_weight: float | None = setting(None, "weight of the in-batch InfoNCE on labelled positives, every other "
                                                  f"passage of the batch a negative {recipe_values('infonce_weight')}",
                                            check=LOSS_WEIGHT)
+    in_batch_kl_weight: float | None = setting(None, "weight of in-batch distillation: the KL from the teacher's "
+                                                     "distribution over every passage of the batch to the student's "
+                                                     "(bi-encoder teachers only: one product of cached embeddings) "
+                                                     f"{recipe_values('in_batch_kl_weight')}", check=LOSS_WEIGHT)
     kl_tau_squared: bool = setting(False, "multiply the KL by tau^2 (Hinton et al.; sentence-transformers' "
                                           "DistillKLDivLoss), so its weight against InfoNCE does not move with --tau")
     scale: float | None = setting(None, "inverse temperature on cosines for InfoNCE, MarginMSE and the scaled KL "
@@ -108,7 +102,6 @@ class StudentConfig(TrainingConfig, Mining):
     guard_k: int = setting(20, "teacher reranks the student's top-k of the val pool for the guard", check=AT_LEAST_1)
     micro_batch_size: int | None = setting(None, "max texts per forward pass (gradients combined exactly); set "
                                                  "automatically on out-of-memory", check=AT_LEAST_1)
-    score_cache: str | None = setting(None, "SQLite file of teacher scores (default: per-teacher file in the cache)")
     export: str | None = setting(None, "also export the published student for serving: 'onnx', 'onnx-int8' or both "
                                        "('onnx,onnx-int8'); see export_student.py")
 
@@ -117,20 +110,22 @@ class StudentConfig(TrainingConfig, Mining):
         return dataclasses.replace(self, **unset)
 
     def check(self) -> None:
-        from crossdistill.distill.fusion import parse_fusion
         from crossdistill.models.export import parse_formats
+        from crossdistill.teachers.fusion import parse_fusion
 
         if self.teacher_path and self.teacher_scores:
             raise UsageError("--teacher_path and --teacher_scores both name the teacher; pass one: the model (its scores "
                              "are computed and cached) or the scores file (no model needed)")
         if self.teacher_weights is not None:
-            from crossdistill.teach.scores import parse_weights, split_paths
+            from crossdistill.teachers.ensemble import parse_weights, split_paths
 
             parse_weights(self.teacher_weights, len(split_paths(self.teacher_path)) or 1)
-        if not any((self.soft_weight, self.infonce_weight, self.contrastive_weight, self.negative_penalty_weight)):
-            raise UsageError("every loss term is weighted 0 (--soft_weight, --infonce_weight, --contrastive_weight, "
-                             "--negative_penalty_weight), so the student would train at loss 0 and learn nothing; give one "
-                             "a weight > 0")
+        if not any(getattr(self, w) for w in WEIGHTS):
+            raise UsageError(f"every loss term is weighted 0 ({', '.join('--' + w for w in WEIGHTS)}), so the student "
+                             "would train at loss 0 and learn nothing; give one a weight > 0")
+        if self.in_batch_kl_weight and self.cross_device_negatives:
+            raise UsageError("--in_batch_kl_weight and --cross_device_negatives do not go together (the teacher scores "
+                             "each process's own batch); pass one")
         if ("dense" in parse_fusion(self.teacher_fusion)) != bool(self.fusion_model):
             raise UsageError("--teacher_fusion dense=W and --fusion_model go together: the dense source is the cosine of "
                              "the --fusion_model bi-encoder")

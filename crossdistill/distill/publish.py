@@ -16,6 +16,7 @@ from crossdistill.core.training import peak_memory
 from crossdistill.data import versions as data
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.inputs import DistillData, StudentInputs
+from crossdistill.losses.total import WEIGHTS
 from crossdistill.models.card import student_card
 from crossdistill.models.export import export_student, parse_formats
 
@@ -43,12 +44,12 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
         model.save(staging)
         write_json(staging / "training_args.json", {**cfg.to_dict(), "resolved": resolved})
         write_json(staging / "metrics.json", summary)
-        (staging / "README.md").write_text(student_card(cfg, summary, cfg.student_name, _teacher_words(inputs)),
+        (staging / "README.md").write_text(student_card(cfg, summary, cfg.student_name, _teacher_words(inputs), WEIGHTS),
                                            encoding="utf-8")
         export_student(staging, parse_formats(cfg.export), log=loop.log)  # --export: ONNX beside, named in the card
         write_json(staging / "distillation_config.json", {
             "teacher_path": cfg.teacher_path, "teacher_base_model":
-                inputs.teachers.specs[0].base_model if inputs.teachers else None, "teacher_scores": inputs.scores_path,
+                inputs.teachers.members[0].base_model if inputs.teachers else None, "teacher_scores": inputs.scores_path,
             "student_name": cfg.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
             "max_len": cfg.max_len, "scale": cfg.scale, "data_version": cfg.data_version, "data_root": cfg.data_root,
             "data_fingerprint": data.version_fingerprint(cfg.data_root, cfg.data_version),
@@ -67,8 +68,7 @@ def _teacher_words(inputs: StudentInputs) -> str:
     if inputs.teachers is None:
         return (f"the teacher scores of `{inputs.scores_path}` (no teacher model)" if inputs.scores_path else
                 "none: trained on the labels alone (`--soft_weight 0`)")
-    return ", ".join(f"`{n}` ({s.kind} cross-encoder{f', weight {w:g}' if len(inputs.teachers.specs) > 1 else ''})"
-                     for n, s, w in zip(inputs.teachers.names, inputs.teachers.specs, inputs.teachers.weights))
+    return inputs.teachers.describe()
 
 
 def _data_source(cfg) -> str | None:

@@ -20,11 +20,11 @@ from crossdistill.losses.settings import LossSettings
 
 STUDENT_RECIPES: dict[str, dict] = {
     "ranking": {"soft_labels": "logit", "tau": 1.0, "kl_student": "scaled", "soft_loss": "kl", "soft_weight": 1.0,
-                "infonce_weight": 1.0, "contrastive_weight": 0.0, "negative_penalty_weight": 0.0,
+                "infonce_weight": 1.0, "contrastive_weight": 0.0, "negative_penalty_weight": 0.0, "in_batch_kl_weight": 0.0,
                 "teacher_fusion": "none"},
     "original": {"soft_labels": "prob", "tau": 0.2, "kl_student": "tau", "soft_loss": "kl", "soft_weight": 1.0,
                  "infonce_weight": 0.0, "contrastive_weight": 0.3, "negative_penalty_weight": 0.4,
-                 "teacher_fusion": "none"},
+                 "in_batch_kl_weight": 0.0, "teacher_fusion": "none"},
 }
 DEFAULT_RECIPE = "ranking"
 
@@ -36,11 +36,12 @@ def recipe_values(name: str) -> str:
 
 
 def recipe_summary(recipe: str) -> str:
-    """A recipe's loss in one line, from its values: "KL(logit/1.0) x1.0 + InfoNCE x1.0"."""
+    """A recipe's loss in one line, from its values and the loss's table of terms: "KL(logit/1.0) x1.0 + InfoNCE x1.0"."""
+    from crossdistill.losses.total import TERMS
+
     v = STUDENT_RECIPES[recipe]
     terms = [f"{v['soft_loss'].upper()}({v['soft_labels']}/{v['tau']}) x{v['soft_weight']}"]
-    terms += [f"{name} x{v[key]}" for name, key in (("InfoNCE", "infonce_weight"), ("contrastive", "contrastive_weight"),
-                                                    ("negative penalty", "negative_penalty_weight")) if v[key]]
+    terms += [f"{t.label} x{v[t.weight]}" for t in TERMS if t.name != "soft" and v[t.weight]]
     return " + ".join(terms)
 
 

@@ -38,6 +38,8 @@ def batch_scores(q_emb, p_emb, batch: Batch, settings: LossSettings, p_keys=None
             scores.extra_negatives = ((all_cos + 1) / 2, ~in_list.any(-1))
         is_pos = (in_list & positive[:, None, :]).any(-1)
         scores.in_batch = (all_cos, is_pos, torch.ones_like(is_pos))
+        if batch.in_batch_teacher is not None:  # one process: the batch's distinct passages, in their own order
+            scores.in_batch_teacher = batch.in_batch_teacher.float()
     return scores
 
 

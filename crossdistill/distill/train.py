@@ -31,21 +31,23 @@ from crossdistill.core.runs import claimed_output, lock_run, releases_run_lock
 from crossdistill.core.training import linear_schedule, make_accelerator, make_optimizer, seed_everything
 from crossdistill.distill.batch import Batch, collate
 from crossdistill.distill.config import StudentConfig
-from crossdistill.distill.fusion import parse_fusion
-from crossdistill.distill.guard import evaluate_student, teacher_guard
-from crossdistill.distill.inputs import DistillData, StudentInputs, fusion_model_scores, prepare_run, read_inputs, run_settings
+from crossdistill.distill.guard import teacher_guard
+from crossdistill.distill.inputs import DistillData, StudentInputs, prepare_run, read_inputs, run_settings
 from crossdistill.distill.publish import publish_student
+from crossdistill.distill.soft_labels import dense_cosines
 from crossdistill.distill.step import forward_backward
+from crossdistill.distill.validation import evaluate_student
 from crossdistill.losses import LossSettings
 from crossdistill.models.resolve import check_prefixes
 from crossdistill.models.student import BiEncoderStudent
+from crossdistill.teachers.fusion import parse_fusion
 
 
 @releases_run_lock
 def train_student(cfg: StudentConfig, log=print) -> Path:
     out_dir = Path(cfg.output_dir)
     resume_from, skipped = resume_point(out_dir, cfg.resume, cfg.overwrite, "student")  # decides; touches nothing
-    inputs = read_inputs(cfg)
+    inputs = read_inputs(cfg, "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
     cfg = inputs.cfg
     settings = run_settings(inputs)  # what every checkpoint records, and a resume must match
     check_resume_settings(resume_from, settings)  # a resume with other settings would mix two runs
@@ -96,7 +98,7 @@ class StudentStage(Stage):
 
     def batch(self, items: list[int]) -> Batch:
         return collate([self.run.lists[i] for i in items], [self.run.soft_labels[i] for i in items],
-                       self.model.query_prefix, self.model.passage_prefix)
+                       self.model.query_prefix, self.model.passage_prefix, self.run.teacher_matrix)
 
     def step(self, items: list[int], step: int) -> dict:
         """One batch's forward and backward, never skipped: on out-of-memory the same batch is redone in exact
@@ -135,9 +137,10 @@ class StudentStage(Stage):
             why = (f"no teacher model (scores from {self.inputs.scores_path}): the guard needs one to rerank the val pool"
                    if self.inputs.scores_path else "no teacher: the student learns the labels alone (--soft_weight 0)")
             return {"metrics": metrics, "guard": {"skipped": why, "fused": sorted(fusion)}}
-        guard = teacher_guard(self.inputs.teachers, self.run.val, cos, cfg.score_cache, guard_k=cfg.guard_k,
-                              batch_size=cfg.eval_batch_size, fusion=fusion, soft_labels=cfg.soft_labels, log=self.loop.log,
-                              device=device, dense=(lambda qs, ls: fusion_model_scores(cfg, qs, ls, device))
+        dense = self.inputs.fusion_dense
+        guard = teacher_guard(self.inputs.teachers, self.run.val, cos, guard_k=cfg.guard_k, batch_size=cfg.eval_batch_size,
+                              fusion=fusion, soft_labels=cfg.soft_labels, log=self.loop.log, device=device,
+                              dense=(lambda qs, ls: dense_cosines(dense, qs, ls, cfg.eval_batch_size, self.loop.log))
                               if "dense" in fusion else None, fusion_norm=cfg.fusion_norm)
         return {"metrics": metrics, "guard": guard}
 

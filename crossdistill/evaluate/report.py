@@ -38,12 +38,12 @@ def _bm25(ts: TripletPool, full: RetrievalSet | None) -> dict:
     return out
 
 
-def _rerank(teacher, run: dict, queries: dict, corpus: dict, k: int, qrels: dict, batch_size: int):
-    """Teacher reranks the top-k of ``run``; returns (metrics, pairs/s, (teacher probs, student scores, labels))."""
+def _rerank(teachers, run: dict, queries: dict, corpus: dict, k: int, qrels: dict, batch_size: int):
+    """The teachers rerank the top-k of ``run``; returns (metrics, pairs/s, (teacher probs, student scores, labels))."""
     from crossdistill.evaluate.retrieval import rerank
 
     t0 = time.time()
-    rr = rerank(teacher, run, queries=queries, corpus=corpus, k=k, batch_size=batch_size, show_progress=True)
+    rr = rerank(teachers, run, queries=queries, corpus=corpus, k=k, batch_size=batch_size)
     secs = time.time() - t0
     n_pairs = sum(len(v) for v in rr.values())
     t_prob, s_norm, is_pos = [], [], []
@@ -175,7 +175,7 @@ def run_evaluation(cfg: EvalConfig, log=print) -> Path:
     out_dir = check_output_dir(cfg.output_dir, cfg.overwrite, "evaluation")
     ts = TripletPool.from_csv(cfg.test_data)
     full, full_info = full_corpus(cfg, ts, log)
-    teacher = _load_teacher(cfg.teacher_path) if cfg.teacher_path else None
+    teacher = _open_teachers(cfg.teacher_path) if cfg.teacher_path else None
     model, prefixes = load_student(cfg)
     log(f"evaluating {cfg.model_path} ({cfg.backend}) on {len(ts.df)} test triplets ({len(ts.queries)} queries, "
         f"{len(ts.passages)} passages)" + (f" and {len(full.qrels)} queries over {len(full.corpus)} passages of "
@@ -204,16 +204,14 @@ def run_evaluation(cfg: EvalConfig, log=print) -> Path:
     return out_dir
 
 
-def _load_teacher(path: str):
+def _open_teachers(path: str):
+    """The teacher(s) of ``--teacher_path`` (any kind :func:`~crossdistill.teachers.kinds.open_kind` accepts), their
+    scores computed once through their caches, on the GPU when there is one."""
     import torch
 
-    from crossdistill.models.teacher import CrossEncoderTeacher
-    from crossdistill.models.teacher_folder import locate_teacher
+    from crossdistill.teachers.ensemble import open_teachers
 
-    teacher = CrossEncoderTeacher.load(locate_teacher(path))  # any one-label cross-encoder; the rest is refused
-    if torch.cuda.is_available():  # reranking thousands of pairs: on the GPU when there is one
-        teacher.model.to("cuda")
-    return teacher
+    return open_teachers(path, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _write(cfg: EvalConfig, out_dir: Path, ts: TripletPool, results: dict, throughput: dict, scatter, full_info, log):

@@ -15,17 +15,18 @@ def bm25_run(corpus: dict[str, str], queries: dict[str, str], k: int = 100) -> d
     return top_k_run(qids, doc_ids, miner.scores([queries[q] for q in qids]), k)
 
 
-def rerank(teacher, run: dict[str, dict[str, float]], *, queries: dict[str, str], corpus: dict[str, str], k: int,
-           batch_size: int = 64, show_progress: bool = False) -> dict[str, dict[str, float]]:
-    """Re-score each query's top-``k`` of ``run`` with the cross-encoder ``teacher`` (one pass over all pairs)."""
+def rerank(teachers, run: dict[str, dict[str, float]], *, queries: dict[str, str], corpus: dict[str, str], k: int,
+           batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """Re-score each query's top-``k`` of ``run`` with the :class:`~crossdistill.teachers.ensemble.Teachers`
+    (their combined logits; each pair scored once, through their caches)."""
+    import torch
+
     tops = {q: sorted(docs, key=docs.get, reverse=True)[:k] for q, docs in run.items()}
-    pairs = [(queries[q], corpus[d]) for q, docs in tops.items() for d in docs]
-    scores = teacher.score(pairs, batch_size=batch_size, activation="logit", show_progress=show_progress)
-    out, i = {}, 0
-    for q, docs in tops.items():
-        out[q] = {d: float(s) for d, s in zip(docs, scores[i:i + len(docs)])}
-        i += len(docs)
-    return out
+    qids = list(tops)
+    device = torch.device("cuda") if torch.cuda.is_available() else None
+    logits, _ = teachers.logits([queries[q] for q in qids], [[corpus[d] for d in tops[q]] for q in qids],
+                                batch_size=batch_size, device=device)
+    return {q: {d: float(s) for d, s in zip(tops[q], lo)} for q, lo in zip(qids, logits)}
 
 
 def qrels_dict(qrels: dict[str, list[str]]) -> dict[str, dict[str, int]]:

@@ -8,6 +8,7 @@ The student's composite loss takes a batch's scores and a :class:`LossSettings` 
 """
 
 from crossdistill.losses.contrastive import contrastive_margin_loss
+from crossdistill.losses.in_batch_kl import in_batch_kl_loss
 from crossdistill.losses.infonce import in_batch_infonce_loss
 from crossdistill.losses.kl import listwise_kl_loss
 from crossdistill.losses.localized_contrastive import localized_contrastive_loss
@@ -15,7 +16,7 @@ from crossdistill.losses.margin_mse import margin_mse_loss
 from crossdistill.losses.negative_penalty import negative_penalty_loss
 from crossdistill.losses.pointwise_bce import pointwise_bce_loss
 from crossdistill.losses.settings import LossSettings
-from crossdistill.losses.total import SOFT_LOSSES, BatchScores, distillation_loss
+from crossdistill.losses.total import SOFT_LOSSES, TERMS, BatchScores, distillation_loss
 
-__all__ = ["listwise_kl_loss", "contrastive_margin_loss", "negative_penalty_loss", "in_batch_infonce_loss",
+__all__ = ["in_batch_kl_loss", "TERMS", "listwise_kl_loss", "contrastive_margin_loss", "negative_penalty_loss", "in_batch_infonce_loss",
            "margin_mse_loss", "distillation_loss", "BatchScores", "LossSettings", "SOFT_LOSSES", "localized_contrastive_loss", "pointwise_bce_loss"]

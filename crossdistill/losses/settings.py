@@ -1,7 +1,7 @@
 """The settings the student's composite loss reads, resolved once per run (a recipe applied, the scale chosen).
 
-A new loss term adds its weight here, its function in its own file, its line in :func:`~crossdistill.losses.total.
-distillation_loss` and its value in each recipe (:data:`crossdistill.distill.recipes.STUDENT_RECIPES`): nothing else.
+A new loss term adds its weight here, its function in its own file, its row in :data:`~crossdistill.losses.total.TERMS`
+and its value in each recipe (:data:`crossdistill.distill.recipes.STUDENT_RECIPES`): nothing else.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class LossSettings:
     contrastive_weight: float  # the original's margin term
     negative_penalty_weight: float  # the original's negative-score penalty
     scale: float  # inverse temperature on cosines (InfoNCE, MarginMSE, scaled KL)
+    in_batch_kl_weight: float = 0.0  # the teacher's distribution over every passage of the batch
     cross_device_negatives: bool = False  # other processes' passages as extra negatives
     kl_tau_squared: bool = False  # the KL multiplied by tau^2
 
@@ -46,5 +47,8 @@ class LossSettings:
 
     @property
     def needs_in_batch(self) -> bool:
-        """Whether the loss reads every passage of the (global) batch: InfoNCE, or cross-device negatives."""
-        return bool(self.infonce_weight) or self.cross_device_negatives
+        """Whether the loss reads every passage of the (global) batch: a weighted in-batch term (InfoNCE, in-batch KL),
+        or cross-device negatives."""
+        from crossdistill.losses.total import TERMS
+
+        return any(t.in_batch and getattr(self, t.weight) for t in TERMS) or self.cross_device_negatives

@@ -10,12 +10,12 @@ def _table(rows: dict) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows.items())])
 
 
-def student_card(cfg, summary: dict, base_model: str, teacher_path: str) -> str:
+def student_card(cfg, summary: dict, base_model: str, teacher_path: str, loss_weights: tuple[str, ...] = ()) -> str:
+    """``loss_weights``: the weight settings of the loss's terms (``crossdistill.losses.total.WEIGHTS``), listed."""
     kept = summary["history"][summary["best_epoch"]] if summary.get("history") else {}
     start = summary["history"][0] if summary.get("history") else {}
-    settings = {k: getattr(cfg, k, None) for k in ("recipe", "soft_loss", "tau", "scale", "infonce_weight", "contrastive_weight",
-                                                     "negative_penalty_weight", "teacher_fusion", "K", "epochs", "batch_size",
-                                                     "lr", "max_len", "use_lora", "seed")}
+    settings = {k: getattr(cfg, k, None) for k in ("recipe", "soft_loss", "tau", "scale", *loss_weights, "teacher_fusion",
+                                                     "K", "epochs", "batch_size", "lr", "max_len", "use_lora", "seed")}
     return f"""---
 library_name: sentence-transformers
 pipeline_tag: sentence-similarity

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -102,6 +103,20 @@ class BiEncoderStudent(torch.nn.Module):
         """Embeddings of each list of (already prefixed) texts — one call, so a DDP wrapper sees one forward."""
         return [self.embed(texts) for texts in text_lists]
 
+    @torch.no_grad()
+    def cosines(self, queries: list[str], passages: list[str], batch_size: int, on_progress=None,
+                precision: str = "fp32") -> np.ndarray:
+        """(Q, P) cosines of raw ``queries`` and ``passages`` (the student's prefixes applied here), each text encoded
+        once (:func:`encode_texts`); the module's train/eval mode is restored after."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        q = encode_texts(self.st, [self.query_prefix + t for t in queries], batch_size, precision, device)
+        p = encode_texts(self.st, [self.passage_prefix + t for t in passages], batch_size, precision, device,
+                         on_progress=on_progress)
+        self.train(was_training)
+        return q @ p.T
+
     def save(self, folder: str | Path) -> None:
         """Save a plain sentence-transformers folder (LoRA merged) and, with LoRA, the adapter in ``adapter/``."""
         import copy
@@ -119,6 +134,30 @@ class BiEncoderStudent(torch.nn.Module):
             st = self.st
         st.prompts = {"query": self.query_prefix, "passage": self.passage_prefix}
         st.save(str(folder))
+
+
+def encode_texts(st, texts: list[str], batch_size: int, precision: str = "fp32", device=None, on_progress=None,
+                 chunk: int = 2048) -> np.ndarray:
+    """(N, D) L2-normalised float32 embeddings of ``texts`` (prefixes already applied) by the SentenceTransformer
+    ``st``, without gradients: the one encoding path of the guard, validation, mining, the evaluation and dense
+    teachers. sentence-transformers sorts each call's texts by length (little padding); ``chunk`` texts per call, with
+    ``on_progress(done, total)`` after each (a heartbeat for the monitor); ``precision`` ``bf16``: under bf16 autocast
+    (:func:`~crossdistill.core.training.encoding_precision` decides when)."""
+    from crossdistill.core.training import autocast_for
+
+    if not texts:
+        dim = st.get_embedding_dimension() if hasattr(st, "get_embedding_dimension") else \
+            st.get_sentence_embedding_dimension()
+        return np.zeros((0, dim or 0), dtype=np.float32)
+    device = device or next(st.parameters()).device
+    parts = []
+    with torch.no_grad(), autocast_for(precision, str(device)):
+        for s in range(0, len(texts), chunk):
+            parts.append(np.asarray(st.encode(texts[s:s + chunk], batch_size=batch_size, normalize_embeddings=True,
+                                              convert_to_numpy=True, show_progress_bar=False), dtype=np.float32))
+            if on_progress is not None:
+                on_progress(min(s + chunk, len(texts)), len(texts))
+    return np.concatenate(parts)
 
 
 def _transformer(st):

@@ -13,12 +13,11 @@ from crossdistill.core.settings import (
     POSITIVE,
     DataLocation,
     Replaceable,
-    Seeded,
+    Sampled,
     TrainingConfig,
     setting,
 )
-from crossdistill.data.candidates import DEFAULT_K, DEFAULT_NEGATIVE_SOURCE
-from crossdistill.data.config import Mining
+from crossdistill.teachers.config import ListSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,20 +52,17 @@ class TeacherConfig(TrainingConfig):
         super().check()
 
 
-# --------------------------------------------------------------------------- export_student.py
+# --------------------------------------------------------------------------- teacher_scores.py
 @dataclass(frozen=True, kw_only=True)
-class ScoresConfig(DataLocation, Seeded, Mining, Replaceable):
-    """``teacher_scores.py``'s settings: the candidate lists the student would build, and the teacher's scores of them."""
+class ScoresConfig(DataLocation, ListSettings, Sampled, Replaceable):
+    """``teacher_scores.py``'s settings: the candidate lists the student would build (the same list settings and
+    --max_samples), and the teachers' scores of them."""
 
-    teacher_path: str = setting(help="the teacher: a cross-encoder folder or hub id; several: repeat the flag or give a "
-                                     "comma list (combined as the student combines them)", repeatable=True)
-    teacher_weights: str | None = setting(None, "with several --teacher_path: one weight per teacher, e.g. 2,1")
     output: str = setting(help="the JSONL file to write (FlagEmbedding's layout: query, pos, neg, pos_scores, neg_scores; "
                                "the scores are the teacher's logits)")
-    K: int = setting(DEFAULT_K, "candidates per query, as the student's --K",
-                     check=(lambda v: v >= 2, ">= 2"))
-    negative_source: str = setting(DEFAULT_NEGATIVE_SOURCE, "as the student's --negative_source",
-                                   choices=["bm25", "model", "random"])
-    max_samples: int | None = setting(None, "as the student's --max_samples (the same queries)", check=AT_LEAST_1)
-    eval_batch_size: int = setting(64, "pairs per teacher forward", check=AT_LEAST_1)
-    score_cache: str | None = setting(None, "SQLite file of teacher scores (default: per-teacher file in the cache)")
+
+    def check(self) -> None:
+        if not self.teacher_path:
+            raise UsageError("--teacher_path is required: the teacher(s) whose scores are written (a cross-encoder or "
+                             "bi-encoder folder, alias or hub id)")
+        super().check()

@@ -80,7 +80,7 @@ def test_the_val_pool_setting_read_from_a_config(tmp_path, scifact_version):
     import json
     import shutil
 
-    from crossdistill.distill.guard import val_pool_passages
+    from crossdistill.distill.validation import val_pool_passages
 
     root, v = scifact_version
     passages, info = val_pool_passages(str(root), v, "auto")

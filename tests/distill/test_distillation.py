@@ -283,8 +283,8 @@ def test_bad_teacher_and_student(tmp_path, teacher, tiny_minilm, scifact_version
     args = ["--data_root", root, "--data_version", v, "--output_dir", tmp_path / "o"]
     proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tmp_path / "none", *args)
     assert_usage_error(proc, "does not exist")
-    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_minilm, *args)  # a bi-encoder, not a teacher
-    assert_usage_error(proc, "is a bi-encoder", "not a cross-encoder")
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", teacher, "--in_batch_kl_weight", "1", *args)
+    assert_usage_error(proc, "--in_batch_kl_weight", "needs bi-encoder teachers", "holds a cross-encoder")
     proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", teacher, "--student_name", tmp_path / "nothing", *args)
     assert_usage_error(proc, "does not exist")
     assert not (tmp_path / "o").exists()

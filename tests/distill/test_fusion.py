@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from crossdistill.core.errors import UsageError
-from crossdistill.distill.fusion import bm25_candidate_scores, fuse, parse_fusion, positives_first, run_standardised, zscore
+from crossdistill.distill.soft_labels import positives_first
+from crossdistill.teachers.fusion import bm25_candidate_scores, fuse, parse_fusion, run_standardised, zscore
 
 
 def test_parse_fusion_specs_and_errors():
@@ -86,24 +87,29 @@ def test_bm25_candidate_scores_rank_the_lexical_match_first(scifact_version):
     assert sum(int(s[0] > s[1]) for s in scores) >= 4
 
 
-def test_guard_judges_the_fused_teacher_the_student_will_learn_from(monkeypatch):
+def test_guard_judges_the_fused_teacher_the_student_will_learn_from():
     """With --teacher_fusion the guard reranks with the fused scores: a teacher that ranks every list backwards
     still passes when BM25 (weight 2) puts the lexical match first."""
 
     import pandas as pd
 
     from crossdistill.data.eval_sets import TripletPool
-    from crossdistill.distill import guard as validation
+    from crossdistill.distill.guard import teacher_guard
+    from crossdistill.teachers.ensemble import Teachers
+    from crossdistill.teachers.kinds import TeacherKind
 
     queries = ["alpha beta gamma", "delta epsilon zeta"]
     passages = ["alpha beta gamma text", "unrelated words here", "delta epsilon zeta text", "other filler words"]
     pool = TripletPool(pd.DataFrame(), queries, passages, [(0, 0, 1), (1, 2, 3)])  # positives: q0 -> d0, q1 -> d2
     student_cos = np.array([[0.2, 0.9, 0.1, 0.0], [0.1, 0.0, 0.3, 0.8]])  # the student ranks the positives second
-    bad = lambda t, qs, lists, *a, **k: ([np.array([-5.0 if "text" in p else 5.0 for p in ps], dtype=np.float32)
-                                          for ps in lists], {})
-    monkeypatch.setattr(validation, "list_logits", bad)
-    guard = lambda fusion: validation.teacher_guard("t", pool, student_cos, None, guard_k=2, batch_size=8, fusion=fusion,
-                                                    soft_labels="logit")
+    class Backwards(TeacherKind):  # a teacher kind that ranks every list backwards
+        name, fingerprint = "backwards", "b"
+
+        def score(self, pairs, **kw):
+            return np.array([-5.0 if "text" in p else 5.0 for _, p in pairs], dtype=np.float32), {}
+
+    guard = lambda fusion: teacher_guard(Teachers([Backwards()], [1.0]), pool, student_cos, guard_k=2, batch_size=8,
+                                         fusion=fusion, soft_labels="logit")
     alone = guard({})
     assert alone["teacher_rerank_mrr@10"] == 0.5 and alone["student_mrr@10"] == 0.5 and alone["fused"] == []
     fused = guard({"bm25": 2.0})
@@ -113,7 +119,7 @@ def test_guard_judges_the_fused_teacher_the_student_will_learn_from(monkeypatch)
 def test_one_soft_label_builder_bm25_idf_over_the_given_pool():
     """Training lists and the guard build soft labels with one function; BM25's IDF comes from the pool it is given
     (the corpus when there is one), so the same (query, candidates) get the same fused labels on both sides."""
-    from crossdistill.distill.fusion import build_soft_labels
+    from crossdistill.teachers.fusion import build_soft_labels
 
     queries = ["rare gene expression"]
     cands = [["rare gene expression in mice", "gene expression in cells"]]

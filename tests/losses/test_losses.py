@@ -233,3 +233,42 @@ def test_teacher_losses_hand_values():
     logits, labels = T([1.5, -0.5, 0.2]), T([1.0, 0.0, 0.0])
     expected = (-3.0 * math.log(sig(1.5)) - math.log(1 - sig(-0.5)) - math.log(1 - sig(0.2))) / 3
     assert pointwise_bce_loss(logits, labels, 3.0).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_in_batch_kl_hand_value_and_mask():
+    """Issue #49: the teacher's distribution over every passage of the batch, matched by softmax(scale · cos)."""
+    from crossdistill.losses import in_batch_kl_loss
+
+    teacher, cos = [2.0, 0.0, -1.0], [0.5, 0.3, 0.1]
+    p, q = _softmax(teacher), _softmax([20 * c for c in cos])
+    expected = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    got = in_batch_kl_loss(T([teacher]), T([cos]), torch.ones(1, 3, dtype=torch.bool), tau=1.0, scale=20.0)
+    assert got.item() == pytest.approx(expected, abs=1e-6)
+    # a masked passage takes no probability mass; a row with one passage left counts 0 (and still in the mean)
+    p2, q2 = _softmax(teacher[:2]), _softmax([20 * c for c in cos[:2]])
+    two = sum(pi * math.log(pi / qi) for pi, qi in zip(p2, q2))
+    got = in_batch_kl_loss(T([teacher, teacher]), T([cos, cos]), T([[True, True, False], [True, False, False]]), 1.0, 20.0)
+    assert got.item() == pytest.approx(two / 2, abs=1e-6)
+    assert in_batch_kl_loss(T([cos]), T([cos]), torch.ones(1, 3, dtype=torch.bool), 1.0, 1.0).item() == pytest.approx(0.0)
+
+
+def test_every_term_of_the_table_is_weighted_summed_and_named():
+    """Issue #45: one table of loss terms; the total is Σ weight · term over it, each term logged by its name."""
+    from crossdistill.losses import TERMS, in_batch_infonce_loss, in_batch_kl_loss
+
+    t, s = T([[3.0, -1.0, 0.5]]), T([[0.8, 0.4, 0.5]])
+    mask, pos = torch.ones(1, 3, dtype=torch.bool), T([[True, False, False]])
+    in_batch = (T([[0.6, -0.2, 0.0, 0.1]]), T([[True, False, False, False]]), torch.ones(1, 4, dtype=torch.bool))
+    teacher_matrix = T([[4.0, 0.0, 1.0, -2.0]])
+    scores = BatchScores(t, s, mask, pos, None, in_batch, teacher_matrix)
+    weights = {"soft_weight": 1.0, "infonce_weight": 0.5, "contrastive_weight": 0.3, "negative_penalty_weight": 0.4,
+               "in_batch_kl_weight": 2.0}
+    out = distillation_loss(scores, loss_settings("ranking", **weights))
+    assert [term.name for term in TERMS] == ["soft", "infonce", "contrastive", "negative_penalty", "in_batch_kl"]
+    assert set(out) == {"loss", *(term.name for term in TERMS)}
+    assert out["in_batch_kl"].item() == pytest.approx(in_batch_kl_loss(teacher_matrix, *in_batch[::2], 1.0, 20.0).item())
+    assert out["infonce"].item() == pytest.approx(in_batch_infonce_loss(*in_batch, scale=20.0).item())
+    expected = sum(weights[term.weight] * out[term.name].item() for term in TERMS)
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="in-batch logits"):
+        distillation_loss(BatchScores(t, s, mask, pos, None, in_batch), loss_settings("ranking", in_batch_kl_weight=1.0))

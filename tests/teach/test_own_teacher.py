@@ -4,6 +4,7 @@ averaged; everything else is refused with exit 2 and nothing written."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,16 +40,17 @@ def resaved(tiny_teacher, tmp_path_factory):
 
 
 def test_crossencoder_and_transformers_folders_score_like_the_toolkit_teacher(tiny_teacher, resaved, scifact_version):
-    from crossdistill.teach.scores import list_logits, open_teachers
+    from crossdistill.teachers.ensemble import open_teachers
 
     queries, lists = _texts_and_lists(scifact_version)
     ours = open_teachers(str(tiny_teacher))
     ce, hf = open_teachers(str(resaved / "ce")), open_teachers(str(resaved / "hf"))
-    assert (ours.specs[0].kind, ce.specs[0].kind, hf.specs[0].kind) == ("crossdistill", "sentence-transformers", "transformers")
-    assert ce.specs[0].activation == "sigmoid" and ce.specs[0].max_len == hf.specs[0].max_len == 48  # as trained
-    base, _ = list_logits(ours, queries, lists, None, 16)
+    specs = [t.members[0].spec for t in (ours, ce, hf)]
+    assert [s.kind for s in specs] == ["crossdistill", "sentence-transformers", "transformers"]
+    assert specs[1].activation == "sigmoid" and specs[1].max_len == specs[2].max_len == 48  # as trained
+    base, _ = ours.logits(queries, lists, batch_size=16)
     for other in (ce, hf):
-        got, _ = list_logits(other, queries, lists, None, 16)
+        got, _ = other.logits(queries, lists, batch_size=16)
         assert all(np.array_equal(a, b) for a, b in zip(base, got))
 
 
@@ -93,12 +95,16 @@ def _bad_folders(tmp_path, tiny_minilm, resaved):
     no_weights = tmp_path / "no_weights"
     shutil.copytree(resaved / "ce", no_weights)
     (no_weights / "model.safetensors").unlink()
-    return [(tiny_minilm, ["is a bi-encoder", "not a cross-encoder"]),
+    bare = tmp_path / "bare"  # an encoder saved without sentence-transformers' modules: no head, no pooling
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(tiny_minilm) / name, bare / name)
+    return [(bare, ["encoder without a classification head", "not a cross-encoder"]),
             (nli, ["3 labels", "entailment", "one-label"]),
             (no_weights, ["no weights"])]
 
 
-def test_what_is_not_a_one_label_crossencoder_is_refused(tmp_path, tiny_minilm, resaved, scifact_version):
+def test_what_is_neither_a_cross_encoder_nor_a_bi_encoder_is_refused(tmp_path, tiny_minilm, resaved, scifact_version):
     root, v = scifact_version
     for folder, fragments in _bad_folders(tmp_path, tiny_minilm, resaved):
         out = tmp_path / f"out_{folder.name}"
@@ -165,13 +171,13 @@ def test_exported_scores_train_the_same_student_bit_for_bit(reference_student, t
 
 
 def test_two_identical_teachers_average_to_the_one(tiny_teacher, scifact_version, tmp_path):
-    from crossdistill.teach.scores import combine, list_logits, open_teachers
+    from crossdistill.teachers.ensemble import combine, open_teachers
 
     twin = tmp_path / "twin"
     shutil.copytree(tiny_teacher, twin)
     queries, lists = _texts_and_lists(scifact_version)
-    one, _ = list_logits(open_teachers(str(tiny_teacher)), queries, lists, None, 16)
-    both, stats = list_logits(open_teachers(f"{tiny_teacher},{twin}", "2,1"), queries, lists, None, 16)
+    one, _ = open_teachers(str(tiny_teacher)).logits(queries, lists, batch_size=16)
+    both, stats = open_teachers(f"{tiny_teacher},{twin}", "2,1").logits(queries, lists, batch_size=16)
     assert len(stats["teachers"]) == 2
     for a, b in zip(one, both):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

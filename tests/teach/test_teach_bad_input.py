@@ -14,7 +14,7 @@ def test_score_cache_keeps_teachers_apart_and_rebuilds_a_corrupt_file(tmp_path):
     """Issue #14."""
     import numpy as np
 
-    from crossdistill.teach.score_cache import ScoreCache
+    from crossdistill.teachers.cache import ScoreCache
 
     path = tmp_path / "scores.sqlite"
     a = ScoreCache(path, "teacher-a")
@@ -62,7 +62,7 @@ def test_score_cache_touches_only_its_own_files(tmp_path):
 
     import numpy as np
 
-    from crossdistill.teach.score_cache import ScoreCache
+    from crossdistill.teachers.cache import ScoreCache
 
     thesis = tmp_path / "thesis.tex"
     thesis.write_text("my thesis")

@@ -1,4 +1,4 @@
-"""Teacher fusion: soft labels that combine the teacher's logits with other rankers' scores.
+"""Teacher fusion: soft labels that combine the teachers' logits with other rankers' scores.
 
 ``--teacher_fusion "bm25=0.5"`` gives each candidate the score z(teacher) + 0.5 · z(BM25), where z
 standardises a score over the query's own candidate list (mean 0, standard deviation 1), so rankers on
@@ -7,10 +7,10 @@ its standard deviation within a list, pooled over all the lists — so a source 
 candidates adds little there, where the per-list z-score would blow its noise up to the full scale).
 
 Sources: ``bm25`` (lexical, bm25s over the training passages), ``student`` (the starting student's cosine — the
-zero-shot model's own view) and ``dense`` (the cosine of another bi-encoder,
-``--fusion_model``: e.g. a student trained on the labels alone, the strongest ranker a first round gives — hybrid
-lexical + dense fusion is ahead of either alone). The student then learns an order that holds the signals it lacks
-on its own.
+zero-shot model's own view) and ``dense`` (the cosine of another bi-encoder, ``--fusion_model``, a
+:class:`~crossdistill.teachers.dense.DenseKind`: e.g. a student trained on the labels alone, the strongest ranker a
+first round gives — hybrid lexical + dense fusion is ahead of either alone). The student then learns an order that
+holds the signals it lacks on its own.
 """
 
 from __future__ import annotations
@@ -74,28 +74,6 @@ def fuse(teacher: list[np.ndarray], others: dict[str, list[np.ndarray]], weights
     for name, w in weights.items():
         out = [f + w * o for f, o in zip(out, scaled(others[name]))]
     return [f.astype(np.float32) for f in out]
-
-
-def positives_first(scores: np.ndarray, positive: list[bool]) -> np.ndarray:
-    """One labelled list's soft labels with the labelled positives moved to the top: the list's own score values are
-    reassigned, the highest ones to the positives and the rest to the negatives, each group keeping the teacher's order.
-    The teacher's judgement among the negatives (and among several positives) stays; where it ranks a negative above a
-    positive, that disagreement with the labels is dropped instead of fighting the label term. A list the teacher
-    already orders this way, or one with no positive (a pseudo-query) or no negative, is returned unchanged.
-
-    The listwise form of Wen et al. 2019's "knowledge adjustment" ("Preparing Lessons: Improve Knowledge Distillation
-    with Better Supervision"), which swaps a wrong teacher's top class with the true one.
-    """
-    scores = np.asarray(scores, dtype=np.float32)
-    pos = np.flatnonzero(np.asarray(positive, dtype=bool))
-    neg = np.setdiff1d(np.arange(len(scores)), pos)
-    if len(pos) == 0 or len(neg) == 0:
-        return scores.copy()
-    values = np.sort(scores)[::-1]
-    out = np.empty_like(scores)
-    out[pos[np.argsort(-scores[pos], kind="stable")]] = values[:len(pos)]
-    out[neg[np.argsort(-scores[neg], kind="stable")]] = values[len(pos):]
-    return out
 
 
 def bm25_candidate_scores(queries: list[str], candidates: list[list[str]], pool: list[str] | None = None) -> list[np.ndarray]:
