@@ -101,7 +101,7 @@ def encoding_precision(choice: str, device: str = "cpu") -> tuple[str, str]:
     if choice not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {choice!r}")
     if choice != "auto":
-        return choice, f"--precision {choice}"
+        return choice, "as asked"
     if str(device).startswith("cuda"):
         ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return ("bf16", "auto: the GPU supports bf16") if ok else ("fp32", "auto: the GPU lacks bf16")

@@ -112,7 +112,7 @@ def test_encoding_precision_says_what_it_chose_and_why(monkeypatch):
     monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
     precision, why = training.encoding_precision("auto")
     assert precision == "fp32" and "no native bf16" in why
-    assert training.encoding_precision("bf16") == ("bf16", "--precision bf16")
+    assert training.encoding_precision("bf16") == ("bf16", "as asked")
     with pytest.raises(ValueError):
         training.encoding_precision("fp8")
 
