@@ -1,28 +1,6 @@
 #!/usr/bin/env python
-"""Write a teacher's scores over a prepared data version: the candidate lists the student builds (its positives, the
-CSV's negatives, mined negatives, K per query) with the teacher's logits, one JSON record per query in FlagEmbedding's
-layout (query, pos, neg, pos_scores, neg_scores). Scores made once can then be shared, inspected, and trained on with
-no teacher model: train_distillation_pipeline.py --teacher_scores FILE (same --data_version, --K, --seed, --max_samples:
-the same student, bit for bit).
-
-Example:
-  python teacher_scores.py --teacher_path models/scifact/cross_encoder_teacher --data_version scifact \
-      --output scores/scifact_teacher.jsonl
-"""
-
-from crossdistill.core.errors import run_cli
-from crossdistill.teach.config import ScoresConfig
-
-
-def parse_args(argv=None) -> ScoresConfig:
-    return ScoresConfig.parse(argv, __doc__)
-
-
-def main(argv=None):
-    from crossdistill.teach.scores import export_scores
-
-    export_scores(parse_args(argv))
-
+"""teacher_scores.py: ``python -m crossdistill.teachers`` (``crossdistill-teacher-scores``); the command line is :mod:`crossdistill.teachers.cli`."""
+from crossdistill.teachers.cli import main, parse_args, run  # noqa: F401
 
 if __name__ == "__main__":
-    run_cli(main)
+    run()

@@ -10,25 +10,27 @@ from pathlib import Path
 from crossdistill.core.settings import DEFAULT_MAX_LEN
 
 
-def recovery_command(command: list[str], fault: str, last_micro_batch=lambda: None) -> list[str]:
+def recovery_command(command: list[str], fault: str, stage: str | None, last_micro_batch=lambda: None) -> list[str]:
     """The command that continues a run after ``fault`` (an :class:`~crossdistill.monitor.Outcome` kind): always
     ``--resume`` (never ``--overwrite``); out of memory: the student's micro-batch halved (from the flag, the run's
     last ``micro_batch_size`` event via ``last_micro_batch()``, or the whole batch), the teacher's gradient
-    accumulation doubled; NaN/inf: the learning rate halved."""
+    accumulation doubled; NaN/inf: the learning rate halved. ``stage``: what the run's output folder says it is
+    (:func:`~crossdistill.core.ownership.folder_kind`: ``student`` or ``teacher``), never guessed from the command."""
     cmd = list(command)
     if "--resume" not in cmd:  # both training scripts checkpoint and resume
         cmd = [c for c in cmd if c != "--overwrite"] + ["--resume"]
-    if fault == "oom" and is_student(cmd):
+    is_student = stage == "student"
+    if fault == "oom" and is_student:
         current = flag_value(cmd, "--micro_batch_size") or last_micro_batch() or texts_per_batch(cmd)
         cmd = set_flag(cmd, "--micro_batch_size", str(max(1, int(current) // 2)))
-    elif fault == "oom":  # the teacher: the same batch in twice as many forward passes
+    elif fault == "oom" and stage == "teacher":  # the same batch in twice as many forward passes
         splits = flag_value(cmd, "--micro_batches") or flag_value(cmd, "--gradient_accumulation_steps") or 1
         cmd = set_flag(set_flag(cmd, "--gradient_accumulation_steps", None), "--micro_batches", str(2 * int(splits)))
     if fault == "nonfinite":
         from crossdistill.distill.config import StudentConfig
         from crossdistill.teach.config import TeacherConfig
 
-        lr = float(flag_value(cmd, "--lr") or (StudentConfig if is_student(cmd) else TeacherConfig).default("lr"))
+        lr = float(flag_value(cmd, "--lr") or (StudentConfig if is_student else TeacherConfig).default("lr"))
         cmd = set_flag(cmd, "--lr", f"{lr / 2:g}")
     return cmd
 
@@ -52,7 +54,6 @@ def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: li
         raise UsageError(f"cannot evaluate {output_dir}: its training_args.json is not what train_distillation_pipeline.py "
                          f"writes ({exc}); run evaluate_final_model.py --model_path {output_dir} --test_data ... "
                          "yourself") from None
-    root = Path(__file__).resolve().parents[2]
     out = Path(eval_dir) if eval_dir else Path("evaluation_results") / a["data_version"] / Path(output_dir).name
     extra = list(extra or [])
     baselines = []  # the starting model and BM25 beside the student, unless the caller chose otherwise
@@ -62,12 +63,8 @@ def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: li
         baselines.append("--bm25")
     data = ["--data_root", str(a.get("data_root", "preprocessed")), "--data_version", a["data_version"]]  # test.csv and
     # the version's corpus (corpus.jsonl) when it has one: the test queries ranked over the full corpus as well
-    return [sys.executable, str(root / "evaluate_final_model.py"), "--model_path", str(output_dir), *data,
+    return [sys.executable, "-m", "crossdistill.evaluate", "--model_path", str(output_dir), *data,
             "--output_dir", str(out), "--overwrite", "--max_len", str(a.get("max_len", DEFAULT_MAX_LEN)), *baselines, *extra]
-
-
-def is_student(cmd: list[str]) -> bool:
-    return any(c.endswith("train_distillation_pipeline.py") for c in cmd)
 
 
 def flag_value(cmd: list[str], name: str) -> str | None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
 PRESETS = {
     # the measured recipe: every script at its defaults (README "Results"; about 5 minutes on one H200)
     "default": {"teacher": [], "student": [], "suffix": ""},
@@ -58,9 +56,9 @@ def pipeline_commands(preset: str, data_version: str, models_dir: str, teacher_m
     teacher_dir = Path(models_dir) / data_version / f"cross_encoder_teacher{p['suffix']}"
     student_dir = Path(models_dir) / data_version / f"bi_encoder_distilled{p['suffix']}"
     common = ["--data_version", data_version, "--data_root", data_root]
-    teacher = [sys.executable, str(ROOT / "train_teacher_model.py"), *common, "--output_dir", str(teacher_dir), *p["teacher"],
+    teacher = [sys.executable, "-m", "crossdistill.teach", *common, "--output_dir", str(teacher_dir), *p["teacher"],
                *(["--model_name", teacher_model] if teacher_model else []), *teacher_extra]
-    student = [sys.executable, str(ROOT / "train_distillation_pipeline.py"), *common, "--teacher_path", str(teacher_dir),
+    student = [sys.executable, "-m", "crossdistill.distill", *common, "--teacher_path", str(teacher_dir),
                "--output_dir", str(student_dir), *p["student"], *(["--student_name", student_name] if student_name else []),
                *student_extra]
     return [("teacher", teacher_dir, teacher), ("student", student_dir, student)]

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from crossdistill.core.errors import EXIT_NONFINITE, EXIT_OOM, EXIT_USAGE, UsageError
 from crossdistill.core.events import EventLog, read_events
+from crossdistill.core.ownership import folder_kind
 from crossdistill.monitor.commands import evaluation_command, recovery_command
 from crossdistill.monitor.config import MonitorConfig
 from crossdistill.monitor.job import Job, monitor_lock
@@ -239,7 +240,7 @@ class Supervisor:
                             "was given no command to restart it; run the monitor again with the training command after --",
                             fault=outcome.kind)
                 return 1
-            command = recovery_command(command, outcome.kind, self._last_micro)
+            command = recovery_command(command, outcome.kind, folder_kind(self.output_dir), self._last_micro)
             self.decide("restart", f"{outcome.kind}: {outcome.detail}".strip(": "), fault=outcome.kind,
                         exit_code=outcome.code, attempt=len(self.restarts.times), backoff_s=delay,
                         command=shlex.join(command))
@@ -285,11 +286,11 @@ class Supervisor:
 
 # --------------------------------------------------------------------------- helpers
 def resumable(output_dir: Path, command: list[str]) -> bool:
-    """A training command of this toolkit, without --resume or --overwrite, for a folder that holds an unfinished run of
-    it (checkpoints, no done.json): what a rerun of the monitor after Ctrl-C finds."""
-    training = any(c.endswith(("train_distillation_pipeline.py", "train_teacher_model.py")) for c in command)
-    return training and "--resume" not in command and "--overwrite" not in command and \
-        not (output_dir / "done.json").is_file() and (output_dir / "checkpoints" / "latest.json").is_file()
+    """A command without --resume or --overwrite for a folder that holds an unfinished training run of this toolkit
+    (its kind teacher or student, checkpoints, no done.json): what a rerun of the monitor after Ctrl-C finds."""
+    return "--resume" not in command and "--overwrite" not in command and \
+        folder_kind(output_dir) in ("teacher", "student") and not (output_dir / "done.json").is_file() and \
+        (output_dir / "checkpoints" / "latest.json").is_file()
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -1,4 +1,4 @@
-"""``train_teacher_model.py``'s and ``teacher_scores.py``'s settings."""
+"""``train_teacher_model.py``'s settings."""
 
 from __future__ import annotations
 
@@ -11,13 +11,9 @@ from crossdistill.core.settings import (
     DEFAULT_MAX_LEN,
     MAX_LEN,
     POSITIVE,
-    DataLocation,
-    Replaceable,
-    Sampled,
     TrainingConfig,
     setting,
 )
-from crossdistill.teachers.config import ListSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,20 +45,4 @@ class TeacherConfig(TrainingConfig):
                     raise ValueError
             except ValueError:
                 raise UsageError(f"--pos_weight must be 'auto' or a finite number > 0 (got {self.pos_weight!r})") from None
-        super().check()
-
-
-# --------------------------------------------------------------------------- teacher_scores.py
-@dataclass(frozen=True, kw_only=True)
-class ScoresConfig(DataLocation, ListSettings, Sampled, Replaceable):
-    """``teacher_scores.py``'s settings: the candidate lists the student would build (the same list settings and
-    --max_samples), and the teachers' scores of them."""
-
-    output: str = setting(help="the JSONL file to write (FlagEmbedding's layout: query, pos, neg, pos_scores, neg_scores; "
-                               "the scores are the teacher's logits)")
-
-    def check(self) -> None:
-        if not self.teacher_path:
-            raise UsageError("--teacher_path is required: the teacher(s) whose scores are written (a cross-encoder or "
-                             "bi-encoder folder, alias or hub id)")
         super().check()

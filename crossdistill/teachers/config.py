@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crossdistill.core.settings import MAX_LEN, Batched, Seeded, setting
+from crossdistill.core.errors import UsageError
+from crossdistill.core.settings import MAX_LEN, Batched, DataLocation, Replaceable, Sampled, Seeded, setting
 from crossdistill.core.training import PRECISIONS
 from crossdistill.data.candidates import DEFAULT_K, DEFAULT_NEGATIVE_SOURCE
 from crossdistill.data.config import Mining
@@ -42,3 +43,19 @@ def open_run_teachers(cfg: ListSettings, device: str = "cpu"):
 
     return open_teachers(cfg.teacher_path, cfg.teacher_weights, score_cache=cfg.score_cache, max_len=cfg.teacher_max_len,
                          precision=cfg.teacher_precision, device=device)
+
+
+# --------------------------------------------------------------------------- teacher_scores.py
+@dataclass(frozen=True, kw_only=True)
+class ScoresConfig(DataLocation, ListSettings, Sampled, Replaceable):
+    """``teacher_scores.py``'s settings: the candidate lists the student would build (the same list settings and
+    --max_samples), and the teachers' scores of them."""
+
+    output: str = setting(help="the JSONL file to write (FlagEmbedding's layout: query, pos, neg, pos_scores, neg_scores; "
+                               "the scores are the teacher's logits)")
+
+    def check(self) -> None:
+        if not self.teacher_path:
+            raise UsageError("--teacher_path is required: the teacher(s) whose scores are written (a cross-encoder or "
+                             "bi-encoder folder, alias or hub id)")
+        super().check()

@@ -13,7 +13,8 @@ from crossdistill.distill.config import StudentConfig
 from crossdistill.evaluate.config import EvalConfig
 from crossdistill.models.config import ExportConfig
 from crossdistill.monitor.config import MonitorConfig
-from crossdistill.teach.config import ScoresConfig, TeacherConfig
+from crossdistill.teach.config import TeacherConfig
+from crossdistill.teachers.config import ScoresConfig
 
 SCRIPTS = {"prepare_data.py": PrepareConfig, "train_teacher_model.py": TeacherConfig,
            "train_distillation_pipeline.py": StudentConfig, "evaluate_final_model.py": EvalConfig,

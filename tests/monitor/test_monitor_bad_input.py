@@ -47,8 +47,8 @@ def test_monitor_halves_the_scripts_own_default_lr():
     """Issue #14."""
     from crossdistill.monitor.commands import recovery_command
 
-    teacher = recovery_command(["python", "train_teacher_model.py", "--output_dir", "x"], "nonfinite")
-    student = recovery_command(["python", "train_distillation_pipeline.py", "--output_dir", "x"], "nonfinite")
+    teacher = recovery_command(["python", "-m", "crossdistill.teach", "--output_dir", "x"], "nonfinite", "teacher")
+    student = recovery_command(["python", "-m", "crossdistill.distill", "--output_dir", "x"], "nonfinite", "student")
     assert teacher[teacher.index("--lr") + 1] == "2.5e-05" and student[student.index("--lr") + 1] == "1e-05"
     assert teacher[-3:] == ["--resume", "--lr", "2.5e-05"]
     # the halved numbers are the scripts' own defaults, read from their parsers
@@ -63,15 +63,16 @@ def test_monitor_recovers_from_oom_with_smaller_passes_and_never_overwrites():
     from crossdistill.monitor.commands import recovery_command
 
     student = ["python", "train_distillation_pipeline.py", "--output_dir", "x", "--batch_size", "4", "--K", "3", "--overwrite"]
-    first = recovery_command(student, "oom")
+    first = recovery_command(student, "oom", "student")  # the stage is what the run's folder says, not the file name
     assert "--overwrite" not in first and "--resume" in first
     assert first[first.index("--micro_batch_size") + 1] == "8"  # 4 x (1 + 3) texts, halved
-    assert recovery_command(student, "oom", lambda: 6)[-1] == "3"  # the run's own last micro-batch, halved
-    again = recovery_command(first, "oom")
+    assert recovery_command(student, "oom", "student", lambda: 6)[-1] == "3"  # the run's own last micro-batch, halved
+    again = recovery_command(first, "oom", "student")
     assert again.count("--micro_batch_size") == 1 and again[again.index("--micro_batch_size") + 1] == "4"
-    teacher = recovery_command(["python", "train_teacher_model.py", "--gradient_accumulation_steps=2"], "oom")
+    teacher = recovery_command(["python", "train_teacher_model.py", "--gradient_accumulation_steps=2"], "oom", "teacher")
     assert teacher[-2:] == ["--micro_batches", "4"] and not any("gradient_accumulation" in c for c in teacher)
-    assert recovery_command(teacher, "oom")[-2:] == ["--micro_batches", "8"]
+    assert recovery_command(teacher, "oom", "teacher")[-2:] == ["--micro_batches", "8"]
+    assert recovery_command(["python", "job.py"], "oom", None) == ["python", "job.py", "--resume"]  # unknown: resume only
 
 
 # --------------------------------------------------------------------------- 6, 8: the monitor's stall clock and signals
@@ -267,13 +268,15 @@ def test_running_the_same_monitor_command_again_resumes(tmp_path):
     """Issue #38: After Ctrl-C the rerun launched the original command without --resume and was rejected."""
     import sys
 
+    from crossdistill.core.ownership import mark_owner
     from crossdistill.monitor.config import MonitorConfig
     from crossdistill.monitor.supervisor import Supervisor
 
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "latest.json").write_text("{}")
-    script = tmp_path / "train_distillation_pipeline.py"  # stands in for the real script: records its argv, finishes
+    mark_owner(out, "student")  # a student run's folder, as the training script claims it
+    script = tmp_path / "any_name.py"  # stands in for the real script: records its argv, finishes
     script.write_text("import json, sys, pathlib\nout = pathlib.Path(sys.argv[sys.argv.index('--output_dir') + 1])\n"
                       "(out / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n(out / 'done.json').write_text('{}')\n")
     command = [sys.executable, str(script), "--output_dir", str(out)]
