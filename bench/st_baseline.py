@@ -49,9 +49,10 @@ def train_st_mnrl(data_root: str, data_version: str, output_dir: str | Path, see
     from crossdistill.models.resolve import resolve_model
 
     out = Path(output_dir)
-    train = data.subsample(data.read_triplets(data.data_file(data_version, "train", data_root)), max_samples, seed)
-    val_df = data.read_triplets(data.data_file(data_version, "val", data_root))
-    corpus, pool_info = val_pool_passages(data_root, data_version, "auto")
+    version = data.DataVersion(Path(data_root), data_version)
+    train = version.split("train", max_samples, seed)
+    val_df = version.split("val")
+    corpus, pool_info = val_pool_passages(version, "auto")
     pool = eval_sets.TripletPool.from_df(val_df, corpus)
     seed_everything(seed)
     resolved = resolve_model(model_name)

@@ -155,7 +155,8 @@ class DataLocation(Config):
     data_root: str = setting("preprocessed", "folder holding the prepared data versions",
                              aliases={"--output_root": "it is the same folder the training scripts call --data_root; "
                                                        "use --data_root"})
-    data_version: str = setting("scifact", "name of a prepared data version: the folder <data_root>/<data_version>")
+    data_version: str | None = setting(None, "name of a prepared data version: the folder <data_root>/<data_version> "
+                                             "(prepare_data.py writes it; there is no default version)")
 
     def check(self) -> None:
         if self.data_version is not None:

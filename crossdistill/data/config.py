@@ -35,7 +35,6 @@ class PrepareConfig(DataLocation, Seeded, Mining, Replaceable):
                                "online, a Hugging Face dataset id")
     source_type: str | None = setting(None, "override the detected source type",
                                       choices=["beir", "squad", "csv", "tsv", "jsonl", "parquet", "hf"])
-    data_version: str = setting(help="name of the prepared data version: the folder <data_root>/<data_version>")
     columns: str | None = setting(None, "map your column names: 'anchor=question,positive=answer[,negative=...]' "
                                         "(common names are recognised without it)")
     corpus: str | None = setting(None, "passages to mine negatives from and to rank val/test queries against: .jsonl, "

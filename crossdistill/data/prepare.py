@@ -163,8 +163,8 @@ def mine_split(rs: eval_sets.RetrievalSet, pool: list[str], cfg: PrepareConfig, 
 
 def prepare(cfg: PrepareConfig, log=print) -> Path:
     """Run the whole preparation; returns the written folder."""
+    out_dir = data.DataVersion.of(cfg).folder
     kind = cfg.source_type or detect_kind(cfg.source)
-    out_dir = Path(cfg.data_root) / cfg.data_version
     refuse_overlap(out_dir, "--data_version", {"--source": cfg.source, "--corpus": cfg.corpus})  # never an input replaced
     check_output_dir(out_dir, cfg.overwrite, "prepared_data")  # refuse early; nothing is deleted here
     splits, given, per_split_pool, source_stats, scored = load_splits(cfg, kind)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from crossdistill.core.errors import UsageError
+from crossdistill.data.versions import SCORES_FILE  # noqa: F401 - a prepared version's scores (re-exported)
 
-SCORES_FILE = "teacher_scores.jsonl"   # a prepared version's scores (prepare_data.py, from a scored source)
 RECORD_KEYS = ("query", "pos", "neg", "pos_scores", "neg_scores")
 
 

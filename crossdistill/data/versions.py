@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -106,6 +107,68 @@ def version_fingerprint(data_root: str | os.PathLike, data_version: str) -> dict
 
 # --------------------------------------------------------------------------- a prepared version's corpus
 CORPUS_FILE = "corpus.jsonl"  # in a prepared version: the passages its val and test queries are ranked against
+SCORES_FILE = "teacher_scores.jsonl"  # a prepared version's teacher scores (prepare_data.py, from a scored source)
+PREPARE_CONFIG = "prepare_config.json"
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    """A prepared data version: the folder ``<root>/<name>`` that prepare_data.py wrote, and every file a run reads
+    of it — its split CSVs, its corpus, its teacher scores, its prepare config (and the source it names), its
+    fingerprint. The one place that knows the layout; every stage asks it."""
+
+    root: Path
+    name: str
+
+    @classmethod
+    def of(cls, cfg) -> "DataVersion":
+        """The version a run's settings name (``--data_root``, ``--data_version``); no name is refused: there is no
+        default version."""
+        if not getattr(cfg, "data_version", None):
+            raise UsageError("--data_version is required: the name of a data version prepared by prepare_data.py (a "
+                             f"folder under --data_root {getattr(cfg, 'data_root', 'preprocessed')})")
+        return cls(Path(cfg.data_root), check_version_name(cfg.data_version))
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.name
+
+    def split_file(self, split: str) -> Path:
+        """``<folder>/<split>.csv``, refused clearly when the version does not exist."""
+        return data_file(self.name, split, self.root)
+
+    def split(self, split: str, max_samples: int | None = None, seed: int = 0) -> pd.DataFrame:
+        """The ``split`` CSV's triplets, checked (:func:`read_triplets`), a seeded subset of its queries when asked."""
+        return subsample(read_triplets(self.split_file(split)), max_samples, seed)
+
+    @property
+    def corpus_file(self) -> Path | None:
+        """The version's ``corpus.jsonl`` (its val and test queries' retrieval pool), when it has one."""
+        f = self.folder / CORPUS_FILE
+        return f if f.is_file() else None
+
+    @property
+    def scores_file(self) -> Path:
+        """Where the version's own teacher scores are (a scored source's; it may not exist)."""
+        return self.folder / SCORES_FILE
+
+    @property
+    def prepare_config(self) -> dict:
+        """What prepare_data.py recorded (``{}`` for a folder without a readable one)."""
+        try:
+            value = json.loads((self.folder / PREPARE_CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def source(self) -> str | None:
+        """The source the version was prepared from, as recorded."""
+        value = self.prepare_config.get("source")
+        return str(value) if value else None
+
+    def fingerprint(self) -> dict[str, str]:
+        return version_fingerprint(self.root, self.name)
 
 
 def write_corpus(corpus: dict[str, str], path: str | os.PathLike) -> None:

@@ -13,10 +13,10 @@ import torch
 from crossdistill.core.errors import UsageError
 from crossdistill.core.ownership import refuse_overlap
 from crossdistill.data import eval_sets
-from crossdistill.data import versions as data
 from crossdistill.data.candidates import CandidateList, build_candidates
 from crossdistill.data.pseudo_queries import pseudo_query_lists
 from crossdistill.data.teacher_scores import SCORES_FILE, read_scores_file, scores_fingerprint
+from crossdistill.data.versions import DataVersion
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.validation import val_pool_passages
 from crossdistill.models.export import missing_packages, parse_formats
@@ -56,7 +56,7 @@ def _teacher_source(cfg: StudentConfig, device: str) -> tuple[Teachers | None, l
     if cfg.teacher_path:
         teachers = open_run_teachers(cfg, device)
         return teachers, None, None, teachers.fingerprint
-    path = cfg.teacher_scores or str(Path(cfg.data_root) / cfg.data_version / SCORES_FILE)
+    path = cfg.teacher_scores or str(DataVersion.of(cfg).scores_file)
     if not cfg.teacher_scores and not Path(path).is_file() and cfg.soft_weight == 0:
         return None, None, None, LABELS_ONLY  # the labels alone: no teacher is read, none is needed
     if not cfg.teacher_scores and not Path(path).is_file():
@@ -97,11 +97,10 @@ def read_inputs(cfg: StudentConfig, device: str = "cpu") -> StudentInputs:
         "--teacher_scores": scores_path,
         "--fusion_model": dense.path if dense else None,
         "--student_name": student.path if student.is_local else None})
-    train = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "train", cfg.data_root)), cfg.max_samples,
-                           cfg.seed)
-    val = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "val", cfg.data_root)), cfg.max_val_samples,
-                         cfg.seed)
-    corpus, pool_info = val_pool_passages(cfg.data_root, cfg.data_version, cfg.val_pool)
+    version = DataVersion.of(cfg)
+    train = version.split("train", cfg.max_samples, cfg.seed)
+    val = version.split("val", cfg.max_val_samples, cfg.seed)
+    corpus, pool_info = val_pool_passages(version, cfg.val_pool)
     if parse_formats(cfg.export) and missing_packages():  # refused now, not after the training
         raise UsageError(f"--export {cfg.export} needs {' and '.join(missing_packages())}: pip install onnx onnxruntime "
                          "(or leave --export out)")
@@ -178,8 +177,9 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
 
 def run_settings(inputs: StudentInputs) -> dict:
     """What a checkpoint records of the run, and a resume must match: the settings, the data and the teacher."""
-    train_file = data.data_file(inputs.cfg.data_version, "train", inputs.cfg.data_root)
-    fp = data.version_fingerprint(inputs.cfg.data_root, inputs.cfg.data_version)
+    version = DataVersion.of(inputs.cfg)
+    train_file = version.split_file("train")
+    fp = version.fingerprint()
     return {**inputs.cfg.to_dict(), "train_data_sha256": hashlib.sha256(train_file.read_bytes()).hexdigest(),
             "val_data_sha256": fp.get("val.csv"), "corpus_sha256": fp.get("corpus.jsonl"),
             "teacher_fingerprint": inputs.teacher_fingerprint}

@@ -13,7 +13,7 @@ from crossdistill.core.engine import (
 from crossdistill.core.files import write_json
 from crossdistill.core.run_state import RunState
 from crossdistill.core.training import peak_memory
-from crossdistill.data import versions as data
+from crossdistill.data.versions import DataVersion
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.inputs import DistillData, StudentInputs
 from crossdistill.losses.total import WEIGHTS
@@ -52,7 +52,7 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
                 inputs.teachers.members[0].base_model if inputs.teachers else None, "teacher_scores": inputs.scores_path,
             "student_name": cfg.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
             "max_len": cfg.max_len, "scale": cfg.scale, "data_version": cfg.data_version, "data_root": cfg.data_root,
-            "data_fingerprint": data.version_fingerprint(cfg.data_root, cfg.data_version),
+            "data_fingerprint": DataVersion.of(cfg).fingerprint(),
             "use_lora": bool(cfg.use_lora), **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
                                                  "lora_dropout": cfg.lora_dropout,
                                                  "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})
@@ -73,9 +73,4 @@ def _teacher_words(inputs: StudentInputs) -> str:
 
 def _data_source(cfg) -> str | None:
     """The absolute path of the source the data version was prepared from (its prepare_config.json), if recorded."""
-    import json
-
-    try:
-        return json.loads((Path(cfg.data_root) / cfg.data_version / "prepare_config.json").read_text()).get("source")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return DataVersion.of(cfg).source

@@ -3,15 +3,14 @@ MRR@10 / nDCG@10 / Recall@10 of the student over it (numpy, no JIT start-up)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from crossdistill.core.errors import UsageError
 from crossdistill.data import sources
-from crossdistill.data import versions as data
 from crossdistill.data.eval_sets import TripletPool
+from crossdistill.data.versions import DataVersion
 from crossdistill.evaluate.metrics import matrix_ranking_metrics
 from crossdistill.models.student import BiEncoderStudent
 
@@ -32,7 +31,7 @@ def evaluate_student(student: BiEncoderStudent, pool: TripletPool, batch_size: i
     return metrics, cos
 
 
-def val_pool_passages(data_root: str, data_version: str, val_pool: str) -> tuple[list[str] | None, dict]:
+def val_pool_passages(version: DataVersion, val_pool: str) -> tuple[list[str] | None, dict]:
     """The passages the val queries are ranked against beyond the val CSV's own, and what they are:
     ``(passages or None, {"kind": "corpus" | "csv", "source": ...})``.
 
@@ -45,15 +44,11 @@ def val_pool_passages(data_root: str, data_version: str, val_pool: str) -> tuple
     tested on, so best-epoch choices and the guard read the same kind of number as the test."""
     if val_pool == "csv":
         return None, {"kind": "csv"}
-    folder = Path(data_root) / data_version
-    own = folder / data.CORPUS_FILE
-    if own.is_file():
+    data_version = version.name
+    own = version.corpus_file
+    if own is not None:
         return sources.read_corpus_texts(own), {"kind": "corpus", "source": str(own.resolve())}
-    try:
-        prepared = json.loads((folder / "prepare_config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        prepared = {}
-    prepared = prepared if isinstance(prepared, dict) else {}
+    prepared = version.prepare_config
     source = prepared.get("source")
     if prepared.get("source_type") == "beir" and source:
         if (Path(str(source)) / "corpus.jsonl").is_file():

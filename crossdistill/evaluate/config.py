@@ -18,8 +18,6 @@ class EvalConfig(DataLocation, Replaceable):
     test_data: str | None = setting(None, "test CSV with anchor,positive,negative (default: <data_root>/<data_version>/"
                                           "test.csv when --data_version is given)")
     output_dir: str = setting(help="folder for bi_encoder_evaluation_results.json, report.md and the figures")
-    data_version: str | None = setting(None, "a prepared data version: its test.csv, and its corpus (corpus.jsonl) as the "
-                                             "full-corpus retrieval pool")
     batch_size: int = setting(32, "texts per encoding batch", check=AT_LEAST_1)
     beir_dir: str | None = setting(None, "BEIR folder: also retrieve over its full corpus")
     split: str = setting("test", "qrels split of --beir_dir")
@@ -40,9 +38,9 @@ class EvalConfig(DataLocation, Replaceable):
 
     def resolve(self):
         if self.test_data is None and self.data_version:
-            from pathlib import Path
+            from crossdistill.data.versions import DataVersion
 
-            return dataclasses.replace(self, test_data=str(Path(self.data_root) / self.data_version / "test.csv"))
+            return dataclasses.replace(self, test_data=str(DataVersion.of(self).folder / "test.csv"))
         return self
 
     def check(self) -> None:

@@ -13,8 +13,8 @@ from crossdistill.core.files import write_json
 from crossdistill.core.ownership import atomic_dir, check_output_dir, mark_owner, refuse_overlap
 from crossdistill.core.training import peak_memory
 from crossdistill.data import eval_sets, sources
-from crossdistill.data import versions as data
 from crossdistill.data.eval_sets import RetrievalSet, TripletPool
+from crossdistill.data.versions import DataVersion
 from crossdistill.evaluate.bi_encoder import evaluate_bi_encoder, load_bi_encoder, retrieval_table
 from crossdistill.evaluate.config import EvalConfig
 from crossdistill.evaluate.metrics import ranking_metrics, top_k_run
@@ -66,8 +66,8 @@ def full_corpus(cfg: EvalConfig, ts: TripletPool, log=print) -> tuple[RetrievalS
         return full, {"dir": str(cfg.beir_dir), "split": cfg.split, "corpus_passages": len(full.corpus)}
     corpus_file = cfg.corpus
     if corpus_file is None and cfg.data_version:
-        own = Path(cfg.data_root) / cfg.data_version / data.CORPUS_FILE
-        corpus_file = str(own) if own.is_file() else None
+        own = DataVersion.of(cfg).corpus_file
+        corpus_file = str(own) if own else None
     if corpus_file is None:
         return None, None
     corpus = read_texts(corpus_file, "passage")
@@ -136,7 +136,7 @@ def check_data_matches(cfg: EvalConfig) -> None:
     """Refuse an evaluation that would silently score the wrong queries: ``--test_data`` of one prepared version ranked
     over another version's corpus, or a student scored on a version prepared again (re-split) after it was trained,
     whose test queries may be among its training queries."""
-    version = (Path(cfg.data_root) / cfg.data_version) if cfg.data_version else None
+    version = DataVersion.of(cfg).folder if cfg.data_version else None
     test_parent = Path(cfg.test_data).resolve().parent
     if version is not None and version.is_dir() and (test_parent / "prepare_config.json").is_file() and \
             test_parent != version.resolve() and not cfg.corpus and not cfg.beir_dir:
@@ -153,7 +153,7 @@ def check_data_matches(cfg: EvalConfig) -> None:
     fingerprint = recorded.get("data_fingerprint") if isinstance(recorded, dict) else None
     if recorded.get("data_version") != cfg.data_version or not isinstance(fingerprint, dict):
         return
-    now = data.version_fingerprint(cfg.data_root, cfg.data_version)
+    now = DataVersion.of(cfg).fingerprint()
     changed = [n for n in ("train.csv", "test.csv") if n in fingerprint and n in now and fingerprint[n] != now[n]]
     if changed:
         raise UsageError(f"data version {cfg.data_version} was prepared again after {cfg.model_path} was trained on it "

@@ -21,7 +21,6 @@ class MonitorConfig(DataLocation):
                                          "script's defaults), 'cpu' = the same cut to ~20 min on 2 CPU cores, "
                                          "'quick'/'full' = the original's settings",
                                    choices=["default", "cpu", "quick", "full"])
-    data_version: str | None = setting(None, "with --pipeline: the prepared data version")
     models_dir: str = setting("models", "with --pipeline: the teacher and student folders go in <models_dir>/<data_version>/")
     teacher_model: str | None = setting(None, "with --pipeline: base model of the teacher")
     student_name: str | None = setting(None, "with --pipeline: the student model")

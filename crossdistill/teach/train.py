@@ -35,6 +35,7 @@ from crossdistill.core.runs import claimed_output, lock_run, releases_run_lock
 from crossdistill.core.training import linear_schedule, make_accelerator, make_optimizer, peak_memory, seed_everything
 from crossdistill.data import versions as data
 from crossdistill.data.records import group_rows
+from crossdistill.data.versions import DataVersion
 from crossdistill.losses import localized_contrastive_loss, pointwise_bce_loss
 from crossdistill.models.card import teacher_card
 from crossdistill.models.resolve import ResolvedModel, apply_lora, resolve_model
@@ -109,10 +110,10 @@ class TeacherInputs:
 
 def read_inputs(cfg: TeacherConfig) -> TeacherInputs:
     """Check and read every input of the run: nothing is written, nothing moved."""
-    train_file = data.data_file(cfg.data_version, "train", cfg.data_root)
-    train_df = data.subsample(data.read_triplets(train_file), cfg.max_samples, cfg.seed)
-    val_df = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "val", cfg.data_root)), cfg.max_val_samples,
-                            cfg.seed)
+    version = DataVersion.of(cfg)
+    train_file = version.split_file("train")
+    train_df = version.split("train", cfg.max_samples, cfg.seed)
+    val_df = version.split("val", cfg.max_val_samples, cfg.seed)
     resolved = resolve_model(cfg.model_name, cfg.query_prefix, cfg.passage_prefix)
     refuse_overlap(cfg.output_dir, "--output_dir", {"--model_name": resolved.path if resolved.is_local else None})
     train = group_triplets(train_df)
@@ -123,7 +124,7 @@ def read_inputs(cfg: TeacherConfig) -> TeacherInputs:
     pooling, reason = resolve_pooling(cfg.pooling, resolved)
     head_lr = cfg.head_lr if cfg.head_lr is not None else (cfg.lr if pooling == "cls" and has_trained_head(resolved) else 1e-3)
     settings = {**cfg.to_dict(), "train_data_sha256": hashlib.sha256(train_file.read_bytes()).hexdigest(),
-                "val_data_sha256": data.version_fingerprint(cfg.data_root, cfg.data_version).get("val.csv"),
+                "val_data_sha256": version.fingerprint().get("val.csv"),
                 "pooling_applied": pooling, "head_lr_applied": head_lr}
     return TeacherInputs(resolved, train, group_triplets(val_df), examples, pos_weight, len(train_df), settings, pooling,
                          reason, head_lr)

@@ -18,8 +18,8 @@ def export_scores(cfg, log=print) -> Path:
     input is checked first."""
     import torch
 
-    from crossdistill.data import versions as data
     from crossdistill.data.candidates import build_candidates
+    from crossdistill.data.versions import DataVersion
     from crossdistill.teachers.config import open_run_teachers
 
     out = Path(cfg.output)
@@ -36,8 +36,7 @@ def export_scores(cfg, log=print) -> Path:
                              "path") from None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     teachers = open_run_teachers(cfg, device)
-    train = data.subsample(data.read_triplets(data.data_file(cfg.data_version, "train", cfg.data_root)), cfg.max_samples,
-                           cfg.seed)
+    train = DataVersion.of(cfg).split("train", cfg.max_samples, cfg.seed)
     lists, stats = build_candidates(train, cfg.K, cfg.negative_source, cfg.seed, cfg.mining_model)
     log(f"{stats['queries']} training queries x K={cfg.K} candidates ({stats['mined_negatives']} mined "
         f"{cfg.negative_source} negatives); teacher {teachers.describe()}")

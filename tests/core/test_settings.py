@@ -81,16 +81,18 @@ def test_the_val_pool_setting_read_from_a_config(tmp_path, scifact_version):
     import json
     import shutil
 
+    from crossdistill.data.versions import DataVersion
     from crossdistill.distill.validation import val_pool_passages
 
     root, v = scifact_version
-    passages, info = val_pool_passages(str(root), v, "auto")
+    passages, info = val_pool_passages(DataVersion(root, v), "auto")
     assert len(passages) == 5183 and info["kind"] == "corpus" and info["source"].endswith("corpus.jsonl")
-    assert val_pool_passages(str(root), v, "csv") == (None, {"kind": "csv"})
+    assert val_pool_passages(DataVersion(root, v), "csv") == (None, {"kind": "csv"})
     (tmp_path / "plain").mkdir()
-    assert val_pool_passages(str(tmp_path), "plain", "auto") == (None, {"kind": "csv"})  # no corpus: the CSV's passages
+    plain = DataVersion(tmp_path, "plain")
+    assert val_pool_passages(plain, "auto") == (None, {"kind": "csv"})  # no corpus: the CSV's passages
     with pytest.raises(UsageError, match="--val_pool corpus needs a corpus"):
-        val_pool_passages(str(tmp_path), "plain", "corpus")
+        val_pool_passages(plain, "corpus")
     old = tmp_path / "old"  # an earlier layout: no corpus.jsonl, the BEIR source named by a relative path
     old.mkdir()
     shutil.copy(root / v / "prepare_config.json", old / "prepare_config.json")
@@ -99,8 +101,29 @@ def test_the_val_pool_setting_read_from_a_config(tmp_path, scifact_version):
     (old / "prepare_config.json").write_text(json.dumps(cfg))
     for pool in ("auto", "corpus"):
         with pytest.raises(UsageError, match="which is not found"):
-            val_pool_passages(str(tmp_path), "old", pool)
-    assert val_pool_passages(str(tmp_path), "old", "csv")[0] is None
+            val_pool_passages(DataVersion(tmp_path, "old"), pool)
+    assert val_pool_passages(DataVersion(tmp_path, "old"), "csv")[0] is None
+
     cfg["source"] = str(json.loads((root / v / "prepare_config.json").read_text())["source"])  # absolute: resolves
     (old / "prepare_config.json").write_text(json.dumps(cfg))
-    assert len(val_pool_passages(str(tmp_path), "old", "auto")[0]) == 5183
+    assert len(val_pool_passages(DataVersion(tmp_path, "old"), "auto")[0]) == 5183
+
+
+def test_a_data_version_is_one_value_and_never_a_silent_default(scifact_version, tmp_path):
+    """Issue #45: the prepared version's files come from one value; a run that names no version is refused."""
+    from crossdistill.data.versions import DataVersion
+    from crossdistill.distill.config import StudentConfig
+
+    root, v = scifact_version
+    version = DataVersion(root, v)
+    assert version.split_file("train") == root / v / "train.csv" and version.corpus_file == root / v / "corpus.jsonl"
+    assert version.prepare_config["source_type"] == "beir" and version.source.endswith("scifact")
+    assert set(version.fingerprint()) == {"train.csv", "val.csv", "test.csv", "corpus.jsonl"}
+    assert len(version.split("train", max_samples=20, seed=1)) <= 20
+    assert DataVersion(tmp_path, "plain").corpus_file is None
+    cfg = StudentConfig.parse(["--teacher_path", "t", "--output_dir", "o"])
+    assert cfg.data_version is None
+    with pytest.raises(UsageError, match="--data_version is required"):
+        DataVersion.of(cfg)
+    with pytest.raises(UsageError, match="must be a name"):
+        DataVersion.of(StudentConfig.parse(["--teacher_path", "t", "--output_dir", "o", "--data_version", "../x"]))
