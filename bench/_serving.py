@@ -39,7 +39,7 @@ def add_serving_args(p: argparse.ArgumentParser, *, passages: int, repeats: int,
 
 def exported_copy(model_path: str | Path, tmp: str | Path) -> tuple[Path, float]:
     """Copy the student folder into ``tmp`` (its own ONNX files left out), export ONNX and int8 there with
-    ``crossdistill.export``; return the copy and the export's seconds. The user's folder is only read."""
+    ``crossdistill.models.export``; return the copy and the export's seconds. The user's folder is only read."""
     from crossdistill.models.export import export_student
 
     folder = Path(tmp) / "student"

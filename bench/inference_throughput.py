@@ -3,7 +3,7 @@
 
 - scoring:  ``CrossEncoderTeacher.score`` (crossdistill/teacher.py) vs ``CrossEncoder(folder).predict`` on the same
   teacher folder, the same (query, passage) pairs, batch size and max_len; outputs are compared (max |Δ|).
-- encoding: ``crossdistill.evaluation.encode`` vs ``SentenceTransformer.encode`` on the same distinct passages.
+- encoding: ``crossdistill.evaluate.bi_encoder.encode`` vs ``SentenceTransformer.encode`` on the same distinct passages.
 
 Every measurement runs in its own fresh process (so its peak RSS is its own), ours and theirs interleaved,
 ``--repeats`` times; the report gives medians and the ratios ours/theirs (items per second; RSS).

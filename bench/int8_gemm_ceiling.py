@@ -9,7 +9,7 @@ times — Q, K, V, output — then hidden × intermediate and intermediate × hi
   the student's PyTorch forward;
 * ``onnx_fp32``: a one-``MatMul`` ONNX graph run by ONNX Runtime;
 * ``onnx_int8``: that graph after ``onnxruntime.quantization.quantize_dynamic`` (QInt8 weights per channel, the
-  recipe ``crossdistill.export`` ships), which ONNX Runtime runs as one ``DynamicQuantizeMatMul``: quantising the
+  recipe ``crossdistill.models.export`` ships), which ONNX Runtime runs as one ``DynamicQuantizeMatMul``: quantising the
   activations, the int8 GEMM and the rescale to fp32, i.e. everything the int8 student pays for a GEMM.
 
 Interleaved runs, medians. The layer's sum is what every layer of the student costs in GEMMs; its ratio int8 / fp32 is

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Which int8 graph of the student encodes fastest on this CPU, and where an int8 forward spends its time.
 
-Exports the student (``crossdistill.export``), builds the int8 variants below from its fp32 ONNX graph, and times each
+Exports the student (``crossdistill.models.export``), builds the int8 variants below from its fp32 ONNX graph, and times each
 against the student's PyTorch fp32 forward on the same pre-tokenised, length-sorted batches of SciFact passages
 (tokenisation and pooling left out, so only the model counts; interleaved runs, medians). Then ONNX Runtime's profiler
 splits one batch's time by operator for the fp32 graph and the shipped int8 graph: the share the int8 GEMMs save is

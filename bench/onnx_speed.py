@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Serving speed and quality of a student in three forms, side by side in one run: its PyTorch weights (fp32, what
 ``SentenceTransformer.encode`` runs), its ONNX export (fp32) and the ONNX model with int8 weights (dynamic quantisation),
-the last two written by ``crossdistill.export`` and run by ONNX Runtime.
+the last two written by ``crossdistill.models.export`` and run by ONNX Runtime.
 
 For each: encoding throughput (passages/s over the first ``--passages`` SciFact passages, length-sorted batches; median
 of ``--repeats`` interleaved runs), single-query latency (p50/p99 over ``--queries`` SciFact test claims encoded one at

@@ -4,7 +4,7 @@
 ranx compiles its numba kernels for the NumPy string width of the run's document ids, and numba's disk cache keeps one
 copy per width. This runs one fresh process per id length (5, 6, 7 characters by default: three pool sizes), all
 sharing one empty ``NUMBA_CACHE_DIR`` as a fresh environment would, and times 300 queries x 100 documents through
-``crossdistill.metrics.ranking_metrics`` (ids padded to one width) and, with ``--raw``, through ranx directly (ids as
+``crossdistill.evaluate.metrics.ranking_metrics`` (ids padded to one width) and, with ``--raw``, through ranx directly (ids as
 they are: the behaviour before the padding).
 
   python bench/ranx_startup.py            # padded: the first process compiles, the others reuse the cache

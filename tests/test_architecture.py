@@ -119,3 +119,46 @@ def test_no_sys_path_manipulation_outside_bench():
         if "sys.path.insert" in text or "sys.path.append" in text:
             offenders.append(str(rel))
     assert offenders == [str(Path(__file__).relative_to(ROOT))]  # this file names them, in its check
+
+
+def dotted_names(text: str) -> set[str]:
+    """Every ``crossdistill.x.y`` written in ``text`` (file names such as ``crossdistill.egg-info`` aside)."""
+    import re
+
+    return {m.rstrip(".") for m in re.findall(r"crossdistill(?:\.[A-Za-z_][A-Za-z0-9_]*)+", text)
+            if not m.rstrip(".").endswith((".py", ".json", ".md", ".egg"))}
+
+
+def resolves(name: str) -> bool:
+    """Whether ``name`` is a module of the package, or an attribute (a class, a function, a constant) of one."""
+    import importlib
+
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_every_dotted_name_in_code_help_and_docs_resolves():
+    """Issue #45: a name such as ``crossdistill.teachers.fusion.build_soft_labels`` written in a docstring, a help text,
+    a bench or a doc points to something that exists (moved modules leave no dead names behind)."""
+    files = [*PACKAGE.rglob("*.py"), *(p for p in (ROOT / "tests").rglob("*.py") if p.name != "test_architecture.py"),
+             *(ROOT / "bench").glob("*.py"),
+             *(ROOT / "docs").glob("*.md"), ROOT / "README.md", *ROOT.glob("*.py")]
+    dead = {name: str(f.relative_to(ROOT)) for f in files for name in dotted_names(f.read_text(encoding="utf-8"))
+            if not resolves(name)}
+    assert dead == {}
+
+
+def test_a_dead_dotted_name_is_caught():
+    assert dotted_names("see :func:`crossdistill.teach.scores.combine` and crossdistill.egg-info") == \
+        {"crossdistill.teach.scores.combine"}
+    assert not resolves("crossdistill.teach.scores.combine") and resolves("crossdistill.teachers.ensemble.combine")

@@ -57,7 +57,7 @@ def test_documented_command_parses(doc, argv):
 
 def test_documented_quick_commands_are_the_preset():
     """Where the docs spell the original's quick setting out stage by stage (its output folder ends in ``_quick``),
-    those flags are exactly ``crossdistill.pipeline.PRESETS["quick"]``'s: the preset has one definition."""
+    those flags are exactly ``crossdistill.monitor.pipeline.PRESETS["quick"]``'s: the preset has one definition."""
     from crossdistill.monitor.pipeline import PRESETS
 
     def flags(words):  # the settings, without where the data and outputs are

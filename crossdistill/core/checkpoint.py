@@ -238,7 +238,7 @@ def find_latest(root: Path) -> tuple[Path | None, list[dict]]:
 def resume_point(out_dir: Path, resume: bool, overwrite: bool, kind: str) -> tuple[Path | None, list[dict]]:
     """Decide, touching nothing, how a ``kind`` run (teacher or student) uses ``out_dir``: ``(checkpoint to resume
     from or None, damaged checkpoints skipped)``. None means a fresh start; the caller claims the folder
-    (:func:`crossdistill.fsutil.claim_output_dir`) only after every other input has been validated.
+    (:func:`crossdistill.core.runs.claim_output_dir`) only after every other input has been validated.
 
     Refused with a UsageError: a path that is a file; a non-empty folder without ``resume``/``overwrite``; a
     non-empty folder that is not a ``kind`` run of this toolkit (``resume`` or ``overwrite`` alike: only a script's

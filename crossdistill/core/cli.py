@@ -1,4 +1,4 @@
-"""Command-line helpers the scripts share: the parser every script's config generates (:mod:`crossdistill.config`),
+"""Command-line helpers the scripts share: the parser every script's config generates (:mod:`crossdistill.core.settings`),
 and quoted pass-through flags (``--student_args "--epochs 2"``)."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Active only when ``CROSSDISTILL_ALLOW_FAULTS=1``; faults are read from ``CROSSDI
      "once_dir": "/tmp/x"}                      # each fault fires once (marker files here), else every time
 
 Never active in normal runs: :func:`install` (called first thing by the training scripts) puts the injectors at
-the training hooks (:mod:`crossdistill.hooks`) only when the variable is set; otherwise nothing is installed.
+the training hooks (:mod:`crossdistill.core.hooks`) only when the variable is set; otherwise nothing is installed.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ point is a loop over an empty list.
   ``loss``        ``fn(step, loss) -> loss`` on each step's loss (a callback may replace it)
   ``checkpoint``  ``fn(step)`` half-way through writing a checkpoint (weights written, optimizer not yet)
 
-The recovery tests install fault injectors here (:func:`crossdistill.faults.install`), so the training code holds
+The recovery tests install fault injectors here (:func:`crossdistill.core.faults.install`), so the training code holds
 no test code, only these points.
 """
 

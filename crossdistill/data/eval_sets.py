@@ -19,7 +19,7 @@ class TripletPool:
     its distinct passages (the pool; optionally widened by a whole corpus) and the triplets as indices into them.
 
     The triplets are the one source of each query's positives: :meth:`relevant` (indices) and :attr:`qrels`
-    (ids ``q{i}``/``d{j}``, the shape ranx and :func:`crossdistill.metrics.ranking_metrics` read) derive from them."""
+    (ids ``q{i}``/``d{j}``, the shape ranx and :func:`crossdistill.evaluate.metrics.ranking_metrics` read) derive from them."""
 
     df: pd.DataFrame
     queries: list[str]

@@ -23,7 +23,7 @@ SPLITS = ("train", "val", "test")
 
 def detect_kind(source: str) -> str:
     """``beir`` (a folder with corpus.jsonl, or a BEIR dataset name online), ``squad`` (.json), or a table kind of
-    :mod:`crossdistill.tables` (pairs or triplets: .csv, .tsv, .jsonl, .parquet, a ``datasets`` folder, a hub id)."""
+    :mod:`crossdistill.data.tables` (pairs or triplets: .csv, .tsv, .jsonl, .parquet, a ``datasets`` folder, a hub id)."""
     from crossdistill.data.tables import table_kind
 
     p = Path(source)

@@ -3,7 +3,7 @@ by Hugging Face ``datasets`` (``save_to_disk``) or, online, a hub dataset id.
 
 Column names are recognised (:data:`ROLES`: ``query``/``question``/``anchor``, ``positive``/``passage``/``context``/
 ``document``, ``negative``; ``id``/``_id``/``doc_id`` ... and ``text``/``passage`` ... for a corpus) or mapped with
-``--columns anchor=q,positive=doc``. Every bad input is one :class:`~crossdistill.errors.UsageError` that names the
+``--columns anchor=q,positive=doc``. Every bad input is one :class:`~crossdistill.core.errors.UsageError` that names the
 file, the row or column, and the fix: an unknown column, an empty text, an id repeated with another text, a binary file
 under a text suffix.
 """

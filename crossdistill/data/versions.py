@@ -2,7 +2,7 @@
 
 A *retrieval set* is the common shape every source is turned into: a passage corpus, queries, and
 for each query the ids of its relevant (positive) passages. ``prepare_data.py`` splits it by query
-(or by article), mines negatives (:mod:`crossdistill.mining`) and writes triplet CSVs.
+(or by article), mines negatives (:mod:`crossdistill.data.mining`) and writes triplet CSVs.
 """
 
 from __future__ import annotations

@@ -19,8 +19,13 @@ from crossdistill.teachers.fusion import build_soft_labels, parse_fusion
 def scored_lists(inputs, log) -> tuple[list[CandidateList], list[np.ndarray], dict, dict]:
     """The lists of a scores file (its scored passages, K at most) and their logits; training queries without a record
     are left out and counted."""
+    from crossdistill.teachers.scores_file import ScoresFileKind
+
     cfg = inputs.cfg
-    lists, logits, cstats = lists_from_scores(inputs.scores, list(dict.fromkeys(inputs.train["anchor"])), cfg.K)
+    lists, _, cstats = lists_from_scores(inputs.scores, list(dict.fromkeys(inputs.train["anchor"])), cfg.K)
+    scores, _ = ScoresFileKind(inputs.scores_path, inputs.scores).score([(c.query, p) for c in lists for p in c.passages])
+    bounds = np.cumsum([0] + [len(c.passages) for c in lists])
+    logits = [scores[bounds[i]:bounds[i + 1]] for i in range(len(lists))]
     log(f"teacher scores from {inputs.scores_path}: {cstats['queries']} training queries x up to K={cfg.K} scored "
         f"passages ({cstats['train_queries_without_scores']} training queries without a record are left out, "
         f"{cstats['records_not_in_train']} records of other queries unused); loss recipe {cfg.recipe}, similarity "

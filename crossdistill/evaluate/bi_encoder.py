@@ -138,7 +138,7 @@ def pair_scores(model, prefixes, ts: TripletPool, batch_size: int) -> tuple[np.n
 
 
 def evaluate_bi_encoder(model, prefixes: tuple[str, str], ts: TripletPool, batch_size: int, full=None, k: int = 100) -> dict:
-    """All metrics of one bi-encoder on the test CSV (and over a full corpus, a :class:`~crossdistill.data.RetrievalSet`,
+    """All metrics of one bi-encoder on the test CSV (and over a full corpus, a :class:`~crossdistill.data.eval_sets.RetrievalSet`,
     when given)."""
     pos, neg, qa, pe, speed = pair_scores(model, prefixes, ts, batch_size)
     out = {"statistics": score_statistics(pos, neg, list(ts.df["anchor"])), "throughput": speed,

@@ -6,7 +6,7 @@ from crossdistill.evaluate.metrics import top_k_run
 
 
 def bm25_run(corpus: dict[str, str], queries: dict[str, str], k: int = 100) -> dict[str, dict[str, float]]:
-    """Top-``k`` BM25 (bm25s over :func:`crossdistill.mining.analyze` tokens) for each query."""
+    """Top-``k`` BM25 (bm25s over :func:`crossdistill.data.mining.analyze` tokens) for each query."""
     from crossdistill.data.mining import BM25Miner
 
     doc_ids = list(corpus)

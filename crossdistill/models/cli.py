@@ -4,7 +4,7 @@
   python export_student.py --model_path models/bi_encoder_distilled --formats onnx-int8
   python export_student.py --model_path minilm-l6 --output_dir models/minilm_onnx          # any other model: a copy
 
-Then serve it with ONNX Runtime (crossdistill.export.OnnxEncoder), or with sentence-transformers where optimum is
+Then serve it with ONNX Runtime (crossdistill.models.onnx.OnnxEncoder), or with sentence-transformers where optimum is
 installed: SentenceTransformer(folder, backend="onnx", model_kwargs={"file_name": "onnx/model_qint8_avx2.onnx"}).
 Evaluate it: evaluate_final_model.py --model_path FOLDER --backend onnx-int8 ... Needs onnx and onnxruntime
 (pip install onnx onnxruntime).

@@ -36,7 +36,7 @@ class BiEncoderStudent(torch.nn.Module):
     @classmethod
     def load(cls, resolved: ResolvedModel, max_len: int | None = None, device: str | None = "cpu",
              attention_dropout: float | None = None) -> "BiEncoderStudent":
-        """``attention_dropout``: see :func:`~crossdistill.models.attention_dropout_kwargs` (None: the model's own)."""
+        """``attention_dropout``: see :func:`~crossdistill.models.resolve.attention_dropout_kwargs` (None: the model's own)."""
         from sentence_transformers import SentenceTransformer
 
         overrides = attention_dropout_kwargs(resolved, attention_dropout)

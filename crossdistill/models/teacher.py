@@ -119,7 +119,7 @@ class CrossEncoderTeacher:
         ``pooling="mean"`` appends :func:`add_mean_pooling_layer` so the head reads the mean of the tokens;
         ``"cls"`` keeps the architecture's own first-token head. A teacher folder written by this toolkit as
         base (continued training, e.g. at a longer max_len) keeps its trained layers and head as they are.
-        ``attention_dropout``: see :func:`~crossdistill.models.attention_dropout_kwargs`.
+        ``attention_dropout``: see :func:`~crossdistill.models.resolve.attention_dropout_kwargs`.
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -11,7 +11,7 @@ from crossdistill.core.settings import DEFAULT_MAX_LEN
 
 
 def recovery_command(command: list[str], fault: str, stage: str | None, last_micro_batch=lambda: None) -> list[str]:
-    """The command that continues a run after ``fault`` (an :class:`~crossdistill.monitor.Outcome` kind): always
+    """The command that continues a run after ``fault`` (an :class:`~crossdistill.monitor.supervisor.Outcome` kind): always
     ``--resume`` (never ``--overwrite``); out of memory: the student's micro-batch halved (from the flag, the run's
     last ``micro_batch_size`` event via ``last_micro_batch()``, or the whole batch), the teacher's gradient
     accumulation doubled; NaN/inf: the learning rate halved. ``stage``: what the run's output folder says it is

@@ -2,12 +2,12 @@
 
 Four parts, one concern each:
 
-- :class:`~crossdistill.monitor_job.Job` — launch, re-attach (only to a process that proves to be the job this folder's
+- :class:`~crossdistill.monitor.job.Job` — launch, re-attach (only to a process that proves to be the job this folder's
   monitor started), signal its own process group, the one-monitor-per-folder lock;
-- :class:`~crossdistill.monitor_watch.Watcher` — the run's events (schema-checked) and log growth, the stall clock;
+- :class:`~crossdistill.monitor.watch.Watcher` — the run's events (schema-checked) and log growth, the stall clock;
 - :func:`classify` — a pure function from the exit code and the events to the fault;
 - :class:`RestartPolicy` — how many restarts, after how long, and the command that continues the run
-  (:func:`~crossdistill.monitor_commands.recovery_command`).
+  (:func:`~crossdistill.monitor.commands.recovery_command`).
 
 The monitor only ever signals the process group it started (never processes found by name). It treats ``done.json``
 as the only proof of completion, and writes each decision with its reason to ``<output_dir>/monitor.jsonl``.

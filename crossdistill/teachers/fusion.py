@@ -77,19 +77,15 @@ def fuse(teacher: list[np.ndarray], others: dict[str, list[np.ndarray]], weights
 
 
 def bm25_candidate_scores(queries: list[str], candidates: list[list[str]], pool: list[str] | None = None) -> list[np.ndarray]:
-    """BM25 score of each query's candidates, over an index of ``pool`` (the collection the candidates are drawn from,
-    whose document frequencies give the IDF; every candidate is added to it if missing) or, without one, of all
-    distinct candidate passages."""
-    from crossdistill.data.mining import BM25Miner
+    """BM25 score of each query's candidates (:class:`~crossdistill.teachers.lexical.BM25Kind`), over an index of
+    ``pool`` (the collection the candidates are drawn from, whose document frequencies give the IDF; every candidate is
+    added to it if missing) or, without one, of all distinct candidate passages."""
+    from crossdistill.teachers.lexical import BM25Kind
 
-    pool = list(dict.fromkeys([*(pool or []), *(p for c in candidates for p in c)]))
-    where = {p: i for i, p in enumerate(pool)}
-    miner = BM25Miner(pool)
-    out = []
-    for s in range(0, len(queries), 256):  # (256, pool) at a time: bounded memory
-        scores = miner.scores(queries[s:s + 256])
-        out += [scores[r, [where[p] for p in c]] for r, c in enumerate(candidates[s:s + 256])]
-    return out
+    pairs = [(q, p) for q, c in zip(queries, candidates) for p in c]
+    scores, _ = BM25Kind(pool).score(pairs)
+    bounds = np.cumsum([0] + [len(c) for c in candidates])
+    return [scores[bounds[i]:bounds[i + 1]] for i in range(len(candidates))]
 
 
 def build_soft_labels(logits: list[np.ndarray], queries: list[str], candidates: list[list[str]], kind: str,
