@@ -246,3 +246,65 @@ def test_a_full_disk_while_preparing_is_one_line_and_leaves_nothing(tmp_path, mo
                           "--num_negatives", "1", "--random_negatives", "0")
     assert_usage_error(proc, "No space left on device", "free disk space")
     assert not [p for p in (tmp_path / "d").iterdir()]
+
+
+def test_a_generated_id_never_takes_an_id_the_corpus_holds():
+    """Issue #46 (1): a corpus whose own ids look like the ones the toolkit generates (a version's corpus.jsonl given
+    back as --corpus) keeps every passage; an added passage takes the next free id."""
+    import pandas as pd
+
+    from crossdistill.data.eval_sets import _stable_id, retrieval_set_from_rows
+
+    new = "a passage the corpus lacks"
+    taken = _stable_id("added-", new)
+    corpus = {taken: "the corpus's own passage under that id", "d1": "another passage"}
+    rows = pd.DataFrame({"anchor": ["q one", "q two"], "positive": [new, "the corpus's own passage under that id"]})
+    full, _, stats = retrieval_set_from_rows(rows, corpus)
+    assert full.corpus[taken] == "the corpus's own passage under that id"  # not overwritten
+    added = [pid for pid, text in full.corpus.items() if text == new]
+    assert len(added) == 1 and added[0] != taken and added[0].startswith("added-")
+    assert stats["passages_added_to_corpus"] == 1
+    q_one, q_two = _stable_id("q", "q one"), _stable_id("q", "q two")
+    assert full.qrels[q_one] == added and full.qrels[q_two] == [taken]
+
+
+@pytest.mark.parametrize("header, rows, fragment", [
+    ("query,Query,positive", ["a,b,c"], "column 'query' in two cases"),
+    ("query,positive,positive", ["a,b,c"], "twice"),
+])
+def test_columns_that_resolve_to_more_than_one_thing_are_refused(tmp_path, header, rows, fragment):
+    """Issue #46 (2): two columns that differ only by case, or share a name, are refused with both named."""
+    (tmp_path / "pairs.csv").write_text("\n".join([header, *rows]) + "\n")
+    proc = run_in_process("prepare_data.py", "--source", tmp_path / "pairs.csv", "--data_version", "v", "--data_root",
+                          tmp_path / "d")
+    assert_usage_error(proc, fragment)
+    assert not (tmp_path / "d" / "v").exists()
+
+
+def test_one_column_mapped_to_two_roles_is_refused(tmp_path):
+    """Issue #46 (2): --columns anchor=query,positive=query would make every positive the query itself."""
+    (tmp_path / "pairs.csv").write_text("query,passage\nwhat is x,x is a letter\n")
+    proc = run_in_process("prepare_data.py", "--source", tmp_path / "pairs.csv", "--data_version", "v", "--data_root",
+                          tmp_path / "d", "--columns", "anchor=query,positive=query")
+    assert_usage_error(proc, "maps the column 'query' to anchor and positive")
+
+
+@pytest.mark.parametrize("line, fragment", [('{"_id": null, "text": "t"}', "has no id"),
+                                             ('{"_id": ["a", "b"], "text": "t"}', "holds a list"),
+                                             ('{"_id": 1.5, "text": "t"}', "holds the number 1.5")])
+def test_corpus_ids_that_are_not_ids_are_refused(tmp_path, line, fragment):
+    """Issue #46 (3): a JSONL corpus id of null, a list or a fraction is refused, never read as "nan" or "['a', 'b']"."""
+    from crossdistill.data.tables import read_texts
+
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "ok", "text": "fine"}\n' + line + "\n")
+    with pytest.raises(UsageError, match=fragment):
+        read_texts(str(tmp_path / "corpus.jsonl"))
+
+
+def test_numeric_ids_read_the_same_from_every_format(tmp_path):
+    """Issue #46 (3): 7 in a CSV, 7.0 in a JSONL whose other row lacks... every whole number reads "7"."""
+    from crossdistill.data.tables import read_texts
+
+    (tmp_path / "c.csv").write_text("id,text\n7,seven\n8,eight\n")
+    (tmp_path / "c.jsonl").write_text('{"_id": 7.0, "text": "seven"}\n{"_id": 8, "text": "eight"}\n')
+    assert read_texts(str(tmp_path / "c.csv")) == read_texts(str(tmp_path / "c.jsonl")) == {"7": "seven", "8": "eight"}

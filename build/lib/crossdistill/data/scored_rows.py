@@ -1,0 +1,111 @@
+"""Scored sources: FlagEmbedding lists with scores, or ``positive_score``/``negative_score``/``score`` columns beside
+pairs or triplets, read into rows and the teacher scores prepare_data.py keeps."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from crossdistill.core.errors import UsageError
+from crossdistill.data.tables import ROLES, labelled_rows, text_cell
+from crossdistill.data.teacher_scores import check_score
+
+# a teacher's scores carried by your rows: FlagEmbedding's layout (list columns pos/neg with pos_scores/neg_scores), or one
+# score column per passage column of flat pairs/triplets
+POSITIVE_SCORE_NAMES = ("positive_score", "pos_score", "score")
+NEGATIVE_SCORE_NAMES = ("negative_score", "neg_score")
+
+
+def _listish(value) -> bool:
+    return isinstance(value, (list, tuple)) or (hasattr(value, "tolist") and not isinstance(value, (str, bytes)))
+
+
+def _plain(value):
+    """A cell as plain Python (Parquet gives numpy arrays for list columns; a key a JSONL row lacks is NaN: None)."""
+    if isinstance(value, float) and value != value:
+        return None
+    return value.tolist() if hasattr(value, "tolist") and not isinstance(value, (str, bytes)) else value
+
+
+def _score(value, where: str) -> float:
+    """A score cell (CSV cells are strings) as a checked number (:func:`~crossdistill.data.teacher_scores.check_score`)."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass  # refused below, naming the cell
+    return check_score(value, where)
+
+
+def _add_score(scored: dict, query: str, role: str, text: str, score: float, where: str) -> None:
+    entry = scored.setdefault(query, {"pos": {}, "neg": {}})
+    other = entry["neg" if role == "pos" else "pos"]
+    if text in other:
+        raise UsageError(f"{where}: the same passage is scored as both a positive and a negative of its query; fix that row")
+    if entry[role].get(text, score) != score:
+        raise UsageError(f"{where}: the pair (query, passage) was scored {entry[role][text]} in an earlier row and {score} "
+                         "here; give each pair one score")
+    entry[role][text] = score
+
+
+def _flagembedding_rows(df: pd.DataFrame, source: str, pos_col: str) -> tuple[pd.DataFrame, dict | None]:
+    from crossdistill.data.teacher_scores import check_record
+
+    lower = {str(c).lower(): c for c in df.columns}
+    q_col = next((lower[n] for n in ROLES["anchor"] if n in lower), None)
+    if q_col is None:
+        raise UsageError(f"{source} has list columns pos/neg (FlagEmbedding's layout) but no query column; name it query")
+    has_scores = "pos_scores" in lower
+    rows, scored = [], ({} if has_scores else None)
+    for i, raw in enumerate(df.to_dict("records")):
+        where = f"{source} row {i + 1}"
+        obj = {"query": text_cell(raw.get(q_col), f"{where}, column {q_col!r}"),
+               "pos": _plain(raw.get(pos_col)), "neg": _plain(raw.get(lower.get("neg"))) if "neg" in lower else [],
+               **({"pos_scores": _plain(raw.get(lower["pos_scores"])),
+                   "neg_scores": _plain(raw.get(lower["neg_scores"])) if "neg_scores" in lower else None}
+                  if has_scores else {})}
+        if obj["neg"] is None:
+            obj["neg"] = []
+        if has_scores and not obj["neg"] and obj["neg_scores"] is None:
+            obj["neg_scores"] = []
+        rec = check_record(obj, where, scored=has_scores)
+        pos = [text_cell(t, f"{where}, column 'pos'") for t in rec.pos]
+        neg = [text_cell(t, f"{where}, column 'neg'") for t in rec.neg]
+        for p in pos:
+            rows += [(rec.query, p, n) for n in neg] or [(rec.query, p, None)]
+        if scored is not None:
+            for role, texts, scores in (("pos", pos, rec.pos_scores), ("neg", neg, rec.neg_scores)):
+                for t, v in zip(texts, scores):
+                    _add_score(scored, rec.query, role, t, v, where)
+    out = pd.DataFrame(rows, columns=["anchor", "positive", "negative"])
+    if out["negative"].isna().any():  # some queries come without negatives: pairs (the scores keep every negative)
+        out = out[["anchor", "positive"]].drop_duplicates().reset_index(drop=True)
+    return out, scored
+
+
+def scored_rows(df: pd.DataFrame, source: str, columns: str | None = None) -> tuple[pd.DataFrame, dict | None]:
+    """:func:`labelled_rows`, and the teacher's scores the table carries, as ``{query: {"pos": {text: score}, "neg":
+    {...}}}`` (None when it carries none): FlagEmbedding's JSONL layout (``query``, ``pos``/``neg`` lists,
+    ``pos_scores``/``neg_scores``), or a score column beside flat pairs (``score``/``positive_score``) or triplets
+    (``positive_score``, ``negative_score``). A missing, non-numeric or non-finite score is refused, naming the row."""
+    lower = {str(c).lower(): c for c in df.columns}
+    if "pos" in lower and len(df) and any(_listish(v) for v in df[lower["pos"]].tolist()):
+        return _flagembedding_rows(df, source, lower["pos"])
+    rows = labelled_rows(df, source, columns)
+    pos_col = next((lower[n] for n in POSITIVE_SCORE_NAMES if n in lower), None)
+    neg_col = next((lower[n] for n in NEGATIVE_SCORE_NAMES if n in lower), None)
+    if pos_col is None and neg_col is None:
+        return rows, None
+    if "negative" in rows.columns and (pos_col is None or neg_col is None):
+        raise UsageError(f"{source} holds triplets with a score for only one passage column; give both positive_score and "
+                         "negative_score (the teacher's logits), or neither")
+    if "negative" not in rows.columns and neg_col is not None:
+        raise UsageError(f"{source} has {neg_col!r} but no negative column; drop it, or add the negatives")
+    scored: dict = {}
+    records = df.to_dict("records")
+    for i, row in enumerate(rows.itertuples(index=False)):
+        where = f"{source} row {i + 1}"
+        _add_score(scored, row.anchor, "pos", row.positive, _score(records[i][pos_col], f"{where}, column {pos_col!r}"), where)
+        if neg_col is not None:
+            _add_score(scored, row.anchor, "neg", row.negative, _score(records[i][neg_col], f"{where}, column {neg_col!r}"),
+                       where)
+    return rows, scored

@@ -1,0 +1,76 @@
+"""Publishing the student: the kept model with its card, settings, metrics and distillation config; ``done.json`` last."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crossdistill.core.checkpoint import load_trainable
+from crossdistill.core.engine import (
+    Loop,
+    best_weights,
+    publish_run,
+)
+from crossdistill.core.files import write_json
+from crossdistill.core.run_state import RunState
+from crossdistill.core.training import peak_memory
+from crossdistill.data.versions import DataVersion
+from crossdistill.distill.config import StudentConfig
+from crossdistill.distill.inputs import DistillData, StudentInputs
+from crossdistill.losses.total import WEIGHTS
+from crossdistill.models.card import student_card
+from crossdistill.models.export import export_student, parse_formats
+
+
+# --------------------------------------------------------------------------- publishing
+def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: StudentInputs, run: DistillData, lora_cfg) -> None:
+    """The best model (possibly the starting one) or, with ``--keep last``, the last epoch's, with its model card,
+    settings (the resolved ones included) and metrics; ``done.json`` last."""
+    model = loop.unwrapped
+    if cfg.keep == "best":
+        best = best_weights(loop)  # read on every process (a shared folder): each publishes, or waits, with the same
+        load_trainable(model, best["trainable"])
+        kept_epoch = best["info"]["epoch"]
+    else:
+        kept_epoch = state.history[-1]["epoch"]
+    start, kept_row = state.history[0], state.history[kept_epoch]
+    summary = {**peak_memory(), "kept": cfg.keep, "best_epoch": kept_epoch, "history": state.history,
+               "guard": state.stage["guard"], "val_delta": {k: kept_row[k] - start[k] for k in start if k.startswith("val_")},
+               "steps": state.step, "micro_batch_size": state.stage["micro_batch_size"], **run.stats}
+    resolved = {"scale": cfg.scale, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
+                "score_cache": cfg.score_cache, "val_pool": run.stats["val_pool"],
+                "data_source": _data_source(cfg), "teacher_fingerprint": inputs.teacher_fingerprint}
+
+    def write(staging: Path) -> None:
+        model.save(staging)
+        write_json(staging / "training_args.json", {**cfg.to_dict(), "resolved": resolved})
+        write_json(staging / "metrics.json", summary)
+        (staging / "README.md").write_text(student_card(cfg, summary, cfg.student_name, _teacher_words(inputs), WEIGHTS),
+                                           encoding="utf-8")
+        export_student(staging, parse_formats(cfg.export), log=loop.log)  # --export: ONNX beside, named in the card
+        write_json(staging / "distillation_config.json", {
+            "teacher_path": cfg.teacher_path, "teacher_base_model":
+                inputs.teachers.members[0].base_model if inputs.teachers else None, "teacher_scores": inputs.scores_path,
+            "student_name": cfg.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
+            "max_len": cfg.max_len, "scale": cfg.scale, "data_version": cfg.data_version, "data_root": cfg.data_root,
+            "data_fingerprint": DataVersion.of(cfg).fingerprint(),
+            "use_lora": bool(cfg.use_lora), **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
+                                                 "lora_dropout": cfg.lora_dropout,
+                                                 "target_modules": sorted(lora_cfg.target_modules)} if lora_cfg else {})})
+
+    publish_run(loop, Path(cfg.output_dir), write, done={"stage": "student", "best_epoch": kept_epoch, **kept_row,
+                                                         "val_delta": summary["val_delta"]},
+                end_event={"best_epoch": kept_epoch, **{f"delta_{k}": v for k, v in summary["val_delta"].items()}})
+    loop.log(f"saved student to {cfg.output_dir} ({cfg.keep} epoch {kept_epoch}; val MRR@10 "
+             f"{start['val_mrr@10']:.4f} -> {kept_row['val_mrr@10']:.4f})")
+
+
+def _teacher_words(inputs: StudentInputs) -> str:
+    if inputs.teachers is None:
+        return (f"the teacher scores of `{inputs.scores_path}` (no teacher model)" if inputs.scores_path else
+                "none: trained on the labels alone (`--soft_weight 0`)")
+    return inputs.teachers.describe()
+
+
+def _data_source(cfg) -> str | None:
+    """The absolute path of the source the data version was prepared from (its prepare_config.json), if recorded."""
+    return DataVersion.of(cfg).source

@@ -1,0 +1,169 @@
+"""The bi-encoder student: a sentence-transformers model, optionally with LoRA, scored by exact cosine.
+
+Loading goes through ``SentenceTransformer(path)`` so a model's own pooling/normalisation config is used
+(a plain transformers folder gets mean pooling). The student's score for (q, d) is the exact cosine of
+their embeddings, and its normalised score is ``(cos + 1) / 2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crossdistill.core.errors import UsageError
+from crossdistill.models.resolve import (
+    ResolvedModel,
+    apply_lora,
+    attention_dropout_kwargs,
+    check_max_len,
+    check_tokenizer,
+    load_or_fail,
+)
+
+
+class BiEncoderStudent(torch.nn.Module):
+    """Wraps a SentenceTransformer; :meth:`embed` encodes texts with gradients."""
+
+    def __init__(self, st_model, query_prefix: str = "", passage_prefix: str = ""):
+        super().__init__()
+        self.st = st_model
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+
+    @classmethod
+    def load(cls, resolved: ResolvedModel, max_len: int | None = None, device: str | None = "cpu",
+             attention_dropout: float | None = None) -> "BiEncoderStudent":
+        """``attention_dropout``: see :func:`~crossdistill.models.resolve.attention_dropout_kwargs` (None: the model's own)."""
+        from sentence_transformers import SentenceTransformer
+
+        overrides = attention_dropout_kwargs(resolved, attention_dropout)
+        st = load_or_fail(lambda p: SentenceTransformer(p, device=device, config_kwargs=overrides or None), resolved,
+                          "student model")
+        if _transformer(st) is None:
+            raise UsageError(f"{resolved.name} has no transformer module; the student must be a transformer bi-encoder")
+        check_max_len(max_len, _transformer(st).model.config, f"student {resolved.name}")
+        check_tokenizer(st.tokenizer, _transformer(st).model.config, f"student {resolved.name}")
+        if max_len:
+            st.max_seq_length = max_len
+        student = cls(st, resolved.query_prefix, resolved.passage_prefix)
+        student.freeze_unused()
+        return student
+
+    def freeze_unused(self) -> None:
+        """Freeze the encoder's pooler: sentence embeddings never use it, and DDP insists every trainable
+        parameter receives a gradient."""
+        for name, p in self.auto_model.named_parameters():
+            if "pooler." in name:
+                p.requires_grad_(False)
+
+    @property
+    def auto_model(self):
+        return _transformer(self.st).model
+
+    def add_lora(self, r: int, alpha: int, dropout: float):
+        """Replace the encoder by a peft LoRA model (feature extraction); returns the LoraConfig."""
+        module = _transformer(self.st)
+        module.model, cfg = apply_lora(module.model, r, alpha, dropout, "FEATURE_EXTRACTION")
+        self.freeze_unused()
+        return cfg
+
+    def pretokenize(self, texts: list[str]) -> None:
+        """Tokenise ``texts`` (prefixes applied) once, truncated to the model's max length: :meth:`embed` then only pads
+        the cached ids of each batch (``tokenizer.pad``: the very tensors the tokenizer would give), so a training
+        step no longer tokenises the same passages again every epoch."""
+        cache = self.__dict__.setdefault("_token_ids", {})
+        new = [t for t in dict.fromkeys(texts) if t not in cache]
+        if new:
+            ids = self.st.tokenizer(new, truncation="longest_first", max_length=self.st.max_seq_length)["input_ids"]
+            cache.update(zip(new, ids))
+
+    def _features(self, texts: list[str]) -> dict:
+        cache = self.__dict__.get("_token_ids", {})
+        if not cache or any(t not in cache for t in texts):
+            return self.st.preprocess(texts)
+        tok = self.st.tokenizer
+        features = dict(tok.pad({"input_ids": [cache[t] for t in texts]}, return_tensors="pt"))
+        if "token_type_ids" in tok.model_input_names:
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        features["modality"] = "text"
+        return features
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """(N, D) L2-normalised embeddings of ``texts`` (prefixes already applied), with gradients."""
+        features = self._features(texts)
+        device = next(self.parameters()).device
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        emb = self.st(features)["sentence_embedding"]
+        return F.normalize(emb.float(), dim=-1)
+
+    def forward(self, text_lists: list[list[str]]) -> list[torch.Tensor]:
+        """Embeddings of each list of (already prefixed) texts — one call, so a DDP wrapper sees one forward."""
+        return [self.embed(texts) for texts in text_lists]
+
+    @torch.no_grad()
+    def cosines(self, queries: list[str], passages: list[str], batch_size: int, on_progress=None,
+                precision: str = "fp32") -> np.ndarray:
+        """(Q, P) cosines of raw ``queries`` and ``passages`` (the student's prefixes applied here), each text encoded
+        once (:func:`encode_texts`); the module's train/eval mode is restored after."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        q = encode_texts(self.st, [self.query_prefix + t for t in queries], batch_size, precision, device)
+        p = encode_texts(self.st, [self.passage_prefix + t for t in passages], batch_size, precision, device,
+                         on_progress=on_progress)
+        self.train(was_training)
+        return q @ p.T
+
+    def save(self, folder: str | Path) -> None:
+        """Save a plain sentence-transformers folder (LoRA merged) and, with LoRA, the adapter in ``adapter/``."""
+        import copy
+
+        from peft import PeftModel
+
+        folder = Path(folder)
+        module = _transformer(self.st)
+        encoder = module.model
+        if isinstance(encoder, PeftModel):
+            encoder.save_pretrained(folder / "adapter")
+            st = copy.deepcopy(self.st)
+            _transformer(st).model = copy.deepcopy(encoder).merge_and_unload()
+        else:
+            st = self.st
+        st.prompts = {"query": self.query_prefix, "passage": self.passage_prefix}
+        st.save(str(folder))
+
+
+def encode_texts(st, texts: list[str], batch_size: int, precision: str = "fp32", device=None, on_progress=None,
+                 chunk: int = 2048) -> np.ndarray:
+    """(N, D) L2-normalised float32 embeddings of ``texts`` (prefixes already applied) by the SentenceTransformer
+    ``st``, without gradients: the one encoding path of the guard, validation, mining, the evaluation and dense
+    teachers. sentence-transformers sorts each call's texts by length (little padding); ``chunk`` texts per call, with
+    ``on_progress(done, total)`` after each (a heartbeat for the monitor); ``precision`` ``bf16``: under bf16 autocast
+    (:func:`~crossdistill.core.training.encoding_precision` decides when)."""
+    from crossdistill.core.training import autocast_for
+
+    if not texts:
+        dim = st.get_embedding_dimension() if hasattr(st, "get_embedding_dimension") else \
+            st.get_sentence_embedding_dimension()
+        return np.zeros((0, dim or 0), dtype=np.float32)
+    device = device or next(st.parameters()).device
+    parts = []
+    with torch.no_grad(), autocast_for(precision, str(device)):
+        for s in range(0, len(texts), chunk):
+            parts.append(np.asarray(st.encode(texts[s:s + chunk], batch_size=batch_size, normalize_embeddings=True,
+                                              convert_to_numpy=True, show_progress_bar=False), dtype=np.float32))
+            if on_progress is not None:
+                on_progress(min(s + chunk, len(texts)), len(texts))
+    return np.concatenate(parts)
+
+
+def _transformer(st):
+    from sentence_transformers.base.modules import Transformer
+
+    for module in st:
+        if isinstance(module, Transformer):
+            return module
+    return None

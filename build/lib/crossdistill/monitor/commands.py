@@ -1,0 +1,99 @@
+"""What the monitor runs: the command that continues a run after a fault, and the evaluation of a finished
+student. Pure functions of argv lists and the run's saved files; nothing here starts a process."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from crossdistill.core.settings import DEFAULT_MAX_LEN
+
+
+def recovery_command(command: list[str], fault: str, stage: str | None, last_micro_batch=lambda: None) -> list[str]:
+    """The command that continues a run after ``fault`` (an :class:`~crossdistill.monitor.supervisor.Outcome` kind): always
+    ``--resume`` (never ``--overwrite``); out of memory: the student's micro-batch halved (from the flag, the run's
+    last ``micro_batch_size`` event via ``last_micro_batch()``, or the whole batch), the teacher's gradient
+    accumulation doubled; NaN/inf: the learning rate halved. ``stage``: what the run's output folder says it is
+    (:func:`~crossdistill.core.ownership.folder_kind`: ``student`` or ``teacher``), never guessed from the command."""
+    cmd = list(command)
+    if "--resume" not in cmd:  # both training scripts checkpoint and resume
+        cmd = [c for c in cmd if c != "--overwrite"] + ["--resume"]
+    is_student = stage == "student"
+    if fault == "oom" and is_student:
+        current = flag_value(cmd, "--micro_batch_size") or last_micro_batch() or texts_per_batch(cmd)
+        cmd = set_flag(cmd, "--micro_batch_size", str(max(1, int(current) // 2)))
+    elif fault == "oom" and stage == "teacher":  # the same batch in twice as many forward passes
+        splits = flag_value(cmd, "--micro_batches") or flag_value(cmd, "--gradient_accumulation_steps") or 1
+        cmd = set_flag(set_flag(cmd, "--gradient_accumulation_steps", None), "--micro_batches", str(2 * int(splits)))
+    if fault == "nonfinite":
+        from crossdistill.distill.config import StudentConfig
+        from crossdistill.teach.config import TeacherConfig
+
+        lr = float(flag_value(cmd, "--lr") or (StudentConfig if is_student else TeacherConfig).default("lr"))
+        cmd = set_flag(cmd, "--lr", f"{lr / 2:g}")
+    return cmd
+
+
+def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: list[str] | None = None) -> list[str] | None:
+    """``evaluate_final_model.py`` arguments derived from a finished student run's saved configuration.
+
+    Test data: the run's data version (its test.csv, and its corpus when it has one); output: ``eval_dir`` or
+    ``evaluation_results/<data_version>/<run folder name>``; max length: the run's ``--max_len``.
+    """
+    f = Path(output_dir) / "training_args.json"
+    if not f.is_file() or not (Path(output_dir) / "distillation_config.json").is_file():
+        return None
+    try:
+        a = json.loads(f.read_text())
+        if not isinstance(a, dict) or not isinstance(a.get("data_version"), str):
+            raise ValueError("it names no data_version")
+    except ValueError as exc:
+        from crossdistill.core.errors import UsageError
+
+        raise UsageError(f"cannot evaluate {output_dir}: its training_args.json is not what train_distillation_pipeline.py "
+                         f"writes ({exc}); run evaluate_final_model.py --model_path {output_dir} --test_data ... "
+                         "yourself") from None
+    out = Path(eval_dir) if eval_dir else Path("evaluation_results") / a["data_version"] / Path(output_dir).name
+    extra = list(extra or [])
+    baselines = []  # the starting model and BM25 beside the student, unless the caller chose otherwise
+    if "--base_model" not in extra and a.get("student_name"):
+        baselines += ["--base_model", str(a["student_name"])]
+    if "--bm25" not in extra:
+        baselines.append("--bm25")
+    data = ["--data_root", str(a.get("data_root", "preprocessed")), "--data_version", a["data_version"]]  # test.csv and
+    # the version's corpus (corpus.jsonl) when it has one: the test queries ranked over the full corpus as well
+    return [sys.executable, "-m", "crossdistill.evaluate", "--model_path", str(output_dir), *data,
+            "--output_dir", str(out), "--overwrite", "--max_len", str(a.get("max_len", DEFAULT_MAX_LEN)), *baselines, *extra]
+
+
+def flag_value(cmd: list[str], name: str) -> str | None:
+    for i, c in enumerate(cmd):
+        if c == name and i + 1 < len(cmd):
+            return cmd[i + 1]
+        if c.startswith(name + "="):
+            return c.split("=", 1)[1]
+    return None
+
+
+def set_flag(cmd: list[str], name: str, value: str | None) -> list[str]:
+    """``cmd`` with ``name`` set to ``value`` (appended), or removed when ``value`` is None."""
+    out, skip = [], False
+    for i, c in enumerate(cmd):
+        if skip:
+            skip = False
+            continue
+        if c == name:
+            skip = True
+            continue
+        if c.startswith(name + "="):
+            continue
+        out.append(c)
+    return out + ([name, value] if value is not None else [])
+
+
+def texts_per_batch(cmd: list[str]) -> int:
+    from crossdistill.distill.config import StudentConfig
+
+    return int(flag_value(cmd, "--batch_size") or StudentConfig.default("batch_size")) * \
+        (1 + int(flag_value(cmd, "--K") or StudentConfig.default("K")))

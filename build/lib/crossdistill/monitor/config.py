@@ -1,0 +1,73 @@
+"""``realtime_monitor.py``'s settings."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from crossdistill.core.errors import UsageError
+from crossdistill.core.settings import NON_NEGATIVE, POSITIVE, DataLocation, setting
+
+
+# --------------------------------------------------------------------------- realtime_monitor.py
+@dataclass(frozen=True, kw_only=True)
+class MonitorConfig(DataLocation):
+    """``realtime_monitor.py``'s settings (the command after ``--`` is :attr:`command`)."""
+
+    output_dir: str | None = setting(None, "the supervised run's --output_dir (events.jsonl, checkpoints, done.json)")
+    pipeline: str | None = setting(None, "run teacher, student and evaluation: 'default' = the measured recipe (every "
+                                         "script's defaults), 'cpu' = the same cut to ~20 min on 2 CPU cores, "
+                                         "'quick'/'full' = the original's settings",
+                                   choices=["default", "cpu", "quick", "full"])
+    models_dir: str = setting("models", "with --pipeline: the teacher and student folders go in <models_dir>/<data_version>/")
+    teacher_model: str | None = setting(None, "with --pipeline: base model of the teacher")
+    student_name: str | None = setting(None, "with --pipeline: the student model")
+    teacher_args: str = setting("", "with --pipeline: extra teacher flags, one quoted string")
+    student_args: str = setting("", "with --pipeline: extra student flags, one quoted string")
+    stall_timeout: float = setting(900.0, "seconds without progress before a run counts as stalled", check=POSITIVE)
+    startup_timeout: float = setting(1800.0, "seconds a (re)started run may take to its first event before it counts as "
+                                             "stalled", check=POSITIVE)
+    max_restarts: int = setting(5, "give up after this many restarts within --restart_window", check=NON_NEGATIVE)
+    restart_window: float = setting(3600.0, "seconds over which --max_restarts is counted", check=POSITIVE)
+    backoff: float = setting(10.0, "first restart delay in seconds (doubles each time)", check=NON_NEGATIVE)
+    poll: float = setting(2.0, "seconds between checks of the run", check=(lambda v: math.isfinite(v) and 0 < v <= 3600,
+                                                                          "> 0 and at most 3600"))
+    status_every: float = setting(30.0, "seconds between status lines when not on a terminal", check=POSITIVE)
+    no_evaluate: bool = setting(False, "do not run evaluate_final_model.py at the end")
+    eval_output_dir: str | None = setting(None, "default: evaluation_results/<data_version>/<run folder name>")
+    eval_args: str = setting("", "extra evaluate_final_model.py flags, one quoted string")
+    eval_timeout: float = setting(7200.0, "seconds the final evaluation may take before it is stopped", check=POSITIVE)
+    command: tuple[str, ...] = setting((), flag=False)  # the command after --
+
+    def split(self, name: str) -> list[str]:
+        """``--teacher_args`` / ``--student_args`` / ``--eval_args`` as a list of flags."""
+        return shlex.split(getattr(self, name))
+
+    def check(self) -> None:
+        for name in ("teacher_args", "student_args", "eval_args"):
+            try:
+                self.split(name)
+            except ValueError as exc:
+                raise UsageError(f"--{name} {getattr(self, name)!r} cannot be split into flags ({exc}); check its "
+                                 "quotes") from None
+        if self.pipeline and self.command:
+            raise UsageError("give either --pipeline or a command after --, not both")
+        extra = self.split("eval_args")
+        if any(a == "--output_dir" or a.startswith("--output_dir=") for a in extra):
+            raise UsageError("--eval_args sets --output_dir, so the monitor would read another folder's results; name the "
+                             "evaluation's folder with --eval_output_dir")
+        if self.command and self.output_dir:
+            from crossdistill.monitor.commands import flag_value
+
+            theirs = flag_value(list(self.command), "--output_dir")
+            if theirs is not None and Path(theirs).expanduser().resolve() != Path(self.output_dir).expanduser().resolve():
+                raise UsageError(f"the command writes --output_dir {theirs} but the monitor watches --output_dir "
+                                 f"{self.output_dir}: its progress and its done.json would never be seen; pass the same folder "
+                                 "to both")
+        if self.pipeline and not self.data_version:
+            raise UsageError("--pipeline needs --data_version (prepare one with prepare_data.py)")
+        if not self.pipeline and not self.output_dir:
+            raise UsageError("pass --output_dir (the run's output folder) with a command after --, or use --pipeline")
+        super().check()
