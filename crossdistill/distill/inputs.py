@@ -20,13 +20,12 @@ from crossdistill.data.versions import DataVersion
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.validation import val_pool_passages
 from crossdistill.models.export import missing_packages, parse_formats
-from crossdistill.models.resolve import ResolvedModel, resolve_model, similarity_scale
+from crossdistill.models.resolve import ResolvedModel, model_folder_kind, resolve_model, similarity_scale
 from crossdistill.models.student import BiEncoderStudent
 from crossdistill.teachers.cache import default_cache_path
 from crossdistill.teachers.config import open_run_teachers
 from crossdistill.teachers.dense import DenseKind
 from crossdistill.teachers.ensemble import Teachers
-from crossdistill.teachers.kinds import is_bi_encoder_folder
 
 LABELS_ONLY = "labels-only"  # the teacher fingerprint of a run with no teacher (--soft_weight 0, no teacher named)
 
@@ -71,10 +70,10 @@ def _fusion_model(cfg: StudentConfig, device: str) -> DenseKind | None:
     if not cfg.fusion_model:
         return None
     dense = resolve_model(cfg.fusion_model)
-    if dense.is_local and not is_bi_encoder_folder(dense.path):
-        raise UsageError(f"--fusion_model {cfg.fusion_model} is not a bi-encoder (a sentence-transformers embedding model "
-                         "with a Pooling module): its cosines are the fusion's dense source; pass a bi-encoder, or put a "
-                         "cross-encoder in --teacher_path")
+    if dense.is_local and model_folder_kind(dense.path) == "cross-encoder":
+        raise UsageError(f"--fusion_model {cfg.fusion_model} is a cross-encoder (a sequence classifier), not a bi-encoder: "
+                         "its cosines would be of a mean-pooled classifier; pass a bi-encoder as --fusion_model, and a "
+                         "cross-encoder as --teacher_path")
     return DenseKind(cfg.fusion_model, dense, max_len=cfg.max_len, precision=cfg.teacher_precision, device=device)
 
 

@@ -7,7 +7,6 @@ Dense search encodes the corpus in chunks and keeps a running top-k, so memory s
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -27,14 +26,12 @@ def load_bi_encoder(path: str, max_len: int | None = None, device: str | None = 
     """A SentenceTransformer from a folder/alias/hub id, refusing cross-encoders with a clear message."""
     from sentence_transformers import SentenceTransformer
 
-    from crossdistill.models.resolve import check_max_len, load_or_fail, resolve_model, teacher_config_file
+    from crossdistill.models.resolve import check_max_len, load_or_fail, model_folder_kind, resolve_model
 
     resolved = resolve_model(path)
     folder = Path(resolved.path)
     if folder.is_dir():
-        cfg = json.loads((folder / "config.json").read_text())
-        if any(a.endswith("ForSequenceClassification") for a in cfg.get("architectures", [])) or \
-                teacher_config_file(folder) is not None:
+        if model_folder_kind(folder) == "cross-encoder":
             raise UsageError(f"{path} is a cross-encoder (sequence classifier), not a bi-encoder; pass the student folder "
                              "written by train_distillation_pipeline.py (a teacher goes to --teacher_path)")
     model = load_or_fail(lambda p: SentenceTransformer(p, device=device), resolved, "bi-encoder")

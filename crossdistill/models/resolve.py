@@ -123,6 +123,30 @@ def _folder_prefixes(folder: Path) -> tuple[str, str] | None:
     return None
 
 
+def model_folder_kind(folder: str | Path) -> str | None:
+    """What a model folder is — the one rule every flag that takes a model asks: ``"cross-encoder"`` (a
+    ``*ForSequenceClassification`` architecture, or a teacher folder this toolkit wrote), ``"bi-encoder"`` (a
+    sentence-transformers embedding model: its modules hold a Pooling layer), ``"encoder"`` (a bare transformers encoder,
+    which sentence-transformers loads with mean pooling), or None (not a model folder)."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    archs = [str(a) for a in (config.get("architectures") or [])] if isinstance(config, dict) else []
+    if any(a.endswith("ForSequenceClassification") for a in archs) or teacher_config_file(folder) is not None:
+        return "cross-encoder"
+    modules = folder / "modules.json"
+    if modules.is_file() and "Pooling" in modules.read_text(encoding="utf-8", errors="replace"):
+        return "bi-encoder"
+    return "encoder"
+
+
+def is_bi_encoder_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` is a sentence-transformers embedding model (:func:`model_folder_kind`)."""
+    return model_folder_kind(folder) == "bi-encoder"
+
+
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
 
 

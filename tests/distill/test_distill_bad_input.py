@@ -153,3 +153,13 @@ def test_pseudo_queries_without_a_teacher_model_are_refused(tmp_path, tiny_minil
     assert_usage_error(run_in_process("train_distillation_pipeline.py", "--output_dir", tmp_path / "s", "--pseudo_queries",
                                       "-1"), "--pseudo_queries must be between 0 and 1000000")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_cross_encoder_as_the_fusion_model_is_refused(tmp_path, tiny_minilm, tiny_teacher, scifact_version):
+    """Issue #46 (4): --fusion_model took any folder; a cross-encoder's mean-pooled states were fused as "dense"."""
+    root, v = scifact_version
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_teacher, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", tmp_path / "o", "--teacher_fusion",
+                          "dense=1", "--fusion_model", tiny_teacher)
+    assert_usage_error(proc, "--fusion_model", "is a cross-encoder")
+    assert not (tmp_path / "o").exists()

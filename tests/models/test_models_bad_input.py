@@ -145,3 +145,26 @@ def test_export_of_a_damaged_folder_is_one_line(tmp_path, tiny_minilm):
     filed = _student_copy(tmp_path, tiny_minilm, "filed")
     (filed / "onnx").write_text("a file where the folder goes")
     assert_usage_error(run_in_process("export_student.py", "--model_path", filed, "--formats", "onnx"), "is a file")
+
+
+def test_export_into_a_copy_refuses_what_is_not_a_bi_encoder_before_copying(tmp_path, tiny_teacher):
+    """Issue #46 (7): a cross-encoder given to export_student.py --output_dir was copied whole, marked a student, then
+    refused; now it is refused before anything is written."""
+    out = tmp_path / "copy"
+    proc = run_in_process("export_student.py", "--model_path", tiny_teacher, "--output_dir", out, "--formats", "onnx")
+    assert_usage_error(proc, "is not a bi-encoder")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".copy")]
+
+
+def test_one_rule_says_what_a_model_folder_is(tmp_path, tiny_teacher, tiny_minilm):
+    """Issue #46 (4): every flag that takes a model asks one rule."""
+    import shutil
+
+    from crossdistill.models.resolve import model_folder_kind
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        shutil.copy(tiny_minilm / name, bare / name)
+    assert [model_folder_kind(f) for f in (tiny_teacher, tiny_minilm, bare, tmp_path / "nothing")] == \
+        ["cross-encoder", "bi-encoder", "encoder", None]
