@@ -148,9 +148,7 @@ assert _student_settings(CONFIGS["cpu_labels_only"]["student"]) == \
 # tokens, then frozen and shared by every seed (trained once, seed 42) — is the teacher; the student keeps the preset's
 # own training (128 tokens, K 4, pseudo-queries, two epochs) and learns the teacher's scale x cosine instead of the
 # fused cross-encoder. Each row's twin is the same student command with the teacher weighted 0.
-NOMIC_TEACHER = ["--student_name", "nomic-embed-text-v1.5", "--soft_weight", "0", "--K", "2", "--max_len", "256",
-                 "--epochs", "2", "--batch_size", "16", "--val_pool", "csv", "--max_val_samples", "300",
-                 "--mixed_precision", "bf16"]
+NOMIC_TEACHER = list(_PRESETS["cpu_big"]["teacher"])  # the --pipeline cpu_big preset's teacher
 _FUSED = ("--teacher_fusion", "--fusion_norm")
 _CPU_STUDENT = [a for i, a in enumerate(_PRESETS["cpu"]["student"])
                 if a not in _FUSED and (i == 0 or _PRESETS["cpu"]["student"][i - 1] not in _FUSED)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from crossdistill.core.errors import UsageError
 from crossdistill.core.settings import NON_NEGATIVE, POSITIVE, DataLocation, setting
+from crossdistill.monitor.pipeline import PRESETS
 
 
 # --------------------------------------------------------------------------- realtime_monitor.py
@@ -19,8 +20,10 @@ class MonitorConfig(DataLocation):
     output_dir: str | None = setting(None, "the supervised run's --output_dir (events.jsonl, checkpoints, done.json)")
     pipeline: str | None = setting(None, "run teacher, student and evaluation: 'default' = the measured recipe (every "
                                          "script's defaults), 'cpu' = the same cut to ~20 min on 2 CPU cores, "
-                                         "'quick'/'full' = the original's settings",
-                                   choices=["default", "cpu", "quick", "full"])
+                                         "'cpu_big' = a bigger bi-encoder teacher (nomic-embed-text-v1.5, "
+                                         "requirements-nomic.txt) at CPU size (~2 h), 'quick'/'full' = the original's "
+                                         "settings",
+                                   choices=list(PRESETS))
     models_dir: str = setting("models", "with --pipeline: the teacher and student folders go in <models_dir>/<data_version>/")
     teacher_model: str | None = setting(None, "with --pipeline: base model of the teacher")
     student_name: str | None = setting(None, "with --pipeline: the student model")
