@@ -141,6 +141,7 @@ def lists_from_scores(records: list[ScoredList], queries: list[str], K: int) -> 
                          f"{len(records)} records): the file was written for other data; write it over this data version "
                          "with teacher_scores.py")
     stats = {"queries": len(lists), "K": K, "short_lists": sum(len(c.passages) < K for c in lists),
+             "one_passage_lists": sum(len(c.passages) < 2 for c in lists),
              "negative_source": "scores file", "mean_candidates": round(sum(len(c.passages) for c in lists) / len(lists), 3),
              "mined_negatives": 0, "train_queries_without_scores": missing,
              "records_not_in_train": len(set(by_query) - set(queries))}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from crossdistill.core.errors import UsageError
 from crossdistill.data.candidates import CandidateList
 from crossdistill.data.teacher_scores import lists_from_scores
 from crossdistill.teachers.fusion import build_soft_labels, parse_fusion
@@ -23,6 +24,15 @@ def scored_lists(inputs, log) -> tuple[list[CandidateList], list[np.ndarray], di
 
     cfg = inputs.cfg
     lists, _, cstats = lists_from_scores(inputs.scores, list(dict.fromkeys(inputs.train["anchor"])), cfg.K)
+    lone = cstats["one_passage_lists"]
+    if lone == len(lists):  # a softmax over one passage is 1 whatever the teacher said: the distillation term is 0
+        raise UsageError(f"every one of the {lone} scored lists in {inputs.scores_path} holds a single passage (records "
+                         "without 'neg' passages), so the teacher's scores cannot teach the student anything; write "
+                         "records with scored negatives (teacher_scores.py), or train on the labels alone with "
+                         "--soft_weight 0")
+    if lone:
+        log(f"{lone} of {len(lists)} scored lists hold a single passage (records without 'neg'): their distillation "
+            "term is 0, only the labels' loss teaches on those queries")
     scores, _ = ScoresFileKind(inputs.scores_path, inputs.scores).score([(c.query, p) for c in lists for p in c.passages])
     bounds = np.cumsum([0] + [len(c.passages) for c in lists])
     logits = [scores[bounds[i]:bounds[i + 1]] for i in range(len(lists))]

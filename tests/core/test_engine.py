@@ -46,7 +46,7 @@ class Toy(Stage):
         return {"val_score": score, "val_error": err}
 
 
-def _run(out: Path, resume: bool = False, scores=None, nan_at=None, crash_at=None):
+def _run(out: Path, resume: bool = False, scores=None, nan_at=None, crash_at=None, lines=None):
     """One toy run in ``out`` (resumed from its last checkpoint with ``resume``); returns (model, stage, state)."""
     from accelerate import Accelerator
 
@@ -60,7 +60,7 @@ def _run(out: Path, resume: bool = False, scores=None, nan_at=None, crash_at=Non
     scheduler = linear_schedule(optimizer, total_steps(ITEMS, BATCH, EPOCHS), 0.0)
     acc = Accelerator(cpu=True, step_scheduler_with_optimizer=False)
     loop = Loop(acc, model, model, optimizer, scheduler, out / "checkpoints", EventLog(out / "events.jsonl"),
-                lambda *a: None, n_items=ITEMS, global_batch=BATCH, epochs=EPOCHS, seed=7, max_grad_norm=1.0,
+                (lines.append if lines is not None else lambda *a: None), n_items=ITEMS, global_batch=BATCH, epochs=EPOCHS, seed=7, max_grad_norm=1.0,
                 log_steps=1, save_steps=2, settings={"toy": True})
     stage = Toy(model, scores, nan_at)
     if crash_at is not None:
@@ -118,3 +118,25 @@ def test_a_non_finite_loss_is_refused_and_logged(tmp_path):
         _run(tmp_path / "nan", nan_at=5)
     events = read_events(tmp_path / "nan" / "events.jsonl")
     assert [e for e in events if e["event"] == "nonfinite_loss"][0]["step"] == 5
+
+
+def test_resume_when_every_checkpoint_fails_its_manifest_says_so_and_starts_over(tmp_path):
+    """#46 (6): with one damaged checkpoint --resume falls back to the one before; with all of them damaged it starts
+    over from step 0, and the log and the events name every checkpoint it skipped."""
+    straight, _, _, _ = _run(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "bad", crash_at=7)
+    ckpts = sorted((tmp_path / "bad" / "checkpoints").glob("step-*"))
+    assert len(ckpts) >= 1
+    for c in ckpts:
+        with open(c / "trainable.pt", "ab") as f:
+            f.write(b"x")
+    lines: list[str] = []
+    resumed, stage, state, _ = _run(tmp_path / "bad", resume=True, lines=lines)
+    assert len(stage.seen) == 12 and state.step == 12  # every step again, from step 0
+    assert torch.equal(straight.weight, resumed.weight)
+    events = read_events(tmp_path / "bad" / "events.jsonl")
+    skipped = [e["checkpoint"] for e in events if e["event"] == "checkpoint_skipped"]
+    assert sorted(skipped) == [c.name for c in ckpts]
+    assert any(f"none of the {len(ckpts)} checkpoint(s) is intact; starting over from step 0" in x for x in lines)
+    assert any(f"checkpoint {ckpts[0].name} skipped" in x for x in lines)

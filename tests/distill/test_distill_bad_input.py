@@ -163,3 +163,27 @@ def test_a_cross_encoder_as_the_fusion_model_is_refused(tmp_path, tiny_minilm, t
                           "dense=1", "--fusion_model", tiny_teacher)
     assert_usage_error(proc, "--fusion_model", "is a cross-encoder")
     assert not (tmp_path / "o").exists()
+
+
+def test_teacher_scores_that_cannot_teach_are_refused(tmp_path, tiny_minilm, scifact_version):
+    """Issue #46 (5): records without 'neg' give one-passage lists, whose distillation term is identically 0; a file of
+    nothing else is refused, a file with some is counted (lists_from_scores' one_passage_lists, said in the log)."""
+    import pandas as pd
+
+    from crossdistill.data.teacher_scores import check_record, lists_from_scores
+
+    root, v = scifact_version
+    train = pd.read_csv(f"{root}/{v}/train.csv")
+    queries = list(dict.fromkeys(train["anchor"]))[:6]
+    pos = {q: train[train["anchor"] == q]["positive"].iloc[0] for q in queries}
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("".join(json.dumps({"query": q, "pos": [pos[q]], "neg": [], "pos_scores": [3.0]}) + "\n"
+                              for q in queries))
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_scores", scores, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", tmp_path / "s")
+    assert_usage_error(proc, "every one of the 6 scored lists", "holds a single passage", "--soft_weight 0")
+    assert not (tmp_path / "s").exists()
+    records = [check_record({"query": q, "pos": [pos[q]], "neg": [] if i % 2 else ["other"], "pos_scores": [1.0],
+                             **({} if i % 2 else {"neg_scores": [0.0]})}, f"line {i}") for i, q in enumerate(queries)]
+    _, _, stats = lists_from_scores(records, queries, 4)
+    assert stats["one_passage_lists"] == 3 and stats["queries"] == 6
