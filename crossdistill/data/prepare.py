@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from crossdistill.core.errors import UsageError
-from crossdistill.core.files import write_json
+from crossdistill.core.files import file_sha256, write_json
 from crossdistill.core.ownership import atomic_dir, check_output_dir, mark_owner, refuse_overlap
 from crossdistill.data import eval_sets, sources
 from crossdistill.data import versions as data
@@ -202,7 +202,8 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
 
             records = scores_records(splits["train"], scored)
             write_scores_file(records, tmp / SCORES_FILE)
-            config["teacher_scores"] = {"file": SCORES_FILE, "train_queries": len(records),
+            config["teacher_scores"] = {"file": SCORES_FILE, "sha256": file_sha256(tmp / SCORES_FILE),
+                                        "train_queries": len(records),
                                         "pairs": sum(len(r["pos"]) + len(r["neg"]) for r in records)}
             log(f"teacher scores: {config['teacher_scores']['pairs']} scored pairs of {len(records)} training queries "
                 f"-> {SCORES_FILE} (train_distillation_pipeline.py uses them when no --teacher_path is given)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -55,10 +54,11 @@ def _teacher_source(cfg: StudentConfig, device: str) -> tuple[Teachers | None, l
     if cfg.teacher_path:
         teachers = open_run_teachers(cfg, device)
         return teachers, None, None, teachers.fingerprint
-    path = cfg.teacher_scores or str(DataVersion.of(cfg).scores_file)
-    if not cfg.teacher_scores and not Path(path).is_file() and cfg.soft_weight == 0:
+    own = None if cfg.teacher_scores else DataVersion.of(cfg).own_scores_file()
+    path = cfg.teacher_scores or (str(own) if own else None)
+    if path is None and cfg.soft_weight == 0:
         return None, None, None, LABELS_ONLY  # the labels alone: no teacher is read, none is needed
-    if not cfg.teacher_scores and not Path(path).is_file():
+    if path is None:
         raise UsageError(f"no teacher: pass --teacher_path (a cross-encoder or bi-encoder folder, alias or hub id), or "
                          f"--teacher_scores FILE (teacher scores in FlagEmbedding's JSONL layout), or --soft_weight 0 to "
                          f"learn the labels alone; data version {cfg.data_version} carries no {SCORES_FILE} of its own")

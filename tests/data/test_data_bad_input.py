@@ -308,3 +308,28 @@ def test_numeric_ids_read_the_same_from_every_format(tmp_path):
     (tmp_path / "c.csv").write_text("id,text\n7,seven\n8,eight\n")
     (tmp_path / "c.jsonl").write_text('{"_id": 7.0, "text": "seven"}\n{"_id": 8, "text": "eight"}\n')
     assert read_texts(str(tmp_path / "c.csv")) == read_texts(str(tmp_path / "c.jsonl")) == {"7": "seven", "8": "eight"}
+
+
+def test_a_teacher_scores_file_the_toolkit_did_not_write_is_not_the_versions_teacher(tmp_path):
+    """Issue #46 (8): a version's teacher_scores.jsonl is its default teacher only when prepare_data.py wrote it for
+    that version (prepare_config.json records it, with its sha256); a user's file, or one edited since, is refused."""
+    import json
+
+    from crossdistill.core.errors import UsageError
+    from crossdistill.core.files import file_sha256
+    from crossdistill.data.versions import DataVersion
+
+    version = DataVersion(tmp_path, "v")
+    version.folder.mkdir()
+    (version.folder / "prepare_config.json").write_text(json.dumps({"source": "x"}))
+    assert version.own_scores_file() is None  # none there: none
+    scores = version.folder / "teacher_scores.jsonl"
+    scores.write_text(json.dumps({"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1.0], "neg_scores": [0.0]}) + "\n")
+    with pytest.raises(UsageError, match="not written by prepare_data.py for data version v.*--teacher_scores"):
+        version.own_scores_file()
+    (version.folder / "prepare_config.json").write_text(json.dumps(
+        {"source": "x", "teacher_scores": {"file": "teacher_scores.jsonl", "sha256": file_sha256(scores)}}))
+    assert version.own_scores_file() == scores
+    scores.write_text(scores.read_text() + scores.read_text())
+    with pytest.raises(UsageError, match="was changed after prepare_data.py wrote it"):
+        version.own_scores_file()

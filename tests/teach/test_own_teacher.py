@@ -263,6 +263,14 @@ def test_a_scored_source_trains_a_student_with_no_teacher_model(tmp_path, tiny_m
                           "--data_version", "plain", "--output_dir", tmp_path / "s2")
     assert_usage_error(proc, "no teacher", "--teacher_path", "--teacher_scores")
     assert not (tmp_path / "s2").exists()
+    # #46 (8): a teacher_scores.jsonl put into a version is taken as its own teacher only when it is the file
+    # prepare_data.py wrote for it (here: other records under that name)
+    lines = (root / "scored" / "teacher_scores.jsonl").read_text().splitlines(keepends=True)
+    (root / "plain" / "teacher_scores.jsonl").write_text("".join(lines[:5]))
+    proc = run_in_process("train_distillation_pipeline.py", "--student_name", tiny_minilm, "--data_root", root,
+                          "--data_version", "plain", "--output_dir", tmp_path / "s2")
+    assert_usage_error(proc, "was changed after prepare_data.py wrote it", "--teacher_scores")
+    assert not (tmp_path / "s2").exists()
 
 
 def test_a_hub_id_that_cannot_be_fetched_is_one_clear_line(monkeypatch, tmp_path):
