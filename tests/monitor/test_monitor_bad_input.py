@@ -323,3 +323,22 @@ def test_events_the_status_line_reads_are_checked_and_huge_lines_bounded(tmp_pat
     with open(events, "ab") as f:
         f.write(b"yyy\n" + json.dumps(good).encode() + b"\n")
     assert watcher.poll() == [good] and watcher.malformed == 1
+
+
+@pytest.mark.parametrize("name,flag,hint", [
+    ("teacher_args", "--output_dir elsewhere", "--models_dir"),
+    ("teacher_args", "--output_dir=elsewhere", "--models_dir"),
+    ("student_args", "--output_dir elsewhere", "--models_dir"),
+    ("student_args", "--teacher_path t", "command after --"),
+    ("teacher_args", "--data_version other", "monitor's own --data_version"),
+    ("student_args", "--resume", "passes it itself"),
+    ("eval_args", "--model_path m", "evaluates the run it watched"),
+    ("eval_args", "--output_dir x", "--eval_output_dir"),
+])
+def test_a_pass_through_that_sets_a_flag_the_monitor_owns_is_refused(name, flag, hint):
+    """Issue #46 (10): --teacher_args "--output_dir elsewhere" trained a whole teacher into a folder the monitor does not
+    watch; one rule (PASS_THROUGH_OWNED) for every pass-through."""
+    from crossdistill.monitor.config import MonitorConfig
+
+    with pytest.raises(UsageError, match=f"--{name} sets {flag.split()[0].split('=')[0]}, which the monitor sets itself.*{hint}"):
+        MonitorConfig.parse(["--pipeline", "cpu", "--data_version", "v", f"--{name}={flag}"])
