@@ -11,7 +11,6 @@ from crossdistill.core.errors import UsageError
 from crossdistill.core.settings import NON_NEGATIVE, POSITIVE, DataLocation, setting
 from crossdistill.monitor.pipeline import PRESETS
 
-
 # --------------------------------------------------------------------------- realtime_monitor.py
 # the flags each pass-through may not set, because the monitor sets them (one rule for every pass-through, #46 (10)):
 # flag -> what to do instead

@@ -153,3 +153,40 @@ def test_pipeline_quick_runs_teacher_student_and_evaluation(tmp_path, tiny_minil
     assert "--max_len 32" in ev and "--bm25" in ev and f"--base_model {tiny_minilm}" in ev  # baselines beside the student
     res = json.loads((tmp_path / "eval" / "bi_encoder_evaluation_results.json").read_text())
     assert res["num_samples"] > 0 and "[monitor] evaluation: positive" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_job_wrapped_in_a_shell_is_resumed_and_evaluated(tmp_path, reference_student, tiny_teacher, tiny_minilm,
+                                                           scifact_version, score_cache_env):
+    """#46 (9): `bash -c "exec python ..."` (a documented job form): the restart cannot append --resume (it would
+    become $0); the monitor restarts the command as it is, --resume in CROSSDISTILL_MONITOR_FLAGS, which the script
+    reads. Crash -> restart -> resume -> the same weights as a run never interrupted -> evaluation."""
+    import shlex
+
+    ref, _ = reference_student
+    out = tmp_path / "run"
+    inner = shlex.join(["exec", *student_command(out, tiny_teacher, tiny_minilm, scifact_version)])
+    faults = {"crash_at_steps": [7], "once_dir": str(tmp_path / "once")}
+    proc = monitor(out, ["bash", "-c", inner], faults, "--eval_args", "--batch_size 64", env_extra=score_cache_env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ds = decisions(out)
+    restart = [d for d in ds if d["decision"] == "restart"]
+    assert len(restart) == 1 and restart[0]["command"] == shlex.join(["bash", "-c", inner])  # the command unchanged
+    assert restart[0]["env"] == "CROSSDISTILL_MONITOR_FLAGS=--resume"
+    assert "recovery flags from the monitor (CROSSDISTILL_MONITOR_FLAGS): --resume" in (out / "train.log").read_text()
+    assert steps(out) == list(range(1, 13)) and same_weights(ref, out)
+    assert [d["decision"] for d in ds][-2:] == ["completed", "evaluate"]
+    assert "[monitor] evaluation:" in proc.stdout
+
+
+def test_a_command_that_is_not_a_training_script_is_given_up_after_one_restart(tmp_path):
+    """#46 (11): a command that ignores --resume and fails was restarted 5 times over minutes; with no event written
+    in two tries and no run of this toolkit in its folder, the monitor says so and gives up after the first restart."""
+    for cmd in ([sys.executable, "-c", "import sys; sys.exit(1)"], ["bash", "-c", "exit 1"]):
+        out = tmp_path / cmd[0].split("/")[-1]
+        proc = monitor(out, cmd, None, "--no_evaluate")
+        assert proc.returncode == 1, proc.stdout[-2000:]
+        ds = decisions(out)
+        assert [d["decision"] for d in ds] == ["restart", "give-up"]
+        assert "wrote no progress event in 2 tries" in ds[-1]["reason"] and "not a script that --resume continues" in \
+            ds[-1]["reason"]

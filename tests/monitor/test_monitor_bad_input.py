@@ -342,3 +342,38 @@ def test_a_pass_through_that_sets_a_flag_the_monitor_owns_is_refused(name, flag,
 
     with pytest.raises(UsageError, match=f"--{name} sets {flag.split()[0].split('=')[0]}, which the monitor sets itself.*{hint}"):
         MonitorConfig.parse(["--pipeline", "cpu", "--data_version", "v", f"--{name}={flag}"])
+
+
+def test_recovery_flags_reach_the_script_whatever_wraps_it(tmp_path, monkeypatch):
+    """#46 (9): which commands take appended flags (is_direct), what a wrapped one gets in its environment (recovery),
+    a folder stopped before its first checkpoint counts as resumable, and the script side (with_monitor_flags)."""
+    from crossdistill.core.cli import MONITOR_DIR, MONITOR_FLAGS, with_monitor_flags
+    from crossdistill.core.ownership import mark_owner
+    from crossdistill.monitor.commands import is_direct, recovery
+    from crossdistill.monitor.supervisor import resumable
+
+    for cmd in (["python", "t.py"], ["/usr/bin/python3.11", "-m", "crossdistill.distill"], ["env", "FOO=1", "python", "t.py"],
+                ["crossdistill-distill", "--K", "4"], ["accelerate", "launch", "t.py"], ["./train_distillation_pipeline.py"]):
+        assert is_direct(cmd), cmd
+    for cmd in (["bash", "-c", "exec python t.py"], ["sh", "run.sh"], ["./run.sh"]):
+        assert not is_direct(cmd), cmd
+    wrapped = ["bash", "-c", "exec python t.py --lr 1e-4 --overwrite"]
+    assert recovery(wrapped, [], "crash", "student") == (wrapped, ["--resume"])
+    assert recovery(wrapped, ["--resume"], "nonfinite", "student") == (wrapped, ["--resume", "--lr", "5e-05"])
+    assert recovery(["python", "t.py", "--overwrite"], [], "crash", "student") == (["python", "t.py", "--resume"], [])
+    out = tmp_path / "run"
+    out.mkdir()
+    mark_owner(out, "student", files=[])
+    (out / "events.jsonl").write_text("")
+    assert resumable(out, ["bash", "-c", "python t.py"]) and not resumable(out, ["bash", "-c", "python t.py --overwrite"])
+    (out / "done.json").write_text("{}")
+    assert not resumable(out, ["python", "t.py"])
+    # the script side: only in a job the monitor started, only the recovery flags; --resume drops --overwrite
+    monkeypatch.setenv(MONITOR_FLAGS, "--resume --micro_batch_size 8")
+    monkeypatch.delenv(MONITOR_DIR, raising=False)
+    assert with_monitor_flags(["--overwrite"]) == ["--overwrite"]
+    monkeypatch.setenv(MONITOR_DIR, str(out))
+    assert with_monitor_flags(["--K", "4", "--overwrite"]) == ["--K", "4", "--resume", "--micro_batch_size", "8"]
+    monkeypatch.setenv(MONITOR_FLAGS, "--output_dir /elsewhere")
+    with pytest.raises(UsageError, match="passes only --resume"):
+        with_monitor_flags([])
