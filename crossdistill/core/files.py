@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+DISK_ERRORS = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (the disk quota is used up)",
+               errno.EROFS: "write to a folder that is not read-only", errno.EACCES: "fix the folder's permissions",
+               errno.EPERM: "fix the folder's permissions", errno.ENAMETOOLONG: "choose shorter names"}
 
 
 @contextlib.contextmanager
@@ -22,9 +27,14 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:  # a full disk, a read-only folder: one line
+            from crossdistill.core.errors import UsageError
+
+            raise UsageError(f"could not write {path} ({exc.strerror}); {DISK_ERRORS[exc.errno]} and run again "
+                             f"(the file was not changed)") from None
         raise
 
 

@@ -321,3 +321,22 @@ def test_a_failed_checkpoint_write_leaves_no_temporary_folder(tmp_path, monkeypa
     with pytest.raises(UsageError, match="cannot write the checkpoint of step 3"):
         checkpoint.save_checkpoint(tmp_path / "ck", model, opt, sched, {"step": 3})
     assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "ck").iterdir())
+
+
+@pytest.mark.parametrize("script,flag", [
+    ("prepare_data.py", "--data_version"), ("prepare_data.py", "--data_root"), ("train_teacher_model.py", "--output_dir"),
+    ("train_distillation_pipeline.py", "--output_dir"), ("train_distillation_pipeline.py", "--data_version"),
+    ("evaluate_final_model.py", "--output_dir"), ("teacher_scores.py", "--output"), ("export_student.py", "--output_dir"),
+    ("realtime_monitor.py", "--output_dir"),
+])
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path, script, flag):
+    """Issue #46 (13): a data version or output name over 255 bytes gave `OSError [Errno 36] File name too long` in
+    every script; refused up front (the last name at most 200 bytes: the toolkit writes temporary siblings of it)."""
+    long = "x" * 230 if flag == "--data_version" else str(tmp_path / ("é" * 130))  # 230 and 260 bytes
+    required = {"prepare_data.py": ["--source", str(SCIFACT)], "evaluate_final_model.py": ["--model_path", "m"],
+                "export_student.py": ["--model_path", "m"], "realtime_monitor.py": ["--", "true"],
+                "train_distillation_pipeline.py": [] if flag == "--output_dir" else ["--output_dir", str(tmp_path / "o")]
+                }.get(script, [])
+    proc = run_in_process(script, flag, long, *required)
+    assert_usage_error(proc, f"{flag}: the name", "bytes long", "choose a shorter name")
+    assert list(tmp_path.iterdir()) == []

@@ -128,3 +128,41 @@ def test_a_bf16_encoding_stays_within_rounding_of_fp32(tiny_minilm, scifact_vers
     full, half = encode_texts(st, texts, 4, "fp32"), encode_texts(st, texts, 4, "bf16")
     assert full.shape == half.shape and half.dtype == np.float32
     assert float(np.min(np.sum(full * half, axis=1))) > 0.999
+
+
+def test_teacher_scores_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, tiny_teacher,
+                                                                      scifact_version, score_cache_env):
+    """Issue #46 (16): teacher_scores.py whose disk fills while it writes the scores: one line naming the file and the
+    fix, exit 2, neither the output nor its temporary file left (an earlier output stays as it was)."""
+    import errno
+
+    from conftest import assert_usage_error, run_in_process
+    from crossdistill.data import teacher_scores as module
+
+    real_open = open
+
+    class Full:  # a file on a disk with 2 kB left
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, text):
+            self.n += len(text)
+            if self.n > 2000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(text)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(module, "open", lambda *a, **k: Full(real_open(*a, **k)), raising=False)
+    root, v = scifact_version
+    out = tmp_path / "scores.jsonl"
+    earlier = '{"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1.0], "neg_scores": [0.0]}\n'
+    out.write_text(earlier)
+    proc = run_in_process("teacher_scores.py", "--teacher_path", tiny_teacher, "--data_root", root, "--data_version", v,
+                          "--output", out, "--overwrite", "--K", "4", "--max_samples", "20", env=score_cache_env)
+    assert_usage_error(proc, f"could not write {out}", "No space left on device", "free disk space")
+    assert out.read_text() == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]
