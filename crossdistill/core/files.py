@@ -56,3 +56,25 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_json_object(path: str | os.PathLike, fix: str, fields: dict[str, type | tuple] | None = None) -> dict:
+    """A JSON object read from ``path``, or a UsageError naming the file and ``fix`` (what to do about it) when it is
+    not valid JSON, not an object, or one of ``fields`` (name -> expected type) present with another type: damaged
+    files a model folder carries (``config_sentence_transformers.json``, ``teacher_config.json`` with ``max_len:
+    "abc"``) are refused in one line, not met later as a traceback."""
+    from crossdistill.core.errors import UsageError
+
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is not valid JSON ({str(exc).splitlines()[0][:120]}); {fix}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{path} holds a JSON {type(value).__name__}, not an object; {fix}")
+    for name, kind in (fields or {}).items():
+        v = value.get(name)
+        bad_int = kind is int and (isinstance(v, bool) or (isinstance(v, int) and v <= 0))
+        if v is not None and (not isinstance(v, kind) or bad_int):
+            want = {int: "a positive whole number", str: "a string", dict: "an object"}.get(kind, str(kind))
+            raise UsageError(f"{path}: {name} is {v!r}, not {want}; {fix}")
+    return value

@@ -110,14 +110,21 @@ def similarity_scale(model: ResolvedModel) -> float:
 
 def _folder_prefixes(folder: Path) -> tuple[str, str] | None:
     """Prefixes saved with a model: a teacher folder's settings, or sentence-transformers prompts."""
+    from crossdistill.core.files import read_json_object
+
     f = teacher_config_file(folder)
     if f is not None:
-        cfg = json.loads(f.read_text(encoding="utf-8"))
+        cfg = read_json_object(f, "the teacher folder is damaged: restore it or train it again",
+                               {"query_prefix": str, "passage_prefix": str})
         if "query_prefix" in cfg:
             return cfg.get("query_prefix", ""), cfg.get("passage_prefix", "")
     f = folder / "config_sentence_transformers.json"
     if f.is_file():
-        prompts = json.loads(f.read_text(encoding="utf-8")).get("prompts") or {}
+        prompts = read_json_object(f, "the model folder is damaged: restore it or save the model again",
+                                   {"prompts": dict}).get("prompts") or {}
+        if any(not isinstance(v, str) for v in prompts.values()):
+            raise UsageError(f"{f}: its prompts are not all strings ({prompts!r}); the model folder is damaged: restore "
+                             "it or save the model again")
         if prompts:
             return prompts.get("query", ""), prompts.get("passage", prompts.get("document", ""))
     return None

@@ -37,11 +37,9 @@ class TeacherSpec:
 
 
 def _json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise UsageError(f"{path} is not valid JSON; the model folder is damaged, restore it or save the model again") from None
-    return value if isinstance(value, dict) else {}
+    from crossdistill.core.files import read_json_object
+
+    return read_json_object(path, "the model folder is damaged: restore it or save the model again")
 
 
 def _activation(folder: Path, config: dict) -> str:
@@ -149,7 +147,7 @@ def read_teacher_config(path: str | Path) -> dict:
     f = teacher_config_file(path)
     if f is None:
         return {}
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise UsageError(f"{f} is not valid JSON; the teacher folder is damaged, re-train or restore it") from None
+    from crossdistill.core.files import read_json_object
+
+    return read_json_object(f, "the teacher folder is damaged: train it again or restore it",
+                            {"max_len": int, "query_prefix": str, "passage_prefix": str, "base_model": str})

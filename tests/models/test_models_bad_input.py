@@ -168,3 +168,25 @@ def test_one_rule_says_what_a_model_folder_is(tmp_path, tiny_teacher, tiny_minil
         shutil.copy(tiny_minilm / name, bare / name)
     assert [model_folder_kind(f) for f in (tiny_teacher, tiny_minilm, bare, tmp_path / "nothing")] == \
         ["cross-encoder", "bi-encoder", "encoder", None]
+
+
+@pytest.mark.parametrize("damage", ["max_len_abc", "not_json", "prompts_list"])
+def test_damaged_json_in_a_model_folder_is_one_line(tmp_path, tiny_teacher, tiny_minilm, scifact_version, damage):
+    """Issue #46 (15): JSON a model folder carries was read unguarded: teacher_config.json with max_len "abc",
+    config_sentence_transformers.json that is not JSON or whose prompts are not an object. One line, exit 2."""
+    root, v = scifact_version
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    shutil.copytree(tiny_teacher, teacher)
+    shutil.copytree(tiny_minilm, student)
+    if damage == "max_len_abc":
+        cfg = json.loads((teacher / "teacher_config.json").read_text())
+        (teacher / "teacher_config.json").write_text(json.dumps({**cfg, "max_len": "abc"}))
+        expect = ["teacher_config.json: max_len is 'abc', not a positive whole number", "train it again or restore it"]
+    else:
+        (student / "config_sentence_transformers.json").write_text(
+            "{not json" if damage == "not_json" else json.dumps({"prompts": ["query: "]}))
+        expect = ["config_sentence_transformers.json", "restore it or save the model again"]
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", teacher, "--student_name", student,
+                          "--data_root", root, "--data_version", v, "--output_dir", tmp_path / "o")
+    assert_usage_error(proc, *expect)
+    assert not (tmp_path / "o").exists()
