@@ -207,13 +207,38 @@ def refuse_pickled_weights(folder: str | Path) -> None:
     """Refuse a model folder whose weights exist only as pickles (``pytorch_model*.bin``, no ``*.safetensors``):
     nothing this toolkit loads is ever unpickled."""
     folder = Path(folder)
-    if not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
+    if not folder.is_dir():
         return
+    refuse_custom_code(folder)
+    if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():
+        return  # what transformers loads (a stray other *.safetensors beside a pickle does not count)
     pickled = sorted(p.name for p in folder.glob("*.bin") if p.name.startswith(("pytorch_model", "model")))
     if pickled:
         raise UsageError(f"refusing to unpickle {folder / pickled[0]}: pickle-based weights can run code when loaded, and "
                          "this folder has no safetensors; convert it to safetensors where you trust it (transformers: "
                          "from_pretrained(folder).save_pretrained(folder, safe_serialization=True)) and pass it again")
+
+
+def refuse_custom_code(folder: Path) -> None:
+    """Refuse a model folder whose ``config.json`` asks for code of its own (``auto_map``: transformers would need
+    ``trust_remote_code``, which this toolkit never passes) or names a ``model_type`` this transformers does not know:
+    one line before loading, not a traceback from inside transformers."""
+    f = folder / "config.json"
+    if not f.is_file():
+        return
+    from crossdistill.core.files import read_json_object
+    from transformers import CONFIG_MAPPING
+
+    config = read_json_object(f, "the model folder is damaged: restore it or save the model again",
+                              {"model_type": str, "auto_map": dict})
+    if config.get("auto_map"):
+        names = ", ".join(f"{k} -> {v}" for k, v in list(config["auto_map"].items())[:2])
+        raise UsageError(f"{folder} needs code of its own to load (config.json auto_map: {names}); this toolkit never runs "
+                         "code from a model folder (trust_remote_code): pass a model whose architecture transformers has")
+    model_type = config.get("model_type")
+    if model_type and model_type not in CONFIG_MAPPING:
+        raise UsageError(f"{folder}: config.json names the model type {model_type!r}, which this transformers does not "
+                         "know; pass a model of a known architecture (or upgrade transformers)")
 
 
 def load_or_fail(loader, resolved: ResolvedModel, what: str):

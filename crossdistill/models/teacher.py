@@ -151,7 +151,12 @@ class CrossEncoderTeacher:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         spec = inspect_teacher(path, finished=False)  # whether a run may use it is decided before (open_teachers)
-        model = AutoModelForSequenceClassification.from_pretrained(spec.path, use_safetensors=True)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(spec.path, use_safetensors=True)
+        except (RuntimeError, ValueError, OSError, KeyError) as exc:  # a config.json that does not match the weights
+            msg = next((x.strip() for x in str(exc).splitlines() if x.strip()), type(exc).__name__)[:240]
+            raise UsageError(f"teacher {path} does not load ({msg}): its config.json does not describe its weights; "
+                             "save the model again (save_pretrained / CrossEncoder.save) or pass another teacher") from None
         if model.config.num_labels != 1:
             raise UsageError(f"{path} is a classifier with {model.config.num_labels} labels, not a relevance teacher (num_labels=1)")
         tok = AutoTokenizer.from_pretrained(spec.path)

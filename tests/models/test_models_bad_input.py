@@ -190,3 +190,39 @@ def test_damaged_json_in_a_model_folder_is_one_line(tmp_path, tiny_teacher, tiny
                           "--data_root", root, "--data_version", v, "--output_dir", tmp_path / "o")
     assert_usage_error(proc, *expect)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("lie", ["label_count", "auto_map", "unknown_type", "stray_safetensors"])
+def test_foreign_model_folders_that_pass_the_check_and_fail_in_transformers_are_one_line(tmp_path, tiny_minilm,
+                                                                                         scifact_version, lie):
+    """Issue #46 (14): a config.json that lies about its label count, auto_map naming code the folder would run, a
+    model type transformers does not know, a stray *.safetensors beside pickled weights: refused by the toolkit
+    first, one line, nothing written."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    root, v = scifact_version
+    teacher = tmp_path / "teacher"
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_minilm, num_labels=3 if lie == "label_count" else 1)
+    model.save_pretrained(teacher)
+    AutoTokenizer.from_pretrained(tiny_minilm).save_pretrained(teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    if lie == "label_count":  # the weights hold a 3-label head, the config says one label
+        config.update(id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
+        expect = ["does not load", "config.json does not describe its weights"]
+    elif lie == "auto_map":
+        config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_evil.EvilModel"}
+        expect = ["needs code of its own", "trust_remote_code"]
+    elif lie == "unknown_type":
+        config["model_type"] = "no_such_bert"
+        expect = ["model type 'no_such_bert'"]
+    else:  # pickled weights and a stray safetensors file that transformers would not load
+        import torch
+
+        torch.save(model.state_dict(), teacher / "pytorch_model.bin")
+        (teacher / "model.safetensors").rename(teacher / "extra.safetensors")
+        expect = ["refusing to unpickle", "pytorch_model.bin"]
+    (teacher / "config.json").write_text(json.dumps(config))
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", teacher, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", tmp_path / "o")
+    assert_usage_error(proc, *expect)
+    assert not (tmp_path / "o").exists()
