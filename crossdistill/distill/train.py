@@ -62,6 +62,7 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
         lock_run(out_dir)  # one run per folder
     with claimed_output(out_dir, "student", fresh=resume_from is None, main=main, wait=accelerator.wait_for_everyone) as claim:
         events = EventLog(out_dir / "events.jsonl", enabled=main)
+        events.make_current()  # long phases report their progress to it (core.events.report_progress)
         with accelerator.main_process_first():  # the main process fills the teacher-score cache, the others read it
             run = prepare_run(inputs, log, device=device, student=student, events=events)
         if cfg.gradient_checkpointing:

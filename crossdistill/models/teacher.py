@@ -187,7 +187,10 @@ class CrossEncoderTeacher:
         ``on_progress(done, total)`` is called at most every ``progress_every`` seconds and at the end.
         """
         import time
+
         from tqdm.auto import tqdm
+
+        from crossdistill.core.events import report_progress
 
         unique = list(dict.fromkeys(pairs))
         order = sorted(range(len(unique)), key=lambda i: len(unique[i][0]) + len(unique[i][1]))
@@ -202,6 +205,7 @@ class CrossEncoderTeacher:
             logit = self.logits(batch).float()
             out[idx] = (torch.sigmoid(logit) if activation == "sigmoid" else logit).cpu().numpy()
             done = min(s + batch_size, len(order))
+            report_progress("teacher_scoring", done, len(order))
             if on_progress is not None and (time.time() - last > progress_every or done == len(order)):
                 on_progress(done, len(order))
                 last = time.time()

@@ -166,3 +166,37 @@ def test_teacher_scores_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, 
                           "--output", out, "--overwrite", "--K", "4", "--max_samples", "20", env=score_cache_env)
     assert_usage_error(proc, f"could not write {out}", "No space left on device", "free disk space")
     assert out.read_text() == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]
+
+
+def test_long_phases_report_progress_to_the_current_run(tmp_path, monkeypatch, tiny_minilm, tiny_teacher,
+                                                        scifact_version):
+    """Issue #46 (12): the guard's teacher scoring ran minutes with no event, so a monitor with --stall_timeout 120
+    restarted a healthy run. Teacher scoring and every encoding (guard, validation, dense teachers, evaluation) report
+    `phase` events with done/total to the current run's log; with no run current (the evaluation) nothing is written."""
+    from sentence_transformers import SentenceTransformer
+
+    from crossdistill.core import events as ev
+    from crossdistill.models.student import encode_texts
+    from crossdistill.models.teacher import CrossEncoderTeacher
+
+    monkeypatch.setattr(ev, "PROGRESS_EVERY", 0.0)
+    queries, lists = _texts(scifact_version, 40)
+    passages = [p for pair in lists for p in pair]
+    st = SentenceTransformer(str(tiny_minilm), device="cpu")
+    encode_texts(st, passages, batch_size=8)  # no run current: no file anywhere
+    log = ev.EventLog(tmp_path / "events.jsonl")
+    log.make_current()
+    try:
+        encode_texts(st, passages, batch_size=8, chunk=32)
+        CrossEncoderTeacher.load(tiny_teacher).score([(q, p) for q, pair in zip(queries, lists) for p in pair],
+                                                     batch_size=16)
+    finally:
+        ev.clear_current()
+    phases = [e for e in ev.read_events(tmp_path / "events.jsonl") if e["event"] == "phase"]
+    enc = [(e["done"], e["total"]) for e in phases if e["phase"] == "encoding"]
+    assert enc == [(32, 80), (64, 80), (80, 80)]
+    scoring = [(e["done"], e["total"]) for e in phases if e["phase"] == "teacher_scoring"]
+    total = len(set((q, p) for q, pair in zip(queries, lists) for p in pair))  # each distinct pair scored once
+    assert scoring == [(min(i, total), total) for i in range(16, total + 16, 16)]
+    ev.report_progress("encoding", 1, 2)  # cleared: nothing more
+    assert len(ev.read_events(tmp_path / "events.jsonl")) == len(phases)
