@@ -162,3 +162,16 @@ def test_a_dead_dotted_name_is_caught():
     assert dotted_names("see :func:`crossdistill.teach.scores.combine` and crossdistill.egg-info") == \
         {"crossdistill.teach.scores.combine"}
     assert not resolves("crossdistill.teach.scores.combine") and resolves("crossdistill.teachers.ensemble.combine")
+
+
+def test_formats_of_earlier_versions_are_read_in_one_place():
+    """Issue #45 (9): what earlier versions wrote to disk (file names, a checkpoint layout, a cache schema) is named
+    only in crossdistill/core/legacy.py, which states the version that drops it."""
+    from crossdistill.core import legacy
+
+    assert legacy.DROP_AT == "1.0.0"
+    names = ("lora_config.json", ".crossdistill-run", ".done.previous.json", '{"scores": ["k", "logit"]}',
+             "parent / BEST")
+    found = [f"{p.relative_to(ROOT)}: {n}" for p in sorted(PACKAGE.rglob("*.py")) if p.name != "legacy.py"
+             for n in names if n in p.read_text(encoding="utf-8")]
+    assert found == []

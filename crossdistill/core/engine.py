@@ -35,7 +35,7 @@ from typing import Callable
 
 import torch
 
-from crossdistill.core import hooks
+from crossdistill.core import hooks, legacy
 from crossdistill.core.checkpoint import _latest_named, load_best, save_checkpoint, trainable_state
 from crossdistill.core.errors import NonFiniteLoss, UsageError
 from crossdistill.core.events import EventLog
@@ -240,10 +240,7 @@ def _end_epoch(loop: Loop, state: RunState, stage: Stage, epoch: int, seconds: f
 
 
 def _best_key(state: RunState, stage: Stage) -> list[float]:
-    best = state.best
-    if "key" not in best:  # a checkpoint of an earlier version recorded the row, not its key
-        best["key"] = stage.key(next(r for r in state.history if r["epoch"] == best["epoch"]))
-    return best["key"]
+    return legacy.best_key(state.best, state.history, stage.key)
 
 
 def best_weights(loop: Loop) -> dict:

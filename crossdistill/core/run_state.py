@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from crossdistill.core import legacy
 from crossdistill.core.checkpoint import load_checkpoint, rescale_lr
 from crossdistill.core.errors import UsageError
 
@@ -98,11 +99,11 @@ def check_resume_settings(folder: Path | None, now: dict) -> None:
     if folder is None:
         return
     try:
-        recorded = json.loads((folder / "state.json").read_text()).get("settings")
-    except (OSError, ValueError, AttributeError):
+        recorded = legacy.recorded_settings(json.loads((folder / "state.json").read_text()))
+    except (OSError, ValueError):
         return  # a damaged state.json is refused when the checkpoint is loaded
-    if not isinstance(recorded, dict):
-        return  # a checkpoint of an earlier version records none
+    if recorded is None:
+        return
     changed = [k for k in sorted(set(recorded) & set(now)) if k not in RESUMABLE_CHANGES and recorded[k] != now[k]]
     if changed:
         k = changed[0]

@@ -12,12 +12,11 @@ from typing import Callable, Iterator
 
 from crossdistill.core.errors import UsageError
 from crossdistill.core.files import write_json
+from crossdistill.core.legacy import MARKER, PREVIOUS_DONE
 from crossdistill.core.ownership import (
-    MARKER,
     MONITOR_FILES,
     OWNER_FILE,
     PREVIOUS,
-    PREVIOUS_DONE,
     RUN_LOCK,
     RUN_STATE,
     folder_kind,

@@ -19,7 +19,8 @@ from crossdistill.data.versions import DataVersion
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.validation import val_pool_passages
 from crossdistill.models.export import missing_packages, parse_formats
-from crossdistill.models.resolve import ResolvedModel, model_folder_kind, resolve_model, similarity_scale
+from crossdistill.models.folders import model_folder_kind
+from crossdistill.models.resolve import ResolvedModel, resolve_model, similarity_scale
 from crossdistill.models.student import BiEncoderStudent
 from crossdistill.teachers.cache import default_cache_path
 from crossdistill.teachers.config import open_run_teachers

@@ -26,7 +26,8 @@ def load_bi_encoder(path: str, max_len: int | None = None, device: str | None = 
     """A SentenceTransformer from a folder/alias/hub id, refusing cross-encoders with a clear message."""
     from sentence_transformers import SentenceTransformer
 
-    from crossdistill.models.resolve import check_max_len, load_or_fail, model_folder_kind, resolve_model
+    from crossdistill.models.folders import model_folder_kind
+    from crossdistill.models.resolve import check_max_len, load_or_fail, resolve_model
 
     resolved = resolve_model(path)
     folder = Path(resolved.path)

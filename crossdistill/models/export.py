@@ -53,7 +53,8 @@ def export_target(model_path: str, output_dir: str | None) -> Path:
     import shutil
 
     from crossdistill.core.ownership import atomic_dir, check_output_dir, folder_kind, mark_owner, refuse_overlap
-    from crossdistill.models.resolve import is_bi_encoder_folder, resolve_model
+    from crossdistill.models.folders import is_bi_encoder_folder
+    from crossdistill.models.resolve import resolve_model
 
     source = Path(resolve_model(model_path).path)
     if not source.is_dir():

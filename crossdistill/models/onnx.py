@@ -103,7 +103,7 @@ def export_fp32(folder: Path, target: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from crossdistill.models.resolve import refuse_pickled_weights
+    from crossdistill.models.folders import refuse_pickled_weights
 
     src = transformer_dir(folder)
     refuse_pickled_weights(src)

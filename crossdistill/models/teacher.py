@@ -19,15 +19,14 @@ import numpy as np
 import torch
 
 from crossdistill.core.errors import UsageError
+from crossdistill.models.folders import TEACHER_CONFIG_NAMES, teacher_config_file
 from crossdistill.models.resolve import (
-    TEACHER_CONFIG_NAMES,
     ResolvedModel,
     attention_dropout_kwargs,
     check_max_len,
     check_prefixes,
     check_tokenizer,
     load_or_fail,
-    teacher_config_file,
 )
 from crossdistill.models.teacher_folder import inspect_teacher
 
@@ -225,7 +224,7 @@ def merged_copy(model):
 
 def save_teacher(teacher: CrossEncoderTeacher, folder: Path, config: dict) -> None:
     """Write ``teacher`` into ``folder``: the standard model (LoRA merged, loads without peft), its tokenizer,
-    ``adapter/`` when the model carries LoRA adapters, and ``teacher_config.json`` (earlier: ``lora_config.json``)."""
+    ``adapter/`` when the model carries LoRA adapters, and ``teacher_config.json`` (an earlier name: :data:`crossdistill.core.legacy.TEACHER_CONFIG`)."""
     from peft import PeftModel
 
     from crossdistill.core.files import write_json

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 from crossdistill.core.errors import UsageError
-from crossdistill.models.resolve import check_tokenizer_files, refuse_pickled_weights, teacher_config_file
+from crossdistill.models.folders import check_tokenizer_files, refuse_pickled_weights, teacher_config_file
 from crossdistill.core.settings import DEFAULT_MAX_LEN
 
 

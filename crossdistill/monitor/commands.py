@@ -9,6 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from crossdistill.core.ownership import folder_kind
 from crossdistill.core.settings import DEFAULT_MAX_LEN
 
 
@@ -146,3 +147,12 @@ def texts_per_batch(cmd: list[str]) -> int:
 
     return int(flag_value(cmd, "--batch_size") or StudentConfig.default("batch_size")) * \
         (1 + int(flag_value(cmd, "--K") or StudentConfig.default("K")))
+
+
+def resumable(output_dir: Path, command: list[str]) -> bool:
+    """A command without --resume or --overwrite (those inside a shell string included) for a folder that holds an
+    unfinished training run of this toolkit (its kind teacher or student, no done.json; with checkpoints or stopped
+    before its first one): what a rerun of the monitor after Ctrl-C or SIGTERM finds."""
+    flags = words(command)
+    return "--resume" not in flags and "--overwrite" not in flags and \
+        folder_kind(output_dir) in ("teacher", "student") and not (output_dir / "done.json").is_file()

@@ -52,10 +52,10 @@ from crossdistill.core.cli import MONITOR_FLAGS
 from crossdistill.core.errors import EXIT_NONFINITE, EXIT_OOM, EXIT_USAGE, UsageError
 from crossdistill.core.events import EventLog, read_events
 from crossdistill.core.ownership import folder_kind
-from crossdistill.monitor.commands import evaluation_command, is_direct, recovery, words
+from crossdistill.monitor.commands import evaluation_command, is_direct, recovery, resumable
 from crossdistill.monitor.config import MonitorConfig
 from crossdistill.monitor.job import Job, monitor_lock
-from crossdistill.monitor.watch import Watcher
+from crossdistill.monitor.watch import Watcher, last_error, tail
 
 BACKOFF_MAX = 600.0  # seconds: the longest wait before a restart, however many came before
 
@@ -182,7 +182,7 @@ class Supervisor:
 
     def _error_line(self) -> str:
         """The last line of the job's log that reads like an error: shown to the user, never used to classify."""
-        return _last_error(_tail(self.output_dir / "train.log", 40))
+        return last_error(tail(self.output_dir / "train.log", 40))
 
     # ----------------------------------------------------------------- recovery
     def _last_micro(self) -> int | None:
@@ -295,7 +295,7 @@ class Supervisor:
             self.decide("evaluation-failed", f"no result within --eval_timeout {self.policy.eval_timeout:.0f}s; stopped it")
             return 1
         if code != 0:
-            self.decide("evaluation-failed", _last_error(_tail(self.output_dir / "evaluation.log", 40)) or f"exit {code}")
+            self.decide("evaluation-failed", last_error(tail(self.output_dir / "evaluation.log", 40)) or f"exit {code}")
             return 1
         out = Path(args[args.index("--output_dir") + 1])
         res = json.loads((out / "bi_encoder_evaluation_results.json").read_text())
@@ -308,30 +308,3 @@ class Supervisor:
         self.say(f"[monitor] test {scope}: {beside}")
         self.log.log("evaluated", output=str(out), mrr10=pool["mrr@10"], ndcg10=pool["ndcg@10"])
         return 0
-
-
-# --------------------------------------------------------------------------- helpers
-def resumable(output_dir: Path, command: list[str]) -> bool:
-    """A command without --resume or --overwrite (those inside a shell string included) for a folder that holds an
-    unfinished training run of this toolkit (its kind teacher or student, no done.json; with checkpoints or stopped
-    before its first one): what a rerun of the monitor after Ctrl-C or SIGTERM finds."""
-    flags = words(command)
-    return "--resume" not in flags and "--overwrite" not in flags and \
-        folder_kind(output_dir) in ("teacher", "student") and not (output_dir / "done.json").is_file()
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, 2) - 20000))
-            return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
-
-
-def _last_error(text: str) -> str:
-    for line in reversed(text.strip().splitlines()):
-        s = line.strip()
-        if s and ("Error" in s or "error" in s.lower() or "Exception" in s):
-            return s[:300]
-    return text.strip().splitlines()[-1][:300] if text.strip() else ""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossdistill.models.resolve import is_bi_encoder_folder  # noqa: F401 - the one rule, re-exported
+from crossdistill.models.folders import is_bi_encoder_folder  # noqa: F401 - the one rule, re-exported
 
 
 class TeacherKind:

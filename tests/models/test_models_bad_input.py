@@ -160,7 +160,7 @@ def test_one_rule_says_what_a_model_folder_is(tmp_path, tiny_teacher, tiny_minil
     """Issue #46 (4): every flag that takes a model asks one rule."""
     import shutil
 
-    from crossdistill.models.resolve import model_folder_kind
+    from crossdistill.models.folders import model_folder_kind
 
     bare = tmp_path / "bare"
     bare.mkdir()

@@ -349,8 +349,7 @@ def test_recovery_flags_reach_the_script_whatever_wraps_it(tmp_path, monkeypatch
     a folder stopped before its first checkpoint counts as resumable, and the script side (with_monitor_flags)."""
     from crossdistill.core.cli import MONITOR_DIR, MONITOR_FLAGS, with_monitor_flags
     from crossdistill.core.ownership import mark_owner
-    from crossdistill.monitor.commands import is_direct, recovery
-    from crossdistill.monitor.supervisor import resumable
+    from crossdistill.monitor.commands import is_direct, recovery, resumable
 
     for cmd in (["python", "t.py"], ["/usr/bin/python3.11", "-m", "crossdistill.distill"], ["env", "FOO=1", "python", "t.py"],
                 ["crossdistill-distill", "--K", "4"], ["accelerate", "launch", "t.py"], ["./train_distillation_pipeline.py"]):
