@@ -96,6 +96,41 @@ def read_scores_file(path: str | Path) -> list[ScoredList]:
     return records
 
 
+SCORE_KINDS = ("auto", "logit", "probability")
+PROBABILITY_CLIP = 1e-6  # a probability of exactly 0 or 1 becomes the logit of 1e-6 / 1 - 1e-6 (±13.8)
+
+
+def score_kind_of(records: list[ScoredList], kind: str = "auto") -> tuple[str, str]:
+    """What a file's scores are — ``logit`` or ``probability`` — and why: ``kind`` when the user said (a probability
+    outside [0, 1] refused), else ``auto``: probabilities when every score lies in [0, 1] and they are not all equal
+    (sentence-transformers' ``CrossEncoder.predict`` applies a sigmoid by default, FlagEmbedding's ``compute_score``
+    with ``normalize=True``), logits otherwise (FlagEmbedding's default, this toolkit's own files)."""
+    scores = [s for r in records for s in (*r.pos_scores, *r.neg_scores)]
+    outside = next((s for s in scores if not 0.0 <= s <= 1.0), None)
+    if kind == "probability" and outside is not None:
+        raise UsageError(f"--score_kind probability, but the file holds the score {outside:g}, outside [0, 1]; pass "
+                         "--score_kind logit (or auto)")
+    if kind != "auto":
+        return kind, f"--score_kind {kind}"
+    if outside is None and len(set(scores)) > 1:
+        return "probability", (f"every one of its {len(scores)} scores lies in [0, 1] (CrossEncoder.predict's default "
+                               "sigmoid, or a normalised compute_score); pass --score_kind logit if they are logits")
+    return "logit", (f"a score lies outside [0, 1] ({outside:g})" if outside is not None else
+                     "its scores are all equal") + "; pass --score_kind probability if they are probabilities"
+
+
+def as_logits(records: list[ScoredList], kind: str) -> list[ScoredList]:
+    """The records with logits: probabilities become log(p / (1 - p)) (clipped to [1e-6, 1 - 1e-6]), logits stay."""
+    if kind != "probability":
+        return records
+
+    def logit(ps):
+        p = np.clip(np.asarray(ps, dtype=np.float64), PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+        return [float(x) for x in np.log(p / (1 - p))]
+
+    return [ScoredList(r.query, r.pos, r.neg, logit(r.pos_scores), logit(r.neg_scores)) for r in records]
+
+
 def scores_fingerprint(path: str | Path) -> str:
     from crossdistill.core.files import file_sha256
 

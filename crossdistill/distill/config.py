@@ -18,6 +18,7 @@ from crossdistill.core.settings import (
     TrainingConfig,
     setting,
 )
+from crossdistill.data.teacher_scores import SCORE_KINDS
 from crossdistill.distill.recipes import DEFAULT_RECIPE, STUDENT_RECIPES, recipe_summary, recipe_values
 from crossdistill.losses.total import WEIGHTS
 from crossdistill.teachers.config import ListSettings
@@ -33,6 +34,10 @@ class StudentConfig(TrainingConfig, ListSettings):
                                                "FlagEmbedding's layout (query, pos, neg, pos_scores, neg_scores), e.g. "
                                                "written by teacher_scores.py; default without --teacher_path: the data "
                                                "version's teacher_scores.jsonl (prepared from a scored source)")
+    score_kind: str = setting("auto", "what the numbers of --teacher_scores (or the version's teacher_scores.jsonl) are: "
+                                      "'logit', 'probability' (CrossEncoder.predict's default sigmoid; turned into logits "
+                                      "before use) or 'auto' (probabilities when every score lies in [0, 1]; the log "
+                                      "says what was assumed)", choices=list(SCORE_KINDS))
     student_name: str = setting("minilm-l6", "student: folder, hub id (e.g. intfloat/multilingual-e5-large-instruct) or "
                                              "alias (minilm-l6, multilingual-e5-small)")
     output_dir: str = setting(help="folder of the published student (checkpoints while training)")

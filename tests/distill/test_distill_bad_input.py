@@ -187,3 +187,51 @@ def test_teacher_scores_that_cannot_teach_are_refused(tmp_path, tiny_minilm, sci
                              **({} if i % 2 else {"neg_scores": [0.0]})}, f"line {i}") for i, q in enumerate(queries)]
     _, _, stats = lists_from_scores(records, queries, 4)
     assert stats["one_passage_lists"] == 3 and stats["queries"] == 6
+
+
+def test_probabilities_and_the_same_scores_as_logits_give_the_same_soft_labels(tmp_path, scifact_version):
+    """Issue #47 (1): CrossEncoder.predict writes sigmoid probabilities by default; taken as logits they flattened the
+    soft labels. --score_kind auto sees every score in [0, 1] and turns them into logits, and says so."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+
+    from crossdistill.data.teacher_scores import check_record
+    from crossdistill.distill.config import StudentConfig
+    from crossdistill.distill.soft_labels import scored_lists
+
+    root, v = scifact_version
+    train = pd.read_csv(f"{root}/{v}/train.csv")
+    rng = np.random.default_rng(0)
+    logit_records, prob_records = [], []
+    for q, rows in list(train.groupby("anchor", sort=False))[:12]:
+        pos, neg = [rows["positive"].iloc[0]], list(dict.fromkeys(rows["negative"]))[:3]
+        ls = rng.normal(0, 3, 1 + len(neg)).round(3).tolist()
+        logit_records.append({"query": q, "pos": pos, "neg": neg, "pos_scores": ls[:1], "neg_scores": ls[1:]})
+        ps = (1 / (1 + np.exp(-np.asarray(ls)))).tolist()
+        prob_records.append({**logit_records[-1], "pos_scores": ps[:1], "neg_scores": ps[1:]})
+
+    def run(records, kind="auto"):
+        lines, path = [], tmp_path / "s.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        cfg = StudentConfig.parse(["--teacher_scores", str(path), "--output_dir", "o", "--K", "4", "--score_kind", kind,
+                                   "--scale", "20"])
+        inputs = SimpleNamespace(cfg=cfg, train=train, scores_path=str(path),
+                                 scores=[check_record(r, f"line {i}") for i, r in enumerate(records)])
+        _, logits, _, info = scored_lists(inputs, lines.append)
+        return logits, info, lines
+
+    as_logits, info_l, lines_l = run(logit_records)
+    as_probs, info_p, lines_p = run(prob_records)
+    assert info_l["score_kind"] == "logit" and info_p["score_kind"] == "probability"
+    assert any("taken as probabilities" in x for x in lines_p) and any("taken as logits" in x for x in lines_l)
+    assert any("every one of its" in x and "lies in [0, 1]" in x for x in lines_p)
+    for a, b in zip(as_logits, as_probs):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        np.testing.assert_allclose(np.exp(a) / np.exp(a).sum(), np.exp(b) / np.exp(b).sum(), atol=1e-5)
+    forced, info_f, _ = run(prob_records, "logit")  # the user says they are logits: taken as they are
+    assert info_f["score_kind"] == "logit" and np.allclose(forced[0], [r for r in prob_records[0]["pos_scores"] +
+                                                                      prob_records[0]["neg_scores"]][:len(forced[0])])
+    with pytest.raises(UsageError, match="--score_kind probability, but the file holds the score"):
+        run(logit_records, "probability")
