@@ -254,3 +254,71 @@ def test_onnx_and_int8_students_agree_with_torch(tmp_path, tiny_minilm, scifact_
     assert (other / "onnx" / "model.onnx").read_bytes() == b"someone else's"
     assert_usage_error(run_in_process("export_student.py", "--model_path", student, "--formats", "tflite"), "onnx-int8")
     assert np.isfinite(reference).all()
+
+
+@pytest.fixture(scope="module")
+def st_mined(tmp_path_factory, tiny_minilm):
+    """SciFact (query, passage) pairs mined by the installed sentence-transformers' mine_hard_negatives itself, in each
+    of its output formats, with and without scores; written the way a user saves a datasets.Dataset (JSONL)."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    pairs, flat = scifact_pairs(40)
+    pairs = pairs.drop_duplicates("query").reset_index(drop=True)
+    corpus = list(dict.fromkeys([*pairs["passage"], *list(flat.values())[:300]]))
+    model = SentenceTransformer(str(tiny_minilm), device="cpu")
+    folder = tmp_path_factory.mktemp("st_mined")
+    out = {}
+    for fmt in ("triplet", "n-tuple", "labeled-pair", "labeled-list"):
+        for scores in (False, True):
+            ds = mine_hard_negatives(Dataset.from_pandas(pairs), model, corpus=corpus, num_negatives=3, range_max=20,
+                                     output_format=fmt, output_scores=scores, batch_size=64, verbose=False)
+            path = folder / f"{fmt}{'_scores' if scores else ''}.jsonl"
+            ds.to_json(str(path), lines=True)
+            out[(fmt, scores)] = (path, ds.to_pandas())
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,scores", [("triplet", False), ("triplet", True), ("n-tuple", False), ("n-tuple", True),
+                                        ("labeled-pair", False), ("labeled-list", False), ("labeled-list", True)])
+def test_sentence_transformers_mined_files_prepare_with_their_negatives_and_scores(tmp_path, st_mined, fmt, scores):
+    """Issue #47 (1): mine_hard_negatives' output, each format with and without output_scores, is a source: its
+    negatives are kept (--negatives keep: not mined again) and its scores become the version's teacher scores. Before,
+    an n-tuple file with scores prepared with exit 0 and its negative_1..n and scores were dropped."""
+    path, df = st_mined[(fmt, scores)]
+    proc = prepare(tmp_path, path, "m", "--negatives", "keep")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if (fmt, scores) != ("triplet", False):
+        assert f"mine_hard_negatives output ({fmt}{'+scores' if scores else ''})" in proc.stdout
+    # what the file says each query's negatives are (and their scores)
+    q_col = "query"
+    mined: dict = {}
+    for r in df.to_dict("records"):
+        if fmt == "n-tuple":
+            mined.setdefault(r[q_col], set()).update(r[c] for c in df.columns if c.startswith("negative_"))
+        elif fmt == "triplet":
+            mined.setdefault(r[q_col], set()).add(r["negative"])
+        elif fmt == "labeled-pair":
+            if r["label"] == 0:
+                mined.setdefault(r[q_col], set()).add(r["passage"])
+        else:
+            docs = list(r["passage"])
+            labels = list(r["labels"]) if "labels" in r else [1] + [0] * (len(docs) - 1)
+            mined.setdefault(r[q_col], set()).update(d for d, y in zip(docs, labels) if not y)
+    kept = pd.concat([rows(tmp_path, "m", s) for s in ("train", "val", "test")])
+    assert len(kept) > 0 and all(n in mined[q] for q, n in zip(kept["anchor"], kept["negative"]))
+    scores_file = tmp_path / "data" / "m" / "teacher_scores.jsonl"
+    assert scores_file.is_file() == scores
+    if scores:
+        records = [json.loads(x) for x in scores_file.read_text().splitlines()]
+        assert records and all(r["neg"] and len(r["neg_scores"]) == len(r["neg"]) for r in records)
+        file_scores = {}
+        for r in df.to_dict("records"):
+            docs = ([r["passage"], *[r[c] for c in df.columns if c.startswith("negative_")]] if fmt == "n-tuple" else
+                    [r["passage"], r["negative"]] if fmt == "triplet" else list(r["passage"]))
+            file_scores.update({(r[q_col], d): s for d, s in zip(docs, list(r["scores"]))})
+        for rec in records:
+            for d, s in zip(rec["neg"], rec["neg_scores"]):
+                assert abs(file_scores[(rec["query"], d)] - s) < 1e-5
