@@ -89,11 +89,29 @@ def load_splits(cfg: PrepareConfig, kind: str):
     else:
         raise UsageError(f"unknown --source_type {kind}; use beir, squad or one of {', '.join(TABLE_KINDS)}")
     keys = [full.query_groups.get(q, q) for q in full.qrels]
-    parts = data.split_groups(keys, (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction), seed)
+    fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
+    scored_keys = {full.query_groups.get(q, q) for q in full.qrels if scored and full.queries[q] in scored}
+    if scored and cfg.scored_queries == "train":  # every scored query teaches: val/test come from the unscored ones
+        rest = [k for k in keys if k not in scored_keys]
+        if len(set(rest)) < 2:
+            raise UsageError(f"--scored_queries train keeps all {len(scored_keys)} scored queries for training, but "
+                             f"{source} has {len(set(rest))} unscored queries for val and test; add unscored labelled "
+                             "queries, or leave --scored_queries at 'any'")
+        parts = data.split_groups(rest, fractions, seed)
+        parts[0] = [*parts[0], *sorted(scored_keys)]
+    else:
+        parts = data.split_groups(keys, fractions, seed)
     out = {}
     for name, part in zip(SPLITS, parts):
         chosen = set(part)
         out[name] = full.subset([q for q in full.qrels if full.query_groups.get(q, q) in chosen])
+    if scored:
+        held = {name: len(scored_keys & set(part)) for name, part in zip(SPLITS, parts)}
+        print(f"scored queries: {held['train']} in train, {held['val']} in val and {held['test']} in test (these "
+              f"{held['val'] + held['test']} never teach"
+              + ("; --scored_queries train keeps all of them for training)" if held["val"] + held["test"] else ")"),
+              flush=True)
+        stats = {**stats, "scored_queries_by_split": held}
     return out, given, not cfg.corpus, stats, scored
 
 

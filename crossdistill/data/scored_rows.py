@@ -58,21 +58,23 @@ def _flagembedding_rows(df: pd.DataFrame, source: str, pos_col: str) -> tuple[pd
     rows, scored = [], ({} if has_scores else None)
     for i, raw in enumerate(df.to_dict("records")):
         where = f"{source} row {i + 1}"
+        # a record without pos_scores in a scored file is a query with labels only (split like any; never a teacher)
+        row_scored = has_scores and _plain(raw.get(lower["pos_scores"])) is not None
         obj = {"query": text_cell(raw.get(q_col), f"{where}, column {q_col!r}"),
                "pos": _plain(raw.get(pos_col)), "neg": _plain(raw.get(lower.get("neg"))) if "neg" in lower else [],
                **({"pos_scores": _plain(raw.get(lower["pos_scores"])),
                    "neg_scores": _plain(raw.get(lower["neg_scores"])) if "neg_scores" in lower else None}
-                  if has_scores else {})}
+                  if row_scored else {})}
         if obj["neg"] is None:
             obj["neg"] = []
-        if has_scores and not obj["neg"] and obj["neg_scores"] is None:
+        if row_scored and not obj["neg"] and obj["neg_scores"] is None:
             obj["neg_scores"] = []
-        rec = check_record(obj, where, scored=has_scores)
+        rec = check_record(obj, where, scored=row_scored)
         pos = [text_cell(t, f"{where}, column 'pos'") for t in rec.pos]
         neg = [text_cell(t, f"{where}, column 'neg'") for t in rec.neg]
         for p in pos:
             rows += [(rec.query, p, n) for n in neg] or [(rec.query, p, None)]
-        if scored is not None:
+        if scored is not None and row_scored:
             for role, texts, scores in (("pos", pos, rec.pos_scores), ("neg", neg, rec.neg_scores)):
                 for t, v in zip(texts, scores):
                     _add_score(scored, rec.query, role, t, v, where)

@@ -76,6 +76,25 @@ def check_record(obj, where: str, scored: bool = True) -> ScoredList:
                       _scores(obj.get("neg_scores", [] if not neg else None), len(neg), where, "neg_scores", "neg"))
 
 
+def flagembedding_keys_note(objs: list) -> str | None:
+    """What FlagEmbedding's ``prompt`` and ``type`` keys in these records mean here, or None when none carries them:
+    they are not used (the student's query prefix comes from --query_prefix or its model's own prompts, one for every
+    query; a task ``type`` changes nothing in how a list is learned)."""
+    prompts = {o.get("prompt") for o in objs if isinstance(o, dict) and o.get("prompt")}
+    types = {o.get("type") for o in objs if isinstance(o, dict) and o.get("type")}
+    if not prompts and not types:
+        return None
+    parts = []
+    if prompts:
+        shown = next(iter(prompts))
+        parts.append(f"the records' 'prompt' ({len(prompts)} distinct, e.g. {str(shown)[:50]!r}) is not used: the "
+                     "student's query prefix is --query_prefix (or its model's own prompt), one for every query; pass "
+                     "--query_prefix with that instruction if the student should read it")
+    if types:
+        parts.append(f"'type' ({', '.join(sorted(map(str, types))[:3])}) is not used: every list is learned alike")
+    return "; ".join(parts)
+
+
 def read_scores_file(path: str | Path) -> list[ScoredList]:
     """Every record of a scores file, validated (the first bad row is refused, named by its line)."""
     from crossdistill.data.sources import read_jsonl
@@ -84,7 +103,13 @@ def read_scores_file(path: str | Path) -> list[ScoredList]:
     if not path.is_file():
         raise UsageError(f"--teacher_scores {path} does not exist or is not a file; write one with teacher_scores.py, or "
                          "prepare a scored source with prepare_data.py")
-    records = [check_record(obj, f"{path} line {line}") for line, obj in read_jsonl(path)]
+    rows = read_jsonl(path)
+    records = [check_record(obj, f"{path} line {line}") for line, obj in rows]
+    note = flagembedding_keys_note([obj for _, obj in rows])
+    if note:
+        from crossdistill.data.versions import warn
+
+        warn(f"{path}: {note}")
     if not records:
         raise UsageError(f"--teacher_scores {path} holds no records; one JSON object per line: {', '.join(RECORD_KEYS)}")
     seen: dict[str, int] = {}

@@ -15,7 +15,7 @@ from crossdistill.data import eval_sets
 from crossdistill.data.candidates import CandidateList, build_candidates
 from crossdistill.data.pseudo_queries import pseudo_query_lists
 from crossdistill.data.teacher_scores import SCORES_FILE, read_scores_file, scores_fingerprint
-from crossdistill.data.versions import DataVersion
+from crossdistill.data.versions import DataVersion, subsample
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.validation import val_pool_passages
 from crossdistill.models.export import missing_packages, parse_formats
@@ -98,7 +98,12 @@ def read_inputs(cfg: StudentConfig, device: str = "cpu") -> StudentInputs:
         "--fusion_model": dense.path if dense else None,
         "--student_name": student.path if student.is_local else None})
     version = DataVersion.of(cfg)
-    train = version.split("train", cfg.max_samples, cfg.seed)
+    train = version.split("train")
+    if scores is not None and cfg.max_samples:  # draw the subset from the queries the file scored, not before it
+        have = {r.query for r in scores}
+        scored = train[train["anchor"].isin(have)].reset_index(drop=True)
+        train = scored if len(scored) else train  # none scored: refused with its own message (lists_from_scores)
+    train = subsample(train, cfg.max_samples, cfg.seed)
     val = version.split("val", cfg.max_val_samples, cfg.seed)
     corpus, pool_info = val_pool_passages(version, cfg.val_pool)
     if parse_formats(cfg.export) and missing_packages():  # refused now, not after the training

@@ -322,3 +322,34 @@ def test_sentence_transformers_mined_files_prepare_with_their_negatives_and_scor
         for rec in records:
             for d, s in zip(rec["neg"], rec["neg_scores"]):
                 assert abs(file_scores[(rec["query"], d)] - s) < 1e-5
+
+
+def test_scored_queries_held_out_are_counted_and_can_all_train(tmp_path):
+    """Issue #47 (1): a scored source split like any other sends some scored queries to val/test, where they never
+    teach: the log counts them, and --scored_queries train keeps every one for training (val/test from the unscored
+    queries of the file: records without pos_scores)."""
+    pairs, flat = scifact_pairs(60)
+    docs = list(flat.values())
+    recs = []
+    for i, (q, g) in enumerate(pairs.groupby("query", sort=False)):
+        rec = {"query": q, "pos": list(g["passage"]), "neg": docs[200 + 3 * i: 203 + 3 * i]}
+        if i < 40:
+            rec.update(pos_scores=[4.0] * len(rec["pos"]), neg_scores=[-1.0, -2.0, -3.0])
+        recs.append(rec)
+    src = tmp_path / "mixed.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    proc = prepare(tmp_path, src, "any", "--val_fraction", "0.2", "--test_fraction", "0.2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cfg = json.loads((tmp_path / "data" / "any" / "prepare_config.json").read_text())
+    held = cfg["scored_queries_by_split"]
+    assert sum(held.values()) == 40 and held["val"] + held["test"] > 0
+    assert f"{held['val'] + held['test']} never teach; --scored_queries train keeps all of them" in proc.stdout
+    proc = prepare(tmp_path, src, "train", "--val_fraction", "0.2", "--test_fraction", "0.2", "--scored_queries", "train")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cfg = json.loads((tmp_path / "data" / "train" / "prepare_config.json").read_text())
+    assert cfg["scored_queries_by_split"] == {"train": 40, "val": 0, "test": 0}
+    scored = {r["query"] for r in recs if "pos_scores" in r}
+    for split in ("val", "test"):
+        assert not set(rows(tmp_path, "train", split)["anchor"]) & scored
+    kept = [json.loads(x) for x in (tmp_path / "data" / "train" / "teacher_scores.jsonl").read_text().splitlines()]
+    assert {r["query"] for r in kept} == scored

@@ -315,3 +315,49 @@ def test_score_columns_beside_triplets_are_kept_and_checked(tmp_path):
     proc = run_in_process("prepare_data.py", "--source", tmp_path / "bad.csv", "--data_version", "b", "--data_root", tmp_path / "d")
     assert_usage_error(proc, "row 3", "negative_score", "not a number")
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["t"]
+
+
+@pytest.mark.slow
+def test_teacher_scores_scores_a_users_own_lists_which_then_train_a_student(tmp_path, tiny_teacher, tiny_minilm,
+                                                                           scifact_version, score_cache_env):
+    """Issue #47 (2): teacher_scores.py --input_file scores a FlagEmbedding JSONL the toolkit did not write (any
+    teacher it accepts, no prepared version needed), as FlagEmbedding's add_reranker_score.py does; its 'prompt' and
+    'type' keys are said to be unused; a query in two records is merged; the output trains a student."""
+    import pandas as pd
+
+    root, v = scifact_version
+    train = pd.read_csv(f"{root}/{v}/train.csv")
+    lines = []
+    for i, (q, g) in enumerate(list(train.groupby("anchor", sort=False))[:30]):
+        rec = {"query": q, "pos": list(dict.fromkeys(g["positive"])), "neg": list(dict.fromkeys(g["negative"]))[:3],
+               "prompt": "Represent this sentence for searching relevant passages: ", "type": "normal"}
+        lines.append(json.dumps(rec))
+        if i == 0:  # the same query again, another negative
+            lines.append(json.dumps({**rec, "neg": list(dict.fromkeys(g["negative"]))[3:4] or rec["neg"]}))
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "scored.jsonl"
+    proc = run_in_process("teacher_scores.py", "--teacher_path", tiny_teacher, "--input_file", mine, "--output", out,
+                          env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "'prompt'" in proc.stdout and "is not used" in proc.stdout and "merged, one record per query" in proc.stdout
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(records) == 30 and all(len(r["pos_scores"]) == len(r["pos"]) and len(r["neg_scores"]) == len(r["neg"])
+                                      for r in records)
+    from crossdistill.models.teacher import CrossEncoderTeacher
+
+    first = records[0]
+    direct = CrossEncoderTeacher.load(tiny_teacher).score([(first["query"], p) for p in first["pos"] + first["neg"]],
+                                                         activation="none")
+    assert np.allclose(direct, first["pos_scores"] + first["neg_scores"], atol=1e-4)
+    # the scores train a student (no teacher model at training time)
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_scores", out, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", tmp_path / "s", *STUDENT_ARGS,
+                          env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "s" / "done.json").is_file()
+    # both or neither of --input_file and --data_version: one line each
+    assert_usage_error(run_in_process("teacher_scores.py", "--teacher_path", tiny_teacher, "--input_file", mine,
+                                      "--data_version", v, "--output", tmp_path / "x.jsonl"), "pass one")
+    assert_usage_error(run_in_process("teacher_scores.py", "--teacher_path", tiny_teacher, "--output",
+                                      tmp_path / "x.jsonl"), "--input_file")
