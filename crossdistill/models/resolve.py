@@ -146,9 +146,8 @@ def resolve_model(name: str, query_prefix: str | None = None, passage_prefix: st
                              "pass a model folder, a hub id or an alias (" + ", ".join(ALIASES) + ")")
         check_tokenizer_files(folder)
         path = str(folder)
-    elif folder.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise UsageError(f"model path {name} does not exist; pass an existing folder, a hub id or an alias ("
-                         + ", ".join(ALIASES) + ")")
+    elif folder.exists() or looks_local(name):
+        raise unreachable(name, "model")
     else:
         path = name  # a hub id; loading it reports a clear error when offline and not cached
     saved = _folder_prefixes(Path(path)) if Path(path).is_dir() else None
@@ -156,6 +155,30 @@ def resolve_model(name: str, query_prefix: str | None = None, passage_prefix: st
     return ResolvedModel(name, path,
                          fam_q if query_prefix is None else query_prefix,
                          fam_p if passage_prefix is None else passage_prefix)
+
+
+def looks_local(name: str) -> bool:
+    """Whether ``name`` reads as a path on this machine rather than a hub id: it starts with ``.``, ``/`` or ``~``, has
+    more than one ``/``, or its first part is a folder here (``models/x`` beside a ``models/`` folder)."""
+    name = str(name)
+    return name.startswith((".", "/", "~")) or name.count("/") != 1 or Path(name.split("/")[0]).is_dir()
+
+
+def unreachable(name: str, what: str, exc: BaseException | None = None) -> UsageError:
+    """The one message for a model that cannot be had: a local-looking path that does not exist is "no such folder";
+    a hub id offline is "not in the cache and HF_HUB_OFFLINE is set"; online, the hub's own reason."""
+    import os
+
+    if looks_local(name):
+        return UsageError(f"{what} {name}: no such folder; pass an existing model folder, a hub id (org/name) or an "
+                          "alias (" + ", ".join(ALIASES) + ")")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return UsageError(f"{what} {name} is a hub id that is not in this machine's hub cache, and HF_HUB_OFFLINE is set, "
+                          "so it cannot be fetched; run once online to cache it, or pass a local folder or an offline "
+                          "alias (" + ", ".join(ALIASES) + ")")
+    reason = (str(exc).splitlines()[0][:160] if exc is not None and str(exc) else type(exc).__name__ if exc else "")
+    return UsageError(f"{what} {name} could not be fetched from the hub ({reason}); check the id and the network, or pass "
+                      "a local folder or an offline alias (" + ", ".join(ALIASES) + ")")
 
 
 def load_or_fail(loader, resolved: ResolvedModel, what: str):
@@ -171,8 +194,10 @@ def load_or_fail(loader, resolved: ResolvedModel, what: str):
         raise UsageError(f"refusing to unpickle the weights of {what} '{resolved.name}' ({str(exc).splitlines()[0][:120]}); "
                          "convert them to safetensors") from None
     except (OSError, ValueError) as exc:
+        if not resolved.is_local:
+            raise unreachable(resolved.name, what, exc) from None
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"cannot load {what} '{resolved.name}' ({msg}); pass a local folder, an offline alias ("
+        raise UsageError(f"cannot load {what} '{resolved.name}' ({msg}); pass a complete model folder, an offline alias ("
                          + ", ".join(ALIASES) + ") or a hub id that is cached or reachable") from None
 
 

@@ -226,3 +226,23 @@ def test_foreign_model_folders_that_pass_the_check_and_fail_in_transformers_are_
                           "--data_root", root, "--data_version", v, "--output_dir", tmp_path / "o")
     assert_usage_error(proc, *expect)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_model_that_cannot_be_had_says_why_in_one_sentence(tmp_path, monkeypatch):
+    """Issue #47 (3): a local-looking path that does not exist is "no such folder" (not a hub message); a hub id
+    offline says HF_HUB_OFFLINE is set and it is not in the cache, in one whole sentence."""
+    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.teacher_folder import locate_teacher
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    for name in ("models/x", "./x", "/no/such/model", "~/nothere"):
+        with pytest.raises(UsageError, match=f"{name}: no such folder"):
+            resolve_model(name)
+        with pytest.raises(UsageError, match=f"teacher {name}: no such folder"):
+            locate_teacher(name)
+    with pytest.raises(UsageError, match="not in this machine's hub cache, and HF_HUB_OFFLINE is set, so it cannot be "
+                                         "fetched"):
+        locate_teacher("someorg/some-reranker")

@@ -200,3 +200,12 @@ def test_long_phases_report_progress_to_the_current_run(tmp_path, monkeypatch, t
     assert scoring == [(min(i, total), total) for i in range(16, total + 16, 16)]
     ev.report_progress("encoding", 1, 2)  # cleared: nothing more
     assert len(ev.read_events(tmp_path / "events.jsonl")) == len(phases)
+
+
+def test_teacher_weights_with_one_teacher_is_refused(tiny_teacher):
+    """Issue #47 (3): --teacher_weights with one teacher changed nothing and said nothing."""
+    from crossdistill.teachers.ensemble import open_teachers, parse_weights
+
+    with pytest.raises(UsageError, match="with one teacher changes nothing.*--soft_weight"):
+        open_teachers(str(tiny_teacher), "2")
+    assert parse_weights(None, 1) == [1.0] and parse_weights("2,1", 2) == [2.0, 1.0]
