@@ -15,7 +15,7 @@ cd "$WORK"  # outside the repository: only the installed package is importable h
 BIN="$WORK/venv/bin"
 "$BIN/python" -c "import crossdistill, sys; assert '$REPO' not in crossdistill.__file__, crossdistill.__file__; print('installed at', crossdistill.__file__)"
 for cmd in crossdistill-prepare crossdistill-teacher crossdistill-teacher-scores crossdistill-distill crossdistill-evaluate \
-           crossdistill-export crossdistill-monitor; do
+           crossdistill-export crossdistill-monitor crossdistill-model-path; do
   "$BIN/$cmd" --help > /dev/null
 done
 "$BIN/crossdistill-prepare" --source "$DATA/scifact" --data_version sf --num_negatives 2 --random_negatives 0

