@@ -341,6 +341,9 @@ def test_teacher_scores_scores_a_users_own_lists_which_then_train_a_student(tmp_
                           env=score_cache_env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "'prompt'" in proc.stdout and "is not used" in proc.stdout and "merged, one record per query" in proc.stdout
+    import re
+
+    assert not re.search(r"^teacher [^\n]*:\s*$", proc.stdout, re.M)  # no empty "teacher <path>:" lines
     records = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(records) == 30 and all(len(r["pos_scores"]) == len(r["pos"]) and len(r["neg_scores"]) == len(r["neg"])
                                       for r in records)
