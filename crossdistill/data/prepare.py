@@ -88,6 +88,14 @@ def load_splits(cfg: PrepareConfig, kind: str):
                              "--negatives bm25, model or random")
     else:
         raise UsageError(f"unknown --source_type {kind}; use beir, squad or one of {', '.join(TABLE_KINDS)}")
+    out, stats = split_queries(full, scored, cfg, source, seed, stats)
+    return out, given, not cfg.corpus, stats, scored
+
+
+def split_queries(full, scored: dict | None, cfg: PrepareConfig, source: str, seed: int, stats: dict):
+    """A table source's queries (its article groups kept together) split into train, val and test: ``({split:
+    RetrievalSet}, stats)``. With scores, the scored queries that land in val/test are counted (they never teach), or,
+    with ``--scored_queries train``, all kept for training."""
     keys = [full.query_groups.get(q, q) for q in full.qrels]
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
     scored_keys = {full.query_groups.get(q, q) for q in full.qrels if scored and full.queries[q] in scored}
@@ -112,7 +120,7 @@ def load_splits(cfg: PrepareConfig, kind: str):
               + ("; --scored_queries train keeps all of them for training)" if held["val"] + held["test"] else ")"),
               flush=True)
         stats = {**stats, "scored_queries_by_split": held}
-    return out, given, not cfg.corpus, stats, scored
+    return out, stats
 
 
 def scores_records(rs: eval_sets.RetrievalSet, scored: dict) -> list[dict]:

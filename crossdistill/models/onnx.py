@@ -196,6 +196,8 @@ class OnnxEncoder:
             else:
                 mask = enc["attention_mask"][..., None].astype(np.float32)
                 emb = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+            if getattr(self, "truncate_dim", None):  # the first D dimensions, re-normalised (Matryoshka serving)
+                emb = emb[:, :self.truncate_dim]
             if normalize_embeddings:
                 emb = emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
             parts.append((idx, emb.astype(np.float32)))

@@ -170,7 +170,7 @@ def unreachable(name: str, what: str, exc: BaseException | None = None) -> Usage
     import os
 
     if looks_local(name):
-        return UsageError(f"{what} {name}: no such folder; pass an existing model folder, a hub id (org/name) or an "
+        return UsageError(f"{what} {name} does not exist (no such folder); pass an existing model folder, a hub id (org/name) or an "
                           "alias (" + ", ".join(ALIASES) + ")")
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return UsageError(f"{what} {name} is a hub id that is not in this machine's hub cache, and HF_HUB_OFFLINE is set, "

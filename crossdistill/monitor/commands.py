@@ -57,6 +57,16 @@ def is_direct(command: list[str]) -> bool:
     return False
 
 
+TRAINING_SCRIPTS = ("train_teacher_model.py", "train_distillation_pipeline.py", "crossdistill.teach", "crossdistill.distill",
+                    "crossdistill-teacher", "crossdistill-distill")
+
+
+def names_training_script(command: list[str]) -> bool:
+    """Whether ``command`` (a shell string's words included) runs one of the two training scripts, which take
+    ``--resume``: such a command is restarted up to the cap even when it dies before its first event."""
+    return any(w == s or w.endswith(("/" + s, "=" + s)) for w in words(command) for s in TRAINING_SCRIPTS)
+
+
 def words(command: list[str]) -> list[str]:
     """The flags visible in ``command``, those inside a shell string (``bash -c "python t.py --lr 1e-5"``) included."""
     out = []

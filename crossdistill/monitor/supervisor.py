@@ -52,7 +52,7 @@ from crossdistill.core.cli import MONITOR_FLAGS
 from crossdistill.core.errors import EXIT_NONFINITE, EXIT_OOM, EXIT_USAGE, UsageError
 from crossdistill.core.events import EventLog, read_events
 from crossdistill.core.ownership import folder_kind
-from crossdistill.monitor.commands import evaluation_command, is_direct, recovery, resumable
+from crossdistill.monitor.commands import evaluation_command, is_direct, names_training_script, recovery, resumable
 from crossdistill.monitor.config import MonitorConfig
 from crossdistill.monitor.job import Job, monitor_lock
 from crossdistill.monitor.watch import Watcher, last_error, tail
@@ -255,7 +255,7 @@ class Supervisor:
                             "was given no command to restart it; run the monitor again with the training command after --",
                             fault=outcome.kind)
                 return 1
-            if len(self.restarts.times) > 1 and not self.events_seen and \
+            if len(self.restarts.times) > 1 and not self.events_seen and not names_training_script(command) and \
                     folder_kind(self.output_dir) not in ("teacher", "student"):
                 self.decide("give-up", f"the command wrote no progress event in {len(self.restarts.times)} tries and "
                             f"{self.output_dir} holds no training run of this toolkit, so it is not a script that "

@@ -272,3 +272,57 @@ def test_every_term_of_the_table_is_weighted_summed_and_named():
     assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="in-batch logits"):
         distillation_loss(BatchScores(t, s, mask, pos, None, in_batch), loss_settings("ranking", in_batch_kl_weight=1.0))
+
+
+def _ranking_loss(q, p, teacher, positive):
+    """The ranking recipe's whole loss of queries ``q`` (Q, D) against their candidates ``p`` (Q, K, D)."""
+    cos = torch.einsum("qd,qkd->qk", q, p)
+    mask = torch.ones_like(positive)
+    flat = p.reshape(-1, p.shape[-1])
+    is_pos = torch.zeros(q.shape[0], flat.shape[0], dtype=torch.bool)
+    for i in range(q.shape[0]):
+        is_pos[i, i * p.shape[1]] = True
+    b = BatchScores(teacher, (cos + 1) / 2, mask, positive, None, (q @ flat.T, is_pos, torch.ones_like(is_pos)))
+    return distillation_loss(b, loss_settings("ranking", scale=20.0))
+
+
+def test_matryoshka_at_the_full_dimension_is_the_plain_loss_and_truncation_renormalises():
+    """Issue #48: the wrapper at the full dimension alone is the plain loss, bit for bit; at smaller dimensions every
+    prefix is re-normalised; the weighted sum is the loss."""
+    import torch.nn.functional as F
+
+    from crossdistill.losses.matryoshka import matryoshka_loss, truncate
+
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(4, 32, generator=g), dim=-1)
+    p = F.normalize(torch.randn(4, 3, 32, generator=g), dim=-1)
+    teacher = torch.randn(4, 3, generator=g)
+    positive = torch.tensor([[True, False, False]] * 4)
+
+    def fn(qq, pp):
+        return _ranking_loss(qq, pp, teacher, positive)
+
+    plain = fn(q, p)
+    full = matryoshka_loss(fn, q, p, (32,), (1.0,))
+    assert torch.equal(full["loss"], plain["loss"]) and torch.equal(full["soft"], plain["soft"])
+    t = truncate(p, 8)
+    assert torch.allclose(t.norm(dim=-1), torch.ones(4, 3)) and torch.allclose(t, F.normalize(p[..., :8], dim=-1))
+    assert truncate(q, 32) is q
+    mixed = matryoshka_loss(fn, q, p, (32, 16, 8), (1.0, 0.5, 0.25))
+    expected = plain["loss"] + 0.5 * fn(truncate(q, 16), truncate(p, 16))["loss"] + 0.25 * fn(truncate(q, 8), truncate(p, 8))["loss"]
+    assert torch.allclose(mixed["loss"], expected) and set(mixed) >= {"loss@32", "loss@16", "loss@8"}
+
+
+@pytest.mark.parametrize("dims,weights,fragment", [("64,128", None, "largest first"), ("384,4", None, ">= 8"),
+                                                   ("384,x", None, "whole numbers"), ("384,64", "1", "one finite weight"),
+                                                   (None, "1,1", "give --matryoshka_dims too")])
+def test_matryoshka_flags_are_checked(dims, weights, fragment):
+    from crossdistill.core.errors import UsageError
+    from crossdistill.distill.config import StudentConfig
+
+    argv = ["--teacher_path", "t", "--output_dir", "o", *(["--matryoshka_dims", dims] if dims else []),
+            *(["--matryoshka_weights", weights] if weights else [])]
+    with pytest.raises(UsageError, match=fragment):
+        StudentConfig.parse(argv)
+    ok = StudentConfig.parse(["--teacher_path", "t", "--output_dir", "o", "--matryoshka_dims", "384,128,64"])
+    assert ok.matryoshka_dims_list == (384, 128, 64) and ok.matryoshka_weights_list == (1.0, 1.0, 1.0)

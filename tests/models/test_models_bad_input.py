@@ -239,9 +239,9 @@ def test_a_model_that_cannot_be_had_says_why_in_one_sentence(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     for name in ("models/x", "./x", "/no/such/model", "~/nothere"):
-        with pytest.raises(UsageError, match=f"{name}: no such folder"):
+        with pytest.raises(UsageError, match=f"{name} does not exist \\(no such folder\\)"):
             resolve_model(name)
-        with pytest.raises(UsageError, match=f"teacher {name}: no such folder"):
+        with pytest.raises(UsageError, match=f"teacher {name} does not exist \\(no such folder\\)"):
             locate_teacher(name)
     with pytest.raises(UsageError, match="not in this machine's hub cache, and HF_HUB_OFFLINE is set, so it cannot be "
                                          "fetched"):

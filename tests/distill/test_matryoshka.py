@@ -1,0 +1,56 @@
+"""Matryoshka students (issue #48): trained with every loss term at each prefix dimension, published with the
+dimensions recorded, loaded by sentence-transformers with truncate_dim, and evaluated at each trained dimension."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import STUDENT_ARGS, assert_usage_error, run_in_process
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_matryoshka_student_is_published_loaded_truncated_and_evaluated_per_dimension(
+        tmp_path, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
+    from sentence_transformers import SentenceTransformer
+
+    root, v = scifact_version
+    out = tmp_path / "m"
+    args = [a for a in STUDENT_ARGS]
+    args[args.index("--epochs") + 1] = "1"
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_teacher, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", out, *args,
+                          "--matryoshka_dims", "384,128,64", env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "distillation_config.json").read_text())["matryoshka_dims"] == [384, 128, 64]
+    assert "Matryoshka dimensions" in (out / "README.md").read_text() and "truncate_dim=64" in (out / "README.md").read_text()
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert any("loss@64" in e for e in events if e["event"] == "step")
+    small = SentenceTransformer(str(out), device="cpu", truncate_dim=64)
+    emb = small.encode(["a query about cells"], normalize_embeddings=True)
+    assert emb.shape == (1, 64) and np.isclose(np.linalg.norm(emb), 1.0, atol=1e-5)
+    ev = tmp_path / "eval"
+    proc = run_in_process("evaluate_final_model.py", "--model_path", out, "--data_root", root, "--data_version", v,
+                          "--output_dir", ev, "--bm25")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((ev / "bi_encoder_evaluation_results.json").read_text())
+    by_dim = res["matryoshka"]["by_dim"]
+    assert set(by_dim) == {"384", "128", "64"} and all(0 <= m["ndcg@10"] <= 1 for m in by_dim.values())
+    scope = res["matryoshka"]["scope"]
+    assert abs(by_dim["384"]["ndcg@10"] - res["retrieval"]["student"][scope]["ndcg@10"]) < 1e-6  # full size: the same
+    assert (ev / "bi_encoder_matryoshka.png").is_file() and "## Matryoshka" in (ev / "report.md").read_text()
+    # --truncate_dim: the student evaluated cut to 64, which is what the per-dimension row said
+    ev64 = tmp_path / "eval64"
+    proc = run_in_process("evaluate_final_model.py", "--model_path", out, "--data_root", root, "--data_version", v,
+                          "--output_dir", ev64, "--truncate_dim", "64")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res64 = json.loads((ev64 / "bi_encoder_evaluation_results.json").read_text())
+    assert res64["truncate_dim"] == 64 and "matryoshka" not in res64
+    assert abs(res64["retrieval"]["student"][scope]["ndcg@10"] - by_dim["64"]["ndcg@10"]) < 1e-4
+    assert_usage_error(run_in_process("evaluate_final_model.py", "--model_path", out, "--data_root", root,
+                                      "--data_version", v, "--output_dir", tmp_path / "e2", "--truncate_dim", "512"),
+                       "--truncate_dim 512 is more than the 384 dimensions")
+    assert_usage_error(run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_teacher, "--student_name",
+                                      tiny_minilm, "--data_root", root, "--data_version", v, "--output_dir",
+                                      tmp_path / "x", "--matryoshka_dims", "512,64"), "goes up to 512")
