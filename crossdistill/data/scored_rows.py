@@ -197,6 +197,13 @@ def scored_rows(df: pd.DataFrame, source: str, columns: str | None = None) -> tu
                          "negative_score (the teacher's logits), or neither")
     if "negative" not in rows.columns and neg_col is not None:
         raise UsageError(f"{source} has {neg_col!r} but no negative column; drop it, or add the negatives")
+    if "negative" not in rows.columns and str(pos_col).lower() == "score" and rows["anchor"].duplicated().any():
+        raise UsageError(f"{source} holds (query, passage, score) rows with several rows per query: that is how "
+                         "sentence-transformers' mine_hard_negatives(output_format='labeled-pair', output_scores=True) "
+                         "writes positives and negatives alike, without their labels, so its negatives cannot be told "
+                         "from its positives; mine with output_scores=False (labels) or with output_format='n-tuple' or "
+                         "'labeled-list', or, if every row is a positive with its teacher score, name the column "
+                         "positive_score")
     scored: dict = {}
     records = df.to_dict("records")
     for i, row in enumerate(rows.itertuples(index=False)):

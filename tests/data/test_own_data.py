@@ -282,12 +282,18 @@ def st_mined(tmp_path_factory, tiny_minilm):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt,scores", [("triplet", False), ("triplet", True), ("n-tuple", False), ("n-tuple", True),
-                                        ("labeled-pair", False), ("labeled-list", False), ("labeled-list", True)])
+                                        ("labeled-pair", False), ("labeled-list", False), ("labeled-list", True),
+                                        ("labeled-pair", True)])
 def test_sentence_transformers_mined_files_prepare_with_their_negatives_and_scores(tmp_path, st_mined, fmt, scores):
     """Issue #47 (1): mine_hard_negatives' output, each format with and without output_scores, is a source: its
     negatives are kept (--negatives keep: not mined again) and its scores become the version's teacher scores. Before,
     an n-tuple file with scores prepared with exit 0 and its negative_1..n and scores were dropped."""
     path, df = st_mined[(fmt, scores)]
+    if (fmt, scores) == ("labeled-pair", True):  # the labels are dropped: refused with the ways out, nothing written
+        proc = prepare(tmp_path, path, "m")
+        assert_usage_error(proc, "without their labels", "output_scores=False", "positive_score")
+        assert not (tmp_path / "data" / "m").exists()
+        return
     proc = prepare(tmp_path, path, "m", "--negatives", "keep")
     assert proc.returncode == 0, proc.stderr[-2000:]
     if (fmt, scores) != ("triplet", False):

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossdistill.core import hooks
+from crossdistill.core import hooks, legacy
 from crossdistill.core.errors import UsageError
 from crossdistill.core.files import file_sha256, write_json
 
@@ -166,8 +166,7 @@ def _carried_best(previous: Path | None) -> Path | None:
             raise UsageError(f"the best model of checkpoint {previous} is damaged ({problem}); run again with --resume: "
                              "the run goes back to the newest intact checkpoint")
         return previous / BEST
-    legacy = previous.parent / BEST
-    return legacy if legacy.is_file() else None
+    return legacy.best_beside(previous)
 
 
 def _mismatch(folder: Path, name: str) -> str | None:
@@ -191,8 +190,8 @@ def load_best(checkpoint: Path) -> dict:
     if problem is not None:
         raise UsageError(f"checkpoint {checkpoint} is damaged ({problem}); run again with --resume: the run goes back to "
                          "the newest intact checkpoint and trains from there")
-    path = checkpoint / BEST if (checkpoint / BEST).is_file() else checkpoint.parent / BEST
-    if not path.is_file():
+    path = checkpoint / BEST if (checkpoint / BEST).is_file() else legacy.best_beside(checkpoint)
+    if path is None:
         raise UsageError(f"checkpoint {checkpoint} holds no best model; run again with --resume, or start over with --overwrite")
     return load_tensors(path)
 

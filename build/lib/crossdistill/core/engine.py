@@ -35,11 +35,11 @@ from typing import Callable
 
 import torch
 
-from crossdistill.core import hooks
+from crossdistill.core import hooks, legacy
 from crossdistill.core.checkpoint import _latest_named, load_best, save_checkpoint, trainable_state
 from crossdistill.core.errors import NonFiniteLoss, UsageError
 from crossdistill.core.events import EventLog
-from crossdistill.core.run_state import RunState, resume_state
+from crossdistill.core.run_state import RunState, log_skipped, resume_state
 from crossdistill.core.runs import publish, staging_dir
 from crossdistill.core.training import epoch_order, on_main, shard, track
 
@@ -148,6 +148,9 @@ def start_or_resume(loop: Loop, stage: Stage, lr: float, resume_from: Path | Non
     with its ``start`` event (``name``: the stage, ``start``: its own fields)."""
     if resume_from is not None:
         return resume_state(loop, resume_from, skipped, lr, stage)
+    if skipped:  # --resume found checkpoints, none intact
+        log_skipped(loop, skipped)
+        loop.log(f"--resume: none of the {len(skipped)} checkpoint(s) is intact; starting over from step 0")
     loop.events.log("start", stage=name, total_steps=loop.total_steps, epochs=loop.epochs, **start)
     return RunState(lr=lr, settings=loop.settings, stage=stage.carry())
 
@@ -237,10 +240,7 @@ def _end_epoch(loop: Loop, state: RunState, stage: Stage, epoch: int, seconds: f
 
 
 def _best_key(state: RunState, stage: Stage) -> list[float]:
-    best = state.best
-    if "key" not in best:  # a checkpoint of an earlier version recorded the row, not its key
-        best["key"] = stage.key(next(r for r in state.history if r["epoch"] == best["epoch"]))
-    return best["key"]
+    return legacy.best_key(state.best, state.history, stage.key)
 
 
 def best_weights(loop: Loop) -> dict:

@@ -36,6 +36,15 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:  # a full disk, a read-only folder, a name too long, wherever it happens: one line
+        from crossdistill.core.files import DISK_ERRORS
+
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: could not write{where} ({exc.strerror}); {DISK_ERRORS[exc.errno]} and run again (files are "
+              "written to temporary names and renamed into place: nothing half-written was left)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     except Exception as exc:  # noqa: BLE001 - out of memory gets its own exit code (and event); the rest re-raised
         if not is_oom(exc):
             raise

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from crossdistill.core import legacy
 from crossdistill.core.errors import UsageError
 from crossdistill.core.events import read_events
 from crossdistill.core.files import write_json
@@ -22,15 +23,10 @@ MONITOR_FILES = frozenset({"monitor.lock", "monitor.jsonl", "monitor_child.json"
 OWNER_FILE = ".crossdistill.json"
 KINDS = ("prepared_data", "teacher", "student", "evaluation")
 RUN_LOCK = ".run.lock"  # held (flock) by the training process writing the folder
-MARKER = ".crossdistill-run"  # what earlier versions wrote while a run trained (its "stage" = the kind)
 # a training run's own state, set aside (not deleted) when a fresh run takes the folder over
 RUN_STATE = frozenset({"events.jsonl", "checkpoints", ".staging"})
 PREVIOUS = ".previous"  # an overwritten run's done.json, events and checkpoints, until the new run publishes
-PREVIOUS_DONE = ".done.previous.json"  # what earlier versions set aside instead
-# what each script writes into its folder, for folders written before OWNER_FILE existed
-PREPARED_FILES = frozenset({"train.csv", "val.csv", "test.csv", "prepare_config.json", "corpus.jsonl"})
-EVALUATION_FILES = frozenset({"bi_encoder_evaluation_results.json", "bi_encoder_evaluation_analysis.png",
-                              "bi_encoder_retrieval_comparison.png", "report.md"})
+PREPARED_FILES, EVALUATION_FILES = legacy.FILES_BY_KIND["prepared_data"], legacy.FILES_BY_KIND["evaluation"]
 
 
 def _json(path: Path):
@@ -55,14 +51,9 @@ def folder_kind(path: str | os.PathLike) -> str | None:
     owner = _json(path / OWNER_FILE)
     if isinstance(owner, dict) and owner.get("tool") == "crossdistill" and owner.get("kind") in KINDS:
         return owner["kind"]
-    for f in (path / MARKER, path / "done.json"):
-        info = _json(f)
-        if isinstance(info, dict) and info.get("stage") in ("teacher", "student"):
-            return info["stage"]
-    if (path / "checkpoints" / "latest.json").is_file():  # a run of an earlier version: its start event names it
-        for event in read_events(path / "events.jsonl")[:50]:
-            if isinstance(event, dict) and event.get("event") == "start" and event.get("stage") in ("teacher", "student"):
-                return event["stage"]
+    stage = legacy.run_stage(path, _json, read_events)  # a training folder of an earlier version
+    if stage:
+        return stage
     names = {p.name for p in path.iterdir()} - MONITOR_FILES - {RUN_LOCK}
     prepared = _json(path / "prepare_config.json")
     if isinstance(prepared, dict) and "source_type" in prepared and names <= PREPARED_FILES:
@@ -88,22 +79,9 @@ def mark_owner(folder: Path, kind: str, files=None) -> None:
     write_json(folder / OWNER_FILE, {"tool": "crossdistill", "kind": kind, "files": sorted(set(files))})
 
 
-# the names each kind writes, for folders of earlier versions whose owner file lists no files
-_LEGACY_FILES = {"prepared_data": PREPARED_FILES, "evaluation": EVALUATION_FILES,
-                 "teacher": frozenset({"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                                       "special_tokens_map.json", "vocab.txt", "teacher_config.json", "lora_config.json",
-                                       "adapter", "training_args.json", "metrics.json", "README.md", "done.json",
-                                       "sentencepiece.bpe.model"}),
-                 "student": frozenset({"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                                       "special_tokens_map.json", "vocab.txt", "modules.json", "sentence_bert_config.json",
-                                       "config_sentence_transformers.json", "1_Pooling", "2_Normalize", "onnx",
-                                       "export.json", "training_args.json", "metrics.json", "README.md", "done.json",
-                                       "distillation_config.json", "sentencepiece.bpe.model", "adapter"})}
-
-
 def owned_files(folder: Path) -> set[str]:
     """The top-level names of ``folder`` this toolkit wrote: its owner file's manifest, or for a folder of an earlier
-    version (an owner file without one, or none) the names its kind writes (:data:`_LEGACY_FILES`). The run's own state
+    version (an owner file without one, or none) the names its kind writes (:data:`crossdistill.core.legacy.FILES_BY_KIND`). The run's own state
     (events, checkpoints, staging, the previous result) and the monitor's files are always the toolkit's."""
     folder = Path(folder)
     owner = _json(folder / OWNER_FILE)
@@ -111,8 +89,8 @@ def owned_files(folder: Path) -> set[str]:
     if isinstance(listed, list) and all(isinstance(x, str) for x in listed):
         names = set(listed)
     else:
-        names = set(_LEGACY_FILES.get(folder_kind(folder) or "", ()))
-    return names | set(RUN_STATE) | {PREVIOUS, PREVIOUS_DONE, MARKER, RUN_LOCK, OWNER_FILE, "runs", "done.json"}
+        names = set(legacy.FILES_BY_KIND.get(folder_kind(folder) or "", ()))
+    return names | set(RUN_STATE) | {PREVIOUS, legacy.PREVIOUS_DONE, legacy.MARKER, RUN_LOCK, OWNER_FILE, "runs", "done.json"}
 
 
 def users_files(folder: Path) -> list[Path]:
@@ -126,7 +104,7 @@ def users_files(folder: Path) -> list[Path]:
 
 def content(path: Path) -> list[Path]:
     """What a folder holds besides the monitor's files, the markers and the run lock."""
-    return [p for p in path.iterdir() if p.name not in MONITOR_FILES and p.name not in (MARKER, RUN_LOCK, OWNER_FILE)]
+    return [p for p in path.iterdir() if p.name not in MONITOR_FILES and p.name not in (legacy.MARKER, RUN_LOCK, OWNER_FILE)]
 
 
 def refuse_overlap(output: str | os.PathLike, flag: str, inputs: dict[str, str | os.PathLike | None]) -> None:

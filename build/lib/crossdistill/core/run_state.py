@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from crossdistill.core import legacy
 from crossdistill.core.checkpoint import load_checkpoint, rescale_lr
 from crossdistill.core.errors import UsageError
 
@@ -56,9 +57,7 @@ def resume_state(loop, resume_from: Path, skipped: list[dict], lr: float, stage)
     refuse them) and names the fields of the ``resume`` event. A checkpoint whose position lies outside this run is
     refused (its settings were compared before any work: :func:`check_resume_settings`)."""
     acc = loop.accelerator
-    for s in skipped:
-        loop.events.log("checkpoint_skipped", **s)
-        loop.log(f"checkpoint {s['checkpoint']} skipped: {s['reason']}")
+    log_skipped(loop, skipped)
     raw = load_checkpoint(resume_from, loop.unwrapped, loop.optimizer, loop.scheduler)
     _check_position(raw, loop, resume_from)
     state = RunState.from_dict(raw)
@@ -73,6 +72,14 @@ def resume_state(loop, resume_from: Path, skipped: list[dict], lr: float, stage)
     loop.events.log("resume", step=state.step, epoch=state.epoch, checkpoint=resume_from.name, **extra)
     loop.log(f"resumed from {resume_from} at step {state.step}")
     return state
+
+
+def log_skipped(loop, skipped: list[dict]) -> None:
+    """Say, in the log and as ``checkpoint_skipped`` events, which checkpoints failed their manifest and were passed
+    over by ``--resume`` (all of them: the run starts over from step 0, and says so)."""
+    for s in skipped:
+        loop.events.log("checkpoint_skipped", **s)
+        loop.log(f"checkpoint {s['checkpoint']} skipped: {s['reason']}")
 
 
 def _check_position(state: dict, loop, folder: Path) -> None:
@@ -92,11 +99,11 @@ def check_resume_settings(folder: Path | None, now: dict) -> None:
     if folder is None:
         return
     try:
-        recorded = json.loads((folder / "state.json").read_text()).get("settings")
-    except (OSError, ValueError, AttributeError):
+        recorded = legacy.recorded_settings(json.loads((folder / "state.json").read_text()))
+    except (OSError, ValueError):
         return  # a damaged state.json is refused when the checkpoint is loaded
-    if not isinstance(recorded, dict):
-        return  # a checkpoint of an earlier version records none
+    if recorded is None:
+        return
     changed = [k for k in sorted(set(recorded) & set(now)) if k not in RESUMABLE_CHANGES and recorded[k] != now[k]]
     if changed:
         k = changed[0]

@@ -12,12 +12,11 @@ from typing import Callable, Iterator
 
 from crossdistill.core.errors import UsageError
 from crossdistill.core.files import write_json
+from crossdistill.core.legacy import MARKER, PREVIOUS_DONE
 from crossdistill.core.ownership import (
-    MARKER,
     MONITOR_FILES,
     OWNER_FILE,
     PREVIOUS,
-    PREVIOUS_DONE,
     RUN_LOCK,
     RUN_STATE,
     folder_kind,
@@ -145,6 +144,8 @@ def claimed_output(path: Path, stage: str, fresh: bool, main: bool = True, wait:
     body, which calls ``claim.commit()`` once the run is accepted. Any failure before that — a refused teacher, a bad
     input found late, an interrupt — releases the folder: the previous result comes back exactly as it was
     (:func:`release_output_dir`). A resumed run (``fresh`` False) claims nothing."""
+    from crossdistill.core.events import clear_current
+
     claim = _Claim(Path(path), stage, fresh and main)
     wait()
     try:
@@ -153,6 +154,8 @@ def claimed_output(path: Path, stage: str, fresh: bool, main: bool = True, wait:
         if not claim.committed:
             release_output_dir(claim.path, claim.created)
         raise
+    finally:
+        clear_current()  # the run's progress events end with it (core.events.report_progress)
 
 
 @contextlib.contextmanager

@@ -37,6 +37,30 @@ def check_version_name(name: str) -> str:
 
 
 
+NAME_MAX = 255  # bytes in one file or folder name (ext4, xfs, btrfs, APFS, NTFS in UTF-16 units)
+OWN_NAME_MAX = 200  # a name the toolkit writes beside: its temporary siblings (".<name>.tmp-XXXXXXXX") must fit too
+_PATH_SUFFIXES = ("_dir", "_path", "_root", "_file", "_cache", "_data", "_model", "_name", "_scores")
+_PATH_NAMES = {"output", "source", "corpus", "data_version", "pipeline_output"}
+
+
+def _is_path_setting(name: str) -> bool:
+    return name in _PATH_NAMES or name.endswith(_PATH_SUFFIXES)
+
+
+def check_name_lengths(flag: str, value: str) -> None:
+    """Refuse a path whose folder or file names the file system cannot hold (more than :data:`NAME_MAX` bytes; the
+    last one more than :data:`OWN_NAME_MAX`, since the toolkit writes temporary siblings of it), before anything is
+    written: one line instead of ``OSError: [Errno 36] File name too long`` from deep inside a stage."""
+    parts = [p for v in value.split(",") for p in v.split("/") if p]
+    for i, part in enumerate(parts):
+        size = len(part.encode("utf-8", "surrogateescape"))
+        limit = OWN_NAME_MAX if i == len(parts) - 1 else NAME_MAX
+        if size > limit:
+            raise UsageError(f"--{flag}: the name {part[:40]!r}... is {size} bytes long; a folder or file name may be "
+                             f"at most {limit} bytes here (the file system allows {NAME_MAX}, and the toolkit writes "
+                             "temporary folders beside it); choose a shorter name")
+
+
 def setting(default=_REQUIRED, help: str = "", *, choices=None, check: tuple | None = None,
             aliases: dict[str, str] | None = None, flag: bool = True, repeatable: bool = False):
     """A field that is also a flag: its default, ``help``, argparse ``choices``, ``check`` = (predicate, "requirement")
@@ -130,6 +154,8 @@ class Config:
     def checked(self):
         """Every field's check, then the class's own (:meth:`check`); returns self."""
         for f in fields(self):
+            if f.metadata.get("flag", True) and isinstance(getattr(self, f.name), str) and _is_path_setting(f.name):
+                check_name_lengths(f.name, getattr(self, f.name))
             rule, value = f.metadata.get("check"), getattr(self, f.name)
             if rule and value is not None and not rule[0](value):
                 raise UsageError(f"--{f.name} must be {rule[1]} (got {value!r}); pass a value that is {rule[1]}")

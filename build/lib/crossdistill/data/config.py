@@ -52,6 +52,10 @@ class PrepareConfig(DataLocation, Seeded, Mining, Replaceable):
                                             "positive's score", check=PROBABILITY)
     same_group_negatives: str = setting("exclude", "SQuAD/KorQuAD: may a paragraph of the question's own article be its "
                                                    "negative?", choices=["exclude", "allow"])
+    scored_queries: str = setting("any", "a scored source (teacher scores in the rows): 'any' = its scored queries are "
+                                         "split like the rest (those in val/test never teach; the log counts them), "
+                                         "'train' = every scored query trains, val and test come from unscored ones",
+                                  choices=["any", "train"])
     val_fraction: float = setting(0.1, "share of queries (or articles) held out for val when the source has no val split",
                                   check=PROBABILITY)
     test_fraction: float = setting(0.1, "share held out for test when the source has no test split", check=PROBABILITY)

@@ -113,6 +113,10 @@ def retrieval_set_from_rows(df: pd.DataFrame, corpus: dict[str, str] | None = No
             return by_body[text]
         if text not in by_text:
             pid = _stable_id("d" if not stats["corpus_passages"] else "added-", text)
+            salt = 0
+            while pid in corpus:  # an id the corpus already holds (e.g. a version's own corpus.jsonl given back as
+                salt += 1  # --corpus): never taken, the passage gets the next free one
+                pid = _stable_id("d" if not stats["corpus_passages"] else "added-", f"{salt}\x00{text}")
             by_text[text] = pid
             corpus[pid] = text
             stats["passages_added_to_corpus"] += bool(stats["corpus_passages"])

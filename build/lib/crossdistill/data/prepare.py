@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from crossdistill.core.errors import UsageError
-from crossdistill.core.files import write_json
+from crossdistill.core.files import file_sha256, write_json
 from crossdistill.core.ownership import atomic_dir, check_output_dir, mark_owner, refuse_overlap
 from crossdistill.data import eval_sets, sources
 from crossdistill.data import versions as data
@@ -88,13 +88,39 @@ def load_splits(cfg: PrepareConfig, kind: str):
                              "--negatives bm25, model or random")
     else:
         raise UsageError(f"unknown --source_type {kind}; use beir, squad or one of {', '.join(TABLE_KINDS)}")
+    out, stats = split_queries(full, scored, cfg, source, seed, stats)
+    return out, given, not cfg.corpus, stats, scored
+
+
+def split_queries(full, scored: dict | None, cfg: PrepareConfig, source: str, seed: int, stats: dict):
+    """A table source's queries (its article groups kept together) split into train, val and test: ``({split:
+    RetrievalSet}, stats)``. With scores, the scored queries that land in val/test are counted (they never teach), or,
+    with ``--scored_queries train``, all kept for training."""
     keys = [full.query_groups.get(q, q) for q in full.qrels]
-    parts = data.split_groups(keys, (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction), seed)
+    fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
+    scored_keys = {full.query_groups.get(q, q) for q in full.qrels if scored and full.queries[q] in scored}
+    if scored and cfg.scored_queries == "train":  # every scored query teaches: val/test come from the unscored ones
+        rest = [k for k in keys if k not in scored_keys]
+        if len(set(rest)) < 2:
+            raise UsageError(f"--scored_queries train keeps all {len(scored_keys)} scored queries for training, but "
+                             f"{source} has {len(set(rest))} unscored queries for val and test; add unscored labelled "
+                             "queries, or leave --scored_queries at 'any'")
+        parts = data.split_groups(rest, fractions, seed)
+        parts[0] = [*parts[0], *sorted(scored_keys)]
+    else:
+        parts = data.split_groups(keys, fractions, seed)
     out = {}
     for name, part in zip(SPLITS, parts):
         chosen = set(part)
         out[name] = full.subset([q for q in full.qrels if full.query_groups.get(q, q) in chosen])
-    return out, given, not cfg.corpus, stats, scored
+    if scored:
+        held = {name: len(scored_keys & set(part)) for name, part in zip(SPLITS, parts)}
+        print(f"scored queries: {held['train']} in train, {held['val']} in val and {held['test']} in test (these "
+              f"{held['val'] + held['test']} never teach"
+              + ("; --scored_queries train keeps all of them for training)" if held["val"] + held["test"] else ")"),
+              flush=True)
+        stats = {**stats, "scored_queries_by_split": held}
+    return out, stats
 
 
 def scores_records(rs: eval_sets.RetrievalSet, scored: dict) -> list[dict]:
@@ -202,7 +228,8 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
 
             records = scores_records(splits["train"], scored)
             write_scores_file(records, tmp / SCORES_FILE)
-            config["teacher_scores"] = {"file": SCORES_FILE, "train_queries": len(records),
+            config["teacher_scores"] = {"file": SCORES_FILE, "sha256": file_sha256(tmp / SCORES_FILE),
+                                        "train_queries": len(records),
                                         "pairs": sum(len(r["pos"]) + len(r["neg"]) for r in records)}
             log(f"teacher scores: {config['teacher_scores']['pairs']} scored pairs of {len(records)} training queries "
                 f"-> {SCORES_FILE} (train_distillation_pipeline.py uses them when no --teacher_path is given)")

@@ -65,8 +65,16 @@ def read_table(source: str, kind: str) -> pd.DataFrame:
             import csv
 
             # TSV has no quoting: a cell that starts with '"' is text, not the start of a quoted run of rows
+            quoting = {} if kind == "csv" else {"quoting": csv.QUOTE_NONE}
+            header = pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str, nrows=1, header=None,
+                                 encoding="utf-8", **quoting)
+            names = [str(c) for c in header.iloc[0]] if len(header) else []  # as written: pandas renames a twin x.1
+            dup = next((c for c in names if names.count(c) > 1), None)
+            if dup is not None:
+                raise UsageError(f"{path} has the column {dup!r} twice: which one to read would depend on their order; "
+                                 "rename or drop one")
             return pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False, na_values=[],
-                               encoding="utf-8", **({} if kind == "csv" else {"quoting": csv.QUOTE_NONE}))
+                               encoding="utf-8", **quoting)
         if kind == "jsonl":
             from crossdistill.data.sources import read_jsonl
 
@@ -132,14 +140,34 @@ def parse_columns(spec: str | None) -> dict[str, str]:
             raise UsageError(f"--columns takes role=column pairs with roles {', '.join(ROLES)} (e.g. "
                              f"anchor=question,positive=answer); got {spec!r}")
         out[role] = column
+    twice = sorted({c for c in out.values() if list(out.values()).count(c) > 1})
+    if twice:
+        roles = [r for r, c in out.items() if c == twice[0]]
+        raise UsageError(f"--columns maps the column {twice[0]!r} to {' and '.join(roles)}: each role needs its own column "
+                         f"(a positive that is the query itself teaches nothing); got {spec!r}")
     return out
+
+
+def unambiguous_columns(df: pd.DataFrame, source: str) -> list[str]:
+    """The table's column names, refused when two are the same name or the same name in another case (``query`` and
+    ``Query``): which one a role reads would depend on the column order."""
+    found = [str(c) for c in df.columns]
+    by_lower: dict[str, list[str]] = {}
+    for c in found:
+        by_lower.setdefault(c.lower(), []).append(c)
+    clash = next((names for names in by_lower.values() if len(names) > 1), None)
+    if clash:
+        what = "twice" if len(set(clash)) == 1 else "in two cases"
+        raise UsageError(f"{source} has the column {clash[0]!r} {what} ({', '.join(map(repr, clash))}): which one to read "
+                         "would depend on their order; rename or drop one")
+    return found
 
 
 def labelled_rows(df: pd.DataFrame, source: str, columns: str | None = None) -> pd.DataFrame:
     """The labelled rows of a table as ``anchor, positive[, negative]`` texts: pairs or triplets, the columns named by
     ``--columns`` or recognised by their common names."""
     mapping = parse_columns(columns)
-    found = [str(c) for c in df.columns]
+    found = unambiguous_columns(df, source)
     lower = {c.lower(): c for c in found}
     chosen = {}
     for role, names in ROLES.items():
@@ -152,6 +180,11 @@ def labelled_rows(df: pd.DataFrame, source: str, columns: str | None = None) -> 
             hit = next((lower[n] for n in names if n in lower), None)
             if hit is not None:
                 chosen[role] = hit
+    shared = sorted({c for c in chosen.values() if list(chosen.values()).count(c) > 1})
+    if shared:
+        raise UsageError(f"{source}: the column {shared[0]!r} would be read as "
+                         f"{' and '.join(r for r, c in chosen.items() if c == shared[0])}; map each role to its own "
+                         "column with --columns")
     for role in ("anchor", "positive"):
         if role not in chosen:
             raise UsageError(f"{source} has no {role} column (found: {', '.join(found) or 'none'}); name it "
@@ -165,7 +198,7 @@ def labelled_rows(df: pd.DataFrame, source: str, columns: str | None = None) -> 
 
 
 def _id_and_text(df: pd.DataFrame, source: str, what: str) -> tuple[str, str, str | None]:
-    found = [str(c) for c in df.columns]
+    found = unambiguous_columns(df, source)
     lower = {c.lower(): c for c in found}
     id_col = next((lower[n] for n in ID_NAMES if n in lower), None)
     text_col = next((lower[n] for n in TEXT_NAMES if n in lower), None)
@@ -173,6 +206,26 @@ def _id_and_text(df: pd.DataFrame, source: str, what: str) -> tuple[str, str, st
         raise UsageError(f"{source} needs an id and a text column for the {what} (found: {', '.join(found) or 'none'}); "
                          f"name them _id/id and text")
     return id_col, text_col, lower.get("title")
+
+
+def read_id(raw, where: str, what: str = "passage") -> str:
+    """One id cell as text: a string, or a whole number (``7`` and ``7.0`` both read ``"7"``, as a CSV and a JSONL of the
+    same ids must match); a missing value, NaN, a list, an object or a fractional number is refused, naming it."""
+    import math
+
+    if raw is None or isinstance(raw, bool) or (isinstance(raw, float) and not math.isfinite(raw)):
+        raise UsageError(f"{where} has no id ({raw!r}); give every {what} an id")
+    if isinstance(raw, (list, tuple, dict, set)) or getattr(raw, "ndim", 0):
+        raise UsageError(f"{where} holds a {type(raw).__name__} ({str(raw)[:40]}) where an id is needed; ids are texts or "
+                         "whole numbers")
+    if isinstance(raw, float):
+        if not raw.is_integer():
+            raise UsageError(f"{where} holds the number {raw!r}; ids are texts or whole numbers")
+        raw = int(raw)
+    pid = str(raw).strip()
+    if not pid or pid.lower() in ("nan", "none", "null", "<na>"):
+        raise UsageError(f"{where} has no id ({raw!r}); give every {what} an id")
+    return pid
 
 
 def read_texts(source: str, what: str = "passage", bodies: dict | None = None) -> dict[str, str]:
@@ -203,15 +256,13 @@ def read_texts(source: str, what: str = "passage", bodies: dict | None = None) -
     for i, row in enumerate(df.to_dict("records")):
         where = f"{source} row {i + 1}"
         raw_id = row[id_col]
-        if raw_id is None or isinstance(raw_id, bool) or str(raw_id).strip() == "":
-            raise UsageError(f"{where} has no {id_col!r}; give every {what} an id")
+        pid = read_id(raw_id, f"{where}, column {id_col!r}", what)
         text = text_cell(row[text_col], f"{where}, column {text_col!r}")
         title = row.get(title_col) if title_col else None
         if isinstance(title, str) and title.strip() and what == "passage":
             if bodies is not None:
-                bodies[str(raw_id).strip()] = text
+                bodies[pid] = text
             text = f"{title.strip()} {text}"
-        pid = str(raw_id).strip()
         if pid in out and out[pid] != text:
             raise UsageError(f"{where}: the id {pid!r} is used twice with different texts; give each {what} its own id")
         out[pid] = text

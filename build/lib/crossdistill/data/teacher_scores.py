@@ -76,6 +76,25 @@ def check_record(obj, where: str, scored: bool = True) -> ScoredList:
                       _scores(obj.get("neg_scores", [] if not neg else None), len(neg), where, "neg_scores", "neg"))
 
 
+def flagembedding_keys_note(objs: list) -> str | None:
+    """What FlagEmbedding's ``prompt`` and ``type`` keys in these records mean here, or None when none carries them:
+    they are not used (the student's query prefix comes from --query_prefix or its model's own prompts, one for every
+    query; a task ``type`` changes nothing in how a list is learned)."""
+    prompts = {o.get("prompt") for o in objs if isinstance(o, dict) and o.get("prompt")}
+    types = {o.get("type") for o in objs if isinstance(o, dict) and o.get("type")}
+    if not prompts and not types:
+        return None
+    parts = []
+    if prompts:
+        shown = next(iter(prompts))
+        parts.append(f"the records' 'prompt' ({len(prompts)} distinct, e.g. {str(shown)[:50]!r}) is not used: the "
+                     "student's query prefix is --query_prefix (or its model's own prompt), one for every query; pass "
+                     "--query_prefix with that instruction if the student should read it")
+    if types:
+        parts.append(f"'type' ({', '.join(sorted(map(str, types))[:3])}) is not used: every list is learned alike")
+    return "; ".join(parts)
+
+
 def read_scores_file(path: str | Path) -> list[ScoredList]:
     """Every record of a scores file, validated (the first bad row is refused, named by its line)."""
     from crossdistill.data.sources import read_jsonl
@@ -84,7 +103,13 @@ def read_scores_file(path: str | Path) -> list[ScoredList]:
     if not path.is_file():
         raise UsageError(f"--teacher_scores {path} does not exist or is not a file; write one with teacher_scores.py, or "
                          "prepare a scored source with prepare_data.py")
-    records = [check_record(obj, f"{path} line {line}") for line, obj in read_jsonl(path)]
+    rows = read_jsonl(path)
+    records = [check_record(obj, f"{path} line {line}") for line, obj in rows]
+    note = flagembedding_keys_note([obj for _, obj in rows])
+    if note:
+        from crossdistill.data.versions import warn
+
+        warn(f"{path}: {note}")
     if not records:
         raise UsageError(f"--teacher_scores {path} holds no records; one JSON object per line: {', '.join(RECORD_KEYS)}")
     seen: dict[str, int] = {}
@@ -94,6 +119,41 @@ def read_scores_file(path: str | Path) -> list[ScoredList]:
                              "merge them into one record per query")
         seen[r.query] = i
     return records
+
+
+SCORE_KINDS = ("auto", "logit", "probability")
+PROBABILITY_CLIP = 1e-6  # a probability of exactly 0 or 1 becomes the logit of 1e-6 / 1 - 1e-6 (±13.8)
+
+
+def score_kind_of(records: list[ScoredList], kind: str = "auto") -> tuple[str, str]:
+    """What a file's scores are — ``logit`` or ``probability`` — and why: ``kind`` when the user said (a probability
+    outside [0, 1] refused), else ``auto``: probabilities when every score lies in [0, 1] and they are not all equal
+    (sentence-transformers' ``CrossEncoder.predict`` applies a sigmoid by default, FlagEmbedding's ``compute_score``
+    with ``normalize=True``), logits otherwise (FlagEmbedding's default, this toolkit's own files)."""
+    scores = [s for r in records for s in (*r.pos_scores, *r.neg_scores)]
+    outside = next((s for s in scores if not 0.0 <= s <= 1.0), None)
+    if kind == "probability" and outside is not None:
+        raise UsageError(f"--score_kind probability, but the file holds the score {outside:g}, outside [0, 1]; pass "
+                         "--score_kind logit (or auto)")
+    if kind != "auto":
+        return kind, f"--score_kind {kind}"
+    if outside is None and len(set(scores)) > 1:
+        return "probability", (f"every one of its {len(scores)} scores lies in [0, 1] (CrossEncoder.predict's default "
+                               "sigmoid, or a normalised compute_score); pass --score_kind logit if they are logits")
+    return "logit", (f"a score lies outside [0, 1] ({outside:g})" if outside is not None else
+                     "its scores are all equal") + "; pass --score_kind probability if they are probabilities"
+
+
+def as_logits(records: list[ScoredList], kind: str) -> list[ScoredList]:
+    """The records with logits: probabilities become log(p / (1 - p)) (clipped to [1e-6, 1 - 1e-6]), logits stay."""
+    if kind != "probability":
+        return records
+
+    def logit(ps):
+        p = np.clip(np.asarray(ps, dtype=np.float64), PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+        return [float(x) for x in np.log(p / (1 - p))]
+
+    return [ScoredList(r.query, r.pos, r.neg, logit(r.pos_scores), logit(r.neg_scores)) for r in records]
 
 
 def scores_fingerprint(path: str | Path) -> str:
@@ -141,6 +201,7 @@ def lists_from_scores(records: list[ScoredList], queries: list[str], K: int) -> 
                          f"{len(records)} records): the file was written for other data; write it over this data version "
                          "with teacher_scores.py")
     stats = {"queries": len(lists), "K": K, "short_lists": sum(len(c.passages) < K for c in lists),
+             "one_passage_lists": sum(len(c.passages) < 2 for c in lists),
              "negative_source": "scores file", "mean_candidates": round(sum(len(c.passages) for c in lists) / len(lists), 3),
              "mined_negatives": 0, "train_queries_without_scores": missing,
              "records_not_in_train": len(set(by_query) - set(queries))}

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from crossdistill.core.errors import UsageError
+from crossdistill.core.files import file_sha256
 from crossdistill.core.settings import check_version_name
 
 COLUMNS = ("anchor", "positive", "negative")
@@ -151,6 +152,25 @@ class DataVersion:
     def scores_file(self) -> Path:
         """Where the version's own teacher scores are (a scored source's; it may not exist)."""
         return self.folder / SCORES_FILE
+
+    def own_scores_file(self) -> Path | None:
+        """The version's teacher scores when prepare_data.py wrote them for this version (its prepare_config.json
+        records them, and their sha256 when it recorded one still matches), None when it has none. A
+        ``teacher_scores.jsonl`` it did not write (a user's file put there, or one edited since) is refused, never
+        taken silently as the run's teacher."""
+        f = self.scores_file
+        if not f.is_file():
+            return None
+        recorded = self.prepare_config.get("teacher_scores")
+        if not isinstance(recorded, dict) or recorded.get("file") != SCORES_FILE:
+            raise UsageError(f"{f} was not written by prepare_data.py for data version {self.name} (its {PREPARE_CONFIG} "
+                             "records no teacher scores), so it is not taken as this version's teacher; to train from "
+                             f"it pass --teacher_scores {f}, or move it out of the version folder")
+        if recorded.get("sha256") and file_sha256(f) != recorded["sha256"]:
+            raise UsageError(f"{f} was changed after prepare_data.py wrote it (its sha256 differs from the one in "
+                             f"{PREPARE_CONFIG}), so it is not taken as this version's teacher; to train from the file as "
+                             f"it is pass --teacher_scores {f}, or prepare the version again")
+        return f
 
     @property
     def prepare_config(self) -> dict:

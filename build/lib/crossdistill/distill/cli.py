@@ -16,7 +16,9 @@ from crossdistill.distill.config import StudentConfig
 
 
 def parse_args(argv=None) -> StudentConfig:
-    return StudentConfig.parse(argv, __doc__)
+    from crossdistill.core.cli import with_monitor_flags
+
+    return StudentConfig.parse(with_monitor_flags(argv), __doc__)
 
 
 def main(argv=None):

@@ -18,6 +18,7 @@ from crossdistill.core.settings import (
     TrainingConfig,
     setting,
 )
+from crossdistill.data.teacher_scores import SCORE_KINDS
 from crossdistill.distill.recipes import DEFAULT_RECIPE, STUDENT_RECIPES, recipe_summary, recipe_values
 from crossdistill.losses.total import WEIGHTS
 from crossdistill.teachers.config import ListSettings
@@ -33,6 +34,10 @@ class StudentConfig(TrainingConfig, ListSettings):
                                                "FlagEmbedding's layout (query, pos, neg, pos_scores, neg_scores), e.g. "
                                                "written by teacher_scores.py; default without --teacher_path: the data "
                                                "version's teacher_scores.jsonl (prepared from a scored source)")
+    score_kind: str = setting("auto", "what the numbers of --teacher_scores (or the version's teacher_scores.jsonl) are: "
+                                      "'logit', 'probability' (CrossEncoder.predict's default sigmoid; turned into logits "
+                                      "before use) or 'auto' (probabilities when every score lies in [0, 1]; the log "
+                                      "says what was assumed)", choices=list(SCORE_KINDS))
     student_name: str = setting("minilm-l6", "student: folder, hub id (e.g. intfloat/multilingual-e5-large-instruct) or "
                                              "alias (minilm-l6, multilingual-e5-small)")
     output_dir: str = setting(help="folder of the published student (checkpoints while training)")
@@ -102,12 +107,26 @@ class StudentConfig(TrainingConfig, ListSettings):
     guard_k: int = setting(20, "teacher reranks the student's top-k of the val pool for the guard", check=AT_LEAST_1)
     micro_batch_size: int | None = setting(None, "max texts per forward pass (gradients combined exactly); set "
                                                  "automatically on out-of-memory", check=AT_LEAST_1)
+    matryoshka_dims: str | None = setting(None, "Matryoshka: also train every loss term at these prefix dimensions of the "
+                                                "embedding, re-normalised, e.g. 384,256,128,64 (the largest first; "
+                                                "vectors can then be cut to any of them: SentenceTransformer(folder, "
+                                                "truncate_dim=D))")
+    matryoshka_weights: str | None = setting(None, "with --matryoshka_dims: one weight per dimension (default: 1 each)")
     export: str | None = setting(None, "also export the published student for serving: 'onnx', 'onnx-int8' or both "
                                        "('onnx,onnx-int8'); see export_student.py")
 
     def resolve(self):
         unset = {k: v for k, v in STUDENT_RECIPES[self.recipe].items() if getattr(self, k) is None}
         return dataclasses.replace(self, **unset)
+
+    @property
+    def matryoshka_dims_list(self) -> tuple[int, ...]:
+        """``--matryoshka_dims`` as numbers, largest first (empty without it)."""
+        return parse_matryoshka(self.matryoshka_dims, self.matryoshka_weights)[0]
+
+    @property
+    def matryoshka_weights_list(self) -> tuple[float, ...]:
+        return parse_matryoshka(self.matryoshka_dims, self.matryoshka_weights)[1]
 
     def check(self) -> None:
         from crossdistill.models.export import parse_formats
@@ -137,4 +156,34 @@ class StudentConfig(TrainingConfig, ListSettings):
                              "with --soft_labels prob (the original recipe's default); pass --soft_labels logit, or leave "
                              "fusion out")
         parse_formats(self.export)
+        parse_matryoshka(self.matryoshka_dims, self.matryoshka_weights)
         super().check()
+
+
+def parse_matryoshka(dims: str | None, weights: str | None) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """``--matryoshka_dims 384,256,128,64`` and ``--matryoshka_weights`` as (dims, weights), checked: whole numbers >= 8,
+    distinct, largest first; finite weights >= 0, not all 0, one per dimension (default 1 each)."""
+    import math
+
+    if not dims:
+        if weights:
+            raise UsageError("--matryoshka_weights weighs the dimensions of --matryoshka_dims; give --matryoshka_dims too")
+        return (), ()
+    try:
+        ds = tuple(int(x) for x in str(dims).split(","))
+    except ValueError:
+        raise UsageError(f"--matryoshka_dims takes whole numbers, comma-separated (e.g. 384,256,128,64); got {dims!r}") from None
+    if any(d < 8 for d in ds) or len(set(ds)) != len(ds) or list(ds) != sorted(ds, reverse=True):
+        raise UsageError(f"--matryoshka_dims must be distinct whole numbers >= 8, largest first (e.g. 384,256,128,64); "
+                         f"got {dims!r}")
+    if weights is None:
+        return ds, tuple(1.0 for _ in ds)
+    try:
+        ws = tuple(float(x) for x in str(weights).split(","))
+    except ValueError:
+        raise UsageError(f"--matryoshka_weights takes numbers, comma-separated; got {weights!r}") from None
+    if len(ws) != len(ds) or any(not math.isfinite(w) or w < 0 or w > 1e6 for w in ws) or not sum(ws):
+        raise UsageError(f"--matryoshka_weights needs one finite weight >= 0 per dimension of --matryoshka_dims "
+                         f"({len(ds)}), not all 0; got {weights!r}")
+    return ds, ws
+

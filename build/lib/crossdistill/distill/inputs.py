@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -16,17 +15,17 @@ from crossdistill.data import eval_sets
 from crossdistill.data.candidates import CandidateList, build_candidates
 from crossdistill.data.pseudo_queries import pseudo_query_lists
 from crossdistill.data.teacher_scores import SCORES_FILE, read_scores_file, scores_fingerprint
-from crossdistill.data.versions import DataVersion
+from crossdistill.data.versions import DataVersion, subsample
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.validation import val_pool_passages
 from crossdistill.models.export import missing_packages, parse_formats
+from crossdistill.models.folders import model_folder_kind
 from crossdistill.models.resolve import ResolvedModel, resolve_model, similarity_scale
 from crossdistill.models.student import BiEncoderStudent
 from crossdistill.teachers.cache import default_cache_path
 from crossdistill.teachers.config import open_run_teachers
 from crossdistill.teachers.dense import DenseKind
 from crossdistill.teachers.ensemble import Teachers
-from crossdistill.teachers.kinds import is_bi_encoder_folder
 
 LABELS_ONLY = "labels-only"  # the teacher fingerprint of a run with no teacher (--soft_weight 0, no teacher named)
 
@@ -56,10 +55,11 @@ def _teacher_source(cfg: StudentConfig, device: str) -> tuple[Teachers | None, l
     if cfg.teacher_path:
         teachers = open_run_teachers(cfg, device)
         return teachers, None, None, teachers.fingerprint
-    path = cfg.teacher_scores or str(DataVersion.of(cfg).scores_file)
-    if not cfg.teacher_scores and not Path(path).is_file() and cfg.soft_weight == 0:
+    own = None if cfg.teacher_scores else DataVersion.of(cfg).own_scores_file()
+    path = cfg.teacher_scores or (str(own) if own else None)
+    if path is None and cfg.soft_weight == 0:
         return None, None, None, LABELS_ONLY  # the labels alone: no teacher is read, none is needed
-    if not cfg.teacher_scores and not Path(path).is_file():
+    if path is None:
         raise UsageError(f"no teacher: pass --teacher_path (a cross-encoder or bi-encoder folder, alias or hub id), or "
                          f"--teacher_scores FILE (teacher scores in FlagEmbedding's JSONL layout), or --soft_weight 0 to "
                          f"learn the labels alone; data version {cfg.data_version} carries no {SCORES_FILE} of its own")
@@ -71,10 +71,10 @@ def _fusion_model(cfg: StudentConfig, device: str) -> DenseKind | None:
     if not cfg.fusion_model:
         return None
     dense = resolve_model(cfg.fusion_model)
-    if dense.is_local and not is_bi_encoder_folder(dense.path):
-        raise UsageError(f"--fusion_model {cfg.fusion_model} is not a bi-encoder (a sentence-transformers embedding model "
-                         "with a Pooling module): its cosines are the fusion's dense source; pass a bi-encoder, or put a "
-                         "cross-encoder in --teacher_path")
+    if dense.is_local and model_folder_kind(dense.path) == "cross-encoder":
+        raise UsageError(f"--fusion_model {cfg.fusion_model} is a cross-encoder (a sequence classifier), not a bi-encoder: "
+                         "its cosines would be of a mean-pooled classifier; pass a bi-encoder as --fusion_model, and a "
+                         "cross-encoder as --teacher_path")
     return DenseKind(cfg.fusion_model, dense, max_len=cfg.max_len, precision=cfg.teacher_precision, device=device)
 
 
@@ -98,7 +98,12 @@ def read_inputs(cfg: StudentConfig, device: str = "cpu") -> StudentInputs:
         "--fusion_model": dense.path if dense else None,
         "--student_name": student.path if student.is_local else None})
     version = DataVersion.of(cfg)
-    train = version.split("train", cfg.max_samples, cfg.seed)
+    train = version.split("train")
+    if scores is not None and cfg.max_samples:  # draw the subset from the queries the file scored, not before it
+        have = {r.query for r in scores}
+        scored = train[train["anchor"].isin(have)].reset_index(drop=True)
+        train = scored if len(scored) else train  # none scored: refused with its own message (lists_from_scores)
+    train = subsample(train, cfg.max_samples, cfg.seed)
     val = version.split("val", cfg.max_val_samples, cfg.seed)
     corpus, pool_info = val_pool_passages(version, cfg.val_pool)
     if parse_formats(cfg.export) and missing_packages():  # refused now, not after the training

@@ -49,5 +49,6 @@ def loss_settings(recipe: str = DEFAULT_RECIPE, **overrides) -> LossSettings:
     """Every loss setting of ``recipe`` (plus ``overrides``; scale 20 unless given), as the training loop reads
     them: for library use, tests and benchmarks."""
     values = {**STUDENT_RECIPES[recipe], "scale": 20.0, "cross_device_negatives": False, "kl_tau_squared": False,
+              "matryoshka_dims": (), "matryoshka_weights": (),
               **overrides}
     return LossSettings(**{f.name: values[f.name] for f in fields(LossSettings)})

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from crossdistill.core.errors import UsageError
 from crossdistill.data.candidates import CandidateList
-from crossdistill.data.teacher_scores import lists_from_scores
+from crossdistill.data.teacher_scores import as_logits, lists_from_scores, score_kind_of
 from crossdistill.teachers.fusion import build_soft_labels, parse_fusion
 
 
@@ -22,15 +23,29 @@ def scored_lists(inputs, log) -> tuple[list[CandidateList], list[np.ndarray], di
     from crossdistill.teachers.scores_file import ScoresFileKind
 
     cfg = inputs.cfg
-    lists, _, cstats = lists_from_scores(inputs.scores, list(dict.fromkeys(inputs.train["anchor"])), cfg.K)
-    scores, _ = ScoresFileKind(inputs.scores_path, inputs.scores).score([(c.query, p) for c in lists for p in c.passages])
+    kind, why = score_kind_of(inputs.scores, cfg.score_kind)
+    log(f"teacher scores from {inputs.scores_path} taken as {'probabilities' if kind == 'probability' else 'logits'}: "
+        f"{why}")
+    records = as_logits(inputs.scores, kind)
+    lists, _, cstats = lists_from_scores(records, list(dict.fromkeys(inputs.train["anchor"])), cfg.K)
+    lone = cstats["one_passage_lists"]
+    if lone == len(lists):  # a softmax over one passage is 1 whatever the teacher said: the distillation term is 0
+        raise UsageError(f"every one of the {lone} scored lists in {inputs.scores_path} holds a single passage (records "
+                         "without 'neg' passages), so the teacher's scores cannot teach the student anything; write "
+                         "records with scored negatives (teacher_scores.py), or train on the labels alone with "
+                         "--soft_weight 0")
+    if lone:
+        log(f"{lone} of {len(lists)} scored lists hold a single passage (records without 'neg'): their distillation "
+            "term is 0, only the labels' loss teaches on those queries")
+    scores, _ = ScoresFileKind(inputs.scores_path, records).score([(c.query, p) for c in lists for p in c.passages])
     bounds = np.cumsum([0] + [len(c.passages) for c in lists])
     logits = [scores[bounds[i]:bounds[i + 1]] for i in range(len(lists))]
     log(f"teacher scores from {inputs.scores_path}: {cstats['queries']} training queries x up to K={cfg.K} scored "
         f"passages ({cstats['train_queries_without_scores']} training queries without a record are left out, "
         f"{cstats['records_not_in_train']} records of other queries unused); loss recipe {cfg.recipe}, similarity "
         f"scale {cfg.scale:g}")
-    return lists, logits, cstats, {"source": "scores file", "file": str(inputs.scores_path)}
+    return lists, logits, cstats, {"source": "scores file", "file": str(inputs.scores_path), "score_kind": kind,
+                                   "score_kind_why": why}
 
 
 def list_cosines(student, queries: list[str], lists: list[list[str]], batch_size: int) -> list[np.ndarray]:

@@ -18,6 +18,7 @@ from crossdistill.core import hooks
 from crossdistill.core.training import gather_rows, text_keys
 from crossdistill.distill.batch import Batch
 from crossdistill.losses import BatchScores, LossSettings, distillation_loss
+from crossdistill.losses.matryoshka import matryoshka_loss
 
 
 def batch_scores(q_emb, p_emb, batch: Batch, settings: LossSettings, p_keys=None) -> BatchScores:
@@ -46,7 +47,11 @@ def batch_scores(q_emb, p_emb, batch: Batch, settings: LossSettings, p_keys=None
 def batch_loss(q_emb, p_emb, batch: Batch, settings: LossSettings, p_keys, step: int) -> dict:
     """The loss dict of a batch from its embeddings, computed in fp32 outside any mixed-precision autocast."""
     with torch.autocast(device_type=q_emb.device.type, enabled=False):  # similarities and losses in fp32
-        out = distillation_loss(batch_scores(q_emb, p_emb, batch, settings, p_keys), settings)
+        if settings.matryoshka_dims:  # the whole loss again at each prefix of the embedding
+            out = matryoshka_loss(lambda q, p: distillation_loss(batch_scores(q, p, batch, settings, p_keys), settings),
+                                  q_emb.float(), p_emb.float(), settings.matryoshka_dims, settings.matryoshka_weights)
+        else:
+            out = distillation_loss(batch_scores(q_emb, p_emb, batch, settings, p_keys), settings)
     out["loss"] = hooks.on_loss(step, out["loss"])
     return out
 

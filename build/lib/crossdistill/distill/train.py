@@ -58,10 +58,17 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
     log = log if main else (lambda *a, **k: None)  # one process speaks; the others work
     student = BiEncoderStudent.load(inputs.student, cfg.max_len, device=str(device), attention_dropout=cfg.attention_dropout)
     check_prefixes(student.st.tokenizer, cfg.max_len, student.query_prefix, student.passage_prefix, "student")
+    st = student.st
+    full = st.get_embedding_dimension() if hasattr(st, "get_embedding_dimension") else st.get_sentence_embedding_dimension()
+    if cfg.matryoshka_dims_list and cfg.matryoshka_dims_list[0] > full:
+        raise UsageError(f"--matryoshka_dims {cfg.matryoshka_dims} goes up to {cfg.matryoshka_dims_list[0]}, but the "
+                         f"student's embeddings have {full} dimensions; give dimensions <= {full} (e.g. "
+                         f"{full},{full // 2},{full // 4})")
     if main:
         lock_run(out_dir)  # one run per folder
     with claimed_output(out_dir, "student", fresh=resume_from is None, main=main, wait=accelerator.wait_for_everyone) as claim:
         events = EventLog(out_dir / "events.jsonl", enabled=main)
+        events.make_current()  # long phases report their progress to it (core.events.report_progress)
         with accelerator.main_process_first():  # the main process fills the teacher-score cache, the others read it
             run = prepare_run(inputs, log, device=device, student=student, events=events)
         if cfg.gradient_checkpointing:

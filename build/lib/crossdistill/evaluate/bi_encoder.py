@@ -7,7 +7,6 @@ Dense search encodes the corpus in chunks and keeps a running top-k, so memory s
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -23,18 +22,18 @@ TARGET_MIN_MARGIN = 0.7
 
 
 # --------------------------------------------------------------------------- models
-def load_bi_encoder(path: str, max_len: int | None = None, device: str | None = None):
-    """A SentenceTransformer from a folder/alias/hub id, refusing cross-encoders with a clear message."""
+def load_bi_encoder(path: str, max_len: int | None = None, device: str | None = None, truncate_dim: int | None = None):
+    """A SentenceTransformer from a folder/alias/hub id, refusing cross-encoders with a clear message; ``truncate_dim``:
+    its embeddings cut to that many dimensions (re-normalised by ``encode``)."""
     from sentence_transformers import SentenceTransformer
 
-    from crossdistill.models.resolve import check_max_len, load_or_fail, resolve_model, teacher_config_file
+    from crossdistill.models.folders import model_folder_kind
+    from crossdistill.models.resolve import check_max_len, load_or_fail, resolve_model
 
     resolved = resolve_model(path)
     folder = Path(resolved.path)
     if folder.is_dir():
-        cfg = json.loads((folder / "config.json").read_text())
-        if any(a.endswith("ForSequenceClassification") for a in cfg.get("architectures", [])) or \
-                teacher_config_file(folder) is not None:
+        if model_folder_kind(folder) == "cross-encoder":
             raise UsageError(f"{path} is a cross-encoder (sequence classifier), not a bi-encoder; pass the student folder "
                              "written by train_distillation_pipeline.py (a teacher goes to --teacher_path)")
     model = load_or_fail(lambda p: SentenceTransformer(p, device=device), resolved, "bi-encoder")
@@ -45,7 +44,41 @@ def load_bi_encoder(path: str, max_len: int | None = None, device: str | None = 
         check_max_len(max_len, module.model.config, f"bi-encoder {path}")
     if max_len:
         model.max_seq_length = max_len
+    if truncate_dim:
+        full = embedding_dim(model)
+        if truncate_dim > full:
+            raise UsageError(f"--truncate_dim {truncate_dim} is more than the {full} dimensions of {path}'s embeddings; "
+                             f"pass at most {full}")
+        model.truncate_dim = truncate_dim
     return model, resolved
+
+
+def embedding_dim(model) -> int:
+    return model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else \
+        model.get_sentence_embedding_dimension()
+
+
+def matryoshka_metrics(model, prefixes: tuple[str, str], ts: TripletPool, dims: list[int], batch_size: int,
+                       full=None) -> dict[str, dict]:
+    """nDCG@10, MRR@10 and Recall@100 of the student at each Matryoshka dimension (its embeddings encoded once at full
+    size, then cut and re-normalised per dimension): over the full corpus when given, else over the test pool."""
+    if full is not None:
+        qids, doc_ids = list(full.qrels), list(full.corpus)
+        queries, passages, qrels = [full.queries[q] for q in qids], [full.corpus[d] for d in doc_ids], qrels_dict(full.qrels)
+    else:
+        qids, doc_ids, queries, passages, qrels = ts.query_ids(), ts.passage_ids(), ts.queries, ts.passages, ts.qrels
+    q = encode(model, queries, prefixes[0], batch_size)
+    p = encode(model, passages, prefixes[1], batch_size, show_progress=len(passages) > 2000)
+    out = {}
+    for d in dims:
+        qd = q[:, :d] / np.clip(np.linalg.norm(q[:, :d], axis=1, keepdims=True), 1e-12, None)
+        pd_ = p[:, :d] / np.clip(np.linalg.norm(p[:, :d], axis=1, keepdims=True), 1e-12, None)
+        cos = qd @ pd_.T
+        kk = min(100, cos.shape[1])
+        top = np.argsort(-cos, axis=1, kind="stable")[:, :kk]
+        run = indexed_run(qids, doc_ids, top, np.take_along_axis(cos, top, 1))
+        out[str(d)] = ranking_metrics(qrels, run)
+    return out
 
 
 def encode(model, texts: list[str], prefix: str, batch_size: int, show_progress: bool = False) -> np.ndarray:

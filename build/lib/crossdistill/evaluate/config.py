@@ -32,6 +32,10 @@ class EvalConfig(DataLocation, Replaceable):
     rerank_k: int = setting(30, "with --teacher_path: how many of the student's top passages the teacher reranks",
                             check=AT_LEAST_1)
     max_len: int | None = setting(None, "override the model's max sequence length", check=MAX_LEN)
+    truncate_dim: int | None = setting(None, "cut the student's embeddings to their first D dimensions (re-normalised), "
+                                             "as SentenceTransformer(folder, truncate_dim=D) does; without it a "
+                                             "Matryoshka student is also measured at each of its trained dimensions",
+                                       check=(lambda v: 8 <= v <= 65536, "between 8 and 65536"))
     num_samples: int = setting(8, "sample pairs printed and put in the report", check=AT_LEAST_1)
     backend: str = setting("torch", "how the student runs: its PyTorch weights, or the ONNX model (fp32 or int8) that "
                                     "export_student.py / --export wrote into it", choices=["torch", "onnx", "onnx-int8"])

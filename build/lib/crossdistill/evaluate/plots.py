@@ -89,3 +89,25 @@ def comparison_figure(pos: np.ndarray, neg: np.ndarray, table: dict[str, dict], 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def matryoshka_figure(by_dim: dict[str, dict], beside: dict[str, dict], path: Path, scope: str) -> None:
+    """nDCG@10 (and MRR@10) of a Matryoshka student against its embedding dimension, with the full-size student and
+    the baselines (BM25, the starting model) as horizontal lines."""
+    plt = _plt()
+    dims = sorted(int(d) for d in by_dim)
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for metric, style in (("ndcg@10", "o-"), ("mrr@10", "s--")):
+        ax.plot(dims, [by_dim[str(d)][metric] for d in dims], style, label=f"student cut to D: {metric}")
+    for i, (name, r) in enumerate(beside.items()):
+        if "ndcg@10" in r:
+            ax.axhline(r["ndcg@10"], color=f"C{i + 2}", lw=1, ls=":", label=f"{name}: nDCG@10 {r['ndcg@10']:.3f}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.set(title=f"Matryoshka: retrieval over the {scope} by embedding dimension", xlabel="dimensions kept",
+           ylabel="score")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+

@@ -15,15 +15,16 @@ from crossdistill.core.training import peak_memory
 from crossdistill.data import eval_sets, sources
 from crossdistill.data.eval_sets import RetrievalSet, TripletPool
 from crossdistill.data.versions import DataVersion
-from crossdistill.evaluate.bi_encoder import evaluate_bi_encoder, load_bi_encoder, retrieval_table
+from crossdistill.evaluate.bi_encoder import evaluate_bi_encoder, load_bi_encoder, matryoshka_metrics, retrieval_table
 from crossdistill.evaluate.config import EvalConfig
 from crossdistill.evaluate.metrics import ranking_metrics, top_k_run
-from crossdistill.evaluate.plots import analysis_figure, comparison_figure
+from crossdistill.evaluate.plots import analysis_figure, comparison_figure, matryoshka_figure
 from crossdistill.evaluate.retrieval import qrels_dict
 
 RESULTS = "bi_encoder_evaluation_results.json"
 ANALYSIS_PNG = "bi_encoder_evaluation_analysis.png"
 COMPARISON_PNG = "bi_encoder_retrieval_comparison.png"
+MATRYOSHKA_PNG = "bi_encoder_matryoshka.png"
 
 
 def _bm25(ts: TripletPool, full: RetrievalSet | None) -> dict:
@@ -120,7 +121,7 @@ def _read_judgements(path: str, queries: dict, corpus: dict) -> tuple[dict[str, 
 
 def load_student(cfg: EvalConfig):
     """The student to evaluate (``--backend``: its PyTorch weights or its exported ONNX model) and its prefixes."""
-    model, resolved = load_bi_encoder(cfg.model_path, cfg.max_len)
+    model, resolved = load_bi_encoder(cfg.model_path, cfg.max_len, truncate_dim=cfg.truncate_dim)
     if cfg.backend == "torch":
         return model, (resolved.query_prefix, resolved.passage_prefix)
     from crossdistill.models.export import missing_packages
@@ -129,7 +130,20 @@ def load_student(cfg: EvalConfig):
     if missing_packages():
         raise UsageError(f"--backend {cfg.backend} needs {' and '.join(missing_packages())}: pip install onnx onnxruntime")
     encoder = OnnxEncoder(resolved.path, "onnx" if cfg.backend == "onnx" else "onnx-int8", max_len=model.max_seq_length)
+    encoder.truncate_dim = cfg.truncate_dim  # the first D dimensions, re-normalised, as the torch model does
     return encoder, (resolved.query_prefix, resolved.passage_prefix)
+
+
+def trained_dims(model_path: str) -> list[int]:
+    """The Matryoshka dimensions a student was trained at (its distillation_config.json), [] for any other model."""
+    from crossdistill.models.resolve import resolve_model
+
+    f = Path(resolve_model(model_path).path) / "distillation_config.json"
+    try:
+        dims = json.loads(f.read_text(encoding="utf-8")).get("matryoshka_dims") if f.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [int(d) for d in dims] if isinstance(dims, list) and all(isinstance(d, int) for d in dims) else []
 
 
 def check_data_matches(cfg: EvalConfig) -> None:
@@ -181,6 +195,9 @@ def run_evaluation(cfg: EvalConfig, log=print) -> Path:
         f"{len(ts.passages)} passages)" + (f" and {len(full.qrels)} queries over {len(full.corpus)} passages of "
                                            f"{full_info['dir']}" if full else ""))
     results: dict[str, dict] = {"student": evaluate_bi_encoder(model, prefixes, ts, cfg.batch_size, full)}
+    dims = trained_dims(cfg.model_path) if cfg.backend == "torch" and not cfg.truncate_dim else []
+    if dims:  # a Matryoshka student: its quality at each trained dimension, its embeddings encoded once
+        results["student"]["matryoshka"] = matryoshka_metrics(model, prefixes, ts, dims, cfg.batch_size, full)
     if cfg.base_model:
         base, base_resolved = load_bi_encoder(cfg.base_model, cfg.max_len)
         results[f"base model ({cfg.base_model})"] = evaluate_bi_encoder(
@@ -221,9 +238,12 @@ def _write(cfg: EvalConfig, out_dir: Path, ts: TripletPool, results: dict, throu
     stats = student["statistics"]
     report = {**stats, "retrieval": comparison, "throughput": throughput, "peak_rss_mib": peak_memory()["peak_rss_mib"],
               "model_path": str(cfg.model_path), "backend": cfg.backend, "test_data": str(cfg.test_data),
+              "truncate_dim": cfg.truncate_dim,
               "beir": full_info, "baselines": [n for n in results if n != "student"],
               "statistics_by_system": {n: r["statistics"] for n, r in results.items() if "statistics" in r}}
     table_scope = "corpus" if full_info is not None else "pool"
+    if "matryoshka" in student:
+        report["matryoshka"] = {"scope": table_scope, "by_dim": student["matryoshka"]}
     table = retrieval_table(comparison)
     samples = _samples(ts, student["_pos"], student["_neg"], cfg.num_samples)
     with atomic_dir(out_dir) as tmp:
@@ -233,9 +253,16 @@ def _write(cfg: EvalConfig, out_dir: Path, ts: TripletPool, results: dict, throu
         comparison_figure(student["_pos"], student["_neg"], {n: c[table_scope] for n, c in comparison.items()
                                                              if table_scope in c},
                           tmp / COMPARISON_PNG, scatter, "full corpus" if full_info is not None else "test pool")
+        if "matryoshka" in report:
+            matryoshka_figure(report["matryoshka"]["by_dim"], {n: c[table_scope] for n, c in comparison.items()
+                                                              if table_scope in c}, tmp / MATRYOSHKA_PNG,
+                              "full corpus" if full_info is not None else "test pool")
         (tmp / "report.md").write_text(_report_md(report, table, samples), encoding="utf-8")
         mark_owner(tmp, "evaluation")
     log("\n" + _headline(stats) + "\n\n" + table)
+    if "matryoshka" in report:
+        log("\nMatryoshka (" + table_scope + "): " + " | ".join(
+            f"{d}: nDCG@10 {m['ndcg@10']:.4f}" for d, m in report["matryoshka"]["by_dim"].items()))
     log("\nsample pairs:\n" + "\n".join(f"  [{s['positive_score']:.3f} vs {s['negative_score']:.3f}] {s['anchor'][:90]}"
                                           for s in samples))
     log(f"\nthroughput: {throughput}  peak RSS {report['peak_rss_mib']} MiB\nwrote {out_dir}")
@@ -272,7 +299,13 @@ def _report_md(report: dict, table: str, samples: list[dict]) -> str:
               f"({round(pq['fraction_positive'] * pq['queries'])} of {pq['queries']}) |", "",
               f"![analysis]({ANALYSIS_PNG})", "", "## Retrieval", "",
               "`pool`: all distinct passages of the test CSV; `corpus`: the full BEIR corpus.", "", table, "",
-              f"![comparison]({COMPARISON_PNG})", "", "## Throughput (this machine)", "", "```",
+              f"![comparison]({COMPARISON_PNG})", "",
+              *(["## Matryoshka: by embedding dimension", "", "| dimensions | nDCG@10 | MRR@10 | Recall@100 |",
+                 "|---|---|---|---|",
+                 *[f"| {d} | {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | {m.get('recall@100', float('nan')):.4f} |"
+                   for d, m in s["matryoshka"]["by_dim"].items()], "", f"![matryoshka]({MATRYOSHKA_PNG})", ""]
+                if "matryoshka" in s else []),
+              "## Throughput (this machine)", "", "```",
               json.dumps(s["throughput"], indent=1), f"peak RSS {s['peak_rss_mib']} MiB", "```", "", "## Sample pairs", ""]
     for x in samples:
         lines.append(f"- **{x['positive_score']:.3f}** vs {x['negative_score']:.3f}: {x['anchor']}")

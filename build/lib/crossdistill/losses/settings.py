@@ -29,11 +29,15 @@ class LossSettings:
     in_batch_kl_weight: float = 0.0  # the teacher's distribution over every passage of the batch
     cross_device_negatives: bool = False  # other processes' passages as extra negatives
     kl_tau_squared: bool = False  # the KL multiplied by tau^2
+    matryoshka_dims: tuple[int, ...] = ()  # the whole loss again at each prefix dimension (losses/matryoshka.py)
+    matryoshka_weights: tuple[float, ...] = ()  # one per dimension
 
     @classmethod
     def from_config(cls, cfg) -> "LossSettings":
         """From a resolved student config (its recipe applied, its scale chosen): the fields of the same names."""
-        values = {f.name: getattr(cfg, f.name) for f in fields(cls)}
+        values = {f.name: getattr(cfg, f.name) for f in fields(cls) if not f.name.startswith("matryoshka_")}
+        dims = getattr(cfg, "matryoshka_dims_list", ())
+        values.update(matryoshka_dims=tuple(dims), matryoshka_weights=tuple(getattr(cfg, "matryoshka_weights_list", ())))
         unset = [k for k, v in values.items() if v is None]
         if unset:
             raise ValueError(f"loss settings left unset: {', '.join(unset)} (apply the recipe and resolve the scale first)")

@@ -15,7 +15,11 @@ def student_card(cfg, summary: dict, base_model: str, teacher_path: str, loss_we
     kept = summary["history"][summary["best_epoch"]] if summary.get("history") else {}
     start = summary["history"][0] if summary.get("history") else {}
     settings = {k: getattr(cfg, k, None) for k in ("recipe", "soft_loss", "tau", "scale", *loss_weights, "teacher_fusion",
-                                                     "K", "epochs", "batch_size", "lr", "max_len", "use_lora", "seed")}
+                                                     "K", "epochs", "batch_size", "lr", "max_len", "use_lora", "seed",
+                                                     "matryoshka_dims", "matryoshka_weights")}
+    dims = getattr(cfg, "matryoshka_dims", None)
+    matryoshka = (f"- **Matryoshka dimensions**: {dims} — trained to rank well when its vectors are cut to any of them: "
+                  f"`SentenceTransformer(\"<this folder>\", truncate_dim={str(dims).split(',')[-1]})`\n" if dims else "")
     return f"""---
 library_name: sentence-transformers
 pipeline_tag: sentence-similarity
@@ -37,7 +41,7 @@ p = model.encode(["a passage"], prompt_name="passage")
 - **Teacher**: {teacher_path}
 - **Data**: `{cfg.data_root}/{cfg.data_version}` ({summary.get('candidates', {}).get('queries', '?')} training queries)
 - **Published**: epoch {summary.get('best_epoch')} (`--keep {cfg.keep}`; epoch 0 is the starting model)
-
+{matryoshka}
 ## Validation
 
 {_table({"val MRR@10": f"{start.get('val_mrr@10', float('nan')):.4f} → {kept.get('val_mrr@10', float('nan')):.4f}",

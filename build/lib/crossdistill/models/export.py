@@ -53,6 +53,7 @@ def export_target(model_path: str, output_dir: str | None) -> Path:
     import shutil
 
     from crossdistill.core.ownership import atomic_dir, check_output_dir, folder_kind, mark_owner, refuse_overlap
+    from crossdistill.models.folders import is_bi_encoder_folder
     from crossdistill.models.resolve import resolve_model
 
     source = Path(resolve_model(model_path).path)
@@ -66,6 +67,9 @@ def export_target(model_path: str, output_dir: str | None) -> Path:
                              "export into a copy")
         return source
     refuse_overlap(output_dir, "--output_dir", {"--model_path": str(source)})
+    if not is_bi_encoder_folder(source):  # refused before anything is copied
+        raise UsageError(f"{source} is not a bi-encoder (a sentence-transformers folder with a Pooling module: "
+                         "modules.json), so it has no student to export; pass a student or embedding-model folder")
     out = check_output_dir(output_dir, False, "student")
     with atomic_dir(out) as tmp:
         for item in source.iterdir():

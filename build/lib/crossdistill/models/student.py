@@ -140,9 +140,10 @@ def encode_texts(st, texts: list[str], batch_size: int, precision: str = "fp32",
                  chunk: int = 2048) -> np.ndarray:
     """(N, D) L2-normalised float32 embeddings of ``texts`` (prefixes already applied) by the SentenceTransformer
     ``st``, without gradients: the one encoding path of the guard, validation, mining, the evaluation and dense
-    teachers. sentence-transformers sorts each call's texts by length (little padding); ``chunk`` texts per call, with
-    ``on_progress(done, total)`` after each (a heartbeat for the monitor); ``precision`` ``bf16``: under bf16 autocast
-    (:func:`~crossdistill.core.training.encoding_precision` decides when)."""
+    teachers. sentence-transformers sorts each call's texts by length (little padding); at most ``chunk`` texts per call,
+    then a progress event (:func:`~crossdistill.core.events.report_progress`) and ``on_progress(done, total)``;
+    ``precision`` ``bf16``: under bf16 autocast (:func:`~crossdistill.core.training.encoding_precision` decides when)."""
+    from crossdistill.core.events import report_progress
     from crossdistill.core.training import autocast_for
 
     if not texts:
@@ -151,12 +152,14 @@ def encode_texts(st, texts: list[str], batch_size: int, precision: str = "fp32",
         return np.zeros((0, dim or 0), dtype=np.float32)
     device = device or next(st.parameters()).device
     parts = []
+    step = min(chunk, max(batch_size * 8, 256))  # texts per encode call (sorted by length inside it); progress after each
     with torch.no_grad(), autocast_for(precision, str(device)):
-        for s in range(0, len(texts), chunk):
-            parts.append(np.asarray(st.encode(texts[s:s + chunk], batch_size=batch_size, normalize_embeddings=True,
+        for s in range(0, len(texts), step):
+            parts.append(np.asarray(st.encode(texts[s:s + step], batch_size=batch_size, normalize_embeddings=True,
                                               convert_to_numpy=True, show_progress_bar=False), dtype=np.float32))
+            report_progress("encoding", min(s + step, len(texts)), len(texts))
             if on_progress is not None:
-                on_progress(min(s + chunk, len(texts)), len(texts))
+                on_progress(min(s + step, len(texts)), len(texts))
     return np.concatenate(parts)
 
 

@@ -19,15 +19,14 @@ import numpy as np
 import torch
 
 from crossdistill.core.errors import UsageError
+from crossdistill.models.folders import TEACHER_CONFIG_NAMES, teacher_config_file
 from crossdistill.models.resolve import (
-    TEACHER_CONFIG_NAMES,
     ResolvedModel,
     attention_dropout_kwargs,
     check_max_len,
     check_prefixes,
     check_tokenizer,
     load_or_fail,
-    teacher_config_file,
 )
 from crossdistill.models.teacher_folder import inspect_teacher
 
@@ -151,7 +150,12 @@ class CrossEncoderTeacher:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         spec = inspect_teacher(path, finished=False)  # whether a run may use it is decided before (open_teachers)
-        model = AutoModelForSequenceClassification.from_pretrained(spec.path, use_safetensors=True)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(spec.path, use_safetensors=True)
+        except (RuntimeError, ValueError, OSError, KeyError) as exc:  # a config.json that does not match the weights
+            msg = next((x.strip() for x in str(exc).splitlines() if x.strip()), type(exc).__name__)[:240]
+            raise UsageError(f"teacher {path} does not load ({msg}): its config.json does not describe its weights; "
+                             "save the model again (save_pretrained / CrossEncoder.save) or pass another teacher") from None
         if model.config.num_labels != 1:
             raise UsageError(f"{path} is a classifier with {model.config.num_labels} labels, not a relevance teacher (num_labels=1)")
         tok = AutoTokenizer.from_pretrained(spec.path)
@@ -182,7 +186,10 @@ class CrossEncoderTeacher:
         ``on_progress(done, total)`` is called at most every ``progress_every`` seconds and at the end.
         """
         import time
+
         from tqdm.auto import tqdm
+
+        from crossdistill.core.events import report_progress
 
         unique = list(dict.fromkeys(pairs))
         order = sorted(range(len(unique)), key=lambda i: len(unique[i][0]) + len(unique[i][1]))
@@ -197,6 +204,7 @@ class CrossEncoderTeacher:
             logit = self.logits(batch).float()
             out[idx] = (torch.sigmoid(logit) if activation == "sigmoid" else logit).cpu().numpy()
             done = min(s + batch_size, len(order))
+            report_progress("teacher_scoring", done, len(order))
             if on_progress is not None and (time.time() - last > progress_every or done == len(order)):
                 on_progress(done, len(order))
                 last = time.time()
@@ -216,7 +224,7 @@ def merged_copy(model):
 
 def save_teacher(teacher: CrossEncoderTeacher, folder: Path, config: dict) -> None:
     """Write ``teacher`` into ``folder``: the standard model (LoRA merged, loads without peft), its tokenizer,
-    ``adapter/`` when the model carries LoRA adapters, and ``teacher_config.json`` (earlier: ``lora_config.json``)."""
+    ``adapter/`` when the model carries LoRA adapters, and ``teacher_config.json`` (an earlier name: :data:`crossdistill.core.legacy.TEACHER_CONFIG`)."""
     from peft import PeftModel
 
     from crossdistill.core.files import write_json

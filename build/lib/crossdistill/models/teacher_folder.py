@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 from crossdistill.core.errors import UsageError
-from crossdistill.models.resolve import check_tokenizer_files, refuse_pickled_weights, teacher_config_file
+from crossdistill.models.folders import check_tokenizer_files, refuse_pickled_weights, teacher_config_file
 from crossdistill.core.settings import DEFAULT_MAX_LEN
 
 
@@ -37,11 +37,9 @@ class TeacherSpec:
 
 
 def _json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise UsageError(f"{path} is not valid JSON; the model folder is damaged, restore it or save the model again") from None
-    return value if isinstance(value, dict) else {}
+    from crossdistill.core.files import read_json_object
+
+    return read_json_object(path, "the model folder is damaged: restore it or save the model again")
 
 
 def _activation(folder: Path, config: dict) -> str:
@@ -132,24 +130,26 @@ def inspect_teacher(path: str | Path, finished: bool = True) -> TeacherSpec:
 def locate_teacher(name: str) -> str:
     """A local folder for ``--teacher_path``: the folder itself, or a hub id's snapshot (downloaded when online, the local
     cache offline: ``huggingface_hub.snapshot_download``)."""
+    from crossdistill.models.resolve import looks_local, unreachable
+
     folder = Path(str(name)).expanduser()
-    if folder.exists() or str(name).startswith((".", "/", "~")) or str(name).count("/") != 1:
+    if folder.exists():
         return str(folder)
+    if looks_local(str(name)):
+        raise unreachable(str(name), "teacher")
     try:
         from huggingface_hub import snapshot_download
 
         return snapshot_download(str(name), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.md"])
     except Exception as exc:  # noqa: BLE001 - offline and not cached, no such repository, ...: one message
-        raise UsageError(f"teacher {name} is neither a folder nor a hub id that could be fetched "
-                         f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); pass a local "
-                         "cross-encoder folder, or run once online to cache it") from None
+        raise unreachable(str(name), "teacher", exc) from None
 
 
 def read_teacher_config(path: str | Path) -> dict:
     f = teacher_config_file(path)
     if f is None:
         return {}
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise UsageError(f"{f} is not valid JSON; the teacher folder is damaged, re-train or restore it") from None
+    from crossdistill.core.files import read_json_object
+
+    return read_json_object(f, "the teacher folder is damaged: train it again or restore it",
+                            {"max_len": int, "query_prefix": str, "passage_prefix": str, "base_model": str})

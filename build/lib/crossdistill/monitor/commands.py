@@ -4,9 +4,12 @@ student. Pure functions of argv lists and the run's saved files; nothing here st
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 
+from crossdistill.core.ownership import folder_kind
 from crossdistill.core.settings import DEFAULT_MAX_LEN
 
 
@@ -33,6 +36,63 @@ def recovery_command(command: list[str], fault: str, stage: str | None, last_mic
         lr = float(flag_value(cmd, "--lr") or (StudentConfig if is_student else TeacherConfig).default("lr"))
         cmd = set_flag(cmd, "--lr", f"{lr / 2:g}")
     return cmd
+
+
+_PASSES_ARGV = ("accelerate", "torchrun", "nohup", "nice", "uv", "time", "stdbuf")  # programs that hand their argv on
+
+
+def is_direct(command: list[str]) -> bool:
+    """Whether flags appended to ``command`` reach the training script: a python interpreter, a ``.py`` file, a
+    ``crossdistill-*`` command, or one of them behind ``env VAR=1``/``accelerate launch``/``nohup``. A shell
+    (``bash -c "..."``, a ``.sh`` script) is not: an appended flag would become ``$0`` there."""
+    i = 0
+    while i < len(command):
+        name = Path(command[i]).name
+        if name == "env" or ("=" in command[i] and not command[i].startswith("-") and i > 0):
+            i += 1
+            continue
+        if name in _PASSES_ARGV:
+            return True
+        return bool(re.fullmatch(r"python[\d.]*", name) or name.endswith(".py") or name.startswith("crossdistill-"))
+    return False
+
+
+TRAINING_SCRIPTS = ("train_teacher_model.py", "train_distillation_pipeline.py", "crossdistill.teach", "crossdistill.distill",
+                    "crossdistill-teacher", "crossdistill-distill")
+
+
+def names_training_script(command: list[str]) -> bool:
+    """Whether ``command`` (a shell string's words included) runs one of the two training scripts, which take
+    ``--resume``: such a command is restarted up to the cap even when it dies before its first event."""
+    return any(w == s or w.endswith(("/" + s, "=" + s)) for w in words(command) for s in TRAINING_SCRIPTS)
+
+
+def words(command: list[str]) -> list[str]:
+    """The flags visible in ``command``, those inside a shell string (``bash -c "python t.py --lr 1e-5"``) included."""
+    out = []
+    for c in command:
+        try:
+            out += shlex.split(c) if " " in c else [c]
+        except ValueError:
+            out.append(c)
+    return out
+
+
+def recovery(command: list[str], env_flags: list[str], fault: str, stage: str | None,
+             last_micro_batch=lambda: None) -> tuple[list[str], list[str]]:
+    """``(command, recovery flags for the environment)`` that continue a run after ``fault``: for a direct command the
+    flags go on its command line (:func:`recovery_command`); for a wrapped one (a shell) the command stays as it is and
+    the flags (``--resume`` and what the fault changes, computed from the flags visible inside it) travel in
+    :data:`~crossdistill.core.cli.MONITOR_FLAGS`, which the training scripts read."""
+    if is_direct(command):
+        return recovery_command(command, fault, stage, last_micro_batch), []
+    inner = recovery_command(words(command) + env_flags, fault, stage, last_micro_batch)
+    flags = ["--resume"]
+    for name in ("--micro_batch_size", "--micro_batches", "--lr"):
+        value = flag_value(inner, name)
+        if value is not None and value != flag_value(words(command), name):
+            flags += [name, value]
+    return command, flags
 
 
 def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: list[str] | None = None) -> list[str] | None:
@@ -97,3 +157,12 @@ def texts_per_batch(cmd: list[str]) -> int:
 
     return int(flag_value(cmd, "--batch_size") or StudentConfig.default("batch_size")) * \
         (1 + int(flag_value(cmd, "--K") or StudentConfig.default("K")))
+
+
+def resumable(output_dir: Path, command: list[str]) -> bool:
+    """A command without --resume or --overwrite (those inside a shell string included) for a folder that holds an
+    unfinished training run of this toolkit (its kind teacher or student, no done.json; with checkpoints or stopped
+    before its first one): what a rerun of the monitor after Ctrl-C or SIGTERM finds."""
+    flags = words(command)
+    return "--resume" not in flags and "--overwrite" not in flags and \
+        folder_kind(output_dir) in ("teacher", "student") and not (output_dir / "done.json").is_file()

@@ -9,9 +9,24 @@ from pathlib import Path
 
 from crossdistill.core.errors import UsageError
 from crossdistill.core.settings import NON_NEGATIVE, POSITIVE, DataLocation, setting
-
+from crossdistill.monitor.pipeline import PRESETS
 
 # --------------------------------------------------------------------------- realtime_monitor.py
+# the flags each pass-through may not set, because the monitor sets them (one rule for every pass-through, #46 (10)):
+# flag -> what to do instead
+_STAGE_OWNED = {"--output_dir": "the stages' folders are <models_dir>/<data_version>/...: choose them with --models_dir",
+                "--data_version": "name the data with the monitor's own --data_version",
+                "--data_root": "name the data's folder with the monitor's own --data_root",
+                "--resume": "the monitor passes it itself when it restarts a stage"}
+PASS_THROUGH_OWNED = {
+    "teacher_args": _STAGE_OWNED,
+    "student_args": {**_STAGE_OWNED, "--teacher_path": "the student learns from the pipeline's teacher; to use another "
+                                                       "one run the student under the monitor with a command after --"},
+    "eval_args": {"--output_dir": "name the evaluation's folder with --eval_output_dir",
+                  "--model_path": "the monitor evaluates the run it watched",
+                  "--data_version": "name the data with the monitor's own --data_version",
+                  "--data_root": "name the data's folder with the monitor's own --data_root"},
+}
 @dataclass(frozen=True, kw_only=True)
 class MonitorConfig(DataLocation):
     """``realtime_monitor.py``'s settings (the command after ``--`` is :attr:`command`)."""
@@ -19,8 +34,10 @@ class MonitorConfig(DataLocation):
     output_dir: str | None = setting(None, "the supervised run's --output_dir (events.jsonl, checkpoints, done.json)")
     pipeline: str | None = setting(None, "run teacher, student and evaluation: 'default' = the measured recipe (every "
                                          "script's defaults), 'cpu' = the same cut to ~20 min on 2 CPU cores, "
-                                         "'quick'/'full' = the original's settings",
-                                   choices=["default", "cpu", "quick", "full"])
+                                         "'cpu_big' = a bigger bi-encoder teacher (nomic-embed-text-v1.5, "
+                                         "requirements-nomic.txt) at CPU size (~2 h), 'quick'/'full' = the original's "
+                                         "settings",
+                                   choices=list(PRESETS))
     models_dir: str = setting("models", "with --pipeline: the teacher and student folders go in <models_dir>/<data_version>/")
     teacher_model: str | None = setting(None, "with --pipeline: base model of the teacher")
     student_name: str | None = setting(None, "with --pipeline: the student model")
@@ -54,10 +71,11 @@ class MonitorConfig(DataLocation):
                                  "quotes") from None
         if self.pipeline and self.command:
             raise UsageError("give either --pipeline or a command after --, not both")
-        extra = self.split("eval_args")
-        if any(a == "--output_dir" or a.startswith("--output_dir=") for a in extra):
-            raise UsageError("--eval_args sets --output_dir, so the monitor would read another folder's results; name the "
-                             "evaluation's folder with --eval_output_dir")
+        for name, owned in PASS_THROUGH_OWNED.items():
+            for flag, instead in owned.items():
+                if any(a == flag or a.startswith(flag + "=") for a in self.split(name)):
+                    raise UsageError(f"--{name} sets {flag}, which the monitor sets itself (it watches and evaluates the "
+                                     f"folders it names); {instead}")
         if self.command and self.output_dir:
             from crossdistill.monitor.commands import flag_value
 

@@ -20,12 +20,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from crossdistill.core.cli import MONITOR_DIR
 from crossdistill.core.errors import UsageError
 from crossdistill.core.files import write_json
 from crossdistill.core.runs import take_lock
 
 CHILD_FILE = "monitor_child.json"
-TAG = "CROSSDISTILL_MONITOR_DIR"  # set in every job's environment: the folder its monitor watches
+TAG = MONITOR_DIR  # set in every job's environment: the folder its monitor watches
 
 
 def monitor_lock(output_dir: Path):
@@ -43,15 +44,17 @@ class Job:
     popen: subprocess.Popen | None = None    # None when re-attached to a job an earlier monitor started
 
     @classmethod
-    def launch(cls, command: list[str], output_dir: Path, log_name: str = "train.log", record: bool = True) -> "Job":
-        """Start ``command`` in its own session (its own process group), stdout and stderr appended to ``log_name``."""
+    def launch(cls, command: list[str], output_dir: Path, log_name: str = "train.log", record: bool = True,
+               env: dict[str, str] | None = None) -> "Job":
+        """Start ``command`` in its own session (its own process group), stdout and stderr appended to ``log_name``;
+        ``env``: variables added to the monitor's environment (the recovery flags of a wrapped command)."""
         import psutil
 
         tag = str(Path(output_dir).resolve())
         log = open(Path(output_dir) / log_name, "ab")
         try:
             popen = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, env={**os.environ, TAG: tag})
+                                     start_new_session=True, env={**os.environ, **(env or {}), TAG: tag})
         except OSError as exc:  # missing program, not executable, ...
             raise UsageError(f"cannot start the command `{shlex.join(command)}` ({exc.strerror or exc}); check the program "
                              "name and that it is executable") from None

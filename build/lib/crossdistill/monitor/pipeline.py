@@ -1,24 +1,18 @@
-"""The whole job — teacher, student, evaluation — as commands with the original's quick/full settings."""
+"""The whole job — teacher, student, evaluation — as commands, one preset a line of why (what each preset measured,
+and when it changed: docs/results.md)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+# a preset's teacher is the cross-encoder stage (crossdistill.teach) unless it names a bi-encoder teacher: a bigger
+# embedding model fine-tuned on the labels alone by the student stage itself (crossdistill.distill, --soft_weight 0)
 PRESETS = {
     # the measured recipe: every script at its defaults (README "Results"; about 5 minutes on one H200)
     "default": {"teacher": [], "student": [], "suffix": ""},
-    # the same recipe cut for 2 CPU cores, to run in about 20 minutes there (docs/results.md): a teacher on 3,000 rows
-    # (whole queries: about 380 of the 725, one epoch) and a student with K 4 for two epochs, at 128 tokens, val on the CSV pool,
-    # attention dropout off (PyTorch's fused attention: 1.2x faster on CPU), the guard on the val top-10. A teacher this
-    # short is weaker than the student on its own (the guard refuses it), so its soft labels are fused per query with
-    # BM25's and the starting student's own cosines, at equal weights: the combination the guard accepts on val
-    # (fused val MRR@10 0.700 against the student's 0.664; BM25 alone added to the teacher: 0.650, refused). 725
-    # pseudo-queries cut from the training passages join the lists (issue #35: val nDCG@10 over the corpus 0.649 ->
-    # 0.669, seed 42; the student's training about 1.7x longer), and the student trains two epochs (issue #35's fourth
-    # CPU session: val 0.669 -> 0.696, seed 42; 11 of the monitor's 18.6 minutes); the fused sources are put on one
-    # scale per run instead of z-scored per 4-candidate list (--fusion_norm run, issue #35's fifth CPU session: val
-    # nDCG@10 over the corpus 0.696 -> 0.702, mean of seeds 42-44)
+    # the recipe cut to ~20 minutes on 2 CPU cores: a one-epoch teacher fused with BM25 and the starting student, the
+    # student at 128 tokens, K 4, 725 pseudo-queries, two epochs, one scale per fused source (docs/results.md, #35)
     "cpu": {
         "teacher": ["--epochs", "1", "--max_len", "128", "--max_samples", "3000", "--max_val_samples", "300",
                     "--attention_dropout", "0"],
@@ -26,6 +20,18 @@ PRESETS = {
                     "bm25=1,student=1", "--guard_k", "10", "--attention_dropout", "0", "--pseudo_queries", "725",
                     "--fusion_norm", "run"],
         "suffix": "_cpu",
+    },
+    # a teacher that knows more than the labels, at CPU size (~2 hours on 2 cores, docs/results.md, #49):
+    # nomic-embed-text-v1.5 fine-tuned on the labels at 256 tokens (bf16), the student learns its scale x cosine over
+    # each list and over every passage of each batch, on the cpu preset's own training
+    "cpu_big": {
+        "teacher_stage": "distill",
+        "teacher": ["--student_name", "nomic-embed-text-v1.5", "--soft_weight", "0", "--K", "2", "--max_len", "256",
+                    "--epochs", "2", "--batch_size", "16", "--val_pool", "csv", "--max_val_samples", "300",
+                    "--mixed_precision", "bf16"],
+        "student": ["--epochs", "2", "--max_len", "128", "--K", "4", "--val_pool", "csv", "--guard_k", "10",
+                    "--attention_dropout", "0", "--pseudo_queries", "725", "--in_batch_kl_weight", "1"],
+        "suffix": "_cpu_big",
     },
     # the original's settings (SPEC.md), with its loss
     "quick": {
@@ -51,13 +57,16 @@ def pipeline_commands(preset: str, data_version: str, models_dir: str, teacher_m
                       student_name: str | None, teacher_extra: list[str], student_extra: list[str],
                       data_root: str = "preprocessed") -> list[tuple[str, Path, list[str]]]:
     """[(stage, output_dir, command)] for the teacher and the student of ``preset``, in ``<models_dir>/<data_version>/``:
-    a finished teacher of one data version is never taken for another's (the monitor skips a finished stage)."""
+    a finished teacher of one data version is never taken for another's (the monitor skips a finished stage). The
+    stages run as modules of the installed package (``python -m crossdistill.<stage>``), from any folder."""
     p = PRESETS[preset]
-    teacher_dir = Path(models_dir) / data_version / f"cross_encoder_teacher{p['suffix']}"
+    dense = p.get("teacher_stage") == "distill"  # a bi-encoder teacher, trained by the student stage on the labels
+    teacher_dir = Path(models_dir) / data_version / f"{'bi_encoder_teacher' if dense else 'cross_encoder_teacher'}{p['suffix']}"
     student_dir = Path(models_dir) / data_version / f"bi_encoder_distilled{p['suffix']}"
     common = ["--data_version", data_version, "--data_root", data_root]
-    teacher = [sys.executable, "-m", "crossdistill.teach", *common, "--output_dir", str(teacher_dir), *p["teacher"],
-               *(["--model_name", teacher_model] if teacher_model else []), *teacher_extra]
+    base = (["--student_name", teacher_model] if dense else ["--model_name", teacher_model]) if teacher_model else []
+    teacher = [sys.executable, "-m", f"crossdistill.{'distill' if dense else 'teach'}", *common, "--output_dir",
+               str(teacher_dir), *p["teacher"], *base, *teacher_extra]
     student = [sys.executable, "-m", "crossdistill.distill", *common, "--teacher_path", str(teacher_dir),
                "--output_dir", str(student_dir), *p["student"], *(["--student_name", student_name] if student_name else []),
                *student_extra]

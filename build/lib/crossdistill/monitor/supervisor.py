@@ -9,6 +9,12 @@ Four parts, one concern each:
 - :class:`RestartPolicy` — how many restarts, after how long, and the command that continues the run
   (:func:`~crossdistill.monitor.commands.recovery_command`).
 
+``--resume`` and the fault's changes go on the command line of a command that hands its argv to the script (python, a
+``.py`` file, ``crossdistill-*``, behind ``env``/``accelerate launch``/``nohup``); a wrapped command (``bash -c "exec
+python ..."``, a shell script) is restarted as it is, with those flags in its environment
+(:data:`~crossdistill.core.cli.MONITOR_FLAGS`), which the training scripts read. A command that writes no event in two
+tries, for a folder with no run of this toolkit, is not a training script: the monitor gives up after its first restart.
+
 The monitor only ever signals the process group it started (never processes found by name). It treats ``done.json``
 as the only proof of completion, and writes each decision with its reason to ``<output_dir>/monitor.jsonl``.
 
@@ -42,13 +48,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crossdistill.core.cli import MONITOR_FLAGS
 from crossdistill.core.errors import EXIT_NONFINITE, EXIT_OOM, EXIT_USAGE, UsageError
 from crossdistill.core.events import EventLog, read_events
 from crossdistill.core.ownership import folder_kind
-from crossdistill.monitor.commands import evaluation_command, recovery_command
+from crossdistill.monitor.commands import evaluation_command, is_direct, names_training_script, recovery, resumable
 from crossdistill.monitor.config import MonitorConfig
 from crossdistill.monitor.job import Job, monitor_lock
-from crossdistill.monitor.watch import Watcher
+from crossdistill.monitor.watch import Watcher, last_error, tail
 
 BACKOFF_MAX = 600.0  # seconds: the longest wait before a restart, however many came before
 
@@ -116,6 +123,8 @@ class Supervisor:
                                       BACKOFF_MAX)
         self.history: list[dict] = []
         self.job: Job | None = None
+        self.env_flags: list[str] = []  # a wrapped command's recovery flags (the environment's MONITOR_FLAGS)
+        self.events_seen = 0  # events the jobs this monitor started wrote, all attempts together
 
     # ----------------------------------------------------------------- bookkeeping
     def decide(self, decision: str, reason: str, **fields) -> None:
@@ -130,8 +139,10 @@ class Supervisor:
         """Start ``command``; its watcher is made first, so it reads every event the job writes, even when the job
         writes them (or ends) before the monitor looks."""
         watcher = Watcher(self.output_dir)
-        job = Job.launch(command, self.output_dir)
-        self.log.log("launch", pid=job.pid, command=shlex.join(command))
+        env = {MONITOR_FLAGS: shlex.join(self.env_flags)} if self.env_flags else None
+        job = Job.launch(command, self.output_dir, env=env)
+        self.log.log("launch", pid=job.pid, command=shlex.join(command),
+                     **({"env": f"{MONITOR_FLAGS}={shlex.join(self.env_flags)}"} if env else {}))
         self.say(f"[monitor] started pid {job.pid}; its own log: {self.output_dir / 'train.log'}")
         return job, watcher
 
@@ -155,6 +166,7 @@ class Supervisor:
                         self.say(f"[monitor] the run skipped damaged checkpoint {e['checkpoint']}: {e['reason']}")
             if code is not None:
                 seen += watcher.poll()
+                self.events_seen += len(seen)
                 status.finish()
                 if watcher.malformed:
                     self.say(f"[monitor] skipped {watcher.malformed} malformed event line(s) in events.jsonl")
@@ -170,7 +182,7 @@ class Supervisor:
 
     def _error_line(self) -> str:
         """The last line of the job's log that reads like an error: shown to the user, never used to classify."""
-        return _last_error(_tail(self.output_dir / "train.log", 40))
+        return last_error(tail(self.output_dir / "train.log", 40))
 
     # ----------------------------------------------------------------- recovery
     def _last_micro(self) -> int | None:
@@ -216,9 +228,12 @@ class Supervisor:
                 self.decide("already-complete", "done.json exists")
                 return self._evaluate() if self.evaluate else 0
             if resumable(self.output_dir, command):  # the same monitor command, run again after a stop: continue the run
-                command = self.command = [c for c in command if c != "--overwrite"] + ["--resume"]
-                self.decide("resume", "the folder holds an unfinished run's checkpoints: continuing it with --resume",
-                            command=shlex.join(command))
+                if is_direct(command):
+                    command = self.command = [c for c in command if c != "--overwrite"] + ["--resume"]
+                else:
+                    self.env_flags = ["--resume"]
+                self.decide("resume", "the folder holds an unfinished run of this toolkit: continuing it with --resume",
+                            command=shlex.join(command), **self._env_field())
             job, watcher = self._launch(command)
         while True:
             self.job = job
@@ -240,12 +255,23 @@ class Supervisor:
                             "was given no command to restart it; run the monitor again with the training command after --",
                             fault=outcome.kind)
                 return 1
-            command = recovery_command(command, outcome.kind, folder_kind(self.output_dir), self._last_micro)
+            if len(self.restarts.times) > 1 and not self.events_seen and not names_training_script(command) and \
+                    folder_kind(self.output_dir) not in ("teacher", "student"):
+                self.decide("give-up", f"the command wrote no progress event in {len(self.restarts.times)} tries and "
+                            f"{self.output_dir} holds no training run of this toolkit, so it is not a script that "
+                            "--resume continues (train_teacher_model.py, train_distillation_pipeline.py or a command "
+                            f"that runs one); last fault: {outcome.kind} {outcome.detail}".strip(), fault=outcome.kind)
+                return 1
+            command, self.env_flags = recovery(command, self.env_flags, outcome.kind, folder_kind(self.output_dir),
+                                               self._last_micro)
             self.decide("restart", f"{outcome.kind}: {outcome.detail}".strip(": "), fault=outcome.kind,
                         exit_code=outcome.code, attempt=len(self.restarts.times), backoff_s=delay,
-                        command=shlex.join(command))
+                        command=shlex.join(command), **self._env_field())
             time.sleep(delay)
             job, watcher = self._launch(command)
+
+    def _env_field(self) -> dict:
+        return {"env": f"{MONITOR_FLAGS}={shlex.join(self.env_flags)}"} if self.env_flags else {}
 
     def _summary(self) -> str:
         kinds: dict[str, int] = {}
@@ -269,7 +295,7 @@ class Supervisor:
             self.decide("evaluation-failed", f"no result within --eval_timeout {self.policy.eval_timeout:.0f}s; stopped it")
             return 1
         if code != 0:
-            self.decide("evaluation-failed", _last_error(_tail(self.output_dir / "evaluation.log", 40)) or f"exit {code}")
+            self.decide("evaluation-failed", last_error(tail(self.output_dir / "evaluation.log", 40)) or f"exit {code}")
             return 1
         out = Path(args[args.index("--output_dir") + 1])
         res = json.loads((out / "bi_encoder_evaluation_results.json").read_text())
@@ -282,29 +308,3 @@ class Supervisor:
         self.say(f"[monitor] test {scope}: {beside}")
         self.log.log("evaluated", output=str(out), mrr10=pool["mrr@10"], ndcg10=pool["ndcg@10"])
         return 0
-
-
-# --------------------------------------------------------------------------- helpers
-def resumable(output_dir: Path, command: list[str]) -> bool:
-    """A command without --resume or --overwrite for a folder that holds an unfinished training run of this toolkit
-    (its kind teacher or student, checkpoints, no done.json): what a rerun of the monitor after Ctrl-C finds."""
-    return "--resume" not in command and "--overwrite" not in command and \
-        folder_kind(output_dir) in ("teacher", "student") and not (output_dir / "done.json").is_file() and \
-        (output_dir / "checkpoints" / "latest.json").is_file()
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, 2) - 20000))
-            return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
-
-
-def _last_error(text: str) -> str:
-    for line in reversed(text.strip().splitlines()):
-        s = line.strip()
-        if s and ("Error" in s or "error" in s.lower() or "Exception" in s):
-            return s[:300]
-    return text.strip().splitlines()[-1][:300] if text.strip() else ""

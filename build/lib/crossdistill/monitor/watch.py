@@ -138,3 +138,20 @@ class Watcher:
 
     def stalled_for(self) -> float:
         return time.time() - self.last_progress
+
+
+def tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 20000))
+            return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def last_error(text: str) -> str:
+    for line in reversed(text.strip().splitlines()):
+        s = line.strip()
+        if s and ("Error" in s or "error" in s.lower() or "Exception" in s):
+            return s[:300]
+    return text.strip().splitlines()[-1][:300] if text.strip() else ""

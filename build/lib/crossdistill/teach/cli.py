@@ -11,7 +11,9 @@ from crossdistill.teach.config import TeacherConfig
 
 
 def parse_args(argv=None) -> TeacherConfig:
-    return TeacherConfig.parse(argv, __doc__)
+    from crossdistill.core.cli import with_monitor_flags
+
+    return TeacherConfig.parse(with_monitor_flags(argv), __doc__)
 
 
 def main(argv=None):

@@ -173,6 +173,7 @@ def train_teacher(cfg: TeacherConfig, log=print) -> Path:
     with claimed_output(out_dir, "teacher", fresh=resume_from is None, main=main, wait=accelerator.wait_for_everyone) as claim:
         claim.commit()  # every input checked above: from here a failure leaves a run to resume
         events = EventLog(out_dir / "events.jsonl", enabled=main)
+        events.make_current()  # long phases report their progress to it (core.events.report_progress)
         loop = Loop.for_run(cfg, accelerator, teacher.model, optimizer, scheduler, out_dir, events, log, len(inputs.examples),
                             inputs.settings)
     stage = TeacherStage(cfg, inputs, teacher, scorer, accelerator)

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from crossdistill.core import legacy
 from crossdistill.core.errors import UsageError
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_SKIPPED = ("events.jsonl", "metrics.json", "done.json", "training_args.json", ".done.previous.json")
+_SKIPPED = ("events.jsonl", "metrics.json", "done.json", "training_args.json", legacy.PREVIOUS_DONE)
 
 
 def folder_fingerprint(folder: str | Path, *settings) -> str:
@@ -159,7 +160,7 @@ class ScoreCache(SqliteCache):
     table, column, sql_type = "scores", "logit", "REAL"
     marker = ("tool", "crossdistill-teacher-scores")
     what, flag = "teacher-score cache", "--score_cache"
-    legacy_tables = ({"scores": ["k", "logit"]},)  # what earlier versions created (no meta table)
+    legacy_tables = legacy.SCORE_CACHE_TABLES  # what earlier versions created (no meta table)
 
     def _key(self, pair) -> bytes:
         q, p = pair

@@ -53,9 +53,18 @@ class ScoresConfig(DataLocation, ListSettings, Sampled, Replaceable):
 
     output: str = setting(help="the JSONL file to write (FlagEmbedding's layout: query, pos, neg, pos_scores, neg_scores; "
                                "the scores are the teacher's logits)")
+    input_file: str | None = setting(None, "score your own lists instead of a data version's: a JSONL in FlagEmbedding's "
+                                           "layout (query, pos, neg; scores in it are replaced), every passage of every "
+                                           "record scored (what FlagEmbedding's add_reranker_score.py does)")
 
     def check(self) -> None:
         if not self.teacher_path:
             raise UsageError("--teacher_path is required: the teacher(s) whose scores are written (a cross-encoder or "
                              "bi-encoder folder, alias or hub id)")
+        if self.input_file and self.data_version:
+            raise UsageError("--input_file and --data_version both name the lists to score; pass one: your own lists "
+                             "(--input_file) or the student's lists over a prepared version (--data_version)")
+        if not self.input_file and not self.data_version:
+            raise UsageError("pass --data_version (the student's lists over a prepared version) or --input_file (your "
+                             "own lists in FlagEmbedding's JSONL layout) to say which lists to score")
         super().check()

@@ -35,6 +35,9 @@ def parse_weights(spec: str | None, n: int) -> list[float]:
     """``--teacher_weights "2,1"`` for ``n`` teachers (default: equal)."""
     if spec is None or not str(spec).strip():
         return [1.0] * n
+    if n == 1:
+        raise UsageError(f"--teacher_weights {spec} with one teacher changes nothing (weights set several teachers against "
+                         "each other); leave it out, or weigh the teacher against the labels with --soft_weight")
     parts = [p.strip() for p in str(spec).split(",")]
     try:
         weights = [float(p) for p in parts]

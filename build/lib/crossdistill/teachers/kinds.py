@@ -16,10 +16,9 @@ A new kind is one module here with one class, and a line in :func:`open_kind` if
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
+
+from crossdistill.models.folders import is_bi_encoder_folder  # noqa: F401 - the one rule, re-exported
 
 
 class TeacherKind:
@@ -41,23 +40,6 @@ class TeacherKind:
 
     def release(self) -> None:
         """Drop a loaded model (a long run keeps the memory for the student); the next score loads it again."""
-
-
-def is_bi_encoder_folder(folder: str | Path) -> bool:
-    """Whether ``folder`` is a sentence-transformers embedding model (its modules hold a Pooling layer) and not a
-    classifier: the one rule every flag that takes a bi-encoder, or a teacher, asks."""
-    folder = Path(folder)
-    modules = folder / "modules.json"
-    if not modules.is_file():
-        return False
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    archs = [str(a) for a in (config.get("architectures") or [])] if isinstance(config, dict) else []
-    if any(a.endswith("ForSequenceClassification") for a in archs):
-        return False
-    return "Pooling" in modules.read_text(encoding="utf-8", errors="replace")
 
 
 def open_kind(name: str, *, max_len: int | None = None, precision: str = "auto", device: str = "cpu"):
