@@ -102,13 +102,17 @@ class DenseKind(TeacherKind):
 
 
 def _saved_max_len(resolved: ResolvedModel) -> int | None:
-    """The max length a bi-encoder folder was saved with (``sentence_bert_config.json``), 512 at most; None: its
-    tokenizer's."""
+    """The max length a bi-encoder folder was saved with, 512 at most: ``sentence_bert_config.json``'s
+    ``max_seq_length`` (sentence-transformers up to 5), else its tokenizer's ``model_max_length`` (where
+    sentence-transformers 6 keeps it); None when neither says."""
     import json
 
-    f = Path(resolved.path) / "sentence_bert_config.json"
-    try:
-        value = json.loads(f.read_text(encoding="utf-8")).get("max_seq_length") if f.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        value = None
-    return min(int(value), 512) if isinstance(value, int) and value >= 8 else None
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        f = Path(resolved.path) / name
+        try:
+            value = json.loads(f.read_text(encoding="utf-8")).get(key) if f.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, int) and value >= 8:
+            return min(value, 512)
+    return None
