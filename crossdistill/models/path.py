@@ -20,19 +20,12 @@ def model_path(name: str) -> str:
     """The local folder of ``name`` (an alias built if needed, a folder, or a cached hub snapshot)."""
     from pathlib import Path
 
-    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.resolve import hub_snapshot, resolve_model
 
     resolved = resolve_model(name)
     if Path(resolved.path).is_dir():
         return str(Path(resolved.path).resolve())
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(resolved.name)
-    except Exception as exc:  # noqa: BLE001 - offline and not cached, no such repository: one message
-        from crossdistill.models.resolve import unreachable
-
-        raise unreachable(resolved.name, "model", exc) from None
+    return hub_snapshot(resolved.name, "model")
 
 
 def main(argv=None) -> None:

@@ -181,6 +181,17 @@ def unreachable(name: str, what: str, exc: BaseException | None = None) -> Usage
                       "a local folder or an offline alias (" + ", ".join(ALIASES) + ")")
 
 
+def hub_snapshot(name: str, what: str, patterns: list[str] | None = None) -> str:
+    """The local folder of hub id ``name`` (downloaded when online, the local cache offline), or :func:`unreachable`'s
+    one-sentence refusal."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(str(name), allow_patterns=patterns)
+    except Exception as exc:  # noqa: BLE001 - offline and not cached, no such repository, ...: one message
+        raise unreachable(str(name), what, exc) from None
+
+
 def load_or_fail(loader, resolved: ResolvedModel, what: str):
     """Call ``loader(path)``; turn a missing/unreachable model into a UsageError. A local folder with pickle-only
     weights is refused before anything is loaded."""

@@ -130,19 +130,14 @@ def inspect_teacher(path: str | Path, finished: bool = True) -> TeacherSpec:
 def locate_teacher(name: str) -> str:
     """A local folder for ``--teacher_path``: the folder itself, or a hub id's snapshot (downloaded when online, the local
     cache offline: ``huggingface_hub.snapshot_download``)."""
-    from crossdistill.models.resolve import looks_local, unreachable
+    from crossdistill.models.resolve import hub_snapshot, looks_local, unreachable
 
     folder = Path(str(name)).expanduser()
     if folder.exists():
         return str(folder)
     if looks_local(str(name)):
         raise unreachable(str(name), "teacher")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(str(name), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.md"])
-    except Exception as exc:  # noqa: BLE001 - offline and not cached, no such repository, ...: one message
-        raise unreachable(str(name), "teacher", exc) from None
+    return hub_snapshot(str(name), "teacher", ["*.json", "*.safetensors", "*.txt", "*.model", "*.md"])
 
 
 def read_teacher_config(path: str | Path) -> dict:
