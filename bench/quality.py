@@ -160,6 +160,13 @@ for _name, _extra in (("cpu_nomic", []), ("cpu_nomic_ib", ["--in_batch_kl_weight
     CONFIGS[_name] = {"dense_teacher": NOMIC_TEACHER, "student": [*_CPU_STUDENT, *_extra], "twin": _twin}
 CONFIGS["cpu_labels_only_e2_K8"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
                                     "student": [*_PRESETS["cpu"]["student"], "--soft_weight", "0", "--K", "8"]}
+# issue #48: the cpu preset trained for Matryoshka dimensions, and with queries cut at 64 tokens and passages at 256;
+# the preset's own rows (cpu_default) record the same dimensions of its full-size student, cut without training
+DIMS = (384, 256, 128, 64)
+CONFIGS["cpu_matryoshka"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_default",
+                             "student": [*_PRESETS["cpu"]["student"], "--matryoshka_dims", ",".join(map(str, DIMS))]}
+CONFIGS["cpu_passage256"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_default",
+                             "student": [*_PRESETS["cpu"]["student"], "--query_max_len", "64", "--passage_max_len", "256"]}
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
@@ -228,29 +235,44 @@ def retrieval_sets(dataset: str, data_dir: Path, source: str) -> dict:
     return out
 
 
-def dense_runs(model_path: str, sets: dict, max_len: int, batch_size: int = 128) -> dict:
-    """{split: run} of a bi-encoder; each distinct passage (the splits may share a corpus) is encoded once."""
+def dense_runs(model_path: str, sets: dict, lengths: tuple[int, int], batch_size: int = 128,
+               by_dim: dict | None = None) -> dict:
+    """{split: run} of a bi-encoder, queries and passages cut at ``lengths`` (query, passage); each distinct passage
+    (the splits may share a corpus) is encoded once. ``by_dim`` ({dim: {}}) is filled with {dim: {split: run}} of the
+    same embeddings cut to their first ``dim`` dimensions and re-normalised (what ``truncate_dim`` serves)."""
     import numpy as np
 
     from crossdistill.evaluate.bi_encoder import encode, load_bi_encoder
     from crossdistill.evaluate.metrics import top_k_run
     from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.sides import Side
 
-    model, _ = load_bi_encoder(model_path, max_len)
+    model, _ = load_bi_encoder(model_path, max(lengths))
     resolved = resolve_model(model_path)
     prompts = getattr(model, "prompts", None) or {}
-    qp, pp = prompts.get("query", resolved.query_prefix), prompts.get("passage", resolved.passage_prefix)
+    qs = Side(prompts.get("query", resolved.query_prefix), lengths[0])
+    ps = Side(prompts.get("passage", resolved.passage_prefix), lengths[1])
     texts = list(dict.fromkeys(t for _, corpus, _ in sets.values() for t in corpus.values()))
-    emb = encode(model, texts, pp, batch_size)
+    emb = encode(model, texts, ps, batch_size)
     row = {t: i for i, t in enumerate(texts)}
     runs = {}
     for split, (queries, corpus, _) in sets.items():
         qids, dids = list(queries), list(corpus)
-        q = encode(model, [queries[x] for x in qids], qp, batch_size)
+        q = encode(model, [queries[x] for x in qids], qs, batch_size)
         p = emb[[row[corpus[d]] for d in dids]]
         runs[split] = top_k_run(qids, dids, (q @ p.T).astype(np.float32), 100)
+        for dim, dim_runs in (by_dim or {}).items():
+            qd, pd_ = (x[:, :dim] / np.clip(np.linalg.norm(x[:, :dim], axis=1, keepdims=True), 1e-12, None)
+                       for x in (q, p))
+            dim_runs[split] = top_k_run(qids, dids, (qd @ pd_.T).astype(np.float32), 100)
     del model
     return runs
+
+
+def trained_lengths(student_dir: Path) -> tuple[int, int]:
+    """(query, passage) tokens a student was trained at (its distillation_config.json)."""
+    c = json.loads((student_dir / "distillation_config.json").read_text())
+    return c.get("query_max_len") or c["max_len"], c.get("passage_max_len") or c["max_len"]
 
 
 def bm25_runs(sets: dict) -> dict:
@@ -282,15 +304,16 @@ def teacher_rerank(teacher: str, sets: dict, runs: dict, k: int = 30) -> dict:
     return out
 
 
-def fused_teacher_rerank(teacher: str, sets: dict, run: dict, weights: dict, base_model: str, max_len: int,
+def fused_teacher_rerank(teacher: str, sets: dict, run: dict, weights: dict, base_model: str, lengths: tuple[int, int],
                          k: int = 30, fusion_model: str | None = None, norm: str = "list") -> dict:
     """The teacher exactly as the run fuses it for its soft labels (``--teacher_fusion``: z(teacher) + w·z(BM25) +
-    w·z(starting student's cosine) + w·z(``--fusion_model``'s cosine), :func:`crossdistill.teachers.fusion.
-    build_soft_labels`) reranking ``run``'s test top-k."""
+    w·z(starting student's cosine, each side at its length) + w·z(``--fusion_model``'s cosine, at the longer one),
+    :func:`crossdistill.teachers.fusion.build_soft_labels`) reranking ``run``'s test top-k."""
 
     from crossdistill.evaluate.bi_encoder import encode, load_bi_encoder
     from crossdistill.evaluate.metrics import ranking_metrics
     from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.sides import Side
     from crossdistill.teachers.ensemble import open_teachers
     from crossdistill.teachers.fusion import build_soft_labels
 
@@ -300,20 +323,21 @@ def fused_teacher_rerank(teacher: str, sets: dict, run: dict, weights: dict, bas
     per_query, _ = open_teachers(str(teacher)).logits([queries[q] for q in qids], [[corpus[d] for d in top]
                                                                                    for top in tops], batch_size=128)
 
-    def cosines(path):
-        model, _ = load_bi_encoder(path, max_len)
+    def cosines(path, q_len, p_len):
+        model, _ = load_bi_encoder(path, max(q_len, p_len))
         resolved = resolve_model(path)
         prompts = getattr(model, "prompts", None) or {}
         texts = list(dict.fromkeys(d for top in tops for d in top))
         where = {d: i for i, d in enumerate(texts)}
-        p = encode(model, [corpus[d] for d in texts], prompts.get("passage", resolved.passage_prefix), 128)
-        q = encode(model, [queries[x] for x in qids], prompts.get("query", resolved.query_prefix), 128)
+        p = encode(model, [corpus[d] for d in texts], Side(prompts.get("passage", resolved.passage_prefix), p_len), 128)
+        q = encode(model, [queries[x] for x in qids], Side(prompts.get("query", resolved.query_prefix), q_len), 128)
         return [p[[where[d] for d in top]] @ q[i] for i, top in enumerate(tops)]
 
     labels = build_soft_labels(per_query, [queries[q] for q in qids], [[corpus[d] for d in top] for top in tops], "logit",
                                weights, bm25_pool=list(corpus.values()),
-                               student_cos=cosines(base_model) if "student" in weights else None,
-                               dense_cos=cosines(fusion_model) if "dense" in weights else None, norm=norm)
+                               student_cos=cosines(base_model, *lengths) if "student" in weights else None,
+                               dense_cos=cosines(fusion_model, max(lengths), max(lengths)) if "dense" in weights
+                               else None, norm=norm)
     reranked = {q: {d: float(s) for d, s in zip(top, lab)} for q, top, lab in zip(qids, tops, labels)}
     return {m: round(v, 4) for m, v in ranking_metrics(qrels, reranked, METRICS).items()}
 
@@ -413,14 +437,18 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
         student_dir, t_student = student_stage(student_args)
         t_student += t_member
     max_len = json.loads((student_dir / "distillation_config.json").read_text())["max_len"]
+    lengths = trained_lengths(student_dir)
     sets = retrieval_sets(a.dataset, data_root / version, ds["source"])
     key = (version, max_len)
     if key not in baselines:
         log("baselines: zero-shot and BM25")
-        baselines[key] = {"runs": {"zero_shot": dense_runs(ds["model"], sets, max_len), "bm25": bm25_runs(sets)}}
+        baselines[key] = {"runs": {"zero_shot": dense_runs(ds["model"], sets, (max_len, max_len)),
+                                   "bm25": bm25_runs(sets)}}
         baselines[key]["metrics"] = {n: measure(r, sets) for n, r in baselines[key]["runs"].items()}
     base = baselines[key]
-    student_runs = dense_runs(str(student_dir), sets, max_len)
+    trained_dims = json.loads((student_dir / "distillation_config.json").read_text()).get("matryoshka_dims") or []
+    by_dim = {d: {} for d in (trained_dims or (DIMS if a.dataset == "scifact" else ()))}
+    student_runs = dense_runs(str(student_dir), sets, lengths, by_dim=by_dim)
     metrics = {"student": measure(student_runs, sets), **base["metrics"]}
     test_q = sets["test"][2]
     row = {
@@ -430,6 +458,13 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
         "val": {s: metrics[s]["val"] for s in ("student", "zero_shot", "bm25")},
         "p_value_vs_zero_shot": None, "wall_s": None, "machine": machine(), "twin": cfg.get("twin"),
     }
+    if lengths[0] != lengths[1] or lengths[0] != max_len:
+        row["lengths"] = {"query": lengths[0], "passage": lengths[1]}
+    # nDCG@10 at each prefix dimension: "matryoshka" for a student trained at them, "truncated" for one that was not
+    # (what training for the dimensions gains is the difference), each split
+    for split in ("val", "test"):
+        row[split]["matryoshka" if trained_dims else "truncated"] = {
+            str(d): round(measure({split: r[split]}, {split: sets[split]})[split]["ndcg@10"], 4) for d, r in by_dim.items()}
     cmp = paired_comparison(test_q, base["runs"]["zero_shot"]["test"], student_runs["test"], "ndcg@10")
     # NaN (the student published unchanged: every difference is 0) is written as null, valid JSON
     row["p_value_vs_zero_shot"] = None if math.isnan(cmp["p_value"]) else round(cmp["p_value"], 5)
@@ -457,7 +492,7 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     settings = _student_settings(student_args)  # the run's own settings, its defaults included
     fusion = parse_fusion(settings.teacher_fusion)
     if fusion:  # the teacher the student learned from is the fused one: that is the one that must stay ahead (#35)
-        fused = fused_teacher_rerank(teacher_dir, sets, student_runs["test"], fusion, ds["model"], max_len,
+        fused = fused_teacher_rerank(teacher_dir, sets, student_runs["test"], fusion, ds["model"], lengths,
                                      fusion_model=settings.fusion_model, norm=settings.fusion_norm)
         row["test"]["teacher_alone_rerank_student"] = row["test"]["teacher_rerank_student"]
         row["test"]["teacher_rerank_student"] = {m: fused[m] for m in ("ndcg@10", "mrr@10")}

@@ -44,7 +44,12 @@ class StudentConfig(TrainingConfig, ListSettings):
     batch_size: int = setting(16, "queries per step and process (each with K candidates); global batch = this x "
                                   "processes", check=AT_LEAST_1)
     lr: float = setting(2e-5, "learning rate (AdamW, linear warm-up and decay)", check=POSITIVE)
-    max_len: int = setting(DEFAULT_MAX_LEN, "max tokens per query/passage for the student", check=MAX_LEN)
+    max_len: int = setting(DEFAULT_MAX_LEN, "max tokens per query/passage for the student (the shorthand for both "
+                                            "--query_max_len and --passage_max_len)", check=MAX_LEN)
+    query_max_len: int | None = setting(None, "max tokens per query for the student (default: --max_len); queries are "
+                                              "short, e.g. 64 where passages keep 256", check=MAX_LEN)
+    passage_max_len: int | None = setting(None, "max tokens per passage for the student (default: --max_len); the saved "
+                                                "model keeps it as its max_seq_length", check=MAX_LEN)
     recipe: str = setting(DEFAULT_RECIPE, "loss settings every unset loss flag takes: " + "; ".join(
         f"'{r}' = {recipe_summary(r)}" for r in STUDENT_RECIPES) + " ('ranking': measured best; 'original': SPEC.md's)",
         choices=list(STUDENT_RECIPES))
@@ -118,6 +123,16 @@ class StudentConfig(TrainingConfig, ListSettings):
     def resolve(self):
         unset = {k: v for k, v in STUDENT_RECIPES[self.recipe].items() if getattr(self, k) is None}
         return dataclasses.replace(self, **unset)
+
+    @property
+    def query_len(self) -> int:
+        """The tokens a query keeps: --query_max_len, else --max_len."""
+        return self.query_max_len or self.max_len
+
+    @property
+    def passage_len(self) -> int:
+        """The tokens a passage keeps: --passage_max_len, else --max_len."""
+        return self.passage_max_len or self.max_len
 
     @property
     def matryoshka_dims_list(self) -> tuple[int, ...]:

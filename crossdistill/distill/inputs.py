@@ -75,7 +75,7 @@ def _fusion_model(cfg: StudentConfig, device: str) -> DenseKind | None:
         raise UsageError(f"--fusion_model {cfg.fusion_model} is a cross-encoder (a sequence classifier), not a bi-encoder: "
                          "its cosines would be of a mean-pooled classifier; pass a bi-encoder as --fusion_model, and a "
                          "cross-encoder as --teacher_path")
-    return DenseKind(cfg.fusion_model, dense, max_len=cfg.max_len, precision=cfg.teacher_precision, device=device)
+    return DenseKind(cfg.fusion_model, dense, max_len=max(cfg.query_len, cfg.passage_len), precision=cfg.teacher_precision, device=device)
 
 
 def read_inputs(cfg: StudentConfig, device: str = "cpu") -> StudentInputs:
@@ -166,8 +166,8 @@ def prepare_run(inputs: StudentInputs, log, device=None, student: BiEncoderStude
         lists, cstats = candidate_lists(inputs, log, phase)
         logits, tstats = None, None
     if student is not None:  # every text the steps will encode, tokenised once
-        student.pretokenize([student.query_prefix + c.query for c in lists] +
-                            [student.passage_prefix + p for c in lists for p in c.passages])
+        student.pretokenize([student.query_prefix + c.query for c in lists], "query")
+        student.pretokenize([student.passage_prefix + p for c in lists for p in c.passages], "passage")
     soft, tstats = list_soft_labels(inputs, lists, logits, tstats, student, device, log, phase)
     matrix = None
     if cfg.in_batch_kl_weight:  # every text of the lists encoded now, so a batch's matrix is a product of cached rows

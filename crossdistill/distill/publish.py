@@ -51,7 +51,7 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
             "teacher_path": cfg.teacher_path, "teacher_base_model":
                 inputs.teachers.members[0].base_model if inputs.teachers else None, "teacher_scores": inputs.scores_path,
             "student_name": cfg.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
-            "max_len": cfg.max_len, "scale": cfg.scale, "data_version": cfg.data_version, "data_root": cfg.data_root,
+            "max_len": cfg.max_len, "query_max_len": cfg.query_len, "passage_max_len": cfg.passage_len, "scale": cfg.scale, "data_version": cfg.data_version, "data_root": cfg.data_root,
             "matryoshka_dims": list(cfg.matryoshka_dims_list),
             "data_fingerprint": DataVersion.of(cfg).fingerprint(),
             "use_lora": bool(cfg.use_lora), **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,

@@ -66,44 +66,44 @@ def forward_backward(student, batch: Batch, settings: LossSettings, micro: int |
     if micro is None or micro >= batch.n_texts:
         hooks.at("forward", step, max(len(batch.queries), len(batch.passages)))
         with accelerator.autocast():
-            q_emb, p_emb = student([batch.queries, batch.passages])
+            q_emb, p_emb = student([batch.queries, batch.passages], ["query", "passage"])
         out = batch_loss(q_emb, p_emb, batch, settings, p_keys, step)
         if torch.isfinite(out["loss"]):
             accelerator.backward(out["loss"])
         return out
-    texts = batch.queries + batch.passages
-    chunks = [texts[s:s + micro] for s in range(0, len(texts), micro)]
+    chunks = [(side, texts[s:s + micro]) for side, texts in (("query", batch.queries), ("passage", batch.passages))
+              for s in range(0, len(texts), micro)]  # each side at its own length
     emb, snaps = _embed_without_grad(accelerator.unwrap_model(student), chunks, step, accelerator)
     out = batch_loss(emb[:len(batch.queries)], emb[len(batch.queries):], batch, settings, p_keys, step)
     if torch.isfinite(out["loss"]):
         accelerator.backward(out["loss"])  # scales the loss under fp16; the cached gradients carry that scale
-        _backward_chunks(student, chunks, snaps, emb.grad.split([len(c) for c in chunks]), accelerator)
+        _backward_chunks(student, chunks, snaps, emb.grad.split([len(c) for _, c in chunks]), accelerator)
         out["loss"] = out["loss"].detach()
     return out
 
 
-def _embed_without_grad(model, chunks: list[list[str]], step: int, accelerator):
-    """Every chunk's embeddings without gradients (a leaf that collects the loss's gradient), and the RNG state
-    before each chunk (its dropout is replayed exactly when it is re-encoded with gradients)."""
+def _embed_without_grad(model, chunks: list[tuple[str, list[str]]], step: int, accelerator):
+    """Every (side, texts) chunk's embeddings without gradients (a leaf that collects the loss's gradient), and the RNG
+    state before each chunk (its dropout is replayed exactly when it is re-encoded with gradients)."""
     snaps, embs = [], []
     with torch.no_grad():
-        for chunk in chunks:
+        for side, chunk in chunks:
             hooks.at("forward", step, len(chunk))
             snaps.append(_rng_snapshot())
             with accelerator.autocast():
-                embs.append(model.embed(chunk))
+                embs.append(model.embed(chunk, side))
     return torch.cat(embs).detach().requires_grad_(True), snaps
 
 
 def _backward_chunks(student, chunks, snaps, grads, accelerator) -> None:
     """Re-encode each chunk with gradients under its RNG state and backpropagate its cached gradient."""
     end_snap = _rng_snapshot()
-    for i, (chunk, snap, grad) in enumerate(zip(chunks, snaps, grads)):
+    for i, ((side, chunk), snap, grad) in enumerate(zip(chunks, snaps, grads)):
         _rng_restore(snap)
         sync = contextlib.nullcontext() if i == len(chunks) - 1 else accelerator.no_sync(student)
         with sync:
             with accelerator.autocast():
-                (emb,) = student([chunk])
+                (emb,) = student([chunk], [side])
             emb.backward(grad)
     _rng_restore(end_snap)
 

@@ -56,8 +56,10 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
     accelerator = make_accelerator(cfg, out_dir, "student")
     main, device = accelerator.is_main_process, accelerator.device
     log = log if main else (lambda *a, **k: None)  # one process speaks; the others work
-    student = BiEncoderStudent.load(inputs.student, cfg.max_len, device=str(device), attention_dropout=cfg.attention_dropout)
-    check_prefixes(student.st.tokenizer, cfg.max_len, student.query_prefix, student.passage_prefix, "student")
+    student = BiEncoderStudent.load(inputs.student, cfg.max_len, device=str(device), attention_dropout=cfg.attention_dropout,
+                                    query_max_len=cfg.query_max_len, passage_max_len=cfg.passage_max_len)
+    check_prefixes(student.st.tokenizer, student.query_max_len, student.query_prefix, "", "student")
+    check_prefixes(student.st.tokenizer, student.passage_max_len, "", student.passage_prefix, "student")
     st = student.st
     full = st.get_embedding_dimension() if hasattr(st, "get_embedding_dimension") else st.get_sentence_embedding_dimension()
     if cfg.matryoshka_dims_list and cfg.matryoshka_dims_list[0] > full:

@@ -16,15 +16,18 @@ from crossdistill.core.errors import UsageError
 from crossdistill.data.eval_sets import TripletPool
 from crossdistill.evaluate.metrics import DEFAULT_METRICS, indexed_run, ranking_metrics
 from crossdistill.evaluate.retrieval import qrels_dict
+from crossdistill.models.sides import Side, sequence_length
 
 TARGET_MAX_NEGATIVE = 0.15
 TARGET_MIN_MARGIN = 0.7
 
 
 # --------------------------------------------------------------------------- models
-def load_bi_encoder(path: str, max_len: int | None = None, device: str | None = None, truncate_dim: int | None = None):
+def load_bi_encoder(path: str, max_len: int | None = None, device: str | None = None, truncate_dim: int | None = None,
+                    query_max_len: int | None = None):
     """A SentenceTransformer from a folder/alias/hub id, refusing cross-encoders with a clear message; ``truncate_dim``:
-    its embeddings cut to that many dimensions (re-normalised by ``encode``)."""
+    its embeddings cut to that many dimensions (re-normalised by ``encode``); ``query_max_len``: checked against the
+    model's limit like ``max_len`` (it is applied per call, :class:`~crossdistill.models.student.Side`)."""
     from sentence_transformers import SentenceTransformer
 
     from crossdistill.models.folders import model_folder_kind
@@ -42,6 +45,7 @@ def load_bi_encoder(path: str, max_len: int | None = None, device: str | None = 
     module = _transformer(model)
     if module is not None:
         check_max_len(max_len, module.model.config, f"bi-encoder {path}")
+        check_max_len(query_max_len, module.model.config, f"bi-encoder {path}", "--query_max_len")
     if max_len:
         model.max_seq_length = max_len
     if truncate_dim:
@@ -58,7 +62,7 @@ def embedding_dim(model) -> int:
         model.get_sentence_embedding_dimension()
 
 
-def matryoshka_metrics(model, prefixes: tuple[str, str], ts: TripletPool, dims: list[int], batch_size: int,
+def matryoshka_metrics(model, prefixes: tuple[Side, Side], ts: TripletPool, dims: list[int], batch_size: int,
                        full=None) -> dict[str, dict]:
     """nDCG@10, MRR@10 and Recall@100 of the student at each Matryoshka dimension (its embeddings encoded once at full
     size, then cut and re-normalised per dimension): over the full corpus when given, else over the test pool."""
@@ -81,13 +85,16 @@ def matryoshka_metrics(model, prefixes: tuple[str, str], ts: TripletPool, dims: 
     return out
 
 
-def encode(model, texts: list[str], prefix: str, batch_size: int, show_progress: bool = False) -> np.ndarray:
-    """Normalised embeddings; sentence-transformers sorts by length so batches carry little padding."""
-    return model.encode([prefix + t for t in texts], batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True, show_progress_bar=show_progress)
+def encode(model, texts: list[str], side: str | Side, batch_size: int, show_progress: bool = False) -> np.ndarray:
+    """Normalised embeddings of one side's ``texts``: ``side`` its prefix, or a :class:`Side` (prefix and length);
+    sentence-transformers sorts by length so batches carry little padding."""
+    side = Side(side) if isinstance(side, str) else side
+    with sequence_length(model, side.max_len):
+        return model.encode([side.prefix + t for t in texts], batch_size=batch_size, normalize_embeddings=True,
+                            convert_to_numpy=True, show_progress_bar=show_progress)
 
 
-def dense_search(model, queries: list[str], corpus: list[str], q_prefix: str, p_prefix: str, k: int,
+def dense_search(model, queries: list[str], corpus: list[str], q_prefix: str | Side, p_prefix: str | Side, k: int,
                  batch_size: int, chunk: int = 4096, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     """Top-``k`` (indices, cosines) per query over ``corpus``, encoding ``chunk`` passages at a time.
 
@@ -170,7 +177,7 @@ def pair_scores(model, prefixes, ts: TripletPool, batch_size: int) -> tuple[np.n
     return pos, neg, qa, pe, speed
 
 
-def evaluate_bi_encoder(model, prefixes: tuple[str, str], ts: TripletPool, batch_size: int, full=None, k: int = 100) -> dict:
+def evaluate_bi_encoder(model, prefixes: tuple[Side, Side], ts: TripletPool, batch_size: int, full=None, k: int = 100) -> dict:
     """All metrics of one bi-encoder on the test CSV (and over a full corpus, a :class:`~crossdistill.data.eval_sets.RetrievalSet`,
     when given)."""
     pos, neg, qa, pe, speed = pair_scores(model, prefixes, ts, batch_size)

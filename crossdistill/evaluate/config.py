@@ -31,7 +31,12 @@ class EvalConfig(DataLocation, Replaceable):
     teacher_path: str | None = setting(None, "add the teacher reranking the student's top-k")
     rerank_k: int = setting(30, "with --teacher_path: how many of the student's top passages the teacher reranks",
                             check=AT_LEAST_1)
-    max_len: int | None = setting(None, "override the model's max sequence length", check=MAX_LEN)
+    max_len: int | None = setting(None, "override the model's max sequence length (queries and passages; default: the "
+                                        "lengths the student was trained at, else the model's own)", check=MAX_LEN)
+    query_max_len: int | None = setting(None, "tokens kept of each query (default: --max_len, else the student's "
+                                              "training --query_max_len, else the model's own)", check=MAX_LEN)
+    passage_max_len: int | None = setting(None, "tokens kept of each passage (default: --max_len, else the student's "
+                                                "training --passage_max_len, else the model's own)", check=MAX_LEN)
     truncate_dim: int | None = setting(None, "cut the student's embeddings to their first D dimensions (re-normalised), "
                                              "as SentenceTransformer(folder, truncate_dim=D) does; without it a "
                                              "Matryoshka student is also measured at each of its trained dimensions",

@@ -20,6 +20,7 @@ from crossdistill.evaluate.config import EvalConfig
 from crossdistill.evaluate.metrics import ranking_metrics, top_k_run
 from crossdistill.evaluate.plots import analysis_figure, comparison_figure, matryoshka_figure
 from crossdistill.evaluate.retrieval import qrels_dict
+from crossdistill.models.sides import Side
 
 RESULTS = "bi_encoder_evaluation_results.json"
 ANALYSIS_PNG = "bi_encoder_evaluation_analysis.png"
@@ -120,10 +121,13 @@ def _read_judgements(path: str, queries: dict, corpus: dict) -> tuple[dict[str, 
 
 
 def load_student(cfg: EvalConfig):
-    """The student to evaluate (``--backend``: its PyTorch weights or its exported ONNX model) and its prefixes."""
-    model, resolved = load_bi_encoder(cfg.model_path, cfg.max_len, truncate_dim=cfg.truncate_dim)
+    """The student to evaluate (``--backend``: its PyTorch weights or its exported ONNX model) and its two sides
+    (prefix and length of queries and of passages, :func:`side_lengths`)."""
+    q_len, p_len = side_lengths(cfg)
+    model, resolved = load_bi_encoder(cfg.model_path, p_len, truncate_dim=cfg.truncate_dim, query_max_len=q_len)
+    sides = (Side(resolved.query_prefix, q_len), Side(resolved.passage_prefix, p_len))
     if cfg.backend == "torch":
-        return model, (resolved.query_prefix, resolved.passage_prefix)
+        return model, sides
     from crossdistill.models.export import missing_packages
     from crossdistill.models.onnx import OnnxEncoder
 
@@ -131,18 +135,36 @@ def load_student(cfg: EvalConfig):
         raise UsageError(f"--backend {cfg.backend} needs {' and '.join(missing_packages())}: pip install onnx onnxruntime")
     encoder = OnnxEncoder(resolved.path, "onnx" if cfg.backend == "onnx" else "onnx-int8", max_len=model.max_seq_length)
     encoder.truncate_dim = cfg.truncate_dim  # the first D dimensions, re-normalised, as the torch model does
-    return encoder, (resolved.query_prefix, resolved.passage_prefix)
+    return encoder, sides
 
 
-def trained_dims(model_path: str) -> list[int]:
-    """The Matryoshka dimensions a student was trained at (its distillation_config.json), [] for any other model."""
+def side_lengths(cfg: EvalConfig) -> tuple[int | None, int | None]:
+    """(query, passage) tokens: --query_max_len / --passage_max_len, else --max_len, else the lengths the student was
+    trained at (its distillation_config.json), else None (the model's own)."""
+    trained = trained_settings(cfg.model_path)
+    return tuple(getattr(cfg, f"{side}_max_len") or cfg.max_len or _length(trained.get(f"{side}_max_len"))
+                 for side in ("query", "passage"))
+
+
+def _length(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def trained_settings(model_path: str) -> dict:
+    """A student's distillation_config.json ({} for any other model, or one unreadable)."""
     from crossdistill.models.resolve import resolve_model
 
     f = Path(resolve_model(model_path).path) / "distillation_config.json"
     try:
-        dims = json.loads(f.read_text(encoding="utf-8")).get("matryoshka_dims") if f.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        return []
+        settings = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def trained_dims(model_path: str) -> list[int]:
+    """The Matryoshka dimensions a student was trained at (its distillation_config.json), [] for any other model."""
+    dims = trained_settings(model_path).get("matryoshka_dims")
     return [int(d) for d in dims] if isinstance(dims, list) and all(isinstance(d, int) for d in dims) else []
 
 
@@ -195,13 +217,17 @@ def run_evaluation(cfg: EvalConfig, log=print) -> Path:
         f"{len(ts.passages)} passages)" + (f" and {len(full.qrels)} queries over {len(full.corpus)} passages of "
                                            f"{full_info['dir']}" if full else ""))
     results: dict[str, dict] = {"student": evaluate_bi_encoder(model, prefixes, ts, cfg.batch_size, full)}
+    results["student"]["lengths"] = {"query": prefixes[0].max_len or model.max_seq_length,
+                                     "passage": prefixes[1].max_len or model.max_seq_length}
     dims = trained_dims(cfg.model_path) if cfg.backend == "torch" and not cfg.truncate_dim else []
     if dims:  # a Matryoshka student: its quality at each trained dimension, its embeddings encoded once
         results["student"]["matryoshka"] = matryoshka_metrics(model, prefixes, ts, dims, cfg.batch_size, full)
     if cfg.base_model:
-        base, base_resolved = load_bi_encoder(cfg.base_model, cfg.max_len)
+        q_len, p_len = prefixes[0].max_len, prefixes[1].max_len  # the baseline at the student's lengths
+        base, base_resolved = load_bi_encoder(cfg.base_model, p_len, query_max_len=q_len)
         results[f"base model ({cfg.base_model})"] = evaluate_bi_encoder(
-            base, (base_resolved.query_prefix, base_resolved.passage_prefix), ts, cfg.batch_size, full)
+            base, (Side(base_resolved.query_prefix, q_len), Side(base_resolved.passage_prefix, p_len)), ts,
+            cfg.batch_size, full)
         del base
     if cfg.bm25:
         results["BM25"] = _bm25(ts, full)
@@ -238,7 +264,7 @@ def _write(cfg: EvalConfig, out_dir: Path, ts: TripletPool, results: dict, throu
     stats = student["statistics"]
     report = {**stats, "retrieval": comparison, "throughput": throughput, "peak_rss_mib": peak_memory()["peak_rss_mib"],
               "model_path": str(cfg.model_path), "backend": cfg.backend, "test_data": str(cfg.test_data),
-              "truncate_dim": cfg.truncate_dim,
+              "truncate_dim": cfg.truncate_dim, "lengths": student.get("lengths"),
               "beir": full_info, "baselines": [n for n in results if n != "student"],
               "statistics_by_system": {n: r["statistics"] for n, r in results.items() if "statistics" in r}}
     table_scope = "corpus" if full_info is not None else "pool"

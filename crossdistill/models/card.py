@@ -17,6 +17,11 @@ def student_card(cfg, summary: dict, base_model: str, teacher_path: str, loss_we
     settings = {k: getattr(cfg, k, None) for k in ("recipe", "soft_loss", "tau", "scale", *loss_weights, "teacher_fusion",
                                                      "K", "epochs", "batch_size", "lr", "max_len", "use_lora", "seed",
                                                      "matryoshka_dims", "matryoshka_weights")}
+    q_len, p_len = getattr(cfg, "query_len", None), getattr(cfg, "passage_len", None)
+    settings.update(query_max_len=q_len, passage_max_len=p_len)
+    lengths = (f"- **Lengths**: queries {q_len} tokens, passages {p_len} — sentence-transformers keeps one "
+               f"`max_seq_length` per model, so this folder holds {p_len}: set `model.max_seq_length = {q_len}` before "
+               f"encoding queries to cut them exactly as in training\n" if q_len and p_len and q_len != p_len else "")
     dims = getattr(cfg, "matryoshka_dims", None)
     matryoshka = (f"- **Matryoshka dimensions**: {dims} — trained to rank well when its vectors are cut to any of them: "
                   f"`SentenceTransformer(\"<this folder>\", truncate_dim={str(dims).split(',')[-1]})`\n" if dims else "")
@@ -41,7 +46,7 @@ p = model.encode(["a passage"], prompt_name="passage")
 - **Teacher**: {teacher_path}
 - **Data**: `{cfg.data_root}/{cfg.data_version}` ({summary.get('candidates', {}).get('queries', '?')} training queries)
 - **Published**: epoch {summary.get('best_epoch')} (`--keep {cfg.keep}`; epoch 0 is the starting model)
-{matryoshka}
+{lengths}{matryoshka}
 ## Validation
 
 {_table({"val MRR@10": f"{start.get('val_mrr@10', float('nan')):.4f} → {kept.get('val_mrr@10', float('nan')):.4f}",

@@ -263,11 +263,12 @@ def position_limit(config) -> int | None:
     return n - 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else n
 
 
-def check_max_len(max_len: int | None, config, what: str) -> None:
-    """Refuse a --max_len the model cannot take (it would crash mid-run), naming the limit."""
+def check_max_len(max_len: int | None, config, what: str, flag: str = "--max_len") -> None:
+    """Refuse a length (``flag``'s value) the model cannot take (it would crash mid-run), naming the limit."""
     limit = position_limit(config)
     if max_len and limit and max_len > limit:
-        raise UsageError(f"--max_len {max_len} is longer than the {what} can read ({limit} tokens); pass --max_len {limit} or less")
+        raise UsageError(f"{flag} {max_len} is longer than the {what} can read ({limit} tokens); pass {flag} {limit} "
+                         "or less")
 
 
 def check_tokenizer(tokenizer, config, what: str) -> None:

@@ -3,6 +3,9 @@
 Loading goes through ``SentenceTransformer(path)`` so a model's own pooling/normalisation config is used
 (a plain transformers folder gets mean pooling). The student's score for (q, d) is the exact cosine of
 their embeddings, and its normalised score is ``(cos + 1) / 2``.
+
+Queries and passages may be cut at different lengths (:mod:`crossdistill.models.sides`); sentence-transformers keeps
+one ``max_seq_length`` per model, so the saved student holds the passage length.
 """
 
 from __future__ import annotations
@@ -22,21 +25,28 @@ from crossdistill.models.resolve import (
     check_tokenizer,
     load_or_fail,
 )
+from crossdistill.models.sides import SIDES, Side, sequence_length
 
 
 class BiEncoderStudent(torch.nn.Module):
-    """Wraps a SentenceTransformer; :meth:`embed` encodes texts with gradients."""
+    """Wraps a SentenceTransformer; :meth:`embed` encodes one side's texts with gradients, each side cut at its own
+    length (``query_max_len`` / ``passage_max_len``; both the model's ``max_seq_length`` unless given)."""
 
-    def __init__(self, st_model, query_prefix: str = "", passage_prefix: str = ""):
+    def __init__(self, st_model, query_prefix: str = "", passage_prefix: str = "", query_max_len: int | None = None,
+                 passage_max_len: int | None = None):
         super().__init__()
         self.st = st_model
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
+        self.query_max_len = query_max_len or st_model.max_seq_length
+        self.passage_max_len = passage_max_len or st_model.max_seq_length
 
     @classmethod
     def load(cls, resolved: ResolvedModel, max_len: int | None = None, device: str | None = "cpu",
-             attention_dropout: float | None = None) -> "BiEncoderStudent":
-        """``attention_dropout``: see :func:`~crossdistill.models.resolve.attention_dropout_kwargs` (None: the model's own)."""
+             attention_dropout: float | None = None, query_max_len: int | None = None,
+             passage_max_len: int | None = None) -> "BiEncoderStudent":
+        """``max_len``: both sides' length, unless ``query_max_len`` / ``passage_max_len`` say otherwise;
+        ``attention_dropout``: see :func:`~crossdistill.models.resolve.attention_dropout_kwargs` (None: the model's own)."""
         from sentence_transformers import SentenceTransformer
 
         overrides = attention_dropout_kwargs(resolved, attention_dropout)
@@ -44,13 +54,23 @@ class BiEncoderStudent(torch.nn.Module):
                           "student model")
         if _transformer(st) is None:
             raise UsageError(f"{resolved.name} has no transformer module; the student must be a transformer bi-encoder")
-        check_max_len(max_len, _transformer(st).model.config, f"student {resolved.name}")
-        check_tokenizer(st.tokenizer, _transformer(st).model.config, f"student {resolved.name}")
-        if max_len:
-            st.max_seq_length = max_len
-        student = cls(st, resolved.query_prefix, resolved.passage_prefix)
+        config = _transformer(st).model.config
+        for flag, n in (("--max_len", max_len), ("--query_max_len", query_max_len), ("--passage_max_len", passage_max_len)):
+            check_max_len(n, config, f"student {resolved.name}", flag)
+        check_tokenizer(st.tokenizer, config, f"student {resolved.name}")
+        q_len, p_len = query_max_len or max_len, passage_max_len or max_len
+        if p_len:
+            st.max_seq_length = p_len  # what the saved folder keeps: sentence-transformers has one length per model
+        student = cls(st, resolved.query_prefix, resolved.passage_prefix, q_len, p_len)
         student.freeze_unused()
         return student
+
+    def side(self, side: str) -> Side:
+        """The prefix and length of ``side`` ('query' or 'passage')."""
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, not {side!r}")
+        return Side(self.query_prefix, self.query_max_len) if side == "query" else \
+            Side(self.passage_prefix, self.passage_max_len)
 
     def freeze_unused(self) -> None:
         """Freeze the encoder's pooler: sentence embeddings never use it, and DDP insists every trainable
@@ -70,20 +90,21 @@ class BiEncoderStudent(torch.nn.Module):
         self.freeze_unused()
         return cfg
 
-    def pretokenize(self, texts: list[str]) -> None:
-        """Tokenise ``texts`` (prefixes applied) once, truncated to the model's max length: :meth:`embed` then only pads
-        the cached ids of each batch (``tokenizer.pad``: the very tensors the tokenizer would give), so a training
-        step no longer tokenises the same passages again every epoch."""
-        cache = self.__dict__.setdefault("_token_ids", {})
+    def pretokenize(self, texts: list[str], side: str = "passage") -> None:
+        """Tokenise one side's ``texts`` (prefixes applied) once, truncated to that side's length: :meth:`embed` then
+        only pads the cached ids of each batch (``tokenizer.pad``: the very tensors the tokenizer would give), so a
+        training step no longer tokenises the same passages again every epoch."""
+        cache = self.__dict__.setdefault("_token_ids", {}).setdefault(side, {})
         new = [t for t in dict.fromkeys(texts) if t not in cache]
         if new:
-            ids = self.st.tokenizer(new, truncation="longest_first", max_length=self.st.max_seq_length)["input_ids"]
+            ids = self.st.tokenizer(new, truncation="longest_first", max_length=self.side(side).max_len)["input_ids"]
             cache.update(zip(new, ids))
 
-    def _features(self, texts: list[str]) -> dict:
-        cache = self.__dict__.get("_token_ids", {})
+    def _features(self, texts: list[str], side: str) -> dict:
+        cache = self.__dict__.get("_token_ids", {}).get(side, {})
         if not cache or any(t not in cache for t in texts):
-            return self.st.preprocess(texts)
+            with sequence_length(self.st, self.side(side).max_len):
+                return self.st.preprocess(texts)
         tok = self.st.tokenizer
         features = dict(tok.pad({"input_ids": [cache[t] for t in texts]}, return_tensors="pt"))
         if "token_type_ids" in tok.model_input_names:
@@ -91,17 +112,18 @@ class BiEncoderStudent(torch.nn.Module):
         features["modality"] = "text"
         return features
 
-    def embed(self, texts: list[str]) -> torch.Tensor:
-        """(N, D) L2-normalised embeddings of ``texts`` (prefixes already applied), with gradients."""
-        features = self._features(texts)
+    def embed(self, texts: list[str], side: str = "passage") -> torch.Tensor:
+        """(N, D) L2-normalised embeddings of one side's ``texts`` (prefixes already applied), with gradients."""
+        features = self._features(texts, side)
         device = next(self.parameters()).device
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         emb = self.st(features)["sentence_embedding"]
         return F.normalize(emb.float(), dim=-1)
 
-    def forward(self, text_lists: list[list[str]]) -> list[torch.Tensor]:
-        """Embeddings of each list of (already prefixed) texts — one call, so a DDP wrapper sees one forward."""
-        return [self.embed(texts) for texts in text_lists]
+    def forward(self, text_lists: list[list[str]], sides: list[str]) -> list[torch.Tensor]:
+        """Embeddings of each list of (already prefixed) texts, ``sides[i]`` the side of ``text_lists[i]`` — one call,
+        so a DDP wrapper sees one forward."""
+        return [self.embed(texts, side) for texts, side in zip(text_lists, sides, strict=True)]
 
     @torch.no_grad()
     def cosines(self, queries: list[str], passages: list[str], batch_size: int, on_progress=None,
@@ -111,9 +133,11 @@ class BiEncoderStudent(torch.nn.Module):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        q = encode_texts(self.st, [self.query_prefix + t for t in queries], batch_size, precision, device)
-        p = encode_texts(self.st, [self.passage_prefix + t for t in passages], batch_size, precision, device,
-                         on_progress=on_progress)
+        with sequence_length(self.st, self.query_max_len):
+            q = encode_texts(self.st, [self.query_prefix + t for t in queries], batch_size, precision, device)
+        with sequence_length(self.st, self.passage_max_len):
+            p = encode_texts(self.st, [self.passage_prefix + t for t in passages], batch_size, precision, device,
+                             on_progress=on_progress)
         self.train(was_training)
         return q @ p.T
 

@@ -99,7 +99,7 @@ def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: li
     """``evaluate_final_model.py`` arguments derived from a finished student run's saved configuration.
 
     Test data: the run's data version (its test.csv, and its corpus when it has one); output: ``eval_dir`` or
-    ``evaluation_results/<data_version>/<run folder name>``; max length: the run's ``--max_len``.
+    ``evaluation_results/<data_version>/<run folder name>``; lengths: the run's ``--max_len`` and per-side lengths.
     """
     f = Path(output_dir) / "training_args.json"
     if not f.is_file() or not (Path(output_dir) / "distillation_config.json").is_file():
@@ -124,7 +124,16 @@ def evaluation_command(output_dir: Path, eval_dir: Path | None = None, extra: li
     data = ["--data_root", str(a.get("data_root", "preprocessed")), "--data_version", a["data_version"]]  # test.csv and
     # the version's corpus (corpus.jsonl) when it has one: the test queries ranked over the full corpus as well
     return [sys.executable, "-m", "crossdistill.evaluate", "--model_path", str(output_dir), *data,
-            "--output_dir", str(out), "--overwrite", "--max_len", str(a.get("max_len", DEFAULT_MAX_LEN)), *baselines, *extra]
+            "--output_dir", str(out), "--overwrite", *_lengths(a), *baselines, *extra]
+
+
+def _lengths(args: dict) -> list[str]:
+    """The run's lengths as the evaluation's flags: ``--max_len``, and per side where the run set one."""
+    flags = ["--max_len", str(args.get("max_len", DEFAULT_MAX_LEN))]
+    for side in ("query_max_len", "passage_max_len"):
+        if isinstance(args.get(side), int):
+            flags += [f"--{side}", str(args[side])]
+    return flags
 
 
 def flag_value(cmd: list[str], name: str) -> str | None:
