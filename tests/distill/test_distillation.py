@@ -392,8 +392,8 @@ def test_pretokenised_batches_are_the_tokenizers_own(tiny_minilm, scifact_versio
     with torch.no_grad():
         before = student.embed(texts[:9])
     student.pretokenize(texts)
-    cached = student._features(texts[:9])
+    cached = student._features(texts[:9], "passage")
     assert cached.keys() == plain.keys() and all(torch.equal(cached[k], plain[k]) for k in plain if k != "modality")
     with torch.no_grad():
         assert torch.equal(student.embed(texts[:9]), before)
-    assert student._features(["a text never seen"])["input_ids"].shape[0] == 1  # falls back to the tokenizer
+    assert student._features(["a text never seen"], "passage")["input_ids"].shape[0] == 1  # falls back to the tokenizer
