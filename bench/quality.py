@@ -155,7 +155,11 @@ _CPU_STUDENT = [a for i, a in enumerate(_PRESETS["cpu"]["student"])
 for _name, _extra in (("cpu_nomic", []), ("cpu_nomic_ib", ["--in_batch_kl_weight", "1"]),
                       ("cpu_nomic_K8_ib", ["--K", "8", "--in_batch_kl_weight", "1"]),
                       ("cpu_nomic_ib_t512", ["--in_batch_kl_weight", "1", "--teacher_max_len", "512"]),
-                      ("cpu_nomic_ib_only", ["--in_batch_kl_weight", "1", "--soft_weight", "0"])):
+                      ("cpu_nomic_ib_only", ["--in_batch_kl_weight", "1", "--soft_weight", "0"]),
+                      # the teacher alone teaches (no InfoNCE on the labels), and the teacher labels 3x the
+                      # pseudo-queries: more of what only the teacher can label
+                      ("cpu_nomic_ib_kd", ["--in_batch_kl_weight", "1", "--infonce_weight", "0"]),
+                      ("cpu_nomic_ib_pq3", ["--in_batch_kl_weight", "1", "--pseudo_queries", "2175"])):
     _twin = "cpu_labels_only_e2_K8" if "--K" in _extra else "cpu_labels_only"
     CONFIGS[_name] = {"dense_teacher": NOMIC_TEACHER, "student": [*_CPU_STUDENT, *_extra], "twin": _twin}
 CONFIGS["cpu_labels_only_e2_K8"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
