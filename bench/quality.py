@@ -159,7 +159,10 @@ for _name, _extra in (("cpu_nomic", []), ("cpu_nomic_ib", ["--in_batch_kl_weight
                       # the teacher alone teaches (no InfoNCE on the labels), and the teacher labels 3x the
                       # pseudo-queries: more of what only the teacher can label
                       ("cpu_nomic_ib_kd", ["--in_batch_kl_weight", "1", "--infonce_weight", "0"]),
-                      ("cpu_nomic_ib_pq3", ["--in_batch_kl_weight", "1", "--pseudo_queries", "2175"])):
+                      ("cpu_nomic_ib_pq3", ["--in_batch_kl_weight", "1", "--pseudo_queries", "2175"]),
+                      # the student reading passages at the teacher's 256 tokens (queries at 64)
+                      ("cpu_nomic_ib_p256", ["--in_batch_kl_weight", "1", "--query_max_len", "64",
+                                             "--passage_max_len", "256"])):
     _twin = "cpu_labels_only_e2_K8" if "--K" in _extra else "cpu_labels_only"
     CONFIGS[_name] = {"dense_teacher": NOMIC_TEACHER, "student": [*_CPU_STUDENT, *_extra], "twin": _twin}
 CONFIGS["cpu_labels_only_e2_K8"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
