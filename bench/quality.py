@@ -249,7 +249,7 @@ def dense_runs(model_path: str, sets: dict, lengths: tuple[int, int], batch_size
     same embeddings cut to their first ``dim`` dimensions and re-normalised (what ``truncate_dim`` serves)."""
     import numpy as np
 
-    from crossdistill.evaluate.bi_encoder import encode, load_bi_encoder
+    from crossdistill.evaluate.bi_encoder import cut, encode, load_bi_encoder
     from crossdistill.evaluate.metrics import top_k_run
     from crossdistill.models.resolve import resolve_model
     from crossdistill.models.sides import Side
@@ -269,9 +269,7 @@ def dense_runs(model_path: str, sets: dict, lengths: tuple[int, int], batch_size
         p = emb[[row[corpus[d]] for d in dids]]
         runs[split] = top_k_run(qids, dids, (q @ p.T).astype(np.float32), 100)
         for dim, dim_runs in (by_dim or {}).items():
-            qd, pd_ = (x[:, :dim] / np.clip(np.linalg.norm(x[:, :dim], axis=1, keepdims=True), 1e-12, None)
-                       for x in (q, p))
-            dim_runs[split] = top_k_run(qids, dids, (qd @ pd_.T).astype(np.float32), 100)
+            dim_runs[split] = top_k_run(qids, dids, (cut(q, dim) @ cut(p, dim).T).astype(np.float32), 100)
     del model
     return runs
 

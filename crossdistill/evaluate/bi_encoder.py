@@ -75,14 +75,19 @@ def matryoshka_metrics(model, prefixes: tuple[Side, Side], ts: TripletPool, dims
     p = encode(model, passages, prefixes[1], batch_size, show_progress=len(passages) > 2000)
     out = {}
     for d in dims:
-        qd = q[:, :d] / np.clip(np.linalg.norm(q[:, :d], axis=1, keepdims=True), 1e-12, None)
-        pd_ = p[:, :d] / np.clip(np.linalg.norm(p[:, :d], axis=1, keepdims=True), 1e-12, None)
+        qd, pd_ = cut(q, d), cut(p, d)
         cos = qd @ pd_.T
         kk = min(100, cos.shape[1])
         top = np.argsort(-cos, axis=1, kind="stable")[:, :kk]
         run = indexed_run(qids, doc_ids, top, np.take_along_axis(cos, top, 1))
         out[str(d)] = ranking_metrics(qrels, run)
     return out
+
+
+def cut(emb: np.ndarray, dim: int) -> np.ndarray:
+    """The first ``dim`` dimensions of each row, re-normalised (what ``truncate_dim`` serves)."""
+    part = emb[:, :dim]
+    return part / np.clip(np.linalg.norm(part, axis=1, keepdims=True), 1e-12, None)
 
 
 def encode(model, texts: list[str], side: str | Side, batch_size: int, show_progress: bool = False) -> np.ndarray:
