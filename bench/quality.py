@@ -163,7 +163,8 @@ for _name, _extra in (("cpu_nomic", []), ("cpu_nomic_ib", ["--in_batch_kl_weight
                       # the student reading passages at the teacher's 256 tokens (queries at 64)
                       ("cpu_nomic_ib_p256", ["--in_batch_kl_weight", "1", "--query_max_len", "64",
                                              "--passage_max_len", "256"])):
-    _twin = "cpu_labels_only_e2_K8" if "--K" in _extra else "cpu_labels_only"
+    _twin = ("cpu_labels_only_e2_K8" if "--K" in _extra else
+             "cpu_labels_only_p256" if "--passage_max_len" in _extra else "cpu_labels_only")
     CONFIGS[_name] = {"dense_teacher": NOMIC_TEACHER, "student": [*_CPU_STUDENT, *_extra], "twin": _twin}
 CONFIGS["cpu_labels_only_e2_K8"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
                                     "student": [*_PRESETS["cpu"]["student"], "--soft_weight", "0", "--K", "8"]}
@@ -172,8 +173,12 @@ CONFIGS["cpu_labels_only_e2_K8"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
 DIMS = (384, 256, 128, 64)
 CONFIGS["cpu_matryoshka"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_default",
                              "student": [*_PRESETS["cpu"]["student"], "--matryoshka_dims", ",".join(map(str, DIMS))]}
-CONFIGS["cpu_passage256"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_default",
-                             "student": [*_PRESETS["cpu"]["student"], "--query_max_len", "64", "--passage_max_len", "256"]}
+_P256 = ["--query_max_len", "64", "--passage_max_len", "256"]
+CONFIGS["cpu_passage256"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_labels_only_p256",
+                             "student": [*_PRESETS["cpu"]["student"], *_P256]}
+# the labels-only twin at those lengths (the teacher weighted 0): the twin of cpu_passage256 and of cpu_nomic_ib_p256
+CONFIGS["cpu_labels_only_p256"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
+                                   "student": [*_PRESETS["cpu"]["student"], *_P256, "--soft_weight", "0"]}
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
