@@ -132,8 +132,6 @@ def _student_settings(argv: list[str]):
     return StudentConfig.parse(["--teacher_path", "t", "--output_dir", "o", *argv], "")
 
 
-assert _student_settings(CONFIGS["cpu_run_norm"]["student"]) == _student_settings(_PRESETS["cpu"]["student"]), \
-    "cpu_run_norm must be the cpu preset"
 # issue #49: `cpu_default` is always the `--pipeline cpu` preset as the monitor runs it now and `cpu_labels_only` its
 # labels-only twin (the same commands, the teacher weighted 0), both asserted; each new recipe names its twin
 CONFIGS["cpu_default"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "student": list(_PRESETS["cpu"]["student"]),
@@ -150,8 +148,11 @@ assert _student_settings(CONFIGS["cpu_labels_only"]["student"]) == \
 # fused cross-encoder. Each row's twin is the same student command with the teacher weighted 0.
 NOMIC_TEACHER = list(_PRESETS["cpu_big"]["teacher"])  # the --pipeline cpu_big preset's teacher
 _FUSED = ("--teacher_fusion", "--fusion_norm")
-_CPU_STUDENT = [a for i, a in enumerate(_PRESETS["cpu"]["student"])
-                if a not in _FUSED and (i == 0 or _PRESETS["cpu"]["student"][i - 1] not in _FUSED)]
+# the cpu preset's student until it took per-side lengths (#48): both sides at 128 tokens, cpu_run_norm's settings
+_Q128 = ["--epochs", "2", "--max_len", "128", "--K", "4", "--val_pool", "csv", "--teacher_fusion", "bm25=1,student=1",
+         "--guard_k", "10", "--attention_dropout", "0", "--pseudo_queries", "725", "--fusion_norm", "run"]
+assert _student_settings(_Q128) == _student_settings(CONFIGS["cpu_run_norm"]["student"])
+_CPU_STUDENT = [a for i, a in enumerate(_Q128) if a not in _FUSED and (i == 0 or _Q128[i - 1] not in _FUSED)]
 for _name, _extra in (("cpu_nomic", []), ("cpu_nomic_ib", ["--in_batch_kl_weight", "1"]),
                       ("cpu_nomic_K8_ib", ["--K", "8", "--in_batch_kl_weight", "1"]),
                       ("cpu_nomic_ib_t512", ["--in_batch_kl_weight", "1", "--teacher_max_len", "512"]),
@@ -167,18 +168,25 @@ for _name, _extra in (("cpu_nomic", []), ("cpu_nomic_ib", ["--in_batch_kl_weight
              "cpu_labels_only_p256" if "--passage_max_len" in _extra else "cpu_labels_only")
     CONFIGS[_name] = {"dense_teacher": NOMIC_TEACHER, "student": [*_CPU_STUDENT, *_extra], "twin": _twin}
 CONFIGS["cpu_labels_only_e2_K8"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
-                                    "student": [*_PRESETS["cpu"]["student"], "--soft_weight", "0", "--K", "8"]}
+                                    "student": [*_Q128, "--soft_weight", "0", "--K", "8"]}
 # issue #48: the cpu preset trained for Matryoshka dimensions, and with queries cut at 64 tokens and passages at 256;
 # the preset's own rows (cpu_default) record the same dimensions of its full-size student, cut without training
 DIMS = (384, 256, 128, 64)
-CONFIGS["cpu_matryoshka"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_default",
-                             "student": [*_PRESETS["cpu"]["student"], "--matryoshka_dims", ",".join(map(str, DIMS))]}
+# (both on the preset as it was then, cpu_run_norm: 128 tokens a side). cpu_passage256 won on val and the preset took
+# it (asserted below): since 2026-12-07 cpu_default is cpu_passage256 and cpu_labels_only is cpu_labels_only_p256;
+# rows named cpu_default before that are the 128-token preset (cpu_run_norm)
+CONFIGS["cpu_matryoshka"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_run_norm",
+                             "student": [*_Q128, "--matryoshka_dims", ",".join(map(str, DIMS))]}
 _P256 = ["--query_max_len", "64", "--passage_max_len", "256"]
 CONFIGS["cpu_passage256"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_labels_only_p256",
-                             "student": [*_PRESETS["cpu"]["student"], *_P256]}
+                             "student": [*_Q128, *_P256]}
 # the labels-only twin at those lengths (the teacher weighted 0): the twin of cpu_passage256 and of cpu_nomic_ib_p256
 CONFIGS["cpu_labels_only_p256"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
-                                   "student": [*_PRESETS["cpu"]["student"], *_P256, "--soft_weight", "0"]}
+                                   "student": [*_Q128, *_P256, "--soft_weight", "0"]}
+assert _student_settings(CONFIGS["cpu_passage256"]["student"]) == _student_settings(_PRESETS["cpu"]["student"]), \
+    "cpu_passage256 must be the cpu preset"
+assert _student_settings(CONFIGS["cpu_labels_only_p256"]["student"]) == \
+    _student_settings(CONFIGS["cpu_labels_only"]["student"]), "cpu_labels_only_p256 must be the preset's twin"
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 

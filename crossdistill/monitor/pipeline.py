@@ -11,14 +11,15 @@ from pathlib import Path
 PRESETS = {
     # the measured recipe: every script at its defaults (README "Results"; about 5 minutes on one H200)
     "default": {"teacher": [], "student": [], "suffix": ""},
-    # the recipe cut to ~20 minutes on 2 CPU cores: a one-epoch teacher fused with BM25 and the starting student, the
-    # student at 128 tokens, K 4, 725 pseudo-queries, two epochs, one scale per fused source (docs/results.md, #35)
+    # the recipe cut to ~30 minutes on 2 CPU cores: a one-epoch teacher (128 tokens) fused with BM25 and the starting
+    # student, the student reading queries at 64 tokens and passages at 256, K 4, 725 pseudo-queries, two epochs, one
+    # scale per fused source (docs/results.md, #35; the lengths since 2026-12-07, #48)
     "cpu": {
         "teacher": ["--epochs", "1", "--max_len", "128", "--max_samples", "3000", "--max_val_samples", "300",
                     "--attention_dropout", "0"],
         "student": ["--epochs", "2", "--max_len", "128", "--K", "4", "--val_pool", "csv", "--teacher_fusion",
                     "bm25=1,student=1", "--guard_k", "10", "--attention_dropout", "0", "--pseudo_queries", "725",
-                    "--fusion_norm", "run"],
+                    "--fusion_norm", "run", "--query_max_len", "64", "--passage_max_len", "256"],
         "suffix": "_cpu",
     },
     # a teacher that knows more than the labels, at CPU size (~2 hours on 2 cores, docs/results.md, #49):
