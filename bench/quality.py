@@ -167,6 +167,8 @@ for _name, _extra in (("cpu_nomic", []), ("cpu_nomic_ib", ["--in_batch_kl_weight
     _twin = ("cpu_labels_only_e2_K8" if "--K" in _extra else
              "cpu_labels_only_p256" if "--passage_max_len" in _extra else "cpu_labels_only")
     CONFIGS[_name] = {"dense_teacher": NOMIC_TEACHER, "student": [*_CPU_STUDENT, *_extra], "twin": _twin}
+assert _student_settings(CONFIGS["cpu_nomic_ib_p256"]["student"]) == _student_settings(_PRESETS["cpu_big"]["student"]), \
+    "cpu_nomic_ib_p256 must be the cpu_big preset's student"
 CONFIGS["cpu_labels_only_e2_K8"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
                                     "student": [*_Q128, "--soft_weight", "0", "--K", "8"]}
 # issue #48: the cpu preset trained for Matryoshka dimensions, and with queries cut at 64 tokens and passages at 256;
