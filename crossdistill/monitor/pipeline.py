@@ -11,7 +11,7 @@ from pathlib import Path
 PRESETS = {
     # the measured recipe: every script at its defaults (README "Results"; about 5 minutes on one H200)
     "default": {"teacher": [], "student": [], "suffix": ""},
-    # the recipe cut to ~30 minutes on 2 CPU cores: a one-epoch teacher (128 tokens) fused with BM25 and the starting
+    # the recipe cut to ~65 minutes on 2 CPU cores (AMD EPYC): a one-epoch teacher (128 tokens) fused with BM25 and the starting
     # student, the student reading queries at 64 tokens and passages at 256, K 4, 725 pseudo-queries, two epochs, one
     # scale per fused source (docs/results.md, #35; the lengths since 2026-12-07, #48)
     "cpu": {
