@@ -174,21 +174,27 @@ CONFIGS["cpu_labels_only_e2_K8"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
 # issue #48: the cpu preset trained for Matryoshka dimensions, and with queries cut at 64 tokens and passages at 256;
 # the preset's own rows (cpu_default) record the same dimensions of its full-size student, cut without training
 DIMS = (384, 256, 128, 64)
-# (both on the preset as it was then, cpu_run_norm: 128 tokens a side). cpu_passage256 won on val and the preset took
-# it (asserted below): since 2026-12-07 cpu_default is cpu_passage256 and cpu_labels_only is cpu_labels_only_p256;
-# rows named cpu_default before that are the 128-token preset (cpu_run_norm)
+# (both on the preset as it was then, cpu_run_norm: 128 tokens a side). cpu_passage256 won on val; the cpu preset took
+# it for one session (rows named cpu_default on 2026-12-07 at 64/256: none were run), then gave it to a preset of its
+# own, `--pipeline cpu_long` (asserted below), because it takes 65 minutes on 2 cores where #49 allows the cpu preset 30
 CONFIGS["cpu_matryoshka"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_run_norm",
                              "student": [*_Q128, "--matryoshka_dims", ",".join(map(str, DIMS))]}
+# the same two published with a PCA rotation (--pca_rotation: the vectors turned onto the principal axes of the
+# student's embeddings of the training passages; every cosine unchanged, so full size is the student's own)
+CONFIGS["cpu_pca"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_run_norm",
+                      "student": [*_Q128, "--pca_rotation"]}
+CONFIGS["cpu_matryoshka_pca"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_run_norm",
+                                 "student": [*CONFIGS["cpu_matryoshka"]["student"], "--pca_rotation"]}
 _P256 = ["--query_max_len", "64", "--passage_max_len", "256"]
-CONFIGS["cpu_passage256"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_labels_only_p256",
+CONFIGS["cpu_passage256"] = {"teacher": list(_PRESETS["cpu_long"]["teacher"]), "twin": "cpu_labels_only_p256",
                              "student": [*_Q128, *_P256]}
 # the labels-only twin at those lengths (the teacher weighted 0): the twin of cpu_passage256 and of cpu_nomic_ib_p256
-CONFIGS["cpu_labels_only_p256"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
+CONFIGS["cpu_labels_only_p256"] = {"teacher": list(_PRESETS["cpu_long"]["teacher"]),
                                    "student": [*_Q128, *_P256, "--soft_weight", "0"]}
-assert _student_settings(CONFIGS["cpu_passage256"]["student"]) == _student_settings(_PRESETS["cpu"]["student"]), \
-    "cpu_passage256 must be the cpu preset"
-assert _student_settings(CONFIGS["cpu_labels_only_p256"]["student"]) == \
-    _student_settings(CONFIGS["cpu_labels_only"]["student"]), "cpu_labels_only_p256 must be the preset's twin"
+assert _student_settings(_Q128) == _student_settings(_PRESETS["cpu"]["student"]), "_Q128 must be the cpu preset"
+assert _student_settings(CONFIGS["cpu_passage256"]["student"]) == _student_settings(_PRESETS["cpu_long"]["student"]), \
+    "cpu_passage256 must be the cpu_long preset"
+assert CONFIGS["cpu_passage256"]["teacher"] == CONFIGS["cpu_default"]["teacher"]
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
@@ -466,7 +472,8 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
                                    "bm25": bm25_runs(sets)}}
         baselines[key]["metrics"] = {n: measure(r, sets) for n, r in baselines[key]["runs"].items()}
     base = baselines[key]
-    trained_dims = json.loads((student_dir / "distillation_config.json").read_text()).get("matryoshka_dims") or []
+    published = json.loads((student_dir / "distillation_config.json").read_text())
+    trained_dims, rotated = published.get("matryoshka_dims") or [], bool(published.get("pca_rotation"))
     by_dim = {d: {} for d in (trained_dims or (DIMS if a.dataset == "scifact" else ()))}
     student_runs = dense_runs(str(student_dir), sets, lengths, by_dim=by_dim)
     metrics = {"student": measure(student_runs, sets), **base["metrics"]}
@@ -480,10 +487,11 @@ def run_config(a, name: str, seed: int, baselines: dict, log) -> dict:
     }
     if lengths[0] != lengths[1] or lengths[0] != max_len:
         row["lengths"] = {"query": lengths[0], "passage": lengths[1]}
-    # nDCG@10 at each prefix dimension: "matryoshka" for a student trained at them, "truncated" for one that was not
-    # (what training for the dimensions gains is the difference), each split
+    # nDCG@10 at each prefix dimension: "matryoshka" for a student trained at them, "rotated" for one published with a
+    # PCA rotation only, "truncated" for one cut as it is (what training or rotating for the dimensions gains is the
+    # difference), each split
     for split in ("val", "test"):
-        row[split]["matryoshka" if trained_dims else "truncated"] = {
+        row[split]["matryoshka" if trained_dims else "rotated" if rotated else "truncated"] = {
             str(d): round(measure({split: r[split]}, {split: sets[split]})[split]["ndcg@10"], 4) for d, r in by_dim.items()}
     cmp = paired_comparison(test_q, base["runs"]["zero_shot"]["test"], student_runs["test"], "ndcg@10")
     # NaN (the student published unchanged: every difference is 0) is written as null, valid JSON

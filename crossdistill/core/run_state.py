@@ -23,6 +23,7 @@ RESUMABLE_CHANGES = frozenset({
     "resume", "overwrite", "output_dir", "data_root", "log_steps", "save_steps", "eval_batch_size", "report_to", "lr",
     "micro_batch_size", "micro_batches", "gradient_checkpointing", "device", "allow_weaker_teacher",
     "score_cache", "teacher_path", "guard_k",
+    "pca_rotation",  # applied when the kept model is published, after training
     "keep"})  # --keep: the student refuses a change itself, with its own message
 
 

@@ -117,6 +117,11 @@ class StudentConfig(TrainingConfig, ListSettings):
                                                 "vectors can then be cut to any of them: SentenceTransformer(folder, "
                                                 "truncate_dim=D))")
     matryoshka_weights: str | None = setting(None, "with --matryoshka_dims: one weight per dimension (default: 1 each)")
+    pca_rotation: bool = setting(False, "publish the student with its vectors turned onto the principal axes of its "
+                                        "embeddings of the training passages (a Dense layer; every cosine unchanged): "
+                                        "the first dimensions then carry the most, so vectors cut to "
+                                        "SentenceTransformer(folder, truncate_dim=D) rank far better "
+                                        "(models/rotation.py)")
     export: str | None = setting(None, "also export the published student for serving: 'onnx', 'onnx-int8' or both "
                                        "('onnx,onnx-int8'); see export_student.py")
 

@@ -78,6 +78,13 @@ def _fusion_model(cfg: StudentConfig, device: str) -> DenseKind | None:
     return DenseKind(cfg.fusion_model, dense, max_len=max(cfg.query_len, cfg.passage_len), precision=cfg.teacher_precision, device=device)
 
 
+def training_passages(cfg: StudentConfig) -> list[str]:
+    """The distinct passages of the data version's training rows (positives, then negatives; all of them, whatever
+    --max_samples draws), in order."""
+    train = DataVersion.of(cfg).split("train")
+    return list(dict.fromkeys([*train["positive"], *(train["negative"] if "negative" in train.columns else [])]))
+
+
 def read_inputs(cfg: StudentConfig, device: str = "cpu") -> StudentInputs:
     """Check and read every input of the run: nothing is written, nothing moved."""
     teachers, scores, scores_path, fingerprint = _teacher_source(cfg, device)

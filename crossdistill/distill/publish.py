@@ -15,10 +15,11 @@ from crossdistill.core.run_state import RunState
 from crossdistill.core.training import peak_memory
 from crossdistill.data.versions import DataVersion
 from crossdistill.distill.config import StudentConfig
-from crossdistill.distill.inputs import DistillData, StudentInputs
+from crossdistill.distill.inputs import DistillData, StudentInputs, training_passages
 from crossdistill.losses.total import WEIGHTS
 from crossdistill.models.card import student_card
 from crossdistill.models.export import export_student, parse_formats
+from crossdistill.models.rotation import truncate_dims
 
 
 # --------------------------------------------------------------------------- publishing
@@ -40,8 +41,11 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
                 "score_cache": cfg.score_cache, "val_pool": run.stats["val_pool"],
                 "data_source": _data_source(cfg), "teacher_fingerprint": inputs.teacher_fingerprint}
 
+    rotation, rotation_info = pca_rotation(model, cfg, inputs, loop.log) if cfg.pca_rotation else (None, None)
+    dims = list(cfg.matryoshka_dims_list) or (truncate_dims(rotation.shape[0]) if rotation is not None else [])
+
     def write(staging: Path) -> None:
-        model.save(staging)
+        model.save(staging, rotation)
         write_json(staging / "training_args.json", {**cfg.to_dict(), "resolved": resolved})
         write_json(staging / "metrics.json", summary)
         (staging / "README.md").write_text(student_card(cfg, summary, cfg.student_name, _teacher_words(inputs), WEIGHTS),
@@ -52,7 +56,7 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
                 inputs.teachers.members[0].base_model if inputs.teachers else None, "teacher_scores": inputs.scores_path,
             "student_name": cfg.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
             "max_len": cfg.max_len, "query_max_len": cfg.query_len, "passage_max_len": cfg.passage_len, "scale": cfg.scale, "data_version": cfg.data_version, "data_root": cfg.data_root,
-            "matryoshka_dims": list(cfg.matryoshka_dims_list),
+            "matryoshka_dims": list(cfg.matryoshka_dims_list), "truncate_dims": dims, "pca_rotation": rotation_info,
             "data_fingerprint": DataVersion.of(cfg).fingerprint(),
             "use_lora": bool(cfg.use_lora), **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
                                                  "lora_dropout": cfg.lora_dropout,
@@ -63,6 +67,24 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
                 end_event={"best_epoch": kept_epoch, **{f"delta_{k}": v for k, v in summary["val_delta"].items()}})
     loop.log(f"saved student to {cfg.output_dir} ({cfg.keep} epoch {kept_epoch}; val MRR@10 "
              f"{start['val_mrr@10']:.4f} -> {kept_row['val_mrr@10']:.4f})")
+
+
+def pca_rotation(model, cfg: StudentConfig, inputs: StudentInputs, log, max_passages: int = 4096):
+    """The principal axes of the kept student's embeddings of the training passages (at most ``max_passages``, a
+    seeded sample), and what the published config records of them (:mod:`crossdistill.models.rotation`)."""
+    import random
+
+    from crossdistill.models.rotation import energy_kept, principal_axes, truncate_dims
+
+    passages = training_passages(cfg)  # at least the embedding's dimension (checked before training)
+    if len(passages) > max_passages:
+        passages = random.Random(cfg.seed).sample(passages, max_passages)
+    emb = model.encode(passages, "passage", cfg.batch_size * 4)
+    axes = principal_axes(emb)
+    kept = energy_kept(emb, axes, truncate_dims(emb.shape[1])[1:])
+    log("pca rotation: the published vectors turned onto the principal axes of " + f"{len(passages)} training passages; "
+        "share of their squared length in the first " + ", ".join(f"{d}: {v:.3f}" for d, v in kept.items()))
+    return axes, {"passages": len(passages), "energy_kept": {d: round(v, 4) for d, v in kept.items()}}
 
 
 def _teacher_words(inputs: StudentInputs) -> str:

@@ -32,7 +32,7 @@ from crossdistill.core.training import linear_schedule, make_accelerator, make_o
 from crossdistill.distill.batch import Batch, collate
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.guard import teacher_guard
-from crossdistill.distill.inputs import DistillData, StudentInputs, prepare_run, read_inputs, run_settings
+from crossdistill.distill.inputs import DistillData, StudentInputs, prepare_run, read_inputs, run_settings, training_passages
 from crossdistill.distill.publish import publish_student
 from crossdistill.distill.soft_labels import dense_cosines
 from crossdistill.distill.step import forward_backward
@@ -66,6 +66,10 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
         raise UsageError(f"--matryoshka_dims {cfg.matryoshka_dims} goes up to {cfg.matryoshka_dims_list[0]}, but the "
                          f"student's embeddings have {full} dimensions; give dimensions <= {full} (e.g. "
                          f"{full},{full // 2},{full // 4})")
+    if cfg.pca_rotation and len(training_passages(cfg)) < full:
+        raise UsageError(f"--pca_rotation finds the {full} principal axes of the student's embeddings of the training "
+                         f"passages, which needs at least {full} distinct passages; the data has "
+                         f"{len(training_passages(cfg))}: add data, or leave --pca_rotation out")
     if main:
         lock_run(out_dir)  # one run per folder
     with claimed_output(out_dir, "student", fresh=resume_from is None, main=main, wait=accelerator.wait_for_everyone) as claim:

@@ -20,7 +20,7 @@ from crossdistill.evaluate.config import EvalConfig
 from crossdistill.evaluate.metrics import ranking_metrics, top_k_run
 from crossdistill.evaluate.plots import analysis_figure, comparison_figure, matryoshka_figure
 from crossdistill.evaluate.retrieval import qrels_dict
-from crossdistill.evaluate.student import load_student, trained_dims
+from crossdistill.evaluate.student import load_student, trained_dims, trained_settings
 from crossdistill.models.sides import Side
 
 RESULTS = "bi_encoder_evaluation_results.json"
@@ -222,7 +222,10 @@ def _write(cfg: EvalConfig, out_dir: Path, ts: TripletPool, results: dict, throu
               "statistics_by_system": {n: r["statistics"] for n, r in results.items() if "statistics" in r}}
     table_scope = "corpus" if full_info is not None else "pool"
     if "matryoshka" in student:
-        report["matryoshka"] = {"scope": table_scope, "by_dim": student["matryoshka"]}
+        trained = trained_settings(cfg.model_path)
+        report["matryoshka"] = {"scope": table_scope, "by_dim": student["matryoshka"],
+                                "trained_at_dims": bool(trained.get("matryoshka_dims")),
+                                "pca_rotation": bool(trained.get("pca_rotation"))}
     table = retrieval_table(comparison)
     samples = _samples(ts, student["_pos"], student["_neg"], cfg.num_samples)
     with atomic_dir(out_dir) as tmp:

@@ -55,6 +55,8 @@ def trained_settings(model_path: str) -> dict:
 
 
 def trained_dims(model_path: str) -> list[int]:
-    """The Matryoshka dimensions a student was trained at (its distillation_config.json), [] for any other model."""
-    dims = trained_settings(model_path).get("matryoshka_dims")
+    """The dimensions a student is meant to be cut at (its distillation_config.json): those it was trained at
+    (Matryoshka), else, for one published with a PCA rotation, its size and the smaller usual ones; [] for any other."""
+    settings = trained_settings(model_path)
+    dims = settings.get("matryoshka_dims") or settings.get("truncate_dims")
     return [int(d) for d in dims] if isinstance(dims, list) and all(isinstance(d, int) for d in dims) else []

@@ -16,7 +16,7 @@ def student_card(cfg, summary: dict, base_model: str, teacher_path: str, loss_we
     start = summary["history"][0] if summary.get("history") else {}
     settings = {k: getattr(cfg, k, None) for k in ("recipe", "soft_loss", "tau", "scale", *loss_weights, "teacher_fusion",
                                                      "K", "epochs", "batch_size", "lr", "max_len", "use_lora", "seed",
-                                                     "matryoshka_dims", "matryoshka_weights")}
+                                                     "matryoshka_dims", "matryoshka_weights", "pca_rotation")}
     q_len, p_len = getattr(cfg, "query_len", None), getattr(cfg, "passage_len", None)
     settings.update(query_max_len=q_len, passage_max_len=p_len)
     lengths = (f"- **Lengths**: queries {q_len} tokens, passages {p_len} — sentence-transformers keeps one "
@@ -25,6 +25,10 @@ def student_card(cfg, summary: dict, base_model: str, teacher_path: str, loss_we
     dims = getattr(cfg, "matryoshka_dims", None)
     matryoshka = (f"- **Matryoshka dimensions**: {dims} — trained to rank well when its vectors are cut to any of them: "
                   f"`SentenceTransformer(\"<this folder>\", truncate_dim={str(dims).split(',')[-1]})`\n" if dims else "")
+    rotation = ("- **PCA rotation**: its vectors are turned onto the principal axes of its embeddings of the training "
+                "passages (the `Dense` module; every cosine unchanged), so their first dimensions carry the most: cut "
+                "them with `SentenceTransformer(\"<this folder>\", truncate_dim=128)`\n"
+                if getattr(cfg, "pca_rotation", False) else "")
     return f"""---
 library_name: sentence-transformers
 pipeline_tag: sentence-similarity
@@ -46,7 +50,7 @@ p = model.encode(["a passage"], prompt_name="passage")
 - **Teacher**: {teacher_path}
 - **Data**: `{cfg.data_root}/{cfg.data_version}` ({summary.get('candidates', {}).get('queries', '?')} training queries)
 - **Published**: epoch {summary.get('best_epoch')} (`--keep {cfg.keep}`; epoch 0 is the starting model)
-{lengths}{matryoshka}
+{lengths}{matryoshka}{rotation}
 ## Validation
 
 {_table({"val MRR@10": f"{start.get('val_mrr@10', float('nan')):.4f} → {kept.get('val_mrr@10', float('nan')):.4f}",

@@ -19,23 +19,24 @@ FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8_avx2.onnx"}
 _POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}
 
 
-def serving_modules(folder: Path) -> str:
+def serving_modules(folder: Path) -> tuple[str, list[tuple[np.ndarray, np.ndarray | None]]]:
     """The pooling the ONNX encoder applies, read from the folder's Pooling module (sentence-transformers' current
-    ``pooling_mode`` or the older ``pooling_mode_*`` flags); a module it does not reproduce (``Dense``, another
-    pooling, anything besides Transformer, Pooling and Normalize) is refused: the ONNX student would not be the model."""
-    pooling = "mean"
+    ``pooling_mode`` or the older ``pooling_mode_*`` flags), and the linear maps after it: each ``Dense`` module without
+    an activation (e.g. a PCA rotation, :mod:`crossdistill.models.rotation`) as (weight, bias). A module it does not
+    reproduce (a Dense with an activation, another pooling, anything else besides Transformer and Normalize) is
+    refused: the ONNX student would not be the model."""
+    pooling, linear = "mean", []
     for m in _modules(folder):
         kind = str(m.get("type", "")).rsplit(".", 1)[-1]
         if kind in ("Transformer", "Normalize"):
             continue
+        if kind == "Dense":
+            linear.append(_linear(folder, m))
+            continue
         if kind != "Pooling":
             raise UsageError(f"{folder} has a {kind} module ({m.get('path')}), which the ONNX export does not include: "
                              "serving it with ONNX would give other embeddings; evaluate and serve it with --backend torch")
-        cfg_file = folder / str(m.get("path", "")) / "config.json"
-        try:
-            cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
-        except (OSError, ValueError):
-            raise UsageError(f"{cfg_file} is not valid JSON; the student folder is damaged, restore it") from None
+        cfg = _module_config(folder, m)
         modes = [cfg["pooling_mode"]] if isinstance(cfg.get("pooling_mode"), str) else \
             [v for k, v in _POOLING_FLAGS.items() if cfg.get(k)] + [k for k, v in cfg.items()
                                                                     if k.startswith("pooling_mode_") and v and k not in _POOLING_FLAGS]
@@ -44,7 +45,35 @@ def serving_modules(folder: Path) -> str:
             raise UsageError(f"{folder}'s pooling ({', '.join(map(str, modes)) or 'none'}) is not one the ONNX encoder "
                              "reproduces (cls, mean or max); serve it with --backend torch")
         pooling = modes[0]
-    return pooling
+    return pooling, linear
+
+
+def _module_config(folder: Path, module: dict) -> dict:
+    cfg_file = folder / str(module.get("path", "")) / "config.json"
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
+    except (OSError, ValueError):
+        raise UsageError(f"{cfg_file} is not valid JSON; the student folder is damaged, restore it") from None
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _linear(folder: Path, module: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """A ``Dense`` module without an activation as (weight (out, in), bias or None), from its safetensors file."""
+    path = folder / str(module.get("path", ""))
+    activation = str(_module_config(folder, module).get("activation_function", "torch.nn.modules.activation.Tanh"))
+    if activation.rsplit(".", 1)[-1] != "Identity":
+        raise UsageError(f"{folder} has a Dense module ({module.get('path')}) with the activation {activation}, which "
+                         "the ONNX encoder does not apply: serving it with ONNX would give other embeddings; evaluate "
+                         "and serve it with --backend torch")
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise UsageError(f"{path} has no model.safetensors (its weights): the student folder is damaged, restore it")
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(weights))
+    if "linear.weight" not in tensors:
+        raise UsageError(f"{weights} holds no linear.weight: the student folder is damaged, restore it")
+    return tensors["linear.weight"].astype(np.float32), tensors.get("linear.bias")
 
 
 def _check_export(folder: Path, relative: str) -> None:
@@ -160,13 +189,15 @@ class OnnxEncoder:
             raise UsageError(f"{folder} has no {FILES[fmt]}; export it first: python export_student.py --model_path "
                              f"{folder} --formats {fmt}")
         src = transformer_dir(folder)
-        self.pooling = serving_modules(folder)
+        self.pooling, self.linear = serving_modules(folder)
         _check_export(folder, FILES[fmt])
         self.tokenizer = AutoTokenizer.from_pretrained(src)
         damaged = "the student folder is damaged: restore it or publish it again"
         bert_cfg = read_json_object(src / "sentence_bert_config.json", damaged, {"max_seq_length": int}) \
             if (src / "sentence_bert_config.json").is_file() else {}
-        self.max_seq_length = max_len or bert_cfg.get("max_seq_length") or 512
+        # sentence-transformers 6 keeps the length as the tokenizer's model_max_length, older ones in the config
+        tokenizer_len = self.tokenizer.model_max_length if 0 < self.tokenizer.model_max_length < 100_000 else None
+        self.max_seq_length = max_len or bert_cfg.get("max_seq_length") or tokenizer_len or 512
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -196,6 +227,8 @@ class OnnxEncoder:
             else:
                 mask = enc["attention_mask"][..., None].astype(np.float32)
                 emb = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+            for weight, bias in self.linear:  # Dense modules without an activation (a PCA rotation)
+                emb = emb @ weight.T + (bias if bias is not None else 0)
             if getattr(self, "truncate_dim", None):  # the first D dimensions, re-normalised (Matryoshka serving)
                 emb = emb[:, :self.truncate_dim]
             if normalize_embeddings:

@@ -126,23 +126,27 @@ class BiEncoderStudent(torch.nn.Module):
         return [self.embed(texts, side) for texts, side in zip(text_lists, sides, strict=True)]
 
     @torch.no_grad()
-    def cosines(self, queries: list[str], passages: list[str], batch_size: int, on_progress=None,
-                precision: str = "fp32") -> np.ndarray:
-        """(Q, P) cosines of raw ``queries`` and ``passages`` (the student's prefixes applied here), each text encoded
-        once (:func:`encode_texts`); the module's train/eval mode is restored after."""
+    def encode(self, texts: list[str], side: str, batch_size: int, on_progress=None, precision: str = "fp32") -> np.ndarray:
+        """(N, D) normalised embeddings of raw ``texts`` of one ``side`` (its prefix and length applied here), each
+        text encoded once (:func:`encode_texts`); the module's train/eval mode is restored after."""
         was_training = self.training
         self.eval()
-        device = next(self.parameters()).device
-        with sequence_length(self.st, self.query_max_len):
-            q = encode_texts(self.st, [self.query_prefix + t for t in queries], batch_size, precision, device)
-        with sequence_length(self.st, self.passage_max_len):
-            p = encode_texts(self.st, [self.passage_prefix + t for t in passages], batch_size, precision, device,
-                             on_progress=on_progress)
+        prefix, max_len = self.side(side)
+        with sequence_length(self.st, max_len):
+            out = encode_texts(self.st, [prefix + t for t in texts], batch_size, precision, next(self.parameters()).device,
+                               on_progress=on_progress)
         self.train(was_training)
-        return q @ p.T
+        return out
 
-    def save(self, folder: str | Path) -> None:
-        """Save a plain sentence-transformers folder (LoRA merged) and, with LoRA, the adapter in ``adapter/``."""
+    def cosines(self, queries: list[str], passages: list[str], batch_size: int, on_progress=None,
+                precision: str = "fp32") -> np.ndarray:
+        """(Q, P) cosines of raw ``queries`` and ``passages``, each text encoded once (:meth:`encode`)."""
+        q = self.encode(queries, "query", batch_size, precision=precision)
+        return q @ self.encode(passages, "passage", batch_size, on_progress, precision).T
+
+    def save(self, folder: str | Path, rotation: np.ndarray | None = None) -> None:
+        """Save a plain sentence-transformers folder (LoRA merged) and, with LoRA, the adapter in ``adapter/``;
+        ``rotation`` (D, D): the output turned onto those axes (:func:`crossdistill.models.rotation.with_rotation`)."""
         import copy
 
         from peft import PeftModel
@@ -157,6 +161,10 @@ class BiEncoderStudent(torch.nn.Module):
         else:
             st = self.st
         st.prompts = {"query": self.query_prefix, "passage": self.passage_prefix}
+        if rotation is not None:
+            from crossdistill.models.rotation import with_rotation
+
+            st = with_rotation(st, rotation)
         st.save(str(folder))
 
 

@@ -54,3 +54,37 @@ def test_a_matryoshka_student_is_published_loaded_truncated_and_evaluated_per_di
     assert_usage_error(run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_teacher, "--student_name",
                                       tiny_minilm, "--data_root", root, "--data_version", v, "--output_dir",
                                       tmp_path / "x", "--matryoshka_dims", "512,64"), "goes up to 512")
+
+
+def test_a_student_published_with_a_pca_rotation_keeps_its_cosines_and_is_evaluated_per_dimension(
+        tmp_path, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
+    from sentence_transformers import SentenceTransformer
+
+    root, v = scifact_version
+    out = tmp_path / "r"
+    args = [a for a in STUDENT_ARGS]
+    args[args.index("--epochs") + 1] = "1"
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_teacher, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", out, *args, "--pca_rotation",
+                          env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = json.loads((out / "distillation_config.json").read_text())
+    assert config["matryoshka_dims"] == [] and config["truncate_dims"] == [384, 256, 128, 64]
+    rotation = config["pca_rotation"]
+    assert rotation["passages"] > 384 and 0.5 < rotation["energy_kept"]["64"] < rotation["energy_kept"]["128"] < 1
+    assert "PCA rotation" in (out / "README.md").read_text()
+    model = SentenceTransformer(str(out), device="cpu")
+    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    weight = model[2].linear.weight.detach().numpy()
+    assert np.allclose(weight @ weight.T, np.eye(384), atol=1e-5)  # a rotation
+    texts = [json.loads(x)["text"] for x in (root / v / "corpus.jsonl").read_text().splitlines()[:12]]
+    unrotated = SentenceTransformer(modules=[model[0], model[1], model[3]], device="cpu")
+    a, b = model.encode(texts, normalize_embeddings=True), unrotated.encode(texts, normalize_embeddings=True)
+    assert np.abs(a @ a.T - b @ b.T).max() < 1e-5  # every cosine, so every score, is the unrotated student's
+    ev = tmp_path / "eval"
+    proc = run_in_process("evaluate_final_model.py", "--model_path", out, "--data_root", root, "--data_version", v,
+                          "--output_dir", ev)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((ev / "bi_encoder_evaluation_results.json").read_text())
+    assert set(res["matryoshka"]["by_dim"]) == {"384", "256", "128", "64"}
+    assert res["matryoshka"]["pca_rotation"] and not res["matryoshka"]["trained_at_dims"]
