@@ -62,28 +62,6 @@ def embedding_dim(model) -> int:
         model.get_sentence_embedding_dimension()
 
 
-def matryoshka_metrics(model, prefixes: tuple[Side, Side], ts: TripletPool, dims: list[int], batch_size: int,
-                       full=None) -> dict[str, dict]:
-    """nDCG@10, MRR@10 and Recall@100 of the student at each Matryoshka dimension (its embeddings encoded once at full
-    size, then cut and re-normalised per dimension): over the full corpus when given, else over the test pool."""
-    if full is not None:
-        qids, doc_ids = list(full.qrels), list(full.corpus)
-        queries, passages, qrels = [full.queries[q] for q in qids], [full.corpus[d] for d in doc_ids], qrels_dict(full.qrels)
-    else:
-        qids, doc_ids, queries, passages, qrels = ts.query_ids(), ts.passage_ids(), ts.queries, ts.passages, ts.qrels
-    q = encode(model, queries, prefixes[0], batch_size)
-    p = encode(model, passages, prefixes[1], batch_size, show_progress=len(passages) > 2000)
-    out = {}
-    for d in dims:
-        qd, pd_ = cut(q, d), cut(p, d)
-        cos = qd @ pd_.T
-        kk = min(100, cos.shape[1])
-        top = np.argsort(-cos, axis=1, kind="stable")[:, :kk]
-        run = indexed_run(qids, doc_ids, top, np.take_along_axis(cos, top, 1))
-        out[str(d)] = ranking_metrics(qrels, run)
-    return out
-
-
 def cut(emb: np.ndarray, dim: int) -> np.ndarray:
     """The first ``dim`` dimensions of each row, re-normalised (what ``truncate_dim`` serves)."""
     part = emb[:, :dim]
@@ -99,28 +77,47 @@ def encode(model, texts: list[str], side: str | Side, batch_size: int, show_prog
                             convert_to_numpy=True, show_progress_bar=show_progress)
 
 
+class _TopK:
+    """A running top-``k`` (indices, scores) per query over chunks of a corpus."""
+
+    def __init__(self, n_queries: int, k: int):
+        self.k = k
+        self.scores = np.full((n_queries, 0), -np.inf, dtype=np.float32)
+        self.ids = np.zeros((n_queries, 0), dtype=np.int64)
+
+    def add(self, scores: np.ndarray, start: int) -> None:
+        s = np.concatenate([self.scores, scores], axis=1)
+        i = np.concatenate([self.ids, np.arange(start, start + scores.shape[1])[None, :].repeat(len(scores), 0)], axis=1)
+        keep = np.argsort(-s, axis=1, kind="stable")[:, :self.k]
+        self.scores, self.ids = np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
+
+
 def dense_search(model, queries: list[str], corpus: list[str], q_prefix: str | Side, p_prefix: str | Side, k: int,
-                 batch_size: int, chunk: int = 4096, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+                 batch_size: int, chunk: int = 4096, show_progress: bool = False, dims=()
+                 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Top-``k`` (indices, cosines) per query over ``corpus``, encoding ``chunk`` passages at a time.
 
-    Memory: the query embeddings, one chunk of passage embeddings and a (Q, k) running top-k.
-    Returns also timing: queries/s and passages/s of encoding.
+    Memory: the query embeddings, one chunk of passage embeddings and a (Q, k) running top-k per size.
+    Returns also timing: queries/s and passages/s of encoding; with ``dims``, ``by_dim`` {d: (indices, cosines)}: the
+    same search with the vectors cut to their first ``d`` dimensions and re-normalised (each text encoded once).
     """
     t0 = time.time()
     q = encode(model, queries, q_prefix, batch_size)
     tq = time.time() - t0
-    best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    best_i = np.zeros((len(queries), 0), dtype=np.int64)
+    sizes = [None, *dims]
+    tops = {d: _TopK(len(queries), k) for d in sizes}
+    cut_q = {d: q if d is None else cut(q, d) for d in sizes}
     tp = 0.0
     for start in range(0, len(corpus), chunk):
         t1 = time.time()
         p = encode(model, corpus[start:start + chunk], p_prefix, batch_size, show_progress)
         tp += time.time() - t1
-        s = np.concatenate([best_s, q @ p.T], axis=1)
-        i = np.concatenate([best_i, np.arange(start, start + len(p))[None, :].repeat(len(queries), 0)], axis=1)
-        keep = np.argsort(-s, axis=1, kind="stable")[:, :k]
-        best_s, best_i = np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
-    return best_i, best_s, {"queries_per_s": len(queries) / max(tq, 1e-9), "passages_per_s": len(corpus) / max(tp, 1e-9)}
+        for d in sizes:
+            tops[d].add(cut_q[d] @ (p if d is None else cut(p, d)).T, start)
+    info = {"queries_per_s": len(queries) / max(tq, 1e-9), "passages_per_s": len(corpus) / max(tp, 1e-9)}
+    if dims:
+        info["by_dim"] = {d: (tops[d].ids, tops[d].scores) for d in dims}
+    return tops[None].ids, tops[None].scores, info
 
 
 # --------------------------------------------------------------------------- pair statistics
@@ -182,25 +179,36 @@ def pair_scores(model, prefixes, ts: TripletPool, batch_size: int) -> tuple[np.n
     return pos, neg, qa, pe, speed
 
 
-def evaluate_bi_encoder(model, prefixes: tuple[Side, Side], ts: TripletPool, batch_size: int, full=None, k: int = 100) -> dict:
+def evaluate_bi_encoder(model, prefixes: tuple[Side, Side], ts: TripletPool, batch_size: int, full=None, k: int = 100,
+                        dims=()) -> dict:
     """All metrics of one bi-encoder on the test CSV (and over a full corpus, a :class:`~crossdistill.data.eval_sets.RetrievalSet`,
-    when given)."""
+    when given). ``dims``: also nDCG@10, MRR@10 and Recall@100 with the vectors cut to each of these sizes, re-normalised,
+    under ``by_dim`` (over the full corpus when given, else the test pool; from the same embeddings, encoded once)."""
     pos, neg, qa, pe, speed = pair_scores(model, prefixes, ts, batch_size)
     out = {"statistics": score_statistics(pos, neg, list(ts.df["anchor"])), "throughput": speed,
            "_pos": pos, "_neg": neg}
-    cos = qa @ pe.T
-    kk = min(k, cos.shape[1])
-    top = np.argsort(-cos, axis=1, kind="stable")[:, :kk]
-    out["pool_run"] = indexed_run(ts.query_ids(), ts.passage_ids(), top, np.take_along_axis(cos, top, 1))
+
+    def pool_run(q, p):
+        cos = q @ p.T
+        top = np.argsort(-cos, axis=1, kind="stable")[:, :min(k, cos.shape[1])]
+        return indexed_run(ts.query_ids(), ts.passage_ids(), top, np.take_along_axis(cos, top, 1))
+
+    out["pool_run"] = pool_run(qa, pe)
     out["pool"] = ranking_metrics(ts.qrels, out["pool_run"])
+    if full is None and dims:
+        out["by_dim"] = {str(d): ranking_metrics(ts.qrels, pool_run(cut(qa, d), cut(pe, d))) for d in dims}
     if full is not None:
         doc_ids = list(full.corpus)
         qids_b = list(full.qrels)
         idx, sc, speed_b = dense_search(model, [full.queries[q] for q in qids_b], [full.corpus[d] for d in doc_ids],
-                                        prefixes[0], prefixes[1], k, batch_size, show_progress=True)
+                                        prefixes[0], prefixes[1], k, batch_size, show_progress=True, dims=dims)
+        qrels = qrels_dict(full.qrels)
         out["corpus_run"] = indexed_run(qids_b, doc_ids, idx, sc)
-        out["corpus"] = ranking_metrics(qrels_dict(full.qrels), out["corpus_run"])
+        out["corpus"] = ranking_metrics(qrels, out["corpus_run"])
         out["throughput"].update({"corpus_passages_per_s": speed_b["passages_per_s"]})
+        if dims:
+            out["by_dim"] = {str(d): ranking_metrics(qrels, indexed_run(qids_b, doc_ids, *speed_b["by_dim"][d]))
+                             for d in dims}
     return out
 
 

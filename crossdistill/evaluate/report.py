@@ -15,7 +15,7 @@ from crossdistill.core.training import peak_memory
 from crossdistill.data import eval_sets, sources
 from crossdistill.data.eval_sets import RetrievalSet, TripletPool
 from crossdistill.data.versions import DataVersion
-from crossdistill.evaluate.bi_encoder import evaluate_bi_encoder, load_bi_encoder, matryoshka_metrics, retrieval_table
+from crossdistill.evaluate.bi_encoder import evaluate_bi_encoder, load_bi_encoder, retrieval_table
 from crossdistill.evaluate.config import EvalConfig
 from crossdistill.evaluate.metrics import ranking_metrics, top_k_run
 from crossdistill.evaluate.plots import analysis_figure, comparison_figure, matryoshka_figure
@@ -169,12 +169,13 @@ def run_evaluation(cfg: EvalConfig, log=print) -> Path:
     log(f"evaluating {cfg.model_path} ({cfg.backend}) on {len(ts.df)} test triplets ({len(ts.queries)} queries, "
         f"{len(ts.passages)} passages)" + (f" and {len(full.qrels)} queries over {len(full.corpus)} passages of "
                                            f"{full_info['dir']}" if full else ""))
-    results: dict[str, dict] = {"student": evaluate_bi_encoder(model, prefixes, ts, cfg.batch_size, full)}
+    # a Matryoshka or PCA-rotated student: its quality at each of its dimensions too, from the same embeddings
+    dims = trained_dims(cfg.model_path) if not cfg.truncate_dim else []
+    results: dict[str, dict] = {"student": evaluate_bi_encoder(model, prefixes, ts, cfg.batch_size, full, dims=dims)}
     results["student"]["lengths"] = {"query": prefixes[0].max_len or model.max_seq_length,
                                      "passage": prefixes[1].max_len or model.max_seq_length}
-    dims = trained_dims(cfg.model_path) if cfg.backend == "torch" and not cfg.truncate_dim else []
-    if dims:  # a Matryoshka student: its quality at each trained dimension, its embeddings encoded once
-        results["student"]["matryoshka"] = matryoshka_metrics(model, prefixes, ts, dims, cfg.batch_size, full)
+    if dims:
+        results["student"]["matryoshka"] = results["student"].pop("by_dim")
     if cfg.base_model:
         q_len, p_len = prefixes[0].max_len, prefixes[1].max_len  # the baseline at the student's lengths
         base, base_resolved = load_bi_encoder(cfg.base_model, p_len, query_max_len=q_len)
