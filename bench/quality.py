@@ -148,7 +148,8 @@ assert _student_settings(CONFIGS["cpu_labels_only"]["student"]) == \
 # fused cross-encoder. Each row's twin is the same student command with the teacher weighted 0.
 NOMIC_TEACHER = list(_PRESETS["cpu_big"]["teacher"])  # the --pipeline cpu_big preset's teacher
 _FUSED = ("--teacher_fusion", "--fusion_norm")
-# the cpu preset's student until it took per-side lengths (#48): both sides at 128 tokens, cpu_run_norm's settings
+# the cpu preset's student as trained (both sides at 128 tokens, cpu_run_norm's settings), without the rotation it is
+# published with since #48 (--pca_rotation: cpu_pca); the rows built on it keep their meaning
 _Q128 = ["--epochs", "2", "--max_len", "128", "--K", "4", "--val_pool", "csv", "--teacher_fusion", "bm25=1,student=1",
          "--guard_k", "10", "--attention_dropout", "0", "--pseudo_queries", "725", "--fusion_norm", "run"]
 assert _student_settings(_Q128) == _student_settings(CONFIGS["cpu_run_norm"]["student"])
@@ -167,8 +168,8 @@ for _name, _extra in (("cpu_nomic", []), ("cpu_nomic_ib", ["--in_batch_kl_weight
     _twin = ("cpu_labels_only_e2_K8" if "--K" in _extra else
              "cpu_labels_only_p256" if "--passage_max_len" in _extra else "cpu_labels_only")
     CONFIGS[_name] = {"dense_teacher": NOMIC_TEACHER, "student": [*_CPU_STUDENT, *_extra], "twin": _twin}
-assert _student_settings(CONFIGS["cpu_nomic_ib_p256"]["student"]) == _student_settings(_PRESETS["cpu_big"]["student"]), \
-    "cpu_nomic_ib_p256 must be the cpu_big preset's student"
+assert _student_settings([*CONFIGS["cpu_nomic_ib_p256"]["student"], "--pca_rotation"]) == \
+    _student_settings(_PRESETS["cpu_big"]["student"]), "cpu_nomic_ib_p256, rotated, must be the cpu_big preset's student"
 CONFIGS["cpu_labels_only_e2_K8"] = {"teacher": list(_PRESETS["cpu"]["teacher"]),
                                     "student": [*_Q128, "--soft_weight", "0", "--K", "8"]}
 # issue #48: the cpu preset trained for Matryoshka dimensions, and with queries cut at 64 tokens and passages at 256;
@@ -191,9 +192,11 @@ CONFIGS["cpu_passage256"] = {"teacher": list(_PRESETS["cpu_long"]["teacher"]), "
 # the labels-only twin at those lengths (the teacher weighted 0): the twin of cpu_passage256 and of cpu_nomic_ib_p256
 CONFIGS["cpu_labels_only_p256"] = {"teacher": list(_PRESETS["cpu_long"]["teacher"]),
                                    "student": [*_Q128, *_P256, "--soft_weight", "0"]}
-assert _student_settings(_Q128) == _student_settings(_PRESETS["cpu"]["student"]), "_Q128 must be the cpu preset"
-assert _student_settings(CONFIGS["cpu_passage256"]["student"]) == _student_settings(_PRESETS["cpu_long"]["student"]), \
-    "cpu_passage256 must be the cpu_long preset"
+# the presets publish their students rotated (--pca_rotation: every cosine, so every full-size number, unchanged)
+assert _student_settings(CONFIGS["cpu_pca"]["student"]) == _student_settings(_PRESETS["cpu"]["student"]), \
+    "cpu_pca must be the cpu preset"
+assert _student_settings([*CONFIGS["cpu_passage256"]["student"], "--pca_rotation"]) == \
+    _student_settings(_PRESETS["cpu_long"]["student"]), "cpu_passage256, rotated, must be the cpu_long preset"
 assert CONFIGS["cpu_passage256"]["teacher"] == CONFIGS["cpu_default"]["teacher"]
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
