@@ -61,7 +61,9 @@ def with_rotation(st, axes: np.ndarray):
                   init_weight=torch.tensor(axes, dtype=torch.float32))
     modules = list(st)
     at = next((i for i, m in enumerate(modules) if isinstance(m, Normalize)), len(modules))
-    rotated = SentenceTransformer(modules=[*modules[:at], dense, *modules[at:]], device=str(st.device),
-                                  prompts=dict(st.prompts or {}))
+    rotated = SentenceTransformer(modules=[*modules[:at], dense, *modules[at:]], device=str(st.device))
+    rotated.prompts = dict(st.prompts or {})  # the student's own prompts, nothing added
+    rotated.default_prompt_name = st.default_prompt_name
+    rotated.similarity_fn_name = st.similarity_fn_name
     rotated.max_seq_length = st.max_seq_length
     return rotated

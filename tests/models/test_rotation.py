@@ -94,3 +94,15 @@ def test_the_onnx_encoder_applies_the_rotation(tmp_path, tiny_minilm):
     shutil.rmtree(folder / "2_Dense")
     with pytest.raises(UsageError):
         OnnxEncoder(folder, "onnx")
+
+
+def test_a_rotated_student_keeps_its_prompts_exactly(tmp_path, tiny_minilm):
+    from sentence_transformers import SentenceTransformer
+
+    from crossdistill.models.rotation import with_rotation
+
+    st = SentenceTransformer(str(tiny_minilm), device="cpu")
+    st.prompts = {"query": "query: ", "passage": "passage: "}
+    with_rotation(st, np.eye(384)).save(str(tmp_path / "r"))
+    saved = json.loads((tmp_path / "r" / "config_sentence_transformers.json").read_text())
+    assert saved["prompts"] == {"query": "query: ", "passage": "passage: "} and saved["similarity_fn_name"] == "cosine"
