@@ -41,7 +41,9 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
                 "score_cache": cfg.score_cache, "val_pool": run.stats["val_pool"],
                 "data_source": _data_source(cfg), "teacher_fingerprint": inputs.teacher_fingerprint}
 
-    rotation, rotation_info = pca_rotation(model, cfg, inputs, loop.log) if cfg.pca_rotation else (None, None)
+    # only the main process writes the folder (publish_run), so only it finds the axes
+    rotation, rotation_info = (pca_rotation(model, cfg, loop.log) if cfg.pca_rotation and
+                               loop.accelerator.is_main_process else (None, None))
     dims = list(cfg.matryoshka_dims_list) or (truncate_dims(rotation.shape[0]) if rotation is not None else [])
 
     def write(staging: Path) -> None:
@@ -69,12 +71,12 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
              f"{start['val_mrr@10']:.4f} -> {kept_row['val_mrr@10']:.4f})")
 
 
-def pca_rotation(model, cfg: StudentConfig, inputs: StudentInputs, log, max_passages: int = 4096):
+def pca_rotation(model, cfg: StudentConfig, log, max_passages: int = 4096):
     """The principal axes of the kept student's embeddings of the training passages (at most ``max_passages``, a
     seeded sample), and what the published config records of them (:mod:`crossdistill.models.rotation`)."""
     import random
 
-    from crossdistill.models.rotation import energy_kept, principal_axes, truncate_dims
+    from crossdistill.models.rotation import energy_kept, principal_axes
 
     passages = training_passages(cfg)  # at least the embedding's dimension (checked before training)
     if len(passages) > max_passages:
