@@ -66,10 +66,11 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
         raise UsageError(f"--matryoshka_dims {cfg.matryoshka_dims} goes up to {cfg.matryoshka_dims_list[0]}, but the "
                          f"student's embeddings have {full} dimensions; give dimensions <= {full} (e.g. "
                          f"{full},{full // 2},{full // 4})")
-    if cfg.pca_rotation and len(training_passages(cfg)) < full:
+    n_passages = len(training_passages(cfg)) if cfg.pca_rotation else full
+    if n_passages < full:
         raise UsageError(f"--pca_rotation finds the {full} principal axes of the student's embeddings of the training "
-                         f"passages, which needs at least {full} distinct passages; the data has "
-                         f"{len(training_passages(cfg))}: add data, or leave --pca_rotation out")
+                         f"passages, which needs at least {full} distinct passages; the data has {n_passages}: add "
+                         "data, or leave --pca_rotation out")
     if main:
         lock_run(out_dir)  # one run per folder
     with claimed_output(out_dir, "student", fresh=resume_from is None, main=main, wait=accelerator.wait_for_everyone) as claim:

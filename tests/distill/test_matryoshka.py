@@ -11,18 +11,24 @@ from conftest import STUDENT_ARGS, assert_usage_error, run_in_process
 pytestmark = pytest.mark.slow
 
 
+def _train_one_epoch(out, tiny_teacher, tiny_minilm, scifact_version, score_cache_env, *extra):
+    """The tiny student for one epoch with ``extra`` flags; asserts it finished."""
+    root, v = scifact_version
+    args = [a for a in STUDENT_ARGS]
+    args[args.index("--epochs") + 1] = "1"
+    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_teacher, "--student_name", tiny_minilm,
+                          "--data_root", root, "--data_version", v, "--output_dir", out, *args, *extra,
+                          env=score_cache_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_a_matryoshka_student_is_published_loaded_truncated_and_evaluated_per_dimension(
         tmp_path, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
     from sentence_transformers import SentenceTransformer
 
     root, v = scifact_version
     out = tmp_path / "m"
-    args = [a for a in STUDENT_ARGS]
-    args[args.index("--epochs") + 1] = "1"
-    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_teacher, "--student_name", tiny_minilm,
-                          "--data_root", root, "--data_version", v, "--output_dir", out, *args,
-                          "--matryoshka_dims", "384,128,64", env=score_cache_env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _train_one_epoch(out, tiny_teacher, tiny_minilm, scifact_version, score_cache_env, "--matryoshka_dims", "384,128,64")
     assert json.loads((out / "distillation_config.json").read_text())["matryoshka_dims"] == [384, 128, 64]
     assert "Matryoshka dimensions" in (out / "README.md").read_text() and "truncate_dim=64" in (out / "README.md").read_text()
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
@@ -62,12 +68,7 @@ def test_a_student_published_with_a_pca_rotation_keeps_its_cosines_and_is_evalua
 
     root, v = scifact_version
     out = tmp_path / "r"
-    args = [a for a in STUDENT_ARGS]
-    args[args.index("--epochs") + 1] = "1"
-    proc = run_in_process("train_distillation_pipeline.py", "--teacher_path", tiny_teacher, "--student_name", tiny_minilm,
-                          "--data_root", root, "--data_version", v, "--output_dir", out, *args, "--pca_rotation",
-                          env=score_cache_env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _train_one_epoch(out, tiny_teacher, tiny_minilm, scifact_version, score_cache_env, "--pca_rotation")
     config = json.loads((out / "distillation_config.json").read_text())
     assert config["matryoshka_dims"] == [] and config["truncate_dims"] == [384, 256, 128, 64]
     rotation = config["pca_rotation"]
