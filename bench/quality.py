@@ -186,6 +186,10 @@ CONFIGS["cpu_pca"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_
                       "student": [*_Q128, "--pca_rotation"]}
 CONFIGS["cpu_matryoshka_pca"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_run_norm",
                                  "student": [*CONFIGS["cpu_matryoshka"]["student"], "--pca_rotation"]}
+# the Matryoshka prefixes taken on the starting student's principal axes (--matryoshka_pca_start: a fixed rotation
+# before the first step, so the prefixes start with the most of each vector), published turned onto the kept one's
+CONFIGS["cpu_matryoshka_pcastart"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_run_norm",
+                                      "student": [*CONFIGS["cpu_matryoshka_pca"]["student"], "--matryoshka_pca_start"]}
 _P256 = ["--query_max_len", "64", "--passage_max_len", "256"]
 CONFIGS["cpu_passage256"] = {"teacher": list(_PRESETS["cpu_long"]["teacher"]), "twin": "cpu_labels_only_p256",
                              "student": [*_Q128, *_P256]}

@@ -122,6 +122,11 @@ class StudentConfig(TrainingConfig, ListSettings):
                                         "the first dimensions then carry the most, so vectors cut to "
                                         "SentenceTransformer(folder, truncate_dim=D) rank far better "
                                         "(models/rotation.py)")
+    matryoshka_pca_start: bool = setting(False, "with --matryoshka_dims: take the Matryoshka prefixes on the principal "
+                                                "axes of the starting student's embeddings of the training passages "
+                                                "(a fixed rotation found before the first step, kept in the published "
+                                                "model; every cosine unchanged) instead of its raw coordinates, so the "
+                                                "prefixes start with the most of each vector (models/rotation.py)")
     export: str | None = setting(None, "also export the published student for serving: 'onnx', 'onnx-int8' or both "
                                        "('onnx,onnx-int8'); see export_student.py")
 
@@ -177,6 +182,10 @@ class StudentConfig(TrainingConfig, ListSettings):
                              "fusion out")
         parse_formats(self.export)
         parse_matryoshka(self.matryoshka_dims, self.matryoshka_weights)
+        if self.matryoshka_pca_start and not self.matryoshka_dims:
+            raise UsageError("--matryoshka_pca_start sets where the Matryoshka prefixes are taken, but no --matryoshka_dims "
+                             "is given (without them a rotation changes no cosine, so nothing); add --matryoshka_dims "
+                             "(e.g. 384,256,128,64), or leave --matryoshka_pca_start out")
         super().check()
 
 

@@ -59,6 +59,7 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
             "student_name": cfg.student_name, "query_prefix": model.query_prefix, "passage_prefix": model.passage_prefix,
             "max_len": cfg.max_len, "query_max_len": cfg.query_len, "passage_max_len": cfg.passage_len, "scale": cfg.scale, "data_version": cfg.data_version, "data_root": cfg.data_root,
             "matryoshka_dims": list(cfg.matryoshka_dims_list), "truncate_dims": dims, "pca_rotation": rotation_info,
+            "matryoshka_pca_start": run.stats.get("matryoshka_pca_start"),
             "data_fingerprint": DataVersion.of(cfg).fingerprint(),
             "use_lora": bool(cfg.use_lora), **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
                                                  "lora_dropout": cfg.lora_dropout,
@@ -71,9 +72,11 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
              f"{start['val_mrr@10']:.4f} -> {kept_row['val_mrr@10']:.4f})")
 
 
-def pca_rotation(model, cfg: StudentConfig, log, max_passages: int = 4096):
-    """The principal axes of the kept student's embeddings of the training passages (at most ``max_passages``, a
-    seeded sample), and what the published config records of them (:mod:`crossdistill.models.rotation`)."""
+def pca_rotation(model, cfg: StudentConfig, log, max_passages: int = 4096, what: str = "the published vectors"):
+    """The principal axes of ``model``'s embeddings of the training passages (at most ``max_passages``, a seeded
+    sample; as :meth:`~crossdistill.models.student.BiEncoderStudent.encode` gives them, its own rotation applied), and
+    what the published config records of them (:mod:`crossdistill.models.rotation`): the kept student's at publishing
+    (``--pca_rotation``), the starting student's before the first step (``--matryoshka_pca_start``)."""
     import random
 
     from crossdistill.models.rotation import energy_kept, principal_axes
@@ -84,7 +87,7 @@ def pca_rotation(model, cfg: StudentConfig, log, max_passages: int = 4096):
     emb = model.encode(passages, "passage", cfg.batch_size * 4)
     axes = principal_axes(emb)
     kept = energy_kept(emb, axes, truncate_dims(emb.shape[1])[1:])
-    log("pca rotation: the published vectors turned onto the principal axes of " + f"{len(passages)} training passages; "
+    log(f"pca rotation: {what} turned onto the principal axes of {len(passages)} training passages; "
         "share of their squared length in the first " + ", ".join(f"{d}: {v:.3f}" for d, v in kept.items()))
     return axes, {"passages": len(passages), "energy_kept": {d: round(v, 4) for d, v in kept.items()}}
 

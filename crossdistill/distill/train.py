@@ -33,7 +33,7 @@ from crossdistill.distill.batch import Batch, collate
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.guard import teacher_guard
 from crossdistill.distill.inputs import DistillData, StudentInputs, prepare_run, read_inputs, run_settings, training_passages
-from crossdistill.distill.publish import publish_student
+from crossdistill.distill.publish import pca_rotation, publish_student
 from crossdistill.distill.soft_labels import dense_cosines
 from crossdistill.distill.step import forward_backward
 from crossdistill.distill.validation import evaluate_student
@@ -66,11 +66,12 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
         raise UsageError(f"--matryoshka_dims {cfg.matryoshka_dims} goes up to {cfg.matryoshka_dims_list[0]}, but the "
                          f"student's embeddings have {full} dimensions; give dimensions <= {full} (e.g. "
                          f"{full},{full // 2},{full // 4})")
-    n_passages = len(training_passages(cfg)) if cfg.pca_rotation else full
+    n_passages = len(training_passages(cfg)) if cfg.pca_rotation or cfg.matryoshka_pca_start else full
     if n_passages < full:
-        raise UsageError(f"--pca_rotation finds the {full} principal axes of the student's embeddings of the training "
+        flag = "--pca_rotation" if cfg.pca_rotation else "--matryoshka_pca_start"
+        raise UsageError(f"{flag} finds the {full} principal axes of the student's embeddings of the training "
                          f"passages, which needs at least {full} distinct passages; the data has {n_passages}: add "
-                         "data, or leave --pca_rotation out")
+                         f"data, or leave {flag} out")
     if main:
         lock_run(out_dir)  # one run per folder
     with claimed_output(out_dir, "student", fresh=resume_from is None, main=main, wait=accelerator.wait_for_everyone) as claim:
@@ -78,6 +79,9 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
         events.make_current()  # long phases report their progress to it (core.events.report_progress)
         with accelerator.main_process_first():  # the main process fills the teacher-score cache, the others read it
             run = prepare_run(inputs, log, device=device, student=student, events=events)
+        if cfg.matryoshka_pca_start:  # every process, from the starting weights (a resumed run's too): one answer
+            axes, run.stats["matryoshka_pca_start"] = pca_rotation(student, cfg, log, what="the starting student's vectors")
+            student.rotation = torch.tensor(axes, dtype=torch.float32, device=device)
         if cfg.gradient_checkpointing:
             student.auto_model.gradient_checkpointing_enable()
         lora_cfg = student.add_lora(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) if cfg.use_lora else None

@@ -16,7 +16,8 @@ def student_card(cfg, summary: dict, base_model: str, teacher_path: str, loss_we
     start = summary["history"][0] if summary.get("history") else {}
     settings = {k: getattr(cfg, k, None) for k in ("recipe", "soft_loss", "tau", "scale", *loss_weights, "teacher_fusion",
                                                      "K", "epochs", "batch_size", "lr", "max_len", "use_lora", "seed",
-                                                     "matryoshka_dims", "matryoshka_weights", "pca_rotation")}
+                                                     "matryoshka_dims", "matryoshka_weights", "matryoshka_pca_start",
+                                                     "pca_rotation")}
     q_len, p_len = getattr(cfg, "query_len", None), getattr(cfg, "passage_len", None)
     settings.update(query_max_len=q_len, passage_max_len=p_len)
     lengths = (f"- **Lengths**: queries {q_len} tokens, passages {p_len} — sentence-transformers keeps one "
@@ -24,7 +25,9 @@ def student_card(cfg, summary: dict, base_model: str, teacher_path: str, loss_we
                f"encoding queries to cut them exactly as in training\n" if q_len and p_len and q_len != p_len else "")
     dims = getattr(cfg, "matryoshka_dims", None)
     matryoshka = (f"- **Matryoshka dimensions**: {dims} — trained to rank well when its vectors are cut to any of them: "
-                  f"`SentenceTransformer(\"<this folder>\", truncate_dim={str(dims).split(',')[-1]})`\n" if dims else "")
+                  f"`SentenceTransformer(\"<this folder>\", truncate_dim={str(dims).split(',')[-1]})`"
+                  + (" — the prefixes taken on the principal axes of the starting student's embeddings (the `Dense` "
+                     "module)" if getattr(cfg, "matryoshka_pca_start", False) else "") + "\n" if dims else "")
     rotation = ("- **PCA rotation**: its vectors are turned onto the principal axes of its embeddings of the training "
                 "passages (the `Dense` module; every cosine unchanged), so their first dimensions carry the most: cut "
                 "them with `SentenceTransformer(\"<this folder>\", truncate_dim=128)`\n"

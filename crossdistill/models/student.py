@@ -40,6 +40,9 @@ class BiEncoderStudent(torch.nn.Module):
         self.passage_prefix = passage_prefix
         self.query_max_len = query_max_len or st_model.max_seq_length
         self.passage_max_len = passage_max_len or st_model.max_seq_length
+        # (D, D) orthogonal, fixed: every embedding turned by it (fp32) before the loss sees it (``--matryoshka_pca_start``:
+        # the Matryoshka prefixes are then those of its axes); not a state-dict entry, so a resumed run finds it again
+        self.register_buffer("rotation", None, persistent=False)
 
     @classmethod
     def load(cls, resolved: ResolvedModel, max_len: int | None = None, device: str | None = "cpu",
@@ -117,8 +120,11 @@ class BiEncoderStudent(torch.nn.Module):
         features = self._features(texts, side)
         device = next(self.parameters()).device
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-        emb = self.st(features)["sentence_embedding"]
-        return F.normalize(emb.float(), dim=-1)
+        emb = F.normalize(self.st(features)["sentence_embedding"].float(), dim=-1)
+        if self.rotation is None:
+            return emb
+        with torch.autocast(device_type=emb.device.type, enabled=False):  # the turn in fp32: it keeps every cosine
+            return emb @ self.rotation.T
 
     def forward(self, text_lists: list[list[str]], sides: list[str]) -> list[torch.Tensor]:
         """Embeddings of each list of (already prefixed) texts, ``sides[i]`` the side of ``text_lists[i]`` — one call,
@@ -136,7 +142,7 @@ class BiEncoderStudent(torch.nn.Module):
             out = encode_texts(self.st, [prefix + t for t in texts], batch_size, precision, next(self.parameters()).device,
                                on_progress=on_progress)
         self.train(was_training)
-        return out
+        return out if self.rotation is None else out @ self.rotation.cpu().numpy().T
 
     def cosines(self, queries: list[str], passages: list[str], batch_size: int, on_progress=None,
                 precision: str = "fp32") -> np.ndarray:
@@ -146,7 +152,9 @@ class BiEncoderStudent(torch.nn.Module):
 
     def save(self, folder: str | Path, rotation: np.ndarray | None = None) -> None:
         """Save a plain sentence-transformers folder (LoRA merged) and, with LoRA, the adapter in ``adapter/``;
-        ``rotation`` (D, D): the output turned onto those axes (:func:`crossdistill.models.rotation.with_rotation`)."""
+        ``rotation`` (D, D): the output turned onto those axes (:func:`crossdistill.models.rotation.with_rotation`),
+        after the student's own :attr:`rotation` (the two saved as one ``Dense``), so the folder gives what
+        :meth:`encode` gives, turned by ``rotation``."""
         import copy
 
         from peft import PeftModel
@@ -161,6 +169,9 @@ class BiEncoderStudent(torch.nn.Module):
         else:
             st = self.st
         st.prompts = {"query": self.query_prefix, "passage": self.passage_prefix}
+        if self.rotation is not None:
+            own = self.rotation.detach().cpu().double().numpy()
+            rotation = own if rotation is None else np.asarray(rotation, dtype=np.float64) @ own
         if rotation is not None:
             from crossdistill.models.rotation import with_rotation
 

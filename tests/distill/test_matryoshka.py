@@ -89,3 +89,54 @@ def test_a_student_published_with_a_pca_rotation_keeps_its_cosines_and_is_evalua
     res = json.loads((ev / "bi_encoder_evaluation_results.json").read_text())
     assert set(res["matryoshka"]["by_dim"]) == {"384", "256", "128", "64"}
     assert res["matryoshka"]["pca_rotation"] and not res["matryoshka"]["trained_at_dims"]
+
+
+def test_matryoshka_prefixes_on_the_starting_students_axes_are_published_and_found_again_on_resume(
+        tmp_path, tiny_teacher, tiny_minilm, scifact_version, score_cache_env):
+    """--matryoshka_pca_start: the rotation is the principal axes of the starting student's embeddings of the training
+    passages, it is published as the folder's Dense module, and a run crashed and resumed finds the same one (the
+    buffer is no checkpoint entry) and ends with the same weights."""
+    from sentence_transformers import SentenceTransformer
+
+    from crossdistill.data.versions import DataVersion
+    from crossdistill.models.rotation import principal_axes
+
+    root, v = scifact_version
+    flags = ("--matryoshka_dims", "384,64", "--matryoshka_pca_start")
+    out = tmp_path / "straight"
+    _train_one_epoch(out, tiny_teacher, tiny_minilm, scifact_version, score_cache_env, *flags)
+    config = json.loads((out / "distillation_config.json").read_text())
+    assert config["matryoshka_dims"] == [384, 64] and config["pca_rotation"] is None
+    start = config["matryoshka_pca_start"]
+    assert start["passages"] > 384 and 0.5 < start["energy_kept"]["64"] < start["energy_kept"]["128"] < 1
+    assert "principal axes of the starting student" in (out / "README.md").read_text()
+    model = SentenceTransformer(str(out), device="cpu")
+    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    published = model[2].linear.weight.detach().numpy()
+    # the rotation is the starting student's principal axes (the leading ones: trailing axes of near-equal energy
+    # may turn by rounding)
+    train = DataVersion(root, v).split("train")
+    passages = list(dict.fromkeys([*train["positive"], *train["negative"]]))
+    base = SentenceTransformer(str(tiny_minilm), device="cpu")
+    base.max_seq_length = 48
+    axes = principal_axes(base.encode(passages, batch_size=64, normalize_embeddings=True))
+    assert np.abs(np.abs((published[:64] * axes[:64]).sum(axis=1)) - 1).max() < 1e-3
+    # crashed after the step-4 checkpoint, resumed: the same rotation, the same weights
+    crashed = tmp_path / "crashed"
+    faults = {"CROSSDISTILL_ALLOW_FAULTS": "1", "CROSSDISTILL_FAULTS": json.dumps({"crash_at_steps": [5]})}
+    root_args = ("--teacher_path", tiny_teacher, "--student_name", tiny_minilm, "--data_root", root, "--data_version", v,
+                 "--output_dir", crashed)
+    args = [a for a in STUDENT_ARGS]
+    args[args.index("--epochs") + 1] = "1"
+    with pytest.raises(RuntimeError, match="injected crash at step 5"):
+        run_in_process("train_distillation_pipeline.py", *root_args, *args, *flags, env={**score_cache_env, **faults})
+    assert not (crashed / "done.json").exists()
+    proc = run_in_process("train_distillation_pipeline.py", *root_args, *args, *flags, "--resume", env=score_cache_env)
+    assert proc.returncode == 0 and "resumed from" in proc.stdout, proc.stderr[-2000:]
+    from conftest import same_weights
+
+    assert same_weights(out, crashed)
+    resumed = SentenceTransformer(str(crashed), device="cpu")[2].linear.weight.detach().numpy()
+    assert np.array_equal(resumed, published)
+    assert_usage_error(run_in_process("train_distillation_pipeline.py", *root_args[:-1], tmp_path / "x",
+                                      "--matryoshka_pca_start"), "--matryoshka_pca_start", "--matryoshka_dims")
