@@ -106,3 +106,40 @@ def test_a_rotated_student_keeps_its_prompts_exactly(tmp_path, tiny_minilm):
     with_rotation(st, np.eye(384)).save(str(tmp_path / "r"))
     saved = json.loads((tmp_path / "r" / "config_sentence_transformers.json").read_text())
     assert saved["prompts"] == {"query": "query: ", "passage": "passage: "} and saved["similarity_fn_name"] == "cosine"
+
+
+def test_a_student_turned_while_training_keeps_its_cosines_and_saves_both_turns_as_one(tmp_path, tiny_minilm):
+    """--matryoshka_pca_start: the student's own rotation turns what embed (with gradients) and encode give, in fp32,
+    keeping every cosine; save() composes it with the publishing rotation into one Dense module."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from crossdistill.models.resolve import resolve_model
+    from crossdistill.models.rotation import principal_axes
+    from crossdistill.models.student import BiEncoderStudent
+
+    texts = _texts(400)
+    student = BiEncoderStudent.load(resolve_model(str(tiny_minilm)), max_len=64)
+    plain = student.encode(texts, "passage", 64)
+    student.eval()  # no dropout: embed's (training) path gives the same vectors twice
+    with torch.no_grad():
+        plain_grad_path = student.embed(texts[:8]).numpy()
+    start = principal_axes(plain)
+    student.rotation = torch.tensor(start, dtype=torch.float32)
+    turned = student.encode(texts, "passage", 64)
+    assert np.allclose(turned, plain @ start.T.astype(np.float32), atol=1e-5)
+    assert np.abs(turned @ turned.T - plain @ plain.T).max() < 1e-5  # every cosine unchanged
+    emb = student.embed(texts[:8])
+    assert emb.requires_grad and emb.dtype == torch.float32
+    assert np.allclose(emb.detach().numpy(), plain_grad_path @ start.T, atol=1e-5)
+    assert "rotation" not in student.state_dict()  # not a checkpoint entry: a resumed run finds it again
+    late = principal_axes(turned)  # the publishing rotation, found on the turned vectors
+    folder = tmp_path / "published"
+    student.save(folder, late)
+    model = SentenceTransformer(str(folder), device="cpu")
+    model.max_seq_length = 64
+    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Dense", "Normalize"]  # one Dense: both turns
+    assert np.allclose(model.encode(texts[:8], normalize_embeddings=True), turned[:8] @ late.T, atol=1e-5)
+    student.save(tmp_path / "own", None)  # without a publishing rotation: the student's own
+    own = SentenceTransformer(str(tmp_path / "own"), device="cpu")
+    assert np.allclose(own[2].linear.weight.detach().numpy(), start, atol=1e-6)
