@@ -182,23 +182,33 @@ CONFIGS["cpu_matryoshka"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin"
                              "student": [*_Q128, "--matryoshka_dims", ",".join(map(str, DIMS))]}
 # the same two published with a PCA rotation (--pca_rotation: the vectors turned onto the principal axes of the
 # student's embeddings of the training passages; every cosine unchanged, so full size is the student's own)
+# (these rows found the axes on the training passages alone, --pca_fit passages: the only fit before 2026-12-08)
 CONFIGS["cpu_pca"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_run_norm",
-                      "student": [*_Q128, "--pca_rotation"]}
+                      "student": [*_Q128, "--pca_rotation", "--pca_fit", "passages"]}
 CONFIGS["cpu_matryoshka_pca"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_run_norm",
-                                 "student": [*CONFIGS["cpu_matryoshka"]["student"], "--pca_rotation"]}
+                                 "student": [*CONFIGS["cpu_matryoshka"]["student"], "--pca_rotation", "--pca_fit",
+                                             "passages"]}
 # the Matryoshka prefixes taken on the starting student's principal axes (--matryoshka_pca_start: a fixed rotation
 # before the first step, so the prefixes start with the most of each vector), published turned onto the kept one's
 CONFIGS["cpu_matryoshka_pcastart"] = {"teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_run_norm",
                                       "student": [*CONFIGS["cpu_matryoshka_pca"]["student"], "--matryoshka_pca_start"]}
+# both rotations found on the training passages and queries, each side weighing the same (--pca_fit both, the default
+# since 2026-12-08: on cpu_matryoshka_pcastart@42's own vectors the passages' axes served queries worst, val 64 dims
+# 0.686 against 0.707)
+CONFIGS["cpu_matryoshka_pcastart_both"] = {
+    "teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_run_norm",
+    "student": [*CONFIGS["cpu_matryoshka"]["student"], "--pca_rotation", "--matryoshka_pca_start"]}
 _P256 = ["--query_max_len", "64", "--passage_max_len", "256"]
 CONFIGS["cpu_passage256"] = {"teacher": list(_PRESETS["cpu_long"]["teacher"]), "twin": "cpu_labels_only_p256",
                              "student": [*_Q128, *_P256]}
 # the labels-only twin at those lengths (the teacher weighted 0): the twin of cpu_passage256 and of cpu_nomic_ib_p256
 CONFIGS["cpu_labels_only_p256"] = {"teacher": list(_PRESETS["cpu_long"]["teacher"]),
                                    "student": [*_Q128, *_P256, "--soft_weight", "0"]}
-# the presets publish their students rotated (--pca_rotation: every cosine, so every full-size number, unchanged)
-assert _student_settings(CONFIGS["cpu_pca"]["student"]) == _student_settings(_PRESETS["cpu"]["student"]), \
-    "cpu_pca must be the cpu preset"
+# the presets publish their students rotated (--pca_rotation: every cosine, so every full-size number, unchanged); the
+# cpu preset was cpu_pca from 2026-12-07 to 2026-12-08, and is since trained for Matryoshka dimensions on the starting
+# student's axes (#48: cpu_matryoshka_pcastart won on val at seed 42, full size and every prefix)
+assert _student_settings(CONFIGS["cpu_matryoshka_pcastart_both"]["student"]) == \
+    _student_settings(_PRESETS["cpu"]["student"]), "cpu_matryoshka_pcastart_both must be the cpu preset"
 assert _student_settings([*CONFIGS["cpu_passage256"]["student"], "--pca_rotation"]) == \
     _student_settings(_PRESETS["cpu_long"]["student"]), "cpu_passage256, rotated, must be the cpu_long preset"
 assert CONFIGS["cpu_passage256"]["teacher"] == CONFIGS["cpu_default"]["teacher"]

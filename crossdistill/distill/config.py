@@ -127,6 +127,10 @@ class StudentConfig(TrainingConfig, ListSettings):
                                                 "(a fixed rotation found before the first step, kept in the published "
                                                 "model; every cosine unchanged) instead of its raw coordinates, so the "
                                                 "prefixes start with the most of each vector (models/rotation.py)")
+    pca_fit: str = setting("both", "what --pca_rotation and --matryoshka_pca_start find their axes on: the training "
+                                   "passages and queries, each side weighing the same ('both': a prefix keeps what a "
+                                   "query-passage cosine needs), or the passages alone ('passages': before 2026-12-08)",
+                           choices=["both", "passages"])
     export: str | None = setting(None, "also export the published student for serving: 'onnx', 'onnx-int8' or both "
                                        "('onnx,onnx-int8'); see export_student.py")
 

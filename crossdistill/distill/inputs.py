@@ -85,6 +85,18 @@ def training_passages(cfg: StudentConfig) -> list[str]:
     return list(dict.fromkeys([*train["positive"], *(train["negative"] if "negative" in train.columns else [])]))
 
 
+def training_queries(cfg: StudentConfig) -> list[str]:
+    """The distinct labelled queries of the data version's training rows (all of them, whatever --max_samples draws),
+    in order."""
+    return list(dict.fromkeys(DataVersion.of(cfg).split("train")["anchor"]))
+
+
+def rotation_texts(cfg: StudentConfig) -> dict[str, list[str]]:
+    """What a PCA rotation is fit on, by side: the training passages, and with ``--pca_fit both`` (the default) the
+    training queries too (:func:`crossdistill.distill.publish.pca_rotation`)."""
+    return {"passage": training_passages(cfg), **({"query": training_queries(cfg)} if cfg.pca_fit == "both" else {})}
+
+
 def read_inputs(cfg: StudentConfig, device: str = "cpu") -> StudentInputs:
     """Check and read every input of the run: nothing is written, nothing moved."""
     teachers, scores, scores_path, fingerprint = _teacher_source(cfg, device)

@@ -15,7 +15,7 @@ from crossdistill.core.run_state import RunState
 from crossdistill.core.training import peak_memory
 from crossdistill.data.versions import DataVersion
 from crossdistill.distill.config import StudentConfig
-from crossdistill.distill.inputs import DistillData, StudentInputs, training_passages
+from crossdistill.distill.inputs import DistillData, StudentInputs, rotation_texts
 from crossdistill.losses.total import WEIGHTS
 from crossdistill.models.card import student_card
 from crossdistill.models.export import export_student, parse_formats
@@ -72,24 +72,33 @@ def publish_student(loop: Loop, state: RunState, cfg: StudentConfig, inputs: Stu
              f"{start['val_mrr@10']:.4f} -> {kept_row['val_mrr@10']:.4f})")
 
 
-def pca_rotation(model, cfg: StudentConfig, log, max_passages: int = 4096, what: str = "the published vectors"):
-    """The principal axes of ``model``'s embeddings of the training passages (at most ``max_passages``, a seeded
-    sample; as :meth:`~crossdistill.models.student.BiEncoderStudent.encode` gives them, its own rotation applied), and
-    what the published config records of them (:mod:`crossdistill.models.rotation`): the kept student's at publishing
-    (``--pca_rotation``), the starting student's before the first step (``--matryoshka_pca_start``)."""
+def pca_rotation(model, cfg: StudentConfig, log, max_texts: int = 4096, what: str = "the published vectors"):
+    """The principal axes of ``model``'s embeddings of the training texts (:func:`~crossdistill.distill.inputs.rotation_texts`:
+    the passages, and with ``--pca_fit both`` the queries, each side weighing the same; at most ``max_texts`` a side,
+    a seeded sample; as :meth:`~crossdistill.models.student.BiEncoderStudent.encode` gives them, its own rotation
+    applied), and what the published config records of them (:mod:`crossdistill.models.rotation`): the kept student's
+    at publishing (``--pca_rotation``), the starting student's before the first step (``--matryoshka_pca_start``)."""
     import random
 
-    from crossdistill.models.rotation import energy_kept, principal_axes
+    from crossdistill.models.rotation import energy_kept, principal_axes, sides_weighed_equally
 
-    passages = training_passages(cfg)  # at least the embedding's dimension (checked before training)
-    if len(passages) > max_passages:
-        passages = random.Random(cfg.seed).sample(passages, max_passages)
-    emb = model.encode(passages, "passage", cfg.batch_size * 4)
-    axes = principal_axes(emb)
-    kept = energy_kept(emb, axes, truncate_dims(emb.shape[1])[1:])
-    log(f"pca rotation: {what} turned onto the principal axes of {len(passages)} training passages; "
-        "share of their squared length in the first " + ", ".join(f"{d}: {v:.3f}" for d, v in kept.items()))
-    return axes, {"passages": len(passages), "energy_kept": {d: round(v, 4) for d, v in kept.items()}}
+    emb = {}
+    for side, texts in rotation_texts(cfg).items():  # at least the embedding's dimension in all (checked before training)
+        if len(texts) > max_texts:
+            texts = random.Random(cfg.seed).sample(texts, max_texts)
+        emb[side] = model.encode(texts, side, cfg.batch_size * 4)
+    fit = sides_weighed_equally(list(emb.values()))
+    axes = principal_axes(fit)
+    dims = truncate_dims(fit.shape[1])[1:]
+    kept = {side: energy_kept(e, axes, dims) for side, e in emb.items()}
+    plural = {"passage": "passages", "query": "queries"}
+    counts = " and ".join(f"{len(e)} training {plural[side]}" for side, e in emb.items())
+    log(f"pca rotation: {what} turned onto the principal axes of {counts}; share of their squared length in the "
+        "first " + "; ".join(f"{d}: " + " / ".join(f"{kept[side][d]:.3f}" for side in kept) for d in kept["passage"])
+        + f" ({' / '.join(plural[side] for side in kept)})")
+    return axes, {"fit": cfg.pca_fit, **{plural[side]: len(e) for side, e in emb.items()},
+                  "energy_kept": {d: round(v, 4) for d, v in kept["passage"].items()},
+                  **({"query_energy_kept": {d: round(v, 4) for d, v in kept["query"].items()}} if "query" in kept else {})}
 
 
 def _teacher_words(inputs: StudentInputs) -> str:

@@ -32,7 +32,7 @@ from crossdistill.core.training import linear_schedule, make_accelerator, make_o
 from crossdistill.distill.batch import Batch, collate
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.guard import teacher_guard
-from crossdistill.distill.inputs import DistillData, StudentInputs, prepare_run, read_inputs, run_settings, training_passages
+from crossdistill.distill.inputs import DistillData, StudentInputs, prepare_run, read_inputs, rotation_texts, run_settings
 from crossdistill.distill.publish import pca_rotation, publish_student
 from crossdistill.distill.soft_labels import dense_cosines
 from crossdistill.distill.step import forward_backward
@@ -66,12 +66,13 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
         raise UsageError(f"--matryoshka_dims {cfg.matryoshka_dims} goes up to {cfg.matryoshka_dims_list[0]}, but the "
                          f"student's embeddings have {full} dimensions; give dimensions <= {full} (e.g. "
                          f"{full},{full // 2},{full // 4})")
-    n_passages = len(training_passages(cfg)) if cfg.pca_rotation or cfg.matryoshka_pca_start else full
-    if n_passages < full:
+    fit = rotation_texts(cfg) if cfg.pca_rotation or cfg.matryoshka_pca_start else {}
+    n_texts = sum(map(len, fit.values())) if fit else full
+    if n_texts < full:
         flag = "--pca_rotation" if cfg.pca_rotation else "--matryoshka_pca_start"
         raise UsageError(f"{flag} finds the {full} principal axes of the student's embeddings of the training "
-                         f"passages, which needs at least {full} distinct passages; the data has {n_passages}: add "
-                         f"data, or leave {flag} out")
+                         f"{' and '.join({'passage': 'passages', 'query': 'queries'}[s] for s in fit)}, which needs at least {full} distinct texts; the data has "
+                         f"{n_texts}: add data, or leave {flag} out")
     if main:
         lock_run(out_dir)  # one run per folder
     with claimed_output(out_dir, "student", fresh=resume_from is None, main=main, wait=accelerator.wait_for_everyone) as claim:

@@ -28,8 +28,9 @@ def student_card(cfg, summary: dict, base_model: str, teacher_path: str, loss_we
                   f"`SentenceTransformer(\"<this folder>\", truncate_dim={str(dims).split(',')[-1]})`"
                   + (" — the prefixes taken on the principal axes of the starting student's embeddings (the `Dense` "
                      "module)" if getattr(cfg, "matryoshka_pca_start", False) else "") + "\n" if dims else "")
+    fit = "passages and queries" if getattr(cfg, "pca_fit", "both") == "both" else "passages"
     rotation = ("- **PCA rotation**: its vectors are turned onto the principal axes of its embeddings of the training "
-                "passages (the `Dense` module; every cosine unchanged), so their first dimensions carry the most: cut "
+                f"{fit} (the `Dense` module; every cosine unchanged), so their first dimensions carry the most: cut "
                 "them with `SentenceTransformer(\"<this folder>\", truncate_dim=128)`\n"
                 if getattr(cfg, "pca_rotation", False) else "")
     return f"""---

@@ -2,13 +2,16 @@
 embeddings, so that a prefix of the vector (``truncate_dim``) keeps as much as a prefix can.
 
 .. math::
-    E = U \\Sigma V^\\top \\;\\; (E: N \\times D \\text{ embeddings of } N \\text{ training passages, not centred}),
+    E = U \\Sigma V^\\top \\;\\; (E: N \\times D \\text{ embeddings of } N \\text{ training texts, not centred}),
     \\qquad e' = V^\\top e
 
 :math:`V^\\top` is orthogonal, so every cosine — the student's score — is unchanged at full size; the first :math:`d`
 coordinates of :math:`e'` span the :math:`d`-dimensional subspace that keeps the most of the passages' squared length
 (Eckart–Young), where the model's own first :math:`d` coordinates are an arbitrary :math:`d` of its :math:`D`. The data
-are not centred: a centring bias would change the cosines. In the published folder the rotation is a
+are not centred: a centring bias would change the cosines. By default :math:`E` stacks the training passages and the
+training queries, each side scaled to the same total squared length (:func:`sides_weighed_equally`): a truncated
+score :math:`q_{:d} \\cdot p_{:d}` needs the axes where the *queries* lie as much as those of the passages (on SciFact,
+the axes of the passages alone served queries worst: docs/results.md). In the published folder the rotation is a
 sentence-transformers ``Dense`` module (identity activation, no bias) before ``Normalize``, so
 ``SentenceTransformer(folder, truncate_dim=d)`` serves it and the ONNX encoder applies it after pooling.
 
@@ -34,6 +37,13 @@ def principal_axes(emb: np.ndarray) -> np.ndarray:
     _, _, vt = np.linalg.svd(emb, full_matrices=False)
     signs = np.sign(vt[np.arange(d), np.abs(vt).argmax(axis=1)])
     return vt * signs[:, None]
+
+
+def sides_weighed_equally(sides: list[np.ndarray]) -> np.ndarray:
+    """The rows of every side (e.g. passages and queries, each (N_i, D), unit rows), each side scaled by
+    :math:`1/\\sqrt{N_i}` so that every side holds the same squared length: the axes found on them serve a
+    query-passage cosine, not only the more numerous side."""
+    return np.vstack([np.asarray(e, dtype=np.float64) / np.sqrt(len(e)) for e in sides])
 
 
 def energy_kept(emb: np.ndarray, axes: np.ndarray, dims) -> dict[str, float]:

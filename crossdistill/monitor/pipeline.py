@@ -6,6 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+# the cpu presets' student training (#35: 128 tokens, K 4, 725 pseudo-queries, two epochs, the teacher fused with BM25
+# and the starting student, one scale per fused source)
+_CPU_STUDENT = ["--epochs", "2", "--max_len", "128", "--K", "4", "--val_pool", "csv", "--teacher_fusion", "bm25=1,student=1",
+                "--guard_k", "10", "--attention_dropout", "0", "--pseudo_queries", "725", "--fusion_norm", "run"]
 # a preset's teacher is the cross-encoder stage (crossdistill.teach) unless it names a bi-encoder teacher: a bigger
 # embedding model fine-tuned on the labels alone by the student stage itself (crossdistill.distill, --soft_weight 0)
 PRESETS = {
@@ -13,14 +17,13 @@ PRESETS = {
     "default": {"teacher": [], "student": [], "suffix": ""},
     # the recipe cut to ~20 minutes on 2 CPU cores (18.2 on an Intel Xeon): a one-epoch teacher (128 tokens) fused with
     # BM25 and the starting student, the student at 128 tokens, K 4, 725 pseudo-queries, two epochs, one scale per fused
-    # source (docs/results.md, #35); published turned onto its principal axes (#48: every cosine kept, its first 128
-    # dimensions rank at val nDCG@10 0.691 where they did at 0.642)
+    # source (docs/results.md, #35); trained for Matryoshka dimensions on the starting student's principal axes and
+    # published turned onto its own (#48, 2026-12-08: val nDCG@10 at full size 0.706 -> 0.711, its first 128
+    # dimensions 0.642 -> 0.706, its first 64 0.527 -> 0.686)
     "cpu": {
         "teacher": ["--epochs", "1", "--max_len", "128", "--max_samples", "3000", "--max_val_samples", "300",
                     "--attention_dropout", "0"],
-        "student": ["--epochs", "2", "--max_len", "128", "--K", "4", "--val_pool", "csv", "--teacher_fusion",
-                    "bm25=1,student=1", "--guard_k", "10", "--attention_dropout", "0", "--pseudo_queries", "725",
-                    "--fusion_norm", "run", "--pca_rotation"],
+        "student": [*_CPU_STUDENT, "--matryoshka_dims", "384,256,128,64", "--matryoshka_pca_start", "--pca_rotation"],
         "suffix": "_cpu",
     },
     # a teacher that knows more than the labels, at CPU size (~2.5 hours on 2 cores, docs/results.md, #49):
@@ -57,9 +60,9 @@ PRESETS = {
 }
 # the cpu preset with the student reading queries at 64 tokens and passages at 256 (#48: it won on val, 0.706 -> 0.719;
 # test 0.704 -> 0.724) at ~2.5x the student's time (65 minutes in all on a 2-core AMD EPYC): over the 30 minutes the cpu
-# preset may take (#49), so a preset of its own
+# preset may take (#49), so a preset of its own; measured without Matryoshka, so it keeps the cpu student as it was then
 PRESETS["cpu_long"] = {"teacher": list(PRESETS["cpu"]["teacher"]),
-                       "student": [*PRESETS["cpu"]["student"], "--query_max_len", "64", "--passage_max_len", "256"],
+                       "student": [*_CPU_STUDENT, "--pca_rotation", "--query_max_len", "64", "--passage_max_len", "256"],
                        "suffix": "_cpu_long"}
 
 

@@ -73,6 +73,7 @@ def test_a_student_published_with_a_pca_rotation_keeps_its_cosines_and_is_evalua
     assert config["matryoshka_dims"] == [] and config["truncate_dims"] == [384, 256, 128, 64]
     rotation = config["pca_rotation"]
     assert rotation["passages"] > 384 and 0.5 < rotation["energy_kept"]["64"] < rotation["energy_kept"]["128"] < 1
+    assert rotation["fit"] == "both" and rotation["queries"] > 100
     assert "PCA rotation" in (out / "README.md").read_text()
     model = SentenceTransformer(str(out), device="cpu")
     assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Dense", "Normalize"]
@@ -99,7 +100,7 @@ def test_matryoshka_prefixes_on_the_starting_students_axes_are_published_and_fou
     from sentence_transformers import SentenceTransformer
 
     from crossdistill.data.versions import DataVersion
-    from crossdistill.models.rotation import principal_axes
+    from crossdistill.models.rotation import principal_axes, sides_weighed_equally
 
     root, v = scifact_version
     flags = ("--matryoshka_dims", "384,64", "--matryoshka_pca_start")
@@ -108,18 +109,22 @@ def test_matryoshka_prefixes_on_the_starting_students_axes_are_published_and_fou
     config = json.loads((out / "distillation_config.json").read_text())
     assert config["matryoshka_dims"] == [384, 64] and config["pca_rotation"] is None
     start = config["matryoshka_pca_start"]
-    assert start["passages"] > 384 and 0.5 < start["energy_kept"]["64"] < start["energy_kept"]["128"] < 1
+    assert start["fit"] == "both" and start["passages"] > 384 and start["queries"] > 100
+    assert 0.5 < start["energy_kept"]["64"] < start["energy_kept"]["128"] < 1
+    assert 0.5 < start["query_energy_kept"]["64"] < start["query_energy_kept"]["128"] < 1
     assert "principal axes of the starting student" in (out / "README.md").read_text()
     model = SentenceTransformer(str(out), device="cpu")
     assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Dense", "Normalize"]
     published = model[2].linear.weight.detach().numpy()
-    # the rotation is the starting student's principal axes (the leading ones: trailing axes of near-equal energy
-    # may turn by rounding)
+    # the rotation is the starting student's principal axes of the training passages and queries, each side weighing
+    # the same (the leading axes: trailing ones of near-equal energy may turn by rounding)
     train = DataVersion(root, v).split("train")
     passages = list(dict.fromkeys([*train["positive"], *train["negative"]]))
+    queries = list(dict.fromkeys(train["anchor"]))
     base = SentenceTransformer(str(tiny_minilm), device="cpu")
     base.max_seq_length = 48
-    axes = principal_axes(base.encode(passages, batch_size=64, normalize_embeddings=True))
+    axes = principal_axes(sides_weighed_equally([base.encode(texts, batch_size=64, normalize_embeddings=True)
+                                                 for texts in (passages, queries)]))
     assert np.abs(np.abs((published[:64] * axes[:64]).sum(axis=1)) - 1).max() < 1e-3
     # crashed after the step-4 checkpoint, resumed: the same rotation, the same weights
     crashed = tmp_path / "crashed"

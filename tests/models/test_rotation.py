@@ -34,6 +34,17 @@ def test_principal_axes_are_orthogonal_ordered_by_energy_and_one_answer():
     assert truncate_dims(384) == [384, 256, 128, 64] and truncate_dims(768) == [768, 512, 256, 128, 64]
     with pytest.raises(ValueError, match="at least 16 passages"):
         principal_axes(emb[:10])
+    # two sides weighing the same: a side of 400 rows along one axis (length 0.9) and one of 20 along another (length 1)
+    # give those two axes, the smaller side's first; its rows alone, unweighted, would be outweighed twenty to one
+    from crossdistill.models.rotation import sides_weighed_equally
+
+    many = np.tile(np.eye(16)[3], (400, 1)) * 0.9 + rng.normal(size=(400, 16)) * 0.01
+    few = np.tile(np.eye(16)[7], (20, 1)) + rng.normal(size=(20, 16)) * 0.01
+    both = sides_weighed_equally([many, few])
+    assert both.shape == (420, 16) and np.allclose(both[:400], many / 20) and np.allclose(both[400:], few / np.sqrt(20))
+    two = principal_axes(both)
+    assert abs(two[0, 7]) > 0.99 and abs(two[1, 3]) > 0.99
+    assert abs(principal_axes(np.vstack([many, few]))[0, 3]) > 0.99
 
 
 def test_a_rotated_student_keeps_every_cosine_and_serves_its_prefix(tmp_path, tiny_minilm):
