@@ -194,10 +194,10 @@ CONFIGS["cpu_matryoshka_pcastart"] = {"teacher": list(_PRESETS["cpu"]["teacher"]
                                       "student": [*CONFIGS["cpu_matryoshka_pca"]["student"], "--matryoshka_pca_start"]}
 # both rotations found on the training passages and queries, each side weighing the same (--pca_fit both, the default
 # since 2026-12-08: on cpu_matryoshka_pcastart@42's own vectors the passages' axes served queries worst, val 64 dims
-# 0.686 against 0.707)
+# 0.686 against 0.707; the fit is named, so a stage cached under the old default is never taken for it)
 CONFIGS["cpu_matryoshka_pcastart_both"] = {
     "teacher": list(_PRESETS["cpu"]["teacher"]), "twin": "cpu_run_norm",
-    "student": [*CONFIGS["cpu_matryoshka"]["student"], "--pca_rotation", "--matryoshka_pca_start"]}
+    "student": [*CONFIGS["cpu_matryoshka"]["student"], "--pca_rotation", "--matryoshka_pca_start", "--pca_fit", "both"]}
 _P256 = ["--query_max_len", "64", "--passage_max_len", "256"]
 CONFIGS["cpu_passage256"] = {"teacher": list(_PRESETS["cpu_long"]["teacher"]), "twin": "cpu_labels_only_p256",
                              "student": [*_Q128, *_P256]}
