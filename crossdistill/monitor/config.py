@@ -34,7 +34,7 @@ class MonitorConfig(DataLocation):
     output_dir: str | None = setting(None, "the supervised run's --output_dir (events.jsonl, checkpoints, done.json)")
     pipeline: str | None = setting(None, "run teacher, student and evaluation: 'default' = the measured recipe (every "
                                          "script's defaults), 'cpu' = the same cut to ~25 min on 2 CPU cores "
-                                         "(its vectors cut to 128 dimensions keep 98 %), "
+                                         "(its vectors cut to 128 dimensions keep 98 per cent), "
                                          "'cpu_long' = cpu with passages read at 256 tokens (~1 h, +0.02), "
                                          "'cpu_big' = a bigger bi-encoder teacher (nomic-embed-text-v1.5, "
                                          "requirements-nomic.txt) at CPU size (~2.5 h), 'quick'/'full' = the original's "

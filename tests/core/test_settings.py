@@ -41,6 +41,14 @@ def test_each_script_parses_into_its_config_and_every_flag_is_a_field():
     assert m.command == ("python", "x.py") and m.split("eval_args") == ["--bm25", "--batch_size", "8"]
 
 
+def test_every_scripts_help_formats():
+    """argparse expands each help with ``%``: a bare ``%`` in a setting's help (e.g. "98 %)") breaks ``--help`` alone,
+    which no run uses (found by CI's installed-package check, 2026-12-08)."""
+    for script, cls in SCRIPTS.items():
+        text = cls.parser().format_help()  # raises ValueError on a bare %
+        assert text.startswith("usage:") and "--help" in text, script
+
+
 def test_shared_settings_are_declared_once():
     """--seed, --data_root/--data_version, --mining_model, --overwrite: one declaration each, inherited by every entry
     point that has the setting (the same dataclass Field)."""
