@@ -91,6 +91,10 @@ def training_queries(cfg: StudentConfig) -> list[str]:
     return list(dict.fromkeys(DataVersion.of(cfg).split("train")["anchor"]))
 
 
+#: how a side's texts are named in logs, messages and the published config
+SIDE_TEXTS = {"passage": "passages", "query": "queries"}
+
+
 def rotation_texts(cfg: StudentConfig) -> dict[str, list[str]]:
     """What a PCA rotation is fit on, by side: the training passages, and with ``--pca_fit both`` (the default) the
     training queries too (:func:`crossdistill.distill.publish.pca_rotation`)."""

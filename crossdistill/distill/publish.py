@@ -15,7 +15,7 @@ from crossdistill.core.run_state import RunState
 from crossdistill.core.training import peak_memory
 from crossdistill.data.versions import DataVersion
 from crossdistill.distill.config import StudentConfig
-from crossdistill.distill.inputs import DistillData, StudentInputs, rotation_texts
+from crossdistill.distill.inputs import SIDE_TEXTS, DistillData, StudentInputs, rotation_texts
 from crossdistill.losses.total import WEIGHTS
 from crossdistill.models.card import student_card
 from crossdistill.models.export import export_student, parse_formats
@@ -91,12 +91,11 @@ def pca_rotation(model, cfg: StudentConfig, log, max_texts: int = 4096, what: st
     axes = principal_axes(fit)
     dims = truncate_dims(fit.shape[1])[1:]
     kept = {side: energy_kept(e, axes, dims) for side, e in emb.items()}
-    plural = {"passage": "passages", "query": "queries"}
-    counts = " and ".join(f"{len(e)} training {plural[side]}" for side, e in emb.items())
+    counts = " and ".join(f"{len(e)} training {SIDE_TEXTS[side]}" for side, e in emb.items())
     log(f"pca rotation: {what} turned onto the principal axes of {counts}; share of their squared length in the "
         "first " + "; ".join(f"{d}: " + " / ".join(f"{kept[side][d]:.3f}" for side in kept) for d in kept["passage"])
-        + f" ({' / '.join(plural[side] for side in kept)})")
-    return axes, {"fit": cfg.pca_fit, **{plural[side]: len(e) for side, e in emb.items()},
+        + f" ({' / '.join(SIDE_TEXTS[side] for side in kept)})")
+    return axes, {"fit": cfg.pca_fit, **{SIDE_TEXTS[side]: len(e) for side, e in emb.items()},
                   "energy_kept": {d: round(v, 4) for d, v in kept["passage"].items()},
                   **({"query_energy_kept": {d: round(v, 4) for d, v in kept["query"].items()}} if "query" in kept else {})}
 

@@ -32,7 +32,15 @@ from crossdistill.core.training import linear_schedule, make_accelerator, make_o
 from crossdistill.distill.batch import Batch, collate
 from crossdistill.distill.config import StudentConfig
 from crossdistill.distill.guard import teacher_guard
-from crossdistill.distill.inputs import DistillData, StudentInputs, prepare_run, read_inputs, rotation_texts, run_settings
+from crossdistill.distill.inputs import (
+    SIDE_TEXTS,
+    DistillData,
+    StudentInputs,
+    prepare_run,
+    read_inputs,
+    rotation_texts,
+    run_settings,
+)
 from crossdistill.distill.publish import pca_rotation, publish_student
 from crossdistill.distill.soft_labels import dense_cosines
 from crossdistill.distill.step import forward_backward
@@ -70,9 +78,9 @@ def train_student(cfg: StudentConfig, log=print) -> Path:
     n_texts = sum(map(len, fit.values())) if fit else full
     if n_texts < full:
         flag = "--pca_rotation" if cfg.pca_rotation else "--matryoshka_pca_start"
-        raise UsageError(f"{flag} finds the {full} principal axes of the student's embeddings of the training "
-                         f"{' and '.join({'passage': 'passages', 'query': 'queries'}[s] for s in fit)}, which needs at least {full} distinct texts; the data has "
-                         f"{n_texts}: add data, or leave {flag} out")
+        texts = " and ".join(SIDE_TEXTS[side] for side in fit)
+        raise UsageError(f"{flag} finds the {full} principal axes of the student's embeddings of the training {texts}, "
+                         f"which needs at least {full} distinct texts; the data has {n_texts}: add data, or leave {flag} out")
     if main:
         lock_run(out_dir)  # one run per folder
     with claimed_output(out_dir, "student", fresh=resume_from is None, main=main, wait=accelerator.wait_for_everyone) as claim:
